@@ -1,0 +1,173 @@
+"""The one cell abstraction every recurrent cell shares.
+
+A cell owns its parameters in the seed's layout — one fused matrix per side, gate blocks
+stacked in the order named by ``GATES`` — and a pure ``equations`` function that computes one
+time step from them. The layers call the very same ``equations`` in their reference engine,
+so a cell and a one-step layer can never disagree.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .. import _checks
+from ..init import SCHEMES, init_weights
+
+
+class Weights(NamedTuple):
+    """One cell's parameters: ``weight_ih`` (G·H, X), ``weight_hh`` (G·H, H), ``bias`` (G·H) or None,
+    and ``bias_hn`` (H) for the GRU with reset="after" (else None)."""
+
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias: torch.Tensor | None
+    bias_hn: torch.Tensor | None = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight_hh.shape[1]
+
+    def gate(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Rows of gate number k: (W_i·, W_h·, b_·) — the x part, the h part and the bias of W·[h, x] + b."""
+        H = self.hidden_size
+        rows = slice(k * H, (k + 1) * H)
+        b = None if self.bias is None else self.bias[rows]
+        return self.weight_ih[rows], self.weight_hh[rows], b
+
+
+def affine(x: torch.Tensor, h: torch.Tensor, w_x: torch.Tensor, w_h: torch.Tensor, b: torch.Tensor | None):
+    """W · [h, x] + b, with W split into its h columns (w_h) and its x columns (w_x)."""
+    out = x @ w_x.T + h @ w_h.T
+    return out if b is None else out + b
+
+
+class RecurrentCell(nn.Module, metaclass=ABCMeta):
+    """Base class: parameters, initialisation, argument checks and torch conversion for one cell.
+
+    Subclasses set ``GATES`` (gate order of the fused rows), ``STATE`` (names of the carried
+    state), ``TRACES`` (names of the per-step activations returned with ``return_gates=True``),
+    ``GATE_BIAS`` (the default initialisation's non-zero gate biases) and implement
+    ``equations``.
+    """
+
+    GATES: tuple[str, ...] = ()
+    STATE: tuple[str, ...] = ("h",)
+    TRACES: tuple[str, ...] = ()
+    GATE_BIAS: dict[str, float] = {}
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default"):
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias: expected a bool, got {type(bias).__name__} {bias!r}")
+        self.init = _checks.choice("init", init, SCHEMES)
+        G, H, X = len(self.GATES), self.hidden_size, self.input_size
+        self.weight_ih = nn.Parameter(torch.empty(G * H, X))
+        self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        self.bias = nn.Parameter(torch.empty(G * H)) if bias else None
+        self.bias_hn = nn.Parameter(torch.empty(H)) if bias and self.has_bias_hn() else None
+        self.reset_parameters()
+
+    # -- things subclasses describe -------------------------------------------------------
+    def options(self) -> dict[str, Any]:
+        """Keyword options of ``equations`` (nonlinearity, reset)."""
+        return {}
+
+    def has_bias_hn(self) -> bool:
+        return False
+
+    @staticmethod
+    @abstractmethod
+    def equations(x_t, state, w: Weights, **options):
+        """One time step: returns (new_state tuple, traces dict)."""
+
+    # -- shared machinery -----------------------------------------------------------------
+    def reset_parameters(self) -> None:
+        init_weights(self.GATES, self.weight_ih, self.weight_hh, self.bias, self.bias_hn, self.init, self.GATE_BIAS)
+
+    def weights(self) -> Weights:
+        return Weights(self.weight_ih, self.weight_hh, self.bias, self.bias_hn)
+
+    def extra_repr(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.options().items())
+        return f"{self.input_size}, {self.hidden_size}, bias={self.bias is not None}{extra}"
+
+    def _check_input(self, x_t: Any) -> tuple[torch.Tensor, bool]:
+        x_t = _checks.tensor("x_t", x_t)
+        if x_t.dim() not in (1, 2):
+            raise ValueError(
+                f"x_t: expected a 2-D tensor (batch, input_size) or 1-D (input_size,), got shape {_checks.shape_str(x_t)}"
+            )
+        if x_t.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x_t: expected last dimension input_size = {self.input_size}, got shape {_checks.shape_str(x_t)}"
+            )
+        _checks.matches_parameters("x_t", x_t, self.weight_ih)
+        unbatched = x_t.dim() == 1
+        return (x_t.unsqueeze(0) if unbatched else x_t), unbatched
+
+    def _check_state(self, state: Any, batch: int, unbatched: bool, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Returns the state as a tuple of (B, H) tensors, zeros when state is None."""
+        H = self.hidden_size
+        if state is None:
+            zeros = torch.zeros(batch, H, dtype=ref.dtype, device=ref.device)
+            return tuple(zeros for _ in self.STATE)
+        if len(self.STATE) == 1:
+            if not isinstance(state, torch.Tensor):
+                raise TypeError(f"state: expected a tensor h of shape {self._state_shape(batch, unbatched)}, got {type(state).__name__}")
+            parts = (state,)
+        else:
+            if not isinstance(state, (tuple, list)) or len(state) != len(self.STATE):
+                raise TypeError(
+                    f"state: expected a tuple ({', '.join(self.STATE)}) (e.g. rnnlab.LSTMState), got {type(state).__name__}"
+                )
+            parts = tuple(state)
+        want = (H,) if unbatched else (batch, H)
+        out = []
+        for name, s in zip(self.STATE, parts):
+            s = _checks.tensor(f"state.{name}", s)
+            if tuple(s.shape) != want:
+                raise ValueError(
+                    f"state.{name}: expected shape {self._state_shape(batch, unbatched)}, got {_checks.shape_str(s)}"
+                )
+            _checks.matches_parameters(f"state.{name}", s, self.weight_ih)
+            out.append(s.unsqueeze(0) if unbatched else s)
+        return tuple(out)
+
+    def _state_shape(self, batch: int, unbatched: bool) -> str:
+        return f"({self.hidden_size},)" if unbatched else f"({batch}, {self.hidden_size})"
+
+    def _pack_state(self, state: tuple[torch.Tensor, ...]):
+        """How the state is returned to the user: a tensor, or a named tuple for LSTM."""
+        return state[0]
+
+    @classmethod
+    def from_torch(cls, module: nn.Module, **kwargs):
+        """Build the cell computing exactly the function of a torch.nn RNNCell/LSTMCell/GRUCell."""
+        from ..layers.convert import cell_from_torch
+
+        return cell_from_torch(cls, module, **kwargs)
+
+    def to_torch(self) -> nn.Module:
+        """The torch.nn cell computing exactly this cell's function (not for GRU reset="before")."""
+        from ..layers.convert import cell_to_torch
+
+        return cell_to_torch(self)
+
+    def forward(self, x_t: torch.Tensor, state=None, return_gates: bool = False):
+        """One step. ``x_t`` (B, X) or (X,); returns ``h, state`` (and the gate traces, each (B, H))."""
+        x, unbatched = self._check_input(x_t)
+        st = self._check_state(state, x.shape[0], unbatched, x)
+        new_state, traces = self.equations(x, st, self.weights(), **self.options())
+        if unbatched:
+            new_state = tuple(s.squeeze(0) for s in new_state)
+            traces = {k: v.squeeze(0) for k, v in traces.items()}
+        packed = self._pack_state(new_state)
+        if return_gates:
+            return new_state[0], packed, traces
+        return new_state[0], packed

@@ -1,0 +1,218 @@
+"""The one recurrent layer every network shares: parameters, checks, and the call into an engine.
+
+A layer is ``num_layers`` stacked levels of ``D`` directions (D = 2 when bidirectional). Level k,
+direction d owns ``weight_ih_l{k}`` (G·H, X_k), ``weight_hh_l{k}`` (G·H, H), ``bias_l{k}`` (G·H)
+(and ``bias_hn_l{k}`` (H) for the GRU with reset="after"), with suffix ``_reverse`` for d = 1 —
+the cell's parameters under torch.nn's naming. X_0 = input_size, X_k = D·H above.
+
+Everything that is not a cell's own arithmetic — stacking, directions, lengths, inter-layer dropout,
+gate traces, PackedSequence, batch_first, unbatched input — lives here and in ``runner.py``,
+written once for all cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .. import _checks
+from ..cells.base import RecurrentCell, Weights
+from ..init import SCHEMES, init_weights
+from . import packing
+from .runner import run_stack
+
+
+class RecurrentLayer(nn.Module):
+    """Base class of ``rnnlab.RNN``, ``rnnlab.LSTM`` and ``rnnlab.GRU``."""
+
+    cell_class: type[RecurrentCell]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        init: str = "default",
+        engine: str = "auto",
+        **options: Any,
+    ):
+        super().__init__()
+        self.input_size = _checks.positive_int("input_size", input_size)
+        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
+        self.batch_first = batch_first
+        self.bidirectional = bidirectional
+        self.dropout = _checks.probability("dropout", dropout)
+        self.init = _checks.choice("init", init, SCHEMES)
+        from ..engine import ENGINES
+
+        self.engine = _checks.choice("engine", engine, ENGINES)
+        self.options = options
+        G, H, D = len(self.cell_class.GATES), self.hidden_size, self.num_directions
+        with_bias_hn = bias and self._has_bias_hn()
+        for k in range(self.num_layers):
+            X = self.input_size if k == 0 else D * H
+            for d in range(D):
+                sfx = self._suffix(k, d)
+                self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, X)))
+                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H)))
+                self.register_parameter("bias" + sfx, nn.Parameter(torch.empty(G * H)) if bias else None)
+                self.register_parameter("bias_hn" + sfx, nn.Parameter(torch.empty(H)) if with_bias_hn else None)
+        self.bias = bias
+        self.reset_parameters()
+
+    # -- structure ------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def mode(self) -> str:
+        """The cell kind: "rnn", "lstm" or "gru"."""
+        return self.cell_class.__name__[:-4].lower()
+
+    def _has_bias_hn(self) -> bool:
+        return self.options.get("reset") == "after"
+
+    @staticmethod
+    def _suffix(k: int, d: int) -> str:
+        return f"_l{k}" + ("_reverse" if d == 1 else "")
+
+    def weights(self, k: int, d: int) -> Weights:
+        """The parameters of level k, direction d (0 forward, 1 reverse), as a cell's ``Weights``."""
+        s = self._suffix(k, d)
+        return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s), getattr(self, "bias_hn" + s))
+
+    def reset_parameters(self) -> None:
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                w = self.weights(k, d)
+                init_weights(self.cell_class.GATES, *w, self.init, self.cell_class.GATE_BIAS)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        s += "".join(f", {k}={v!r}" for k, v in self.options.items())
+        if self.engine != "auto":
+            s += f", engine={self.engine!r}"
+        return s
+
+    # -- the call ---------------------------------------------------------------------------
+    def forward(self, x, hx=None, lengths=None, return_gates: bool = False):
+        """Run the layer over a sequence.
+
+        ``x``: (T, B, X), or (B, T, X) with ``batch_first``, or unbatched (T, X), or a
+        PackedSequence. ``hx``: (D·num_layers, B, H) (LSTM: a tuple ``(h_0, c_0)``), zeros when None.
+        ``lengths``: (B,) true lengths of padded sequences.
+
+        Returns ``out, h_n`` — ``out`` (T, B, D·H) (or (B, T, D·H), or a PackedSequence when ``x``
+        is one), ``h_n`` (D·num_layers, B, H), LSTM ``(h_n, c_n)`` — and with ``return_gates=True``
+        also the gate traces: ``{"l0": {"f": (T, B, H), ...}, "l0_reverse": {...}, ...}``.
+        """
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths: must be None when x is a PackedSequence (it carries its own lengths)")
+            _checks.matches_parameters("x", x.data, self.weight_ih_l0)
+            xs, lengths = packing.unpack(x)
+            unbatched = False
+        else:
+            xs, unbatched = self._check_input(x)
+            if lengths is not None:
+                if unbatched:
+                    raise ValueError("lengths: only for batched input; unbatched input (T, X) is one whole sequence")
+                lengths = _checks.lengths(lengths, xs.shape[1], xs.shape[0], xs.device)
+        T, B = xs.shape[0], xs.shape[1]
+        state = self._check_hx(hx, B, unbatched)
+        from ..engine import get_engine
+
+        out, state_n, traces = get_engine(self.engine, self, xs).run(self, xs, state, lengths, return_gates)
+        if packed:
+            out = packing.repack(out, x)
+        elif unbatched:
+            out = out.squeeze(1)
+            state_n = tuple(s.squeeze(1) for s in state_n)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        if traces is not None and unbatched:
+            traces = {key: {n: v.squeeze(1) for n, v in tr.items()} for key, tr in traces.items()}
+        h_n = state_n if len(state_n) > 1 else state_n[0]
+        if return_gates:
+            return out, h_n, traces
+        return out, h_n
+
+    def _check_input(self, x: Any) -> tuple[torch.Tensor, bool]:
+        """Returns x as (T, B, X) and whether it was unbatched."""
+        x = _checks.tensor("x", x)
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        if x.dim() not in (2, 3):
+            raise ValueError(f"x: expected a 3-D tensor {layout} or 2-D (T, input_size), got shape {_checks.shape_str(x)}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected last dimension input_size = {self.input_size}, got shape {_checks.shape_str(x)}")
+        _checks.matches_parameters("x", x, self.weight_ih_l0)
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+            unbatched = True
+        else:
+            unbatched = False
+            if self.batch_first:
+                x = x.transpose(0, 1)
+        if x.shape[0] == 0:
+            raise ValueError(f"x: expected at least one time step (T >= 1), got shape {_checks.shape_str(x)}")
+        return x, unbatched
+
+    def _check_hx(self, hx: Any, batch: int, unbatched: bool) -> tuple[torch.Tensor, ...]:
+        """Returns the initial state as a tuple of (D·L, B, H) tensors."""
+        L, H = self.num_directions * self.num_layers, self.hidden_size
+        names = self.cell_class.STATE
+        ref = self.weight_ih_l0
+        if hx is None:
+            zeros = torch.zeros(L, batch, H, dtype=ref.dtype, device=ref.device)
+            return tuple(zeros for _ in names)
+        want = f"({L}, {H})" if unbatched else f"({L}, {batch}, {H})"
+        if len(names) == 1:
+            if not isinstance(hx, torch.Tensor):
+                raise TypeError(f"hx: expected a tensor of shape {want}, got {type(hx).__name__}")
+            parts = (hx,)
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: expected a tuple (h_0, c_0) of tensors of shape {want}, got {type(hx).__name__}")
+            parts = tuple(hx)
+        out = []
+        for name, s in zip(names, parts):
+            label = "hx" if len(names) == 1 else f"hx[{names.index(name)}] ({name}_0)"
+            s = _checks.tensor(label, s)
+            expected = (L, H) if unbatched else (L, batch, H)
+            if tuple(s.shape) != expected:
+                detail = " (batch differs from x)" if s.dim() == 3 and s.shape[1] != batch and s.shape[0] == L and s.shape[2] == H else ""
+                raise ValueError(f"{label}: expected shape {want}, got {_checks.shape_str(s)}{detail}")
+            _checks.matches_parameters(label, s, ref)
+            out.append(s.unsqueeze(1) if unbatched else s)
+        return tuple(out)
+
+    # -- torch interop ------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, module: nn.Module, **kwargs):
+        """Build the rnnlab layer computing exactly the function of a torch.nn RNN/LSTM/GRU."""
+        from .convert import layer_from_torch
+
+        return layer_from_torch(cls, module, **kwargs)
+
+    def to_torch(self) -> nn.Module:
+        """The torch.nn module computing exactly this layer's function (not for GRU reset="before")."""
+        from .convert import layer_to_torch
+
+        return layer_to_torch(self)

@@ -1,0 +1,36 @@
+"""rnnlab.GRU: stacked, bidirectional GRU layers, the seed's form or cuDNN's."""
+
+from __future__ import annotations
+
+from .. import _checks
+from ..cells.gru import RESETS, GRUCell
+from .base import RecurrentLayer
+
+
+class GRU(RecurrentLayer):
+    r"""Multi-layer GRU; every level runs :class:`rnnlab.GRUCell` with the seed's update convention
+    ``h_t = (1 - z_t) * h_{t-1} + z_t * h̃_t``.
+
+    ``reset="before"`` (default) is the seed's candidate ``h̃_t = tanh(W_h · [r_t * h_{t-1}, x_t] + b_h)``;
+    ``reset="after"`` is cuDNN's and torch.nn.GRU's ``h̃_t = tanh(W_xn x_t + b_n + r_t * (W_hn h_{t-1} + b_hn))``
+    and adds ``bias_hn_l{k}`` (H).
+
+    Args: ``input_size`` X, ``hidden_size`` H, ``num_layers`` L, ``bias``, ``batch_first``,
+    ``dropout``, ``bidirectional``, ``reset``; keyword-only ``init`` and ``engine``.
+
+    Shapes as torch.nn.GRU: ``x`` (T, B, X), ``hx`` (D·L, B, H); returns ``out`` (T, B, D·H),
+    ``h_n`` (D·L, B, H). Parameters per level k and direction: ``weight_ih_l{k}`` (3H, X_k),
+    ``weight_hh_l{k}`` (3H, H), ``bias_l{k}`` (3H), rows in gate order (z, r, n).
+    """
+
+    cell_class = GRUCell
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, reset="before", *, init="default", engine="auto"):
+        reset = _checks.choice("reset", reset, RESETS)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         init=init, engine=engine, reset=reset)
+
+    @property
+    def reset(self) -> str:
+        return self.options["reset"]

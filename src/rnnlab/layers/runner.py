@@ -1,0 +1,43 @@
+"""The sequence runner: stacking, directions, inter-layer dropout and traces, written once.
+
+An engine supplies ``direction(layer, weights, x, state, lengths, reverse, trace)`` — one level,
+one direction over the whole sequence — and ``run_stack`` composes levels and directions:
+
+    level k input  = x                            (k = 0)
+                   = dropout(concat_d out_{k-1,d}) (k > 0; training only)
+    h_n[k·D + d]   = final state of level k, direction d
+
+With ``lengths``, the forward direction stops at each sequence's end and the reverse direction
+starts at each sequence's last real step; outputs (and traces) at padded steps are zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+DirectionFn = Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...], dict | None]]
+
+
+def run_stack(layer, x: torch.Tensor, hx: tuple[torch.Tensor, ...], lengths, trace: bool, direction: DirectionFn):
+    """x (T, B, X) time-major; hx tuple of (D·L, B, H). Returns out (T, B, D·H), state tuple, traces."""
+    D = layer.num_directions
+    finals: list[list[torch.Tensor]] = [[] for _ in hx]
+    traces: dict | None = {} if trace else None
+    inp = x
+    for k in range(layer.num_layers):
+        outs = []
+        for d in range(D):
+            state = tuple(s[k * D + d] for s in hx)
+            out, state_n, tr = direction(layer, layer.weights(k, d), inp, state, lengths, d == 1, trace)
+            outs.append(out)
+            for f, s in zip(finals, state_n):
+                f.append(s)
+            if traces is not None:
+                traces[layer._suffix(k, d)[1:]] = tr
+        inp = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
+            inp = F.dropout(inp, layer.dropout, training=True)
+    return inp, tuple(torch.stack(f) for f in finals), traces
