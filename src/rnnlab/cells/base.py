@@ -67,6 +67,9 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
             raise TypeError(f"bias: expected a bool, got {type(bias).__name__} {bias!r}")
         self.init = _checks.choice("init", init, SCHEMES)
         G, H, X = len(self.GATES), self.hidden_size, self.input_size
+        from ..layers.memory import guard_parameters
+
+        guard_parameters(G * H * (X + H + 1))
         self.weight_ih = nn.Parameter(torch.empty(G * H, X))
         self.weight_hh = nn.Parameter(torch.empty(G * H, H))
         self.bias = nn.Parameter(torch.empty(G * H)) if bias else None

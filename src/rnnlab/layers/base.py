@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import _checks
 from ..cells.base import RecurrentCell, Weights
 from ..init import SCHEMES, init_weights
-from . import packing
+from . import memory, packing
 from .runner import run_stack
 
 
@@ -61,6 +61,10 @@ class RecurrentLayer(nn.Module):
         self.options = options
         G, H, D = len(self.cell_class.GATES), self.hidden_size, self.num_directions
         with_bias_hn = bias and self._has_bias_hn()
+        from ..analysis.parameters import closed_form_parameters
+
+        memory.guard_parameters(closed_form_parameters(
+            self.mode, self.input_size, H, self.num_layers, bidirectional, bias, options.get("reset", "before")))
         for k in range(self.num_layers):
             X = self.input_size if k == 0 else D * H
             for d in range(D):
@@ -137,6 +141,7 @@ class RecurrentLayer(nn.Module):
                 lengths = _checks.lengths(lengths, xs.shape[1], xs.shape[0], xs.device)
         T, B = xs.shape[0], xs.shape[1]
         state = self._check_hx(hx, B, unbatched)
+        memory.guard(self, T, B, xs.dtype, xs.device)
         from ..engine import get_engine
 
         out, state_n, traces = get_engine(self.engine, self, xs).run(self, xs, state, lengths, return_gates)

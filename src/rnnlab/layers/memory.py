@@ -1,0 +1,75 @@
+"""The memory guard: refuse a call whose activations cannot fit, before it starts.
+
+Training a recurrent layer by BPTT keeps, per level and direction, the activated gates
+(T, B, G·H), the states (T+1, B, H) (two of them for the LSTM) and the output (T, B, H) until the
+backward pass. When that cannot fit in the memory available, the process would be killed part way;
+instead the call is refused with the estimate and the fix (truncated BPTT in shorter chunks).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# autograd through the step-by-step reference engine keeps several intermediates per gate
+_ENGINE_FACTOR = {"reference": 3.0}
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device`` (None when it cannot be read)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> float:
+    """Activation bytes that one time step adds to a call of ``layer`` on a batch of ``batch``."""
+    G, S, H = len(layer.cell_class.GATES), len(layer.cell_class.STATE), layer.hidden_size
+    levels = layer.num_layers * layer.num_directions
+    if training:
+        per = levels * batch * H * (G + S + 1) * element_size
+        return per * _ENGINE_FACTOR.get(layer.engine, 1.0)
+    return 2 * layer.num_directions * batch * H * element_size  # one level's output in, one out
+
+
+def guard(layer, steps: int, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+    """Raise MemoryError-like ValueError when the call's activations exceed available memory."""
+    training = torch.is_grad_enabled() and any(p.requires_grad for p in layer.parameters())
+    element = torch.empty((), dtype=dtype).element_size()
+    per_step = bytes_per_step(layer, batch, element, training)
+    need = per_step * steps
+    have = available_bytes(device)
+    if have is None or need <= have:
+        return
+    fit = max(1, int(0.5 * have // per_step)) if per_step else steps
+    gib = 1024**3
+    raise ValueError(
+        f"x: this call needs about {need / gib:.1f} GiB of activations (T={steps}, B={batch}, "
+        f"H={layer.hidden_size}, G={len(layer.cell_class.GATES)}, layers={layer.num_layers}, "
+        f"directions={layer.num_directions}{', training' if training else ''}) but only {have / gib:.1f} GiB "
+        f"is available on {device}; train with truncated BPTT in chunks of at most {fit} steps (pass each "
+        f"chunk's final state as hx to the next), or reduce the batch"
+    )
+
+
+def guard_parameters(count: int, device: torch.device | str = "cpu") -> None:
+    """Refuse to allocate a module whose parameters alone exceed available memory."""
+    need = 4 * count
+    have = available_bytes(torch.device(device))
+    if have is not None and need > have:
+        raise ValueError(
+            f"hidden_size: these sizes need {count} parameters ({need / 1024**3:.1f} GiB in float32) but only "
+            f"{have / 1024**3:.1f} GiB is available; choose a smaller hidden_size, input_size or num_layers"
+        )
