@@ -163,7 +163,7 @@ BAD_CALLS = [
     (lambda l: l(torch.randn(5, 2, 3), lengths=[5, 6]), ValueError, "lengths: expected every length in [1, 5]"),
     (lambda l: l(torch.randn(5, 2, 3), lengths=torch.tensor([5.0, 2.0])), TypeError, "lengths: expected an integer tensor"),
     (lambda l: l(torch.randn(5, 2, 3), lengths=[5, 2.5]), TypeError, "lengths: expected integers"),
-    (lambda l: l(torch.randn(5, 3), lengths=[5]), ValueError, "lengths: only for batched input"),
+    (lambda l: l(torch.randn(5, 3), lengths=[5]), ValueError, "lengths: expected None for unbatched input"),
     (lambda l: l("hello"), TypeError, "x: expected a torch.Tensor"),
 ]
 
@@ -203,5 +203,5 @@ def test_packed_with_lengths_is_refused():
     from torch.nn.utils.rnn import pack_padded_sequence
 
     p = pack_padded_sequence(torch.randn(5, 2, 3), [5, 3])
-    with pytest.raises(ValueError, match="lengths: must be None"):
+    with pytest.raises(ValueError, match="lengths: expected None when x is a PackedSequence"):
         rnnlab.LSTM(3, 4)(p, lengths=[5, 3])

@@ -129,7 +129,7 @@ class RecurrentLayer(nn.Module):
         packed = isinstance(x, PackedSequence)
         if packed:
             if lengths is not None:
-                raise ValueError("lengths: must be None when x is a PackedSequence (it carries its own lengths)")
+                raise ValueError("lengths: expected None when x is a PackedSequence (it carries its own lengths), got lengths too")
             _checks.matches_parameters("x", x.data, self.weight_ih_l0)
             xs, lengths = packing.unpack(x)
             unbatched = False
@@ -137,7 +137,7 @@ class RecurrentLayer(nn.Module):
             xs, unbatched = self._check_input(x)
             if lengths is not None:
                 if unbatched:
-                    raise ValueError("lengths: only for batched input; unbatched input (T, X) is one whole sequence")
+                    raise ValueError("lengths: expected None for unbatched input (T, X), which is one whole sequence; got lengths")
                 lengths = _checks.lengths(lengths, xs.shape[1], xs.shape[0], xs.device)
         T, B = xs.shape[0], xs.shape[1]
         state = self._check_hx(hx, B, unbatched)
