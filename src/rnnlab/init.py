@@ -30,13 +30,13 @@ SCHEMES = ("default", "torch")
 def init_weights(
     gates: tuple[str, ...],
     weight_ih: torch.Tensor,
-    weight_hh: torch.Tensor,
+    weight_hh: torch.Tensor | None,
     bias: torch.Tensor | None,
     bias_hn: torch.Tensor | None,
     scheme: str,
     gate_bias: dict[str, float],
 ) -> None:
-    hidden = weight_hh.shape[1]
+    hidden = weight_ih.shape[0] // len(gates)
     if scheme == "torch":
         bound = 1.0 / math.sqrt(hidden)
         for p in (weight_ih, weight_hh, bias, bias_hn):
@@ -46,7 +46,8 @@ def init_weights(
     for k, name in enumerate(gates):
         rows = slice(k * hidden, (k + 1) * hidden)
         torch.nn.init.xavier_uniform_(weight_ih[rows])
-        torch.nn.init.orthogonal_(weight_hh[rows])
+        if weight_hh is not None:
+            torch.nn.init.orthogonal_(weight_hh[rows])
         if bias is not None:
             bias[rows].fill_(gate_bias.get(name, 0.0))
     if bias_hn is not None:

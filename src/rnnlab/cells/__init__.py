@@ -3,6 +3,7 @@
 from .base import RecurrentCell, Weights
 from .gru import GRUCell
 from .lstm import LSTMCell, LSTMState
+from .minimal import MinGRUCell, MinLSTMCell
 from .rnn import RNNCell
 
-__all__ = ["RecurrentCell", "Weights", "RNNCell", "LSTMCell", "LSTMState", "GRUCell"]
+__all__ = ["RecurrentCell", "Weights", "RNNCell", "LSTMCell", "LSTMState", "GRUCell", "MinGRUCell", "MinLSTMCell"]

@@ -19,11 +19,11 @@ from ..init import SCHEMES, init_weights
 
 
 class Weights(NamedTuple):
-    """One cell's parameters: ``weight_ih`` (G·H, X), ``weight_hh`` (G·H, H), ``bias`` (G·H) or None,
-    and ``bias_hn`` (H) for the GRU with reset="after" (else None)."""
+    """One cell's parameters: ``weight_ih`` (G·H, X), ``weight_hh`` (G·H, H) (None for cells whose
+    gates see only x_t), ``bias`` (G·H) or None, and ``bias_hn`` (H) for the GRU with reset="after"."""
 
     weight_ih: torch.Tensor
-    weight_hh: torch.Tensor
+    weight_hh: torch.Tensor | None
     bias: torch.Tensor | None
     bias_hn: torch.Tensor | None = None
 
@@ -58,6 +58,7 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
     STATE: tuple[str, ...] = ("h",)
     TRACES: tuple[str, ...] = ()
     GATE_BIAS: dict[str, float] = {}
+    RECURRENT: bool = True  # False: the gates see only x_t (no weight_hh)
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default"):
         super().__init__()
@@ -69,9 +70,9 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
         G, H, X = len(self.GATES), self.hidden_size, self.input_size
         from ..layers.memory import guard_parameters
 
-        guard_parameters(G * H * (X + H + 1))
+        guard_parameters(G * H * (X + (H if self.RECURRENT else 0) + 1))
         self.weight_ih = nn.Parameter(torch.empty(G * H, X))
-        self.weight_hh = nn.Parameter(torch.empty(G * H, H))
+        self.weight_hh = nn.Parameter(torch.empty(G * H, H)) if self.RECURRENT else None
         self.bias = nn.Parameter(torch.empty(G * H)) if bias else None
         self.bias_hn = nn.Parameter(torch.empty(H)) if bias and self.has_bias_hn() else None
         self.reset_parameters()

@@ -3,6 +3,7 @@
 from .base import RecurrentLayer
 from .gru import GRU
 from .lstm import LSTM
+from .minimal import MinGRU, MinLSTM
 from .rnn import RNN
 
-__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU"]
+__all__ = ["RecurrentLayer", "RNN", "LSTM", "GRU", "MinGRU", "MinLSTM"]

@@ -55,9 +55,7 @@ class RecurrentLayer(nn.Module):
         self.bidirectional = bidirectional
         self.dropout = _checks.probability("dropout", dropout)
         self.init = _checks.choice("init", init, SCHEMES)
-        from ..engine import ENGINES
-
-        self.engine = _checks.choice("engine", engine, ENGINES)
+        self.engine = _checks.choice("engine", engine, self.engine_choices())
         self.options = options
         G, H, D = len(self.cell_class.GATES), self.hidden_size, self.num_directions
         with_bias_hn = bias and self._has_bias_hn()
@@ -70,13 +68,27 @@ class RecurrentLayer(nn.Module):
             for d in range(D):
                 sfx = self._suffix(k, d)
                 self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, X)))
-                self.register_parameter("weight_hh" + sfx, nn.Parameter(torch.empty(G * H, H)))
+                recurrent = nn.Parameter(torch.empty(G * H, H)) if self.cell_class.RECURRENT else None
+                self.register_parameter("weight_hh" + sfx, recurrent)
                 self.register_parameter("bias" + sfx, nn.Parameter(torch.empty(G * H)) if bias else None)
                 self.register_parameter("bias_hn" + sfx, nn.Parameter(torch.empty(H)) if with_bias_hn else None)
         self.bias = bias
         self.reset_parameters()
 
     # -- structure ------------------------------------------------------------------------
+    @classmethod
+    def engine_choices(cls) -> tuple[str, ...]:
+        """The values ``engine=`` accepts for this layer."""
+        from ..engine import ENGINES
+
+        return ENGINES
+
+    def select_engine(self, x: torch.Tensor):
+        """The engine object that runs this call (see :mod:`rnnlab.engine`)."""
+        from ..engine import get_engine
+
+        return get_engine(self.engine, self, x)
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
@@ -142,9 +154,7 @@ class RecurrentLayer(nn.Module):
         T, B = xs.shape[0], xs.shape[1]
         state = self._check_hx(hx, B, unbatched)
         memory.guard(self, T, B, xs.dtype, xs.device)
-        from ..engine import get_engine
-
-        out, state_n, traces = get_engine(self.engine, self, xs).run(self, xs, state, lengths, return_gates)
+        out, state_n, traces = self.select_engine(xs).run(self, xs, state, lengths, return_gates)
         if packed:
             out = packing.repack(out, x)
         elif unbatched:

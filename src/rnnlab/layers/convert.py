@@ -86,6 +86,8 @@ def _options(mode: str, module) -> dict:
 
 
 def _refuse_before(mode: str, options: dict, who: str) -> None:
+    if mode not in TORCH_LAYER:
+        raise ValueError(f"{who}.to_torch: torch.nn has no {who} (only RNN, LSTM and GRU with reset='after')")
     if mode == "gru" and options.get("reset") != "after":
         raise ValueError(
             f"{who}.to_torch: torch.nn.GRU computes reset='after' (r applied to W_hn h + b_hn); this GRU has "

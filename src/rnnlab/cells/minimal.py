@@ -1,0 +1,110 @@
+"""minGRU and minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): the seed's GRU and LSTM with
+gates that see only x_t, so a whole sequence can be computed by a parallel scan over time.
+
+Both are linear recurrences ``h_t = a_t * h_{t-1} + b_t`` whose coefficients depend on x_t alone.
+``equations`` computes one step (the sequential form, used at inference and as the reference);
+``log_coefficients`` gives ``log a_t`` and ``log b_t`` for all steps at once, which the scan engine
+(:mod:`rnnlab.engine.scan`) turns into every h_t with a cumulative log-sum-exp.
+
+The candidate passes through ``g(a) = a + 1/2 for a ≥ 0, σ(a) for a < 0`` (continuous, positive),
+as in the paper's log-space version, so that ``log b_t`` exists.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import RecurrentCell, Weights
+
+
+def g(a: torch.Tensor) -> torch.Tensor:
+    """g(a) = a + 1/2 (a ≥ 0), σ(a) (a < 0): positive and continuous."""
+    return torch.where(a >= 0, a + 0.5, torch.sigmoid(a))
+
+
+def log_g(a: torch.Tensor) -> torch.Tensor:
+    """log g(a), computed without forming g(a) for a < 0."""
+    return torch.where(a >= 0, torch.log(F.relu(a) + 0.5), -F.softplus(-a))
+
+
+def _projection(x: torch.Tensor, w: Weights) -> torch.Tensor:
+    """W · x_t + b for every gate at once: (..., G·H)."""
+    k = x @ w.weight_ih.T
+    return k if w.bias is None else k + w.bias
+
+
+class MinGRUCell(RecurrentCell):
+    r"""minGRU: the seed's GRU with the update gate and candidate computed from x_t alone, no reset gate.
+
+    .. math::
+        z_t &= σ(W_z x_t + b_z)\\
+        \tilde h_t &= g(W_h x_t + b_h)\\
+        h_t &= (1 - z_t) * h_{t-1} + z_t * \tilde h_t
+
+    Parameters: ``weight_ih`` (2H, X) rows (z, h), ``bias`` (2H): 2(H·X + H). No ``weight_hh``.
+    Traces: ``z`` and ``n`` (= h̃).
+    """
+
+    GATES = ("z", "h")
+    STATE = ("h",)
+    TRACES = ("z", "n")
+    GATE_BIAS = {"z": -1.0}
+    RECURRENT = False
+
+    @staticmethod
+    def equations(x_t, state, w: Weights):
+        (h_prev,) = state
+        a_z, a_h = _projection(x_t, w).chunk(2, dim=-1)
+        z = torch.sigmoid(a_z)  # z_t = σ(W_z x_t + b_z)
+        n = g(a_h)  # h̃_t = g(W_h x_t + b_h)
+        h = (1 - z) * h_prev + z * n  # h_t = (1 - z_t) * h_{t-1} + z_t * h̃_t
+        return (h,), {"z": z, "n": n}
+
+    @staticmethod
+    def log_coefficients(k: torch.Tensor):
+        """k = W x + b for all steps (T, B, 2H) -> (log a, log b, traces) with h_t = a_t h_{t-1} + b_t."""
+        a_z, a_h = k.chunk(2, dim=-1)
+        log_a = -F.softplus(a_z)  # log(1 - z)
+        log_b = -F.softplus(-a_z) + log_g(a_h)  # log(z · h̃)
+        return log_a, log_b, {"z": torch.sigmoid(a_z), "n": g(a_h)}
+
+
+class MinLSTMCell(RecurrentCell):
+    r"""minLSTM: the seed's LSTM with gates from x_t alone, forget and input gates normalised to sum
+    to one, and no output gate or separate cell state.
+
+    .. math::
+        f_t &= σ(W_f x_t + b_f),\quad i_t = σ(W_i x_t + b_i)\\
+        f'_t &= f_t / (f_t + i_t),\quad i'_t = i_t / (f_t + i_t)\\
+        \tilde h_t &= g(W_h x_t + b_h)\\
+        h_t &= f'_t * h_{t-1} + i'_t * \tilde h_t
+
+    Parameters: ``weight_ih`` (3H, X) rows (f, i, h), ``bias`` (3H): 3(H·X + H). No ``weight_hh``.
+    Traces: ``f`` and ``i`` (normalised, f' and i') and ``n`` (= h̃).
+    """
+
+    GATES = ("f", "i", "h")
+    STATE = ("h",)
+    TRACES = ("f", "i", "n")
+    GATE_BIAS = {"f": 1.0}
+    RECURRENT = False
+
+    @staticmethod
+    def equations(x_t, state, w: Weights):
+        (h_prev,) = state
+        a_f, a_i, a_h = _projection(x_t, w).chunk(3, dim=-1)
+        f = torch.sigmoid(a_f)  # f_t = σ(W_f x_t + b_f)
+        i = torch.sigmoid(a_i)  # i_t = σ(W_i x_t + b_i)
+        f, i = f / (f + i), i / (f + i)  # f'_t, i'_t
+        n = g(a_h)  # h̃_t = g(W_h x_t + b_h)
+        h = f * h_prev + i * n  # h_t = f'_t * h_{t-1} + i'_t * h̃_t
+        return (h,), {"f": f, "i": i, "n": n}
+
+    @staticmethod
+    def log_coefficients(k: torch.Tensor):
+        a_f, a_i, a_h = k.chunk(3, dim=-1)
+        d = F.softplus(-a_f) - F.softplus(-a_i)  # log i - log f
+        log_f = -F.softplus(d)  # log f'
+        log_i = -F.softplus(-d)  # log i'
+        return log_f, log_i + log_g(a_h), {"f": log_f.exp(), "i": log_i.exp(), "n": g(a_h)}
