@@ -1,0 +1,455 @@
+// The fast engine's per-step loops: BPTT written by hand, one translation unit.
+//
+// The structure of cuDNN, oneDNN and haste. Python (engine/fused.py) does the input projection
+// of all steps as one GEMM before ``forward_loop`` and the weight/input gradients as GEMMs over
+// all T·B rows after ``backward_loop``; these loops do only what must be sequential:
+//
+//   forward, per step:  one GEMM  hh = h_{t-1} · W_hhᵀ          (GRU reset="before": two, r·h first)
+//                       one fused pass over the cell's pointwise maths, writing the activated
+//                       gates (T, B, G·H) and the states (T+1, B, H)
+//   backward, per step: one fused pass for the gate gradients ∂a (T, B, G·H)
+//                       one GEMM  dh_{t-1} += ∂a · W_hh             (GRU reset="before": two)
+//
+// Gate order of the fused rows (the cells' GATES): RNN (h), LSTM (f, i, g, o), GRU (z, r, n).
+// Derivatives are written in terms of the activations' outputs (σ' = y(1 - y), tanh' = 1 - y²).
+//
+// State layout: states[0] = h_0 and states[t+1] = h after step t for the forward direction;
+// the reverse direction runs t = T-1 … 0 and keeps states[T] = h_0, states[t] = h after step t,
+// so its output over time is the slice states[0:T] — no reversal copy.
+//
+// Lengths: ``mask`` (T, B) is 1 where step t is inside sequence b. A masked row keeps its state,
+// its gates are zero, and in the backward pass its gradient passes straight through.
+//
+// Every buffer is allocated by the caller or before the loop; nothing is allocated inside it.
+// Compiled with -ffast-math so g++ vectorises tanh through glibc's vector maths (libmvec); the
+// kernels are written so that never overflows (σ(a) = ½ + ½ tanh(a/2)), and the AVX2 clones are
+// picked at run time (target_clones), so the build does not depend on the machine it ran on.
+
+#include <torch/extension.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*);
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
+            const double*, const int*, const double*, double*, const int*);
+}
+
+namespace {
+
+enum Cell { RNN_TANH = 0, RNN_RELU = 1, LSTM = 2, GRU_BEFORE = 3, GRU_AFTER = 4 };
+
+// row-major C (M, N) = op(A) · op(B) + beta · C, with op(A) (M, K) and op(B) (K, N);
+// BLAS is column-major, so it computes Cᵀ = op(B)ᵀ · op(A)ᵀ.
+inline void blas(const char* tb, const char* ta, const int* n, const int* m, const int* k, const float* one,
+                 const float* B, const int* ldb, const float* A, const int* lda, const float* beta, float* C,
+                 const int* ldc) {
+  sgemm_(tb, ta, n, m, k, one, B, ldb, A, lda, beta, C, ldc);
+}
+inline void blas(const char* tb, const char* ta, const int* n, const int* m, const int* k, const double* one,
+                 const double* B, const int* ldb, const double* A, const int* lda, const double* beta, double* C,
+                 const int* ldc) {
+  dgemm_(tb, ta, n, m, k, one, B, ldb, A, lda, beta, C, ldc);
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
+  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+  const T one = 1;
+  blas(&tb, &ta, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
+}
+
+template <typename T>
+inline T sigmoid(T a) {
+  return T(0.5) + T(0.5) * std::tanh(T(0.5) * a);
+}
+
+#define RNNLAB_KERNEL __attribute__((target_clones("avx2", "default")))
+
+// ---------------------------------------------------------------------------------------------
+// forward pointwise passes, one row (one sequence) of one step at a time
+// ---------------------------------------------------------------------------------------------
+
+// h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
+template <typename T>
+RNNLAB_KERNEL void fw_rnn(bool relu, int64_t H, const T* __restrict xp, const T* __restrict hh, T* __restrict gate,
+                          T* __restrict h) {
+  if (relu) {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T a = xp[j] + hh[j];
+      const T y = a > T(0) ? a : T(0);
+      gate[j] = y;
+      h[j] = y;
+    }
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T y = std::tanh(xp[j] + hh[j]);
+      gate[j] = y;
+      h[j] = y;
+    }
+  }
+}
+
+// f, i, o = σ(·), g = C̃ = tanh(·);  C_t = f C_{t-1} + i g;  h_t = o tanh(C_t)
+template <typename T>
+RNNLAB_KERNEL void fw_lstm(int64_t H, const T* __restrict xp, const T* __restrict hh, const T* __restrict c_prev,
+                           T* __restrict gate, T* __restrict c, T* __restrict h) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T f = sigmoid(xp[j] + hh[j]);
+    const T i = sigmoid(xp[H + j] + hh[H + j]);
+    const T g = std::tanh(xp[2 * H + j] + hh[2 * H + j]);
+    const T o = sigmoid(xp[3 * H + j] + hh[3 * H + j]);
+    const T cn = f * c_prev[j] + i * g;
+    gate[j] = f;
+    gate[H + j] = i;
+    gate[2 * H + j] = g;
+    gate[3 * H + j] = o;
+    c[j] = cn;
+    h[j] = o * std::tanh(cn);
+  }
+}
+
+// z, r = σ(·);  rh = r h_{t-1}  (the input of the second GEMM, W_hn · rh)
+template <typename T>
+RNNLAB_KERNEL void fw_gru_before_zr(int64_t H, const T* __restrict xp, const T* __restrict hh,
+                                    const T* __restrict h_prev, T* __restrict gate, T* __restrict rh) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = sigmoid(xp[j] + hh[j]);
+    const T r = sigmoid(xp[H + j] + hh[H + j]);
+    gate[j] = z;
+    gate[H + j] = r;
+    rh[j] = r * h_prev[j];
+  }
+}
+
+// n = tanh(W_xn x + b_n + W_hn (r h_{t-1}));  h_t = (1 - z) h_{t-1} + z n
+template <typename T>
+RNNLAB_KERNEL void fw_gru_before_n(int64_t H, const T* __restrict xp, const T* __restrict hn,
+                                   const T* __restrict h_prev, T* __restrict gate, T* __restrict h) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = gate[j];
+    const T n = std::tanh(xp[2 * H + j] + hn[j]);
+    gate[2 * H + j] = n;
+    h[j] = h_prev[j] + z * (n - h_prev[j]);
+  }
+}
+
+// z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
+template <typename T>
+RNNLAB_KERNEL void fw_gru_after(int64_t H, const T* __restrict xp, const T* __restrict hh, const T* __restrict b_hn,
+                                const T* __restrict h_prev, T* __restrict gate, T* __restrict hn_out,
+                                T* __restrict h) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = sigmoid(xp[j] + hh[j]);
+    const T r = sigmoid(xp[H + j] + hh[H + j]);
+    const T hn = hh[2 * H + j] + (b_hn ? b_hn[j] : T(0));
+    const T n = std::tanh(xp[2 * H + j] + r * hn);
+    gate[j] = z;
+    gate[H + j] = r;
+    gate[2 * H + j] = n;
+    hn_out[j] = hn;
+    h[j] = h_prev[j] + z * (n - h_prev[j]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward pointwise passes. dh, dc: gradients w.r.t. this step's h_t, C_t; gg: w.r.t. its gates.
+// They write da (the gradient w.r.t. the pre-activations) and the direct part of dh_{t-1}.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+RNNLAB_KERNEL void bw_rnn(bool relu, int64_t H, const T* __restrict gate, const T* __restrict gg,
+                          const T* __restrict dh, const T* __restrict gh_prev, T* __restrict da,
+                          T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T y = gate[j];
+    const T d = dh[j] + gg[j];
+    da[j] = relu ? (y > T(0) ? d : T(0)) : d * (T(1) - y * y);
+    dh_prev[j] = gh_prev[j];
+  }
+}
+
+template <typename T>
+RNNLAB_KERNEL void bw_lstm(int64_t H, const T* __restrict gate, const T* __restrict gg, const T* __restrict c,
+                           const T* __restrict c_prev, const T* __restrict dh, T* __restrict dc,
+                           const T* __restrict gc_prev, const T* __restrict gh_prev, T* __restrict da,
+                           T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T f = gate[j], i = gate[H + j], g = gate[2 * H + j], o = gate[3 * H + j];
+    const T tc = std::tanh(c[j]);
+    const T dC = dc[j] + dh[j] * o * (T(1) - tc * tc);  // ∂C_t, through h_t = o tanh(C_t) and onwards
+    const T df = dC * c_prev[j] + gg[j];
+    const T di = dC * g + gg[H + j];
+    const T dg = dC * i + gg[2 * H + j];
+    const T d_o = dh[j] * tc + gg[3 * H + j];
+    da[j] = df * f * (T(1) - f);
+    da[H + j] = di * i * (T(1) - i);
+    da[2 * H + j] = dg * (T(1) - g * g);
+    da[3 * H + j] = d_o * o * (T(1) - o);
+    dc[j] = dC * f + gc_prev[j];  // ∂C_{t-1}
+    dh_prev[j] = gh_prev[j];
+  }
+}
+
+// first pass (before the GEMM drh = ∂n_pre · W_hn): z and n, and dh_{t-1}'s direct part (1 - z) dh
+template <typename T>
+RNNLAB_KERNEL void bw_gru_before_zn(int64_t H, const T* __restrict gate, const T* __restrict gg,
+                                    const T* __restrict h_prev, const T* __restrict dh,
+                                    const T* __restrict gh_prev, T* __restrict da, T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = gate[j], n = gate[2 * H + j];
+    const T dz = dh[j] * (n - h_prev[j]) + gg[j];
+    const T dn = dh[j] * z + gg[2 * H + j];
+    da[j] = dz * z * (T(1) - z);
+    da[2 * H + j] = dn * (T(1) - n * n);
+    dh_prev[j] = dh[j] * (T(1) - z) + gh_prev[j];
+  }
+}
+
+// second pass: r, from drh = ∂(r h_{t-1}); and rh's contribution r · drh to dh_{t-1}
+template <typename T>
+RNNLAB_KERNEL void bw_gru_before_r(int64_t H, const T* __restrict gate, const T* __restrict gg,
+                                   const T* __restrict h_prev, const T* __restrict drh, T* __restrict da,
+                                   T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T r = gate[H + j];
+    const T dr = drh[j] * h_prev[j] + gg[H + j];
+    da[H + j] = dr * r * (T(1) - r);
+    dh_prev[j] += drh[j] * r;
+  }
+}
+
+// da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn)
+template <typename T>
+RNNLAB_KERNEL void bw_gru_after(int64_t H, const T* __restrict gate, const T* __restrict gg,
+                                const T* __restrict hn, const T* __restrict h_prev, const T* __restrict dh,
+                                const T* __restrict gh_prev, T* __restrict da, T* __restrict dhh,
+                                T* __restrict dhn, T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const T z = gate[j], r = gate[H + j], n = gate[2 * H + j];
+    const T dz = dh[j] * (n - h_prev[j]) + gg[j];
+    const T dn = dh[j] * z + gg[2 * H + j];
+    const T dn_pre = dn * (T(1) - n * n);
+    const T dr = dn_pre * hn[j] + gg[H + j];
+    const T dz_pre = dz * z * (T(1) - z);
+    const T dr_pre = dr * r * (T(1) - r);
+    da[j] = dz_pre;
+    da[H + j] = dr_pre;
+    da[2 * H + j] = dn_pre;
+    dhh[j] = dz_pre;
+    dhh[H + j] = dr_pre;
+    dhh[2 * H + j] = dn_pre * r;
+    dhn[j] = dn_pre * r;
+    dh_prev[j] = dh[j] * (T(1) - z) + gh_prev[j];
+  }
+}
+
+template <typename T>
+inline const T* ptr_or_null(const torch::Tensor& t) {
+  return t.numel() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+inline T* mut_or_null(torch::Tensor& t) {
+  return t.numel() ? t.data_ptr<T>() : nullptr;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the loops
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& w_hh_t, const torch::Tensor& b_hn_t,
+                  const torch::Tensor& mask_t, bool reverse, torch::Tensor& states_t, torch::Tensor& cells_t,
+                  torch::Tensor& gates_t, torch::Tensor& extra_t) {
+  const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GH = xp_t.size(2), H = w_hh_t.size(1);
+  const T* xp = xp_t.data_ptr<T>();
+  const T* w_hh = w_hh_t.data_ptr<T>();
+  const T* b_hn = ptr_or_null<T>(b_hn_t);
+  const T* mask = ptr_or_null<T>(mask_t);
+  T* hs = states_t.data_ptr<T>();
+  T* cs = mut_or_null<T>(cells_t);
+  T* gates = gates_t.data_ptr<T>();
+  T* extra = mut_or_null<T>(extra_t);
+  const bool before = cell == GRU_BEFORE;
+  std::vector<T> hh_buf(B * GH);  // h_{t-1} · W_hhᵀ (reset="before": the z, r blocks, then W_hn · rh)
+  T* hh = hh_buf.data();
+  const int64_t ghh = before ? 2 * H : GH;  // width of the first recurrent GEMM
+  for (int64_t s = 0; s < T_; ++s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;  // state slots: previous, next
+    const T* h_prev = hs + p * B * H;
+    T* h_next = hs + n * B * H;
+    const T* xp_t_ = xp + t * B * GH;
+    T* gate_t = gates + t * B * GH;
+    gemm<T>(false, true, B, ghh, H, h_prev, H, w_hh, H, T(0), hh, ghh);
+    if (before) {
+      T* rh = extra + t * B * H;
+      for (int64_t b = 0; b < B; ++b)
+        fw_gru_before_zr<T>(H, xp_t_ + b * GH, hh + b * ghh, h_prev + b * H, gate_t + b * GH, rh + b * H);
+      T* hn = hh + B * ghh;
+      gemm<T>(false, true, B, H, H, rh, H, w_hh + 2 * H * H, H, T(0), hn, H);
+      for (int64_t b = 0; b < B; ++b)
+        fw_gru_before_n<T>(H, xp_t_ + b * GH, hn + b * H, h_prev + b * H, gate_t + b * GH, h_next + b * H);
+    } else {
+      for (int64_t b = 0; b < B; ++b) {
+        const T* xr = xp_t_ + b * GH;
+        const T* hr = hh + b * GH;
+        switch (cell) {
+          case RNN_TANH:
+          case RNN_RELU:
+            fw_rnn<T>(cell == RNN_RELU, H, xr, hr, gate_t + b * GH, h_next + b * H);
+            break;
+          case LSTM:
+            fw_lstm<T>(H, xr, hr, cs + p * B * H + b * H, gate_t + b * GH, cs + n * B * H + b * H, h_next + b * H);
+            break;
+          default:
+            fw_gru_after<T>(H, xr, hr, b_hn, h_prev + b * H, gate_t + b * GH, extra + t * B * H + b * H,
+                            h_next + b * H);
+        }
+      }
+    }
+    if (mask) {  // rows past their sequence: state unchanged, gates zero
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask[t * B + b] != T(0)) continue;
+        std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
+        if (cs) std::memcpy(cs + n * B * H + b * H, cs + p * B * H + b * H, H * sizeof(T));
+        std::memset(gate_t + b * GH, 0, GH * sizeof(T));
+        if (extra) std::memset(extra + t * B * H + b * H, 0, H * sizeof(T));
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tensor& mask_t, bool reverse,
+                   const torch::Tensor& states_t, const torch::Tensor& cells_t, const torch::Tensor& gates_t,
+                   const torch::Tensor& extra_t, const torch::Tensor& g_states_t, const torch::Tensor& g_cells_t,
+                   const torch::Tensor& g_gates_t, torch::Tensor& da_t, torch::Tensor& dhn_t, torch::Tensor& dh0_t,
+                   torch::Tensor& dc0_t) {
+  const int64_t T_ = gates_t.size(0), B = gates_t.size(1), GH = gates_t.size(2), H = w_hh_t.size(1);
+  const T* w_hh = w_hh_t.data_ptr<T>();
+  const T* mask = ptr_or_null<T>(mask_t);
+  const T* hs = states_t.data_ptr<T>();
+  const T* cs = ptr_or_null<T>(cells_t);
+  const T* gates = gates_t.data_ptr<T>();
+  const T* extra = ptr_or_null<T>(extra_t);
+  const T* g_hs = g_states_t.data_ptr<T>();
+  const T* g_cs = ptr_or_null<T>(g_cells_t);
+  const T* gg = g_gates_t.data_ptr<T>();
+  T* da_all = da_t.data_ptr<T>();
+  T* dhn_all = mut_or_null<T>(dhn_t);
+  std::vector<T> buf(3 * B * H + B * GH);
+  T* dh = buf.data();        // ∂h_t  (the state after this step)
+  T* dh_prev = dh + B * H;   // ∂h_{t-1}
+  T* dc = dh_prev + B * H;   // ∂C_t, updated in place to ∂C_{t-1}
+  T* dhh = dc + B * H;       // GRU reset="after": gradient w.r.t. h_{t-1} · W_hhᵀ; "before": ∂(r h)
+  const int64_t last = reverse ? 0 : T_;
+  std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
+  if (cs) std::memcpy(dc, g_cs + last * B * H, B * H * sizeof(T));
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
+    const T* h_prev = hs + p * B * H;
+    const T* gh_prev = g_hs + p * B * H;
+    const T* gate_t = gates + t * B * GH;
+    const T* gg_t = gg + t * B * GH;
+    T* da = da_all + t * B * GH;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t r = b * H, rg = b * GH;
+      if (mask && mask[t * B + b] == T(0)) {  // outside the sequence: gradients pass through
+        std::memset(da + rg, 0, GH * sizeof(T));
+        for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
+        if (cs)
+          for (int64_t j = 0; j < H; ++j) dc[r + j] += g_cs[p * B * H + r + j];
+        if (cell == GRU_AFTER) {
+          std::memset(dhh + rg, 0, GH * sizeof(T));
+          std::memset(dhn_all + t * B * H + r, 0, H * sizeof(T));
+        }
+        continue;
+      }
+      switch (cell) {
+        case RNN_TANH:
+        case RNN_RELU:
+          bw_rnn<T>(cell == RNN_RELU, H, gate_t + rg, gg_t + rg, dh + r, gh_prev + r, da + rg, dh_prev + r);
+          break;
+        case LSTM:
+          bw_lstm<T>(H, gate_t + rg, gg_t + rg, cs + n * B * H + r, cs + p * B * H + r, dh + r, dc + r,
+                     g_cs + p * B * H + r, gh_prev + r, da + rg, dh_prev + r);
+          break;
+        case GRU_BEFORE:
+          bw_gru_before_zn<T>(H, gate_t + rg, gg_t + rg, h_prev + r, dh + r, gh_prev + r, da + rg, dh_prev + r);
+          break;
+        default:
+          bw_gru_after<T>(H, gate_t + rg, gg_t + rg, extra + t * B * H + r, h_prev + r, dh + r, gh_prev + r,
+                          da + rg, dhh + rg, dhn_all + t * B * H + r, dh_prev + r);
+      }
+    }
+    if (cell == GRU_BEFORE) {
+      // ∂(r h_{t-1}) = ∂n_pre · W_hn, then r's gradient, then the z, r rows' share of ∂h_{t-1}
+      gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask && mask[t * B + b] == T(0)) continue;
+        bw_gru_before_r<T>(H, gate_t + b * GH, gg_t + b * GH, h_prev + b * H, dhh + b * H, da + b * GH,
+                           dh_prev + b * H);
+      }
+      gemm<T>(false, false, B, H, 2 * H, da, GH, w_hh, H, T(1), dh_prev, H);
+    } else if (cell == GRU_AFTER) {
+      gemm<T>(false, false, B, H, GH, dhh, GH, w_hh, H, T(1), dh_prev, H);
+    } else {
+      gemm<T>(false, false, B, H, GH, da, GH, w_hh, H, T(1), dh_prev, H);
+    }
+    std::swap(dh, dh_prev);
+  }
+  std::memcpy(dh0_t.data_ptr<T>(), dh, B * H * sizeof(T));
+  if (cs) std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
+}
+
+void check(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(!t.numel() || (t.is_contiguous() && t.device().is_cpu()), name, ": expected a contiguous CPU tensor");
+}
+
+void forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hh, torch::Tensor b_hn, torch::Tensor mask,
+                  bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra) {
+  for (auto* t : {&xp, &w_hh, &b_hn, &mask, &states, &cells, &gates, &extra}) check(*t, "forward_loop");
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "forward_loop", [&] {
+    forward_impl<scalar_t>(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extra);
+  });
+}
+
+void backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor mask, bool reverse, torch::Tensor states,
+                   torch::Tensor cells, torch::Tensor gates, torch::Tensor extra, torch::Tensor g_states,
+                   torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da, torch::Tensor dhn,
+                   torch::Tensor dh0, torch::Tensor dc0) {
+  for (auto* t : {&w_hh, &mask, &states, &cells, &gates, &extra, &g_states, &g_cells, &g_gates, &da, &dhn, &dh0, &dc0})
+    check(*t, "backward_loop");
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "backward_loop", [&] {
+    backward_impl<scalar_t>(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
+                            dhn, dh0, dc0);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rnnlab's fast engine: the per-step forward and backward loops of hand-written BPTT";
+  m.def("forward_loop", &forward_loop, "forward loop: fills states, cells, gates, extra in place");
+  m.def("backward_loop", &backward_loop, "backward loop: fills da, dhn, dh0, dc0 in place");
+}

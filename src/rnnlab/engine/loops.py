@@ -1,0 +1,121 @@
+"""The per-step loops in pure PyTorch: the fallback of ``csrc/loops.cpp``, the same algorithm.
+
+Same functions, same arguments, same in-place outputs as the compiled ``forward_loop`` and
+``backward_loop`` (read that file's header for the layout); only the loop is Python, so each
+step pays PyTorch's per-op overhead. Used when the extension cannot be built, and on GPUs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RNN_TANH, RNN_RELU, LSTM, GRU_BEFORE, GRU_AFTER = range(5)
+
+
+def _slots(T: int, s: int, reverse: bool) -> tuple[int, int, int]:
+    """Step s of the loop -> (time t, previous state slot, next state slot)."""
+    t = T - 1 - s if reverse else s
+    return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
+def forward_loop(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extra) -> None:
+    T, H = xp.shape[0], w_hh.shape[1]
+    before = cell == GRU_BEFORE
+    w_first = w_hh[: 2 * H] if before else w_hh
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        h_prev = states[p]
+        hh = h_prev @ w_first.T  # (B, G·H); reset="before": (B, 2H)
+        a = xp[t]
+        g = gates[t]
+        if cell in (RNN_TANH, RNN_RELU):
+            h = torch.tanh(a + hh) if cell == RNN_TANH else torch.relu(a + hh)  # h_t = φ(a)
+            g.copy_(h)
+        elif cell == LSTM:
+            f, i, c_, o = (a + hh).chunk(4, 1)
+            f, i, c_, o = torch.sigmoid(f), torch.sigmoid(i), torch.tanh(c_), torch.sigmoid(o)
+            c = f * cells[p] + i * c_  # C_t = f C_{t-1} + i C̃
+            h = o * torch.tanh(c)  # h_t = o tanh(C_t)
+            g.copy_(torch.cat((f, i, c_, o), 1))
+            cells[n].copy_(c)
+        elif before:
+            z = torch.sigmoid(a[:, :H] + hh[:, :H])
+            r = torch.sigmoid(a[:, H : 2 * H] + hh[:, H:])
+            rh = r * h_prev
+            nn_ = torch.tanh(a[:, 2 * H :] + rh @ w_hh[2 * H :].T)  # n = tanh(W_xn x + b_n + W_hn (r h))
+            h = h_prev + z * (nn_ - h_prev)  # h_t = (1 - z) h_{t-1} + z n
+            g.copy_(torch.cat((z, r, nn_), 1))
+            extra[t].copy_(rh)
+        else:
+            hn = hh[:, 2 * H :] if b_hn.numel() == 0 else hh[:, 2 * H :] + b_hn
+            z = torch.sigmoid(a[:, :H] + hh[:, :H])
+            r = torch.sigmoid(a[:, H : 2 * H] + hh[:, H : 2 * H])
+            nn_ = torch.tanh(a[:, 2 * H :] + r * hn)  # n = tanh(W_xn x + b_n + r (W_hn h + b_hn))
+            h = h_prev + z * (nn_ - h_prev)
+            g.copy_(torch.cat((z, r, nn_), 1))
+            extra[t].copy_(hn)
+        states[n].copy_(h)
+        if mask.numel():
+            dead = (mask[t] == 0).unsqueeze(1)  # (B, 1): past the sequence's end
+            states[n].copy_(torch.where(dead, h_prev, states[n]))
+            if cells.numel():
+                cells[n].copy_(torch.where(dead, cells[p], cells[n]))
+            g.masked_fill_(dead, 0.0)
+            if extra.numel():
+                extra[t].masked_fill_(dead, 0.0)
+
+
+def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0) -> None:
+    T, H = gates.shape[0], w_hh.shape[1]
+    last = 0 if reverse else T
+    dh = g_states[last].clone()
+    dc = g_cells[last].clone() if cells.numel() else None
+    for s in reversed(range(T)):
+        t, p, n = _slots(T, s, reverse)
+        h_prev, gate, gg = states[p], gates[t], g_gates[t]
+        if cell in (RNN_TANH, RNN_RELU):
+            y, d = gate, dh + gg
+            d_a = d * (1 - y * y) if cell == RNN_TANH else torch.where(y > 0, d, 0.0)
+            dhh, direct = d_a, 0.0
+        elif cell == LSTM:
+            f, i, c_, o = gate.chunk(4, 1)
+            gf, gi, gc, go = gg.chunk(4, 1)
+            tc = torch.tanh(cells[n])
+            dC = dc + dh * o * (1 - tc * tc)
+            d_a = torch.cat(((dC * cells[p] + gf) * f * (1 - f), (dC * c_ + gi) * i * (1 - i),
+                             (dC * i + gc) * (1 - c_ * c_), (dh * tc + go) * o * (1 - o)), 1)
+            dc_prev = dC * f
+            dhh, direct = d_a, 0.0
+        else:
+            z, r, nn_ = gate.chunk(3, 1)
+            gz, gr, gn = gg.chunk(3, 1)
+            dz = (dh * (nn_ - h_prev) + gz) * z * (1 - z)
+            dn = (dh * z + gn) * (1 - nn_ * nn_)
+            direct = dh * (1 - z)
+            if cell == GRU_BEFORE:
+                drh = dn @ w_hh[2 * H :]  # ∂(r h_{t-1})
+                dr = (drh * h_prev + gr) * r * (1 - r)
+                direct = direct + drh * r
+                d_a = torch.cat((dz, dr, dn), 1)
+                dhh = d_a[:, : 2 * H]
+            else:
+                dr = (dn * extra[t] + gr) * r * (1 - r)
+                d_a = torch.cat((dz, dr, dn), 1)
+                dhh = torch.cat((dz, dr, dn * r), 1)
+        w = w_hh[: 2 * H] if cell == GRU_BEFORE else w_hh
+        d_prev = direct + dhh @ w + g_states[p]  # ∂h_{t-1}
+        if mask.numel():
+            dead = (mask[t] == 0).unsqueeze(1)
+            d_a = d_a.masked_fill(dead, 0.0)
+            d_prev = torch.where(dead, dh + g_states[p], d_prev)
+            if dc is not None:
+                dc_prev = torch.where(dead, dc, dc_prev)
+        da[t].copy_(d_a)
+        if cell == GRU_AFTER:
+            dhn[t].copy_(da[t, :, 2 * H :] * gate[:, H : 2 * H])
+        dh = d_prev
+        if dc is not None:
+            dc = dc_prev + g_cells[p]
+    dh0.copy_(dh)
+    if dc is not None:
+        dc0.copy_(dc)

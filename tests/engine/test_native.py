@@ -1,0 +1,225 @@
+"""The native engine against the reference engine: outputs and gradients, every layer option,
+both the compiled loops and their pure-PyTorch fallback."""
+
+import shutil
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnlab
+from rnnlab.engine import native
+
+CELLS = {
+    "rnn-tanh": (rnnlab.RNN, dict(nonlinearity="tanh")),
+    "rnn-relu": (rnnlab.RNN, dict(nonlinearity="relu")),
+    "lstm": (rnnlab.LSTM, {}),
+    "gru-before": (rnnlab.GRU, dict(reset="before")),
+    "gru-after": (rnnlab.GRU, dict(reset="after")),
+}
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@pytest.fixture(params=["cpp", "python"])
+def loops(request):
+    """Run the test with the compiled loops, then with the pure-PyTorch fallback."""
+    if request.param == "cpp" and native.compiled() is None:
+        pytest.skip(f"the C++ loops did not build: {native._state['error']}")
+    with native.use_compiled(request.param == "cpp"):
+        yield request.param
+
+
+def _states(h):
+    return h if isinstance(h, tuple) else (h,)
+
+
+def _run(layer, engine, x, hx, lengths, trace, seed):
+    """Output tensors and gradients of a loss touching every output, state and trace."""
+    layer.engine = engine
+    torch.manual_seed(seed)  # the same dropout masks for both engines
+    res = layer(x, hx, lengths=lengths, return_gates=trace)
+    out, h = res[0], res[1]
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        out = out.data
+    tensors = [out, *_states(h)]
+    if trace:
+        tensors += [v for tr in res[2].values() for v in tr.values()]
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in tensors)
+    leaves = [p for p in layer.parameters()] + [x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x]
+    if hx is not None:
+        leaves += list(_states(hx))
+    leaves = [t for t in leaves if t.requires_grad]
+    grads = torch.autograd.grad(loss, leaves)
+    return tensors, grads
+
+
+def _assert_same(a, b, tol):
+    assert len(a) == len(b)
+    for p, q in zip(a, b):
+        assert p.shape == q.shape
+        torch.testing.assert_close(p, q, atol=tol, rtol=tol)
+
+
+@st.composite
+def configs(draw):
+    return dict(
+        cell=draw(st.sampled_from(sorted(CELLS))),
+        num_layers=draw(st.integers(1, 3)),
+        bidirectional=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        input_kind=draw(st.sampled_from(["plain", "lengths", "packed", "unbatched"])),
+        with_hx=draw(st.booleans()),
+        trace=draw(st.booleans()),
+        dropout=draw(st.sampled_from([0.0, 0.0, 0.4])),
+        dtype=draw(st.sampled_from([torch.float64, torch.float32])),
+        T=draw(st.integers(1, 6)),
+        B=draw(st.integers(1, 4)),
+        X=draw(st.integers(1, 5)),
+        H=draw(st.integers(1, 6)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _build(cfg):
+    cls, opts = CELLS[cfg["cell"]]
+    torch.manual_seed(cfg["seed"])
+    layer = cls(cfg["X"], cfg["H"], num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
+                dropout=cfg["dropout"], bidirectional=cfg["bidirectional"], **opts).to(cfg["dtype"])
+    T, B, X, H, dt = cfg["T"], cfg["B"], cfg["X"], cfg["H"], cfg["dtype"]
+    kind = cfg["input_kind"]
+    shape = (T, X) if kind == "unbatched" else ((B, T, X) if cfg["batch_first"] else (T, B, X))
+    x = torch.randn(shape, dtype=dt, requires_grad=True)
+    lengths = None
+    if kind in ("lengths", "packed"):
+        lengths = torch.randint(1, T + 1, (B,))
+    if kind == "packed":
+        x = pack_padded_sequence(x, lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
+        lengths = None
+    hx = None
+    if cfg["with_hx"]:
+        L = layer.num_directions * cfg["num_layers"]
+        hshape = (L, H) if kind == "unbatched" else (L, B, H)
+        hx = tuple(torch.randn(hshape, dtype=dt, requires_grad=True) for _ in cls.cell_class.STATE)
+        hx = hx if len(hx) == 2 else hx[0]
+    return layer, x, hx, lengths
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=configs())
+def test_native_equals_reference(loops, cfg):
+    layer, x, hx, lengths = _build(cfg)
+    ref = _run(layer, "reference", x, hx, lengths, cfg["trace"], cfg["seed"])
+    got = _run(layer, "native", x, hx, lengths, cfg["trace"], cfg["seed"])
+    tol = TOL[cfg["dtype"]]
+    _assert_same(ref[0], got[0], tol)
+    _assert_same(ref[1], got[1], tol)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_gradcheck_lengths_bidirectional(loops, name):
+    cls, opts = CELLS[name]
+    layer = cls(2, 3, num_layers=2, bidirectional=True, engine="native", **opts).double()
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 1])
+
+    def f(x, *params):
+        out, h_n, tr = layer(x, lengths=lengths, return_gates=True)
+        return (out, *_states(h_n), *tr["l1_reverse"].values())
+
+    assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_double_backward_falls_back_to_reference(name):
+    cls, opts = CELLS[name]
+    layer = cls(2, 3, bidirectional=True, **opts).double()
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+
+    def grad_norm(engine):
+        layer.engine = engine
+        out, _ = layer(x, lengths=lengths)
+        (g,) = torch.autograd.grad((out**2).sum(), x, create_graph=True)
+        return torch.autograd.grad((g**2).sum(), [x, *layer.parameters()])
+
+    for a, b in zip(grad_norm("reference"), grad_norm("native")):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_truncated_bptt_memory_stays_flat(loops):
+    """T = 100 000 in chunks: the final state feeds the next chunk (detached), saved memory per chunk is flat."""
+    layer = rnnlab.LSTM(3, 8, engine="native")
+    opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
+    T, chunk = 100_000, 2_000 if loops == "cpp" else 20_000
+    if loops == "python":  # the Python loop is slow: a shorter run proves the same point
+        T = 60_000
+    x = torch.randn(T, 2, 3)
+    hx = None
+    saved_per_chunk = []
+    for start in range(0, T, chunk):
+        saved = [0]
+
+        def pack(t):
+            saved[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out, (h, c) = layer(x[start : start + chunk], hx)
+        loss = out.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hx = (h.detach(), c.detach())
+        saved_per_chunk.append(saved[0])
+    assert len(saved_per_chunk) >= 3
+    assert saved_per_chunk[0] > 0
+    assert max(saved_per_chunk) == min(saved_per_chunk)  # no growth with the number of chunks
+    assert torch.isfinite(hx[0]).all()
+
+
+def test_chunked_run_equals_one_run(loops):
+    """Truncated BPTT's forward: chunks chained through hx give exactly the one-call outputs."""
+    layer = rnnlab.GRU(3, 5, num_layers=2, engine="native").double()
+    x = torch.randn(40, 2, 3, dtype=torch.float64)
+    out, h = layer(x)
+    outs, hx = [], None
+    for k in range(0, 40, 7):
+        o, hx = layer(x[k : k + 7], hx)
+        outs.append(o)
+    torch.testing.assert_close(torch.cat(outs), out, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(hx, h, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
+def test_extension_builds_and_keeps_denormals():
+    assert native.compiled() is not None, native._state["error"]
+    # -ffast-math is a compile flag only: loading the extension must not switch on flush-to-zero
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0
+    assert native.path("cpu") == "native-cpp"
+
+
+def test_failed_build_falls_back_with_one_warning(monkeypatch):
+    def broken():
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(native, "_build", broken)
+    monkeypatch.setattr(native, "_state", {"module": None, "tried": False, "error": None, "forced_off": False})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layer = rnnlab.RNN(2, 3, engine="native")
+        layer(torch.randn(4, 1, 2))
+        layer(torch.randn(4, 1, 2))
+    msgs = [w for w in caught if "native engine" in str(w.message)]
+    assert len(msgs) == 1 and "no compiler here" in str(msgs[0].message)
+    assert native.path("cpu") == "native-python"
+
+
+def test_env_var_forces_fallback(monkeypatch):
+    monkeypatch.setenv("RNNLAB_NATIVE", "0")
+    assert native.kernels("cpu") is native.loops
