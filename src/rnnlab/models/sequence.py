@@ -1,0 +1,94 @@
+"""The one network every task trains: an input map, an rnnlab recurrent layer, a head.
+
+    x (B, T) symbols  --Embedding-->  (B, T, E)  \\
+    x (B, T, C) reals --Linear----->  (B, T, E)  /--> RNN | LSTM | GRU --> out (B, T, D·H)
+    head "every": Linear(out)                      --> (B, T, K)    one output per step
+    head "last":  Linear([h_T forward, h_1 reverse]) --> (B, K)      one output per sequence
+
+With a bidirectional layer the "last" head reads the forward direction's output at the last step
+and the reverse direction's at the first — the two steps at which each has read the whole sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers import GRU, LSTM, RNN
+from ..tasks.base import Config, ModelSpec, check_positive
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+@dataclass
+class ModelConfig(Config):
+    cell: str = "lstm"  # "rnn", "lstm" or "gru"
+    hidden: int = 128  # H
+    layers: int = 1  # stacked levels
+    bidirectional: bool = False
+    dropout: float = 0.0  # between stacked levels, training only
+    nonlinearity: str = "tanh"  # rnn only: "tanh" or "relu"
+    reset: str = "before"  # gru only: "before" (the seed's) or "after" (cuDNN's)
+    embedding: int = 32  # E, the width of the input map
+    init: str = "default"  # "default" (orthogonal, forget bias 1) or "torch"
+    engine: str = "auto"  # passed to the layer, see rnnlab.engine
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"model.cell: expected one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("hidden", "layers", "embedding"):
+            check_positive(f"model.{name}", getattr(self, name))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout: expected a float in [0, 1), got {self.dropout}")
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"model.nonlinearity: expected 'tanh' or 'relu', got {self.nonlinearity!r}")
+        if self.reset not in ("before", "after"):
+            raise ValueError(f"model.reset: expected 'before' or 'after', got {self.reset!r}")
+
+    def label(self) -> str:
+        """A short human name, e.g. "lstm", "rnn-relu", "gru-after", "bi-2x-lstm"."""
+        s = self.cell + ("-relu" if self.cell == "rnn" and self.nonlinearity == "relu" else "")
+        s += "-after" if self.cell == "gru" and self.reset == "after" else ""
+        s = (f"{self.layers}x-" if self.layers > 1 else "") + s
+        return ("bi-" if self.bidirectional else "") + s
+
+
+def build_layer(config: ModelConfig, input_size: int) -> nn.Module:
+    """The rnnlab layer that ``config`` describes, batch-first."""
+    common = dict(num_layers=config.layers, batch_first=True, dropout=config.dropout,
+                  bidirectional=config.bidirectional)
+    kw = dict(init=config.init, engine=config.engine)
+    if config.cell == "rnn":
+        return RNN(input_size, config.hidden, nonlinearity=config.nonlinearity, **common, **kw)
+    if config.cell == "gru":
+        return GRU(input_size, config.hidden, reset=config.reset, **common, **kw)
+    return LSTM(input_size, config.hidden, **common, **kw)
+
+
+class SequenceModel(nn.Module):
+    """Input map, recurrent layer and head for a task's ``ModelSpec``.
+
+    ``forward(x, state=None) -> (y, state)``: ``x`` (B, T) int64 or (B, T, C) float; ``y`` (B, T, K)
+    for head "every", (B, K) for head "last"; ``state`` the layer's (h_n, or (h_n, c_n) for LSTM),
+    to be passed back in to continue the same sequences.
+    """
+
+    def __init__(self, spec: ModelSpec, config: ModelConfig):
+        super().__init__()
+        self.spec, self.config = spec, config
+        E, H = config.embedding, config.hidden
+        D = 2 if config.bidirectional else 1
+        self.input_map = nn.Embedding(spec.input_size, E) if spec.inputs == "symbols" else nn.Linear(spec.input_size, E)
+        self.rnn = build_layer(config, E)
+        self.head = nn.Linear(D * H, spec.output_size)
+
+    def forward(self, x: torch.Tensor, state=None):
+        e = self.input_map(x)  # (B, T, E)
+        out, state = self.rnn(e, state)  # (B, T, D·H)
+        if self.spec.head == "last":
+            H = self.config.hidden
+            # forward direction at its last step; reverse direction at its last step, which is t = 0
+            out = out[:, -1] if not self.config.bidirectional else torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
+        return self.head(out), state
