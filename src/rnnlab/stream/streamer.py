@@ -1,0 +1,258 @@
+"""Streaming inference: feed a model one step or one chunk at a time; the state is kept between calls.
+
+Whatever the split into steps and chunks, the outputs are those of one call on the whole
+sequence: ``feed`` runs the layer's engine on the chunk from the kept state, ``step`` runs every
+level's cell once. A step is the latency path — under ``torch.inference_mode()``, argument checks
+only when the input's shape changes, and each level one call into torch's fused cell kernel
+(``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights
+converted to torch's layout once (``layers/convert.py``) — for the seed's GRU (reset="before"),
+which torch has no kernel for, the equations with fused GEMMs — or with ``fused=False`` the
+cell's own ``equations``.
+
+A bidirectional layer cannot be streamed: its reverse direction starts at the sequence's end.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .. import _checks
+from ..layers.base import RecurrentLayer
+from ..layers.convert import weights_to_torch
+
+Kernel = Callable[[torch.Tensor, tuple], tuple]
+
+
+def _parts(model: Any, before, after) -> tuple[RecurrentLayer, Any, Any]:
+    """(layer, before, after) of the models a Streamer accepts."""
+    if isinstance(model, RecurrentLayer):
+        return model, before, after
+    layer = getattr(model, "rnn", None)
+    if isinstance(model, nn.Module) and isinstance(layer, RecurrentLayer):
+        before = getattr(model, "input_map", None) if before is None else before
+        after = getattr(model, "head", None) if after is None else after
+        return layer, before, after
+    raise TypeError(
+        "model: expected an rnnlab layer, or a model whose rnnlab layer is its attribute `rnn`, with optional "
+        f"per-step modules `input_map` and `head` (as rnnlab.models.SequenceModel); got {type(model).__name__}. "
+        "For another model, pass its layer with before= and after= (modules applied to each step)"
+    )
+
+
+def _gru_before_kernel(w) -> Kernel:
+    """The seed's GRU (reset="before"), which torch has no kernel for: the cell's equations with the
+    input side of all three gates in one GEMM and the recurrent side of z and r in another."""
+    H = w.hidden_size
+    w_ih_t, w_zr_t, w_hn_t = w.weight_ih.T, w.weight_hh[: 2 * H].T, w.weight_hh[2 * H:].T
+    b = w.bias
+
+    def step(x, s):
+        (h,) = s
+        a = x @ w_ih_t if b is None else torch.addmm(b, x, w_ih_t)  # W_x· x_t + b_·, gates (z, r, n)
+        z, r = torch.sigmoid(a[:, : 2 * H] + h @ w_zr_t).chunk(2, 1)  # z_t, r_t
+        n = torch.tanh(a[:, 2 * H:] + (r * h) @ w_hn_t)  # h̃_t = tanh(W_h · [r_t * h_{t-1}, x_t] + b_h)
+        return (torch.lerp(h, n, z),)  # h_t = (1 - z_t) * h_{t-1} + z_t * h̃_t
+
+    return step
+
+
+def _fused_kernel(layer, w) -> Kernel:
+    """One level's step through torch's fused cell kernel (the seed's GRU: a fused equivalent)."""
+    mode, options = layer.mode, layer.options
+    if mode == "gru" and options["reset"] != "after":
+        return _gru_before_kernel(w)
+    with torch.no_grad():
+        w_ih, w_hh, b_ih, b_hh = (None if t is None else t.detach().clone()
+                                  for t in weights_to_torch(mode, layer.cell_class.GATES, w))
+    if mode == "lstm":
+        return lambda x, s: torch.lstm_cell(x, s, w_ih, w_hh, b_ih, b_hh)
+    if mode == "gru":
+        # torch's GRU kernel: h = (1 - z_t) * n + z_t * h_prev with z_t = 1 - z_seed (negated z rows)
+        return lambda x, s: (torch.gru_cell(x, s[0], w_ih, w_hh, b_ih, b_hh),)
+    cell = torch.rnn_tanh_cell if options["nonlinearity"] == "tanh" else torch.rnn_relu_cell
+    return lambda x, s: (cell(x, s[0], w_ih, w_hh, b_ih, b_hh),)
+
+
+def _equations_kernel(layer, w) -> Kernel:
+    equations, options = layer.cell_class.equations, layer.options
+    return lambda x, s: equations(x, s, w, **options)[0]
+
+
+class Streamer:
+    """Run ``model`` incrementally: ``step(x_t)`` for one time step, ``feed(chunk)`` for several.
+
+    ``model`` is an rnnlab layer (any cell, stacked; not bidirectional), or a model whose rnnlab
+    layer is its attribute ``rnn`` with optional ``input_map`` (applied to the input) and
+    ``head`` (applied to the top level's output at every step), as ``rnnlab.models.SequenceModel``;
+    ``before``/``after`` give or override those two. They must act on each time step separately
+    (Embedding, Linear, activations, ...). For a head that reads only the last step, the output of
+    step t is the head's answer for the sequence read up to t.
+
+    Shapes (B the batch, X the layer's input size, H its hidden size, K the head's output):
+
+    * ``step(x_t)``: ``x_t`` — (B, X), or what ``before`` maps to (B, X) (e.g. (B,) tokens);
+      returns (B, K) (``after``) or the top level's h_t (B, H).
+    * ``feed(chunk)``: ``chunk`` — the layer's layout, (T, B, X) or with ``batch_first`` (B, T, X)
+      (or what ``before`` maps to it); returns (T, B, ·) / (B, T, ·).
+    * ``state``: the layer's ``h_n`` (L, B, H) — LSTM ``(h_n, c_n)`` — or None before the first call;
+      assign one (e.g. from a full-sequence call) to continue from it.
+    * ``reset(batch_indices=None)``: start the given sequences (all when None) afresh from zeros.
+
+    The batch is set by the first call (or ``state``); until ``reset()`` every call must keep it.
+    Outputs are computed under ``torch.inference_mode()`` and are inference tensors. The layer's
+    weights are read at the first step and again whenever they change in place.
+    """
+
+    def __init__(self, model: nn.Module, *, before: Callable | None = None, after: Callable | None = None,
+                 fused: bool = True):
+        layer, before, after = _parts(model, before, after)
+        if layer.bidirectional:
+            raise ValueError("model: expected a unidirectional layer; a bidirectional layer's reverse direction starts "
+                             "at the end of the sequence, so it cannot be streamed (bidirectional=True)")
+        for name, fn in (("before", before), ("after", after)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name}: expected a module or callable applied to each step, got {type(fn).__name__}")
+        if not isinstance(fused, bool):
+            raise TypeError(f"fused: expected a bool, got {type(fused).__name__} {fused!r}")
+        self.layer, self.before, self.after, self.fused = layer, before, after, fused
+        self._levels: list[tuple[torch.Tensor, ...]] | None = None  # per level, the state parts (B, H)
+        self._shape: tuple[int, ...] | None = None  # the step input's shape last checked
+        self._kernels: list[Kernel] = []
+        self._versions: tuple[int, ...] | None = None
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int | None:
+        return None if self._levels is None else self._levels[0][0].shape[0]
+
+    @property
+    def state(self):
+        """The layer's state after the last call: ``h_n`` (L, B, H), LSTM ``(h_n, c_n)``; None before any."""
+        if self._levels is None:
+            return None
+        parts = tuple(torch.stack([lv[i] for lv in self._levels]).clone() for i in range(len(self._levels[0])))
+        return parts if len(parts) > 1 else parts[0]
+
+    @state.setter
+    def state(self, hx) -> None:
+        if hx is None:
+            self.reset()
+            return
+        first = hx[0] if isinstance(hx, (tuple, list)) else hx
+        first = _checks.tensor("state", first)
+        if first.dim() != 3:
+            raise ValueError(f"state: expected shape ({self.layer.num_layers}, B, {self.layer.hidden_size}), "
+                             f"got {_checks.shape_str(first)}")
+        try:
+            parts = self.layer._check_hx(hx, first.shape[1], False)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"state: {e}") from None
+        self._levels = [tuple(p[k].detach().clone() for p in parts) for k in range(self.layer.num_layers)]
+        self._shape = None
+
+    def reset(self, batch_indices=None) -> None:
+        """Zero the state of the sequences ``batch_indices`` (ints in [0, B)); all of them when None,
+        which also frees the batch size."""
+        if batch_indices is None:
+            self._levels, self._shape = None, None
+            return
+        if isinstance(batch_indices, numbers.Integral) and not isinstance(batch_indices, bool):
+            batch_indices = [batch_indices]
+        if isinstance(batch_indices, torch.Tensor):
+            if batch_indices.is_floating_point() or batch_indices.dtype == torch.bool or batch_indices.dim() > 1:
+                raise TypeError(f"batch_indices: expected a 1-D integer tensor, got dtype {batch_indices.dtype}, "
+                                f"shape {_checks.shape_str(batch_indices)}")
+            idx = [int(i) for i in batch_indices.reshape(-1)]
+        elif isinstance(batch_indices, (list, tuple)) and all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in batch_indices):
+            idx = [int(i) for i in batch_indices]
+        else:
+            raise TypeError(f"batch_indices: expected None, an int, a list of ints or an integer tensor, got {batch_indices!r}")
+        if self._levels is None:
+            return  # nothing streamed yet: every sequence starts from zeros anyway
+        B = self.batch_size
+        bad = [i for i in idx if not 0 <= i < B]
+        if bad:
+            raise ValueError(f"batch_indices: expected indices in [0, {B}) (the streamed batch), got {bad}")
+        rows = torch.tensor(idx, dtype=torch.long, device=self._levels[0][0].device)
+        with torch.inference_mode():
+            self._levels = [tuple(s.index_fill(0, rows, 0.0) for s in lv) for lv in self._levels]
+
+    # -- checks, run when something changed ------------------------------------------------------
+    def _check_training(self) -> None:
+        if self.layer.training and self.layer.dropout > 0:
+            raise ValueError(f"model: in training mode with dropout = {self.layer.dropout} between levels; streaming "
+                             "computes inference, so call model.eval() first")
+
+    def _check_batch(self, name: str, x: torch.Tensor, B: int) -> None:
+        if self._levels is not None and B != self.batch_size:
+            raise ValueError(f"{name}: expected batch {self.batch_size} (the batch being streamed), got {B} in shape "
+                             f"{_checks.shape_str(x)}; call reset() to start a new batch")
+
+    def _check_step(self, x: torch.Tensor) -> None:
+        X = self.layer.input_size
+        x = _checks.tensor("x_t", x)
+        if x.dim() != 2 or x.shape[1] != X:
+            mapped = " (after before=)" if self.before is not None else ""
+            raise ValueError(f"x_t: expected shape (B, {X}){mapped} — one time step of a batch — got {_checks.shape_str(x)}")
+        _checks.matches_parameters("x_t", x, self.layer.weight_ih_l0)
+        self._check_batch("x_t", x, x.shape[0])
+        self._check_training()
+        self._shape = tuple(x.shape)
+
+    def _weights_version(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.layer.parameters())
+
+    def _load_kernels(self) -> None:
+        layer = self.layer
+        kernels = []
+        for k in range(layer.num_layers):
+            w = layer.weights(k, 0)
+            w = type(w)(*(None if t is None else t.detach() for t in w))
+            kernels.append(_fused_kernel(layer, w) if self.fused else _equations_kernel(layer, w))
+        self._kernels = kernels
+        self._versions = self._weights_version()
+
+    def _zeros(self, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        z = torch.zeros(x.shape[0], self.layer.hidden_size, dtype=x.dtype, device=x.device)
+        return [tuple(z for _ in self.layer.cell_class.STATE) for _ in range(self.layer.num_layers)]
+
+    # -- the calls ---------------------------------------------------------------------------------
+    def step(self, x_t):
+        """One time step for the whole batch. Returns ``after(h_t)`` (or h_t of the top level)."""
+        with torch.inference_mode():
+            x = x_t if self.before is None else self.before(x_t)
+            if not isinstance(x, torch.Tensor) or tuple(x.shape) != self._shape or self._levels is None:
+                self._check_step(x)
+            if self._weights_version() != self._versions:
+                self._load_kernels()
+            levels = self._levels if self._levels is not None else self._zeros(x)
+            new = []
+            for kernel, state in zip(self._kernels, levels):
+                state = kernel(x, state)
+                new.append(state)
+                x = state[0]
+            self._levels = new
+            return x if self.after is None else self.after(x)
+
+    def feed(self, chunk):
+        """Several time steps at once, through the layer's engine. Returns the outputs of every step,
+        in the layer's layout."""
+        layer = self.layer
+        with torch.inference_mode():
+            x = chunk if self.before is None else self.before(chunk)
+            x = _checks.tensor("chunk", x)
+            if x.dim() != 3:
+                layout = "(B, T, X)" if layer.batch_first else "(T, B, X)"
+                raise ValueError(f"chunk: expected a 3-D tensor {layout} with X = {layer.input_size}, got shape "
+                                 f"{_checks.shape_str(x)}; for one step use step()")
+            self._check_batch("chunk", x, x.shape[0] if layer.batch_first else x.shape[1])
+            self._check_training()
+            out, h_n = layer(x, self.state)
+            parts = h_n if isinstance(h_n, tuple) else (h_n,)
+            self._levels = [tuple(p[k] for p in parts) for k in range(layer.num_layers)]
+            return out if self.after is None else self.after(out)
