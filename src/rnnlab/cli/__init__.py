@@ -11,3 +11,14 @@ from .. import __version__
 @click.version_option(__version__, prog_name="rnnlab")
 def main() -> None:
     """rnnlab: the seed's RNNs, LSTMs and GRUs — train, evaluate, benchmark and compare them."""
+
+
+from .eval import eval_command  # noqa: E402
+from .forecast import forecast_command  # noqa: E402
+from .generate import generate_command  # noqa: E402
+from .train import train_command  # noqa: E402
+
+main.add_command(train_command)
+main.add_command(eval_command)
+main.add_command(generate_command)
+main.add_command(forecast_command)

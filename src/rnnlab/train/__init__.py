@@ -12,9 +12,9 @@ overwrite=)`` writes ``runs/<name>/``; ``load_run(run_dir)`` brings a trained mo
 from .config import RunConfig, TrainConfig, load_config, resolve, to_toml
 from .run import Run, load_run
 from .schedule import learning_rate
-from .trainer import Trainer, TrainResult, train
+from .trainer import Trainer, TrainResult, evaluate, train
 
 __all__ = [
-    "RunConfig", "TrainConfig", "load_config", "resolve", "to_toml", "Trainer", "TrainResult", "train",
+    "RunConfig", "TrainConfig", "load_config", "resolve", "to_toml", "Trainer", "TrainResult", "train", "evaluate",
     "Run", "load_run", "learning_rate",
 ]

@@ -10,7 +10,9 @@
     steps = 2000
 
 Every key is checked: an unknown key is an error, and a value must have its default's type.
-Overrides are dotted keys (``train.lr``) and win over the file.
+Overrides are dotted keys (``train.lr``) and win over the file; an override of ``task.name`` with
+another task starts the task section from that task's defaults (the file's task settings were
+written for the other task).
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def resolve(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> Run
                 raise TypeError(f"{key}: expected str, got {type(value).__name__} {value!r}")
             if key == "name":
                 merged["name"] = value
-            else:
-                merged["task"]["name"] = value
+            elif value != merged["task"].get("name", "adding"):
+                # the table's task settings belong to the task being replaced: start from the new one's defaults
+                merged["task"] = {"name": value}
     task = merged["task"].pop("name", "adding")
     if not isinstance(task, str):
         raise TypeError(f"task.name: expected str, got {type(task).__name__} {task!r}")

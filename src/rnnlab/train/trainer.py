@@ -87,6 +87,24 @@ def _as_tuple(state) -> tuple[torch.Tensor, ...]:
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
+@torch.no_grad()
+def evaluate(model: SequenceModel, task: Task, batches: list) -> dict[str, float]:
+    """``task``'s metrics of ``model`` over ``batches`` (state carried where a batch continues)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    totals: dict[str, tuple[float, int]] = {}
+    state = None
+    for batch in batches:
+        batch = batch.to(device)
+        out, state = model(batch.x, state if batch.continues else None)
+        for k, (s, n) in task.sums(out, batch).items():
+            s0, n0 = totals.get(k, (0.0, 0))
+            totals[k] = (s0 + s, n0 + n)
+    model.train(was_training)
+    return task.summarize(totals)
+
+
 class Trainer:
     """Trains ``SequenceModel`` on a task under a ``RunConfig``.
 
@@ -306,20 +324,9 @@ class Trainer:
         self.step += 1
         return value, float(norm), lr, batch.x.shape[0] * batch.x.shape[1] * self.world
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the held-out set, for the current parameters."""
-        self.model.eval()
-        totals: dict[str, tuple[float, int]] = {}
-        state = None
-        for batch in self.eval_set:
-            batch = batch.to(self.device)
-            out, state = self.model(batch.x, state if batch.continues else None)
-            for k, (s, n) in self.task.sums(out, batch).items():
-                s0, n0 = totals.get(k, (0.0, 0))
-                totals[k] = (s0 + s, n0 + n)
-        self.model.train()
-        return self.task.summarize(totals)
+        return evaluate(self.model, self.task, self.eval_set)
 
     def _evaluate_and_checkpoint(self) -> dict[str, float]:
         metrics = self.evaluate()
