@@ -3,23 +3,63 @@
 ``engine=`` on a layer picks one:
 
 * ``"reference"`` — the cells' equations step by step under autograd; the ground truth.
-* ``"native"`` — hand-written BPTT (``fused.py``) with compiled C++ loops (``csrc/loops.cpp``).
-* ``"auto"`` — the fastest engine that computes exactly the reference's function for this call.
+* ``"native"`` — hand-written BPTT (``fused.py``): compiled C++ loops (``csrc/loops.cpp``), or
+  the same algorithm in PyTorch when no compiler is available (and on GPUs).
+* ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
+  rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
+* ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
+  function (``choose``).
+
+Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 """
 
 from __future__ import annotations
 
+import torch
+
 from .fused import NativeEngine
 from .reference import ReferenceEngine
+from .torch_kernel import TorchEngine, unsupported
 
-ENGINES = ("auto", "native", "reference")
+ENGINES = ("auto", "native", "torch", "reference")
 
 _REFERENCE = ReferenceEngine()
 _NATIVE = NativeEngine()
+_TORCH = TorchEngine()
+
+# CPU float32 LSTMs of at least this many batch·hidden units run faster in torch's oneDNN kernel
+# than in the native loops (measured: BENCHMARKS.md); below it, and for every other cell, native wins
+TORCH_LSTM_MIN_BH = 0
+
+
+def choose(layer, x: torch.Tensor, trace: bool):
+    """The engine "auto" runs for this call: torch's kernel where it computes the same function
+    and is faster (cuDNN on CUDA; oneDNN for float32 LSTMs on CPU), else native."""
+    if unsupported(layer, trace) is not None:
+        return _NATIVE
+    if x.is_cuda:
+        return _TORCH
+    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.mode == "lstm":
+        if x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH:
+            return _TORCH
+    return _NATIVE
+
+
+class AutoEngine:
+    name = "auto"
+
+    def path(self, layer, x: torch.Tensor, trace: bool = False) -> str:
+        """Which code runs for this call: "native-cpp", "native-python", "torch-onednn" or "torch-cudnn"."""
+        return choose(layer, x, trace).path(x)
+
+    def run(self, layer, x, hx, lengths, trace):
+        return choose(layer, x, trace).run(layer, x, hx, lengths, trace)
+
+
+_AUTO = AutoEngine()
+_BY_NAME = {"auto": _AUTO, "native": _NATIVE, "torch": _TORCH, "reference": _REFERENCE}
 
 
 def get_engine(name: str, layer, x):
     """The engine object that will run ``layer`` on ``x`` under the user's choice ``name``."""
-    if name == "reference":
-        return _REFERENCE
-    return _NATIVE
+    return _BY_NAME[name]

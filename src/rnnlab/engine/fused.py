@@ -38,6 +38,16 @@ def _kernels(x: torch.Tensor):
     return native.loops
 
 
+# per-step GEMMs below this many multiply-adds (B·G·H·H) run on one BLAS thread: waking a second
+# thread for a few-µs GEMM costs more than it saves, and far more on a busy machine
+PARALLEL_STEP_MACS = 1 << 20
+
+
+def blas_threads(B: int, GH: int, H: int) -> int:
+    """BLAS threads for the loops' per-step GEMMs."""
+    return torch.get_num_threads() if B * GH * H >= PARALLEL_STEP_MACS else 1
+
+
 def _empty(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(0)
 
@@ -84,8 +94,9 @@ class FusedDirection(torch.autograd.Function):
         gates = x.new_empty(T, B, GH)
         extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else _empty(x)  # r·h, or W_hn h + b_hn
         w_hh = w_hh.contiguous()
-        _kernels(x).forward_loop(cell, xp, w_hh, _empty(x) if b_hn is None else b_hn.contiguous(),
-                                 _empty(x) if mask is None else mask, reverse, states, cells, gates, extra)
+        _kernels(x).forward_loop(cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
+                                 _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
+                                 blas_threads(B, GH, H))
         ctx.cell, ctx.reverse, ctx.spec = cell, reverse, spec
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b, b_hn, mask, states, cells, gates, extra)
         return states, (cells if cell == LSTM else None), gates
@@ -107,7 +118,7 @@ class FusedDirection(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
         _kernels(x).backward_loop(cell, w_hh, _empty(x) if mask is None else mask, reverse, states, cells, gates,
-                                  extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0)
+                                  extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, blas_threads(B, GH, H))
         # after the loop: every weight and input gradient is one GEMM or reduction over T·B rows
         da2 = da.view(T * B, GH)
         need = ctx.needs_input_grad

@@ -18,14 +18,14 @@ def _slots(T: int, s: int, reverse: bool) -> tuple[int, int, int]:
     return (t, t + 1, t) if reverse else (t, t, t + 1)
 
 
-def forward_loop(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extra) -> None:
-    T, H = xp.shape[0], w_hh.shape[1]
+def forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, extra, threads) -> None:
+    T, H = xp.shape[0], w_hh_t.shape[0]
     before = cell == GRU_BEFORE
-    w_first = w_hh[: 2 * H] if before else w_hh
+    w_first = w_hh_t[:, : 2 * H] if before else w_hh_t  # W_hhᵀ (H, G·H)
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
         h_prev = states[p]
-        hh = h_prev @ w_first.T  # (B, G·H); reset="before": (B, 2H)
+        hh = h_prev @ w_first  # (B, G·H); reset="before": (B, 2H)
         a = xp[t]
         g = gates[t]
         if cell in (RNN_TANH, RNN_RELU):
@@ -42,7 +42,7 @@ def forward_loop(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extr
             z = torch.sigmoid(a[:, :H] + hh[:, :H])
             r = torch.sigmoid(a[:, H : 2 * H] + hh[:, H:])
             rh = r * h_prev
-            nn_ = torch.tanh(a[:, 2 * H :] + rh @ w_hh[2 * H :].T)  # n = tanh(W_xn x + b_n + W_hn (r h))
+            nn_ = torch.tanh(a[:, 2 * H :] + rh @ w_hh_t[:, 2 * H :])  # n = tanh(W_xn x + b_n + W_hn (r h))
             h = h_prev + z * (nn_ - h_prev)  # h_t = (1 - z) h_{t-1} + z n
             g.copy_(torch.cat((z, r, nn_), 1))
             extra[t].copy_(rh)
@@ -65,7 +65,8 @@ def forward_loop(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extr
                 extra[t].masked_fill_(dead, 0.0)
 
 
-def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0) -> None:
+def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0,
+                  threads) -> None:
     T, H = gates.shape[0], w_hh.shape[1]
     last = 0 if reverse else T
     dh = g_states[last].clone()

@@ -23,7 +23,7 @@ SOURCE = Path(__file__).parent / "csrc" / "loops.cpp"
 NAME = "rnnlab_engine_loops"
 # -ffast-math lets g++ vectorise tanh through glibc's libmvec; compile flags only, never link
 # flags (linking with it would set flush-to-zero for the whole process)
-CFLAGS = ["-O3", "-ffast-math", "-fopenmp-simd", "-std=c++17"]
+CFLAGS = ["-O3", "-ffast-math", "-fopenmp-simd"]
 
 _state: dict = {"module": None, "tried": False, "error": None, "forced_off": False}
 

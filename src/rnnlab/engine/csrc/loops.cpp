@@ -5,6 +5,7 @@
 // all T·B rows after ``backward_loop``; these loops do only what must be sequential:
 //
 //   forward, per step:  one GEMM  hh = h_{t-1} · W_hhᵀ          (GRU reset="before": two, r·h first)
+//                       (W_hhᵀ is passed as a contiguous (H, G·H) copy: MKL is faster on it for small B)
 //                       one fused pass over the cell's pointwise maths, writing the activated
 //                       gates (T, B, G·H) and the states (T+1, B, H)
 //   backward, per step: one fused pass for the gate gradients ∂a (T, B, G·H)
@@ -36,6 +37,8 @@ void sgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const float*, const int*, const float*, float*, const int*);
 void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
             const double*, const int*, const double*, double*, const int*);
+// MKL (torch's BLAS here): the calling thread's BLAS thread count; weak, so another BLAS still links
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
 }
 
 namespace {
@@ -64,6 +67,19 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* 
   const T one = 1;
   blas(&tb, &ta, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
 }
+
+// the per-step GEMMs of a small layer are a few µs: on a busy machine, waking a second BLAS thread
+// for each can cost more than the GEMM, so the caller says how many threads the loop's GEMMs get
+class BlasThreads {
+ public:
+  explicit BlasThreads(int64_t n) : old_(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(static_cast<int>(n)) : 0) {}
+  ~BlasThreads() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(old_);
+  }
+
+ private:
+  int old_;
+};
 
 template <typename T>
 inline T sigmoid(T a) {
@@ -154,7 +170,7 @@ RNNLAB_KERNEL void fw_gru_after(int64_t H, const T* __restrict xp, const T* __re
   for (int64_t j = 0; j < H; ++j) {
     const T z = sigmoid(xp[j] + hh[j]);
     const T r = sigmoid(xp[H + j] + hh[H + j]);
-    const T hn = hh[2 * H + j] + (b_hn ? b_hn[j] : T(0));
+    const T hn = hh[2 * H + j] + b_hn[j];
     const T n = std::tanh(xp[2 * H + j] + r * hn);
     gate[j] = z;
     gate[H + j] = r;
@@ -276,13 +292,14 @@ inline T* mut_or_null(torch::Tensor& t) {
 // ---------------------------------------------------------------------------------------------
 
 template <typename T>
-void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& w_hh_t, const torch::Tensor& b_hn_t,
+void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, const torch::Tensor& b_hn_t,
                   const torch::Tensor& mask_t, bool reverse, torch::Tensor& states_t, torch::Tensor& cells_t,
                   torch::Tensor& gates_t, torch::Tensor& extra_t) {
-  const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GH = xp_t.size(2), H = w_hh_t.size(1);
+  const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GH = xp_t.size(2), H = w_hhT_t.size(0);
   const T* xp = xp_t.data_ptr<T>();
-  const T* w_hh = w_hh_t.data_ptr<T>();
-  const T* b_hn = ptr_or_null<T>(b_hn_t);
+  const T* w_hhT = w_hhT_t.data_ptr<T>();  // W_hhᵀ (H, G·H)
+  std::vector<T> zeros(cell == GRU_AFTER && !b_hn_t.numel() ? H : 0, T(0));
+  const T* b_hn = b_hn_t.numel() ? b_hn_t.data_ptr<T>() : zeros.data();
   const T* mask = ptr_or_null<T>(mask_t);
   T* hs = states_t.data_ptr<T>();
   T* cs = mut_or_null<T>(cells_t);
@@ -299,13 +316,13 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
     T* h_next = hs + n * B * H;
     const T* xp_t_ = xp + t * B * GH;
     T* gate_t = gates + t * B * GH;
-    gemm<T>(false, true, B, ghh, H, h_prev, H, w_hh, H, T(0), hh, ghh);
+    gemm<T>(false, false, B, ghh, H, h_prev, H, w_hhT, GH, T(0), hh, ghh);
     if (before) {
       T* rh = extra + t * B * H;
       for (int64_t b = 0; b < B; ++b)
         fw_gru_before_zr<T>(H, xp_t_ + b * GH, hh + b * ghh, h_prev + b * H, gate_t + b * GH, rh + b * H);
       T* hn = hh + B * ghh;
-      gemm<T>(false, true, B, H, H, rh, H, w_hh + 2 * H * H, H, T(0), hn, H);
+      gemm<T>(false, false, B, H, H, rh, H, w_hhT + 2 * H, GH, T(0), hn, H);
       for (int64_t b = 0; b < B; ++b)
         fw_gru_before_n<T>(H, xp_t_ + b * GH, hn + b * H, h_prev + b * H, gate_t + b * GH, h_next + b * H);
     } else {
@@ -426,20 +443,23 @@ void check(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(!t.numel() || (t.is_contiguous() && t.device().is_cpu()), name, ": expected a contiguous CPU tensor");
 }
 
-void forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hh, torch::Tensor b_hn, torch::Tensor mask,
-                  bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra) {
-  for (auto* t : {&xp, &w_hh, &b_hn, &mask, &states, &cells, &gates, &extra}) check(*t, "forward_loop");
+void forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor b_hn, torch::Tensor mask,
+                  bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra,
+                  int64_t threads) {
+  for (auto* t : {&xp, &w_hhT, &b_hn, &mask, &states, &cells, &gates, &extra}) check(*t, "forward_loop");
+  BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "forward_loop", [&] {
-    forward_impl<scalar_t>(cell, xp, w_hh, b_hn, mask, reverse, states, cells, gates, extra);
+    forward_impl<scalar_t>(cell, xp, w_hhT, b_hn, mask, reverse, states, cells, gates, extra);
   });
 }
 
 void backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor mask, bool reverse, torch::Tensor states,
                    torch::Tensor cells, torch::Tensor gates, torch::Tensor extra, torch::Tensor g_states,
                    torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da, torch::Tensor dhn,
-                   torch::Tensor dh0, torch::Tensor dc0) {
+                   torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
   for (auto* t : {&w_hh, &mask, &states, &cells, &gates, &extra, &g_states, &g_cells, &g_gates, &da, &dhn, &dh0, &dc0})
     check(*t, "backward_loop");
+  BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "backward_loop", [&] {
     backward_impl<scalar_t>(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
                             dhn, dh0, dc0);

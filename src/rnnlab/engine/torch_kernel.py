@@ -1,0 +1,81 @@
+"""The torch engine: torch's own fused RNN kernels (oneDNN on CPU, cuDNN on CUDA) on rnnlab's weights.
+
+Where torch computes exactly the same function — LSTM, RNN, and GRU with reset="after" — the
+weights are converted on the fly, differentiably, from the seed's layout to torch's (see
+``layers/convert.py``: gate order, the GRU's negated z rows, one bias in b_ih and zeros or b_hn
+in b_hh), and ``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu`` run the whole stack.
+Gradients flow back through the conversion to rnnlab's parameters.
+
+Not computable here: GRU reset="before" (the seed's candidate has no torch kernel) and gate
+traces (torch's kernels do not return their gates).
+
+Inter-layer dropout, when training, is drawn by torch's kernel: the same distribution as the
+other engines', not the same random numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ..layers.convert import weights_to_torch
+
+
+def unsupported(layer, trace: bool) -> str | None:
+    """Why torch's kernels cannot compute this call, or None when they can."""
+    if layer.mode == "gru" and layer.options.get("reset") != "after":
+        return "GRU reset='before' (the seed's candidate tanh(W_h·[r*h, x] + b_h) has no torch kernel)"
+    if trace:
+        return "return_gates=True (torch's kernels do not return their gates)"
+    return None
+
+
+def _flat_weights(layer) -> list[torch.Tensor]:
+    flat = []
+    for k in range(layer.num_layers):
+        for d in range(layer.num_directions):
+            flat += [t for t in weights_to_torch(layer.mode, layer.cell_class.GATES, layer.weights(k, d)) if t is not None]
+    return flat
+
+
+def _kernel(layer):
+    if layer.mode == "lstm":
+        return _VF.lstm
+    if layer.mode == "gru":
+        return _VF.gru
+    return _VF.rnn_tanh if layer.options.get("nonlinearity", "tanh") == "tanh" else _VF.rnn_relu
+
+
+class TorchEngine:
+    """Runs a layer through torch's fused kernels; refuses what they cannot compute."""
+
+    name = "torch"
+
+    def path(self, x: torch.Tensor) -> str:
+        return "torch-cudnn" if x.is_cuda else "torch-onednn"
+
+    def run(self, layer, x, hx, lengths, trace):
+        reason = unsupported(layer, trace)
+        if reason is not None:
+            raise ValueError(f"engine: 'torch' cannot compute {reason}; use engine='native' or 'auto'")
+        flat = _flat_weights(layer)
+        kernel = _kernel(layer)
+        args = (flat, layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
+        state = hx if layer.mode == "lstm" else hx[0]
+        if lengths is None:
+            res = kernel(x, state, *args, False)
+            out, finals = res[0], tuple(res[1:])
+            return out, finals, None
+        # lengths: torch's packed kernel; it sorts the batch by length, rnnlab keeps the caller's order
+        T = x.shape[0]
+        packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+        order, undo = packed.sorted_indices, packed.unsorted_indices
+        if layer.mode == "lstm":
+            state = tuple(s.index_select(1, order) for s in state)
+        else:
+            state = state.index_select(1, order)
+        res = kernel(packed.data, packed.batch_sizes, state, *args)
+        out, _ = pad_packed_sequence(PackedSequence(res[0], packed.batch_sizes, order, undo), total_length=T)
+        finals = tuple(s.index_select(1, undo) for s in res[1:])
+        return out, finals, None

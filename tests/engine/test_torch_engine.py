@@ -1,0 +1,118 @@
+"""The torch engine (torch's fused kernels on converted weights) and "auto"'s choice, against the
+reference engine."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnlab
+from rnnlab.engine import choose, get_engine
+
+TORCH_CELLS = {
+    "rnn-tanh": (rnnlab.RNN, dict(nonlinearity="tanh")),
+    "rnn-relu": (rnnlab.RNN, dict(nonlinearity="relu")),
+    "lstm": (rnnlab.LSTM, {}),
+    "gru-after": (rnnlab.GRU, dict(reset="after")),
+}
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def _states(h):
+    return h if isinstance(h, tuple) else (h,)
+
+
+def _outputs_and_grads(layer, engine, x, hx, lengths):
+    layer.engine = engine
+    out, h = layer(x, hx, lengths=lengths)
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        out = out.data
+    tensors = [out, *_states(h)]
+    gen = torch.Generator().manual_seed(2)
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in tensors)
+    xs = x.data if isinstance(x, torch.nn.utils.rnn.PackedSequence) else x
+    leaves = [*layer.parameters(), xs] + ([] if hx is None else list(_states(hx)))
+    return tensors, torch.autograd.grad(loss, leaves)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    cell=st.sampled_from(sorted(TORCH_CELLS)),
+    num_layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    batch_first=st.booleans(),
+    bias=st.booleans(),
+    kind=st.sampled_from(["plain", "lengths", "packed", "unbatched"]),
+    with_hx=st.booleans(),
+    dtype=st.sampled_from([torch.float64, torch.float32]),
+    T=st.integers(1, 6),
+    B=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_torch_engine_equals_reference(cell, num_layers, bidirectional, batch_first, bias, kind, with_hx, dtype, T, B, seed):
+    cls, opts = TORCH_CELLS[cell]
+    torch.manual_seed(seed)
+    X, H = 3, 4
+    # dropout is drawn by torch's kernel in training: compare in eval mode, where it is the identity
+    layer = cls(X, H, num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=0.3,
+                bidirectional=bidirectional, **opts).to(dtype).eval()
+    shape = (T, X) if kind == "unbatched" else ((B, T, X) if batch_first else (T, B, X))
+    x = torch.randn(shape, dtype=dtype, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,)) if kind in ("lengths", "packed") else None
+    if kind == "packed":
+        x = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+        lengths = None
+    hx = None
+    if with_hx:
+        L = layer.num_directions * num_layers
+        hshape = (L, H) if kind == "unbatched" else (L, B, H)
+        parts = tuple(torch.randn(hshape, dtype=dtype, requires_grad=True) for _ in cls.cell_class.STATE)
+        hx = parts if len(parts) == 2 else parts[0]
+    ref = _outputs_and_grads(layer, "reference", x, hx, lengths)
+    got = _outputs_and_grads(layer, "torch", x, hx, lengths)
+    tol = TOL[dtype]
+    for a, b in zip([*ref[0], *ref[1]], [*got[0], *got[1]]):
+        torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+
+
+def test_torch_engine_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match=r"engine: 'torch' cannot compute GRU reset='before'"):
+        rnnlab.GRU(2, 3, engine="torch")(torch.randn(4, 1, 2))
+    with pytest.raises(ValueError, match=r"engine: 'torch' cannot compute return_gates=True"):
+        rnnlab.LSTM(2, 3, engine="torch")(torch.randn(4, 1, 2), return_gates=True)
+
+
+def test_auto_picks_an_exact_engine():
+    x = torch.randn(5, 64, 8)
+    lstm, gru_before = rnnlab.LSTM(8, 64), rnnlab.GRU(8, 64)
+    assert choose(gru_before, x, False).name == "native"  # no torch kernel for the seed's GRU
+    assert choose(lstm, x, True).name == "native"  # traces
+    assert choose(lstm, x.double(), False).name == "native"  # oneDNN's RNNs are float32
+    assert get_engine("auto", lstm, x).path(lstm, x) in ("native-cpp", "native-python", "torch-onednn")
+    # whatever auto picks, it computes the reference's function
+    for layer in (lstm, gru_before, rnnlab.GRU(8, 64, reset="after"), rnnlab.RNN(8, 64)):
+        outs = {}
+        for engine in ("auto", "reference"):
+            layer.engine = engine
+            outs[engine] = layer(x[:, :4])[0]
+        torch.testing.assert_close(outs["auto"], outs["reference"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("cell", sorted(TORCH_CELLS) + ["gru-before"])
+def test_cuda_auto_equals_reference(cell):
+    cls, opts = TORCH_CELLS.get(cell, (rnnlab.GRU, dict(reset="before")))
+    layer = cls(5, 7, num_layers=2, bidirectional=True, **opts).double().cuda()
+    x = torch.randn(6, 3, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    lengths = torch.tensor([6, 2, 4])
+    expected = "torch-cudnn" if cell != "gru-before" else "native-python"
+    assert get_engine("auto", layer, x).path(layer, x) == expected
+    grads = {}
+    for engine in ("auto", "reference"):
+        layer.engine = engine
+        out, h = layer(x, lengths=lengths)
+        loss = (out**2).sum() + sum((s**3).sum() for s in _states(h))
+        grads[engine] = [out, *torch.autograd.grad(loss, [x, *layer.parameters()])]
+    for a, b in zip(grads["auto"], grads["reference"]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
