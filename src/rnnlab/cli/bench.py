@@ -1,0 +1,36 @@
+"""``rnnlab bench``: the engine benchmark (``rnnlab.engine.bench``) from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("bench")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch (and XLA) threads.")
+@click.option("--quick", is_flag=True, help="A tiny grid and short timings: a smoke run, not a measurement.")
+@click.option("--cells", default="rnn,lstm,gru-before,gru-after", show_default=True,
+              help="Comma-separated cells among rnn, lstm, gru-before, gru-after.")
+@click.option("--jax/--no-jax", default=True, show_default=True, help="Time JAX/Flax too (in a subprocess).")
+@click.option("--budget", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Seconds of repeats per timing (median taken; at least 3 repeats after 2 warm-ups).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the markdown report here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the raw numbers as JSON.")
+def bench(threads, quick, cells, jax, budget, out, json_out):
+    """Time one training step (and inference) of each cell: rnnlab against torch.nn and JAX/Flax."""
+    from ..engine import bench as b
+
+    names = tuple(c.strip() for c in cells.split(",") if c.strip())
+    unknown = [c for c in names if c not in b.CELLS]
+    if unknown or not names:
+        raise click.BadParameter(f"expected cells among {', '.join(b.CELLS)}, got {cells!r}", param_hint="--cells")
+    grid = b.QUICK_GRID if quick else b.GRID
+    report = b.run(grid, names, threads=threads, jax=jax, budget_s=0.05 if quick else budget,
+                   progress=lambda s: click.echo(s, err=True))
+    text = b.to_markdown(report)
+    click.echo(text)
+    if out:
+        out.write_text(text)
+    if json_out:
+        json_out.write_text(b.as_json(report))

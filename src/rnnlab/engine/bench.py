@@ -1,0 +1,273 @@
+"""The engine benchmark: one training step of one layer per cell, rnnlab against its peers.
+
+Run it as ``rnnlab bench`` or ``python benchmarks/bench_engine.py`` (same code). For each cell
+(rnn, lstm, gru-before, gru-after) and shape (T, B, X, H) it times, in float32 on ``threads``
+threads, the median of repeats after warm-up of:
+
+* a training step (forward + backward of ``out.sum()`` into the parameters) for rnnlab's native
+  engine, rnnlab's torch engine (where torch can compute the cell), torch.nn (default settings)
+  and JAX/Flax ``nn.RNN`` under ``jax.jit(jax.grad(...))`` — JAX in a subprocess, because XLA's
+  thread pool sharing a process with torch slows torch down 10–100×;
+* inference (forward only) for rnnlab and torch.nn;
+* the bytes saved for backward by one training step (activations: rnnlab and torch.nn).
+
+rnnlab's number is the engine "auto" picks (the ``path`` column says which). GFLOP/s counts
+6·G·T·B·H·(X+H) per step (forward 2, backward 4 multiply-adds per weight and row) and is set
+against the SGEMM rate measured on the machine. torch.nn and Flax have no GRU of the seed's
+form (reset="before"): gru-before is set against their GRU (reset="after").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
+QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
+CELLS = ("rnn", "lstm", "gru-before", "gru-after")
+GATES = {"rnn": 1, "lstm": 4, "gru-before": 3, "gru-after": 3}
+
+
+@dataclass
+class Row:
+    cell: str
+    shape: tuple[int, int, int, int]
+    train_ms: dict[str, float] = field(default_factory=dict)  # native, rnnlab-torch, torch.nn, jax
+    infer_ms: dict[str, float] = field(default_factory=dict)  # rnnlab, torch.nn
+    saved_mb: dict[str, float] = field(default_factory=dict)  # rnnlab, torch.nn
+    path: str = ""
+    rnnlab_ms: float = float("nan")
+
+    @property
+    def flops(self) -> float:
+        T, B, X, H = self.shape
+        return 6.0 * GATES[self.cell] * T * B * H * (X + H)
+
+
+def flops(cell: str, shape) -> float:
+    """Multiply-adds ×2 of one training step: 6·G·T·B·H·(X+H)."""
+    return Row(cell, tuple(shape)).flops
+
+
+def median_ms(fn, budget_s: float = 1.0, min_repeats: int = 3, max_repeats: int = 25, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in ms, after ``warmup`` calls; repeats sized to about ``budget_s``."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    repeats = max(min_repeats, min(max_repeats, int(budget_s / max(first, 1e-6))))
+    times = [first]
+    for _ in range(repeats - 1):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def sgemm_gflops(n: int = 1024, budget_s: float = 0.5) -> float:
+    """The machine's float32 GEMM rate (GFLOP/s) on the current torch threads, n×n by n×n."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    ms = median_ms(lambda: torch.mm(a, b, out=out), budget_s)
+    return 2.0 * n**3 / (ms * 1e-3) / 1e9
+
+
+def _rnnlab_layer(cell: str, X: int, H: int, engine: str):
+    import rnnlab
+
+    if cell == "rnn":
+        return rnnlab.RNN(X, H, engine=engine)
+    if cell == "lstm":
+        return rnnlab.LSTM(X, H, engine=engine)
+    return rnnlab.GRU(X, H, reset=cell.split("-")[1], engine=engine)
+
+
+def _torch_layer(cell: str, X: int, H: int):
+    return {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}.get(cell, torch.nn.GRU)(X, H)
+
+
+def _train_step(module, x):
+    def step():
+        module.zero_grad(set_to_none=True)
+        out, _ = module(x)
+        out.sum().backward()
+
+    return step
+
+
+def _infer(module, x):
+    def forward():
+        with torch.inference_mode():
+            module(x)
+
+    return forward
+
+
+def saved_mb(module, x) -> float:
+    """MB of tensors saved for backward by one forward pass (the training step's activations)."""
+    total = [0]
+    seen: set[int] = set()
+
+    def pack(t):
+        key = t.untyped_storage().data_ptr() if t.device.type != "meta" else id(t)
+        if key not in seen:
+            seen.add(key)
+            total[0] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return total[0] / 2**20
+
+
+def measure(cell: str, shape, budget_s: float = 1.0) -> Row:
+    """Time one cell at one shape in this process (torch only; JAX is ``run_jax``)."""
+    from . import get_engine, unsupported
+
+    T, B, X, H = shape
+    row = Row(cell, tuple(shape))
+    torch.manual_seed(0)
+    x = torch.randn(T, B, X)
+    native = _rnnlab_layer(cell, X, H, "native")
+    row.train_ms["native"] = median_ms(_train_step(native, x), budget_s)
+    if unsupported(native, False) is None:
+        on_torch = _rnnlab_layer(cell, X, H, "torch")
+        row.train_ms["rnnlab-torch"] = median_ms(_train_step(on_torch, x), budget_s)
+    peer = _torch_layer(cell, X, H)
+    row.train_ms["torch.nn"] = median_ms(_train_step(peer, x), budget_s)
+    auto = _rnnlab_layer(cell, X, H, "auto")
+    row.path = get_engine("auto", auto, x).path(auto, x)
+    row.rnnlab_ms = row.train_ms["rnnlab-torch" if row.path.startswith("torch") else "native"]
+    row.infer_ms["rnnlab"] = median_ms(_infer(auto, x), budget_s / 2)
+    row.infer_ms["torch.nn"] = median_ms(_infer(peer, x), budget_s / 2)
+    row.saved_mb["rnnlab"] = saved_mb(auto, x)
+    row.saved_mb["torch.nn"] = saved_mb(peer, x)
+    return row
+
+
+def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float = 1800) -> tuple[dict, str]:
+    """JAX/Flax timings from a subprocess: ({(cell, shape): {"train": ms, "infer": ms}}, note)."""
+    try:
+        import flax  # noqa: F401
+        import jax  # noqa: F401
+    except ImportError as e:
+        return {}, f"JAX/Flax not installed ({e.name})"
+    env = dict(os.environ)
+    if threads == 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    job = json.dumps({"grid": [list(s) for s in grid], "cells": list(cells), "budget_s": budget_s})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rnnlab.engine.bench_jax", job], capture_output=True, text=True,
+                              env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {}, f"JAX run timed out after {timeout_s:.0f} s"
+    if proc.returncode != 0:
+        return {}, "JAX run failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {(r["cell"], tuple(r["shape"])): r for r in rows}, f"JAX {rows[0]['jax'] if rows else '?'} (subprocess)"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, torch {torch.__version__}"
+
+
+def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None) -> dict:
+    """Time everything; returns a report dict (``to_markdown`` renders it)."""
+    from . import native
+
+    torch.set_num_threads(threads)
+    native.compiled()  # build (or fail over) before timing
+    report = {
+        "machine": machine(),
+        "threads": threads,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sgemm_gflops": sgemm_gflops(),
+        "native_path": native.path("cpu"),
+        "rows": [],
+    }
+    for cell in cells:
+        for shape in grid:
+            row = measure(cell, shape, budget_s)
+            report["rows"].append(row)
+            if progress:
+                progress(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
+    report["jax_note"] = "JAX not run"
+    if jax:
+        jax_rows, report["jax_note"] = run_jax(grid, cells, threads, budget_s)
+        for row in report["rows"]:
+            r = jax_rows.get((row.cell, row.shape))
+            if r:
+                row.train_ms["jax"] = r["train"]
+                row.infer_ms["jax"] = r["infer"]
+    return report
+
+
+def peers(row: Row) -> dict[str, float]:
+    return {k: v for k, v in row.train_ms.items() if k in ("torch.nn", "jax")}
+
+
+def ratio(row: Row) -> float:
+    """rnnlab / the fastest peer (training step)."""
+    p = peers(row)
+    return row.rnnlab_ms / min(p.values()) if p else float("nan")
+
+
+def to_markdown(report: dict) -> str:
+    f = lambda v: "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+    lines = [
+        f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']}.",
+        f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (1024×1024 float32). Native loops: "
+        f"{report['native_path']}. {report['jax_note']}.",
+        "",
+        "Training step (forward + backward, float32), median ms; `ratio` = rnnlab / fastest peer; "
+        "GFLOP/s from 6·G·T·B·H·(X+H).",
+        "",
+        "| cell | T, B, X, H | rnnlab | path | native | rnnlab-torch | torch.nn | JAX | ratio | GFLOP/s | % SGEMM |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        gf = row.flops / (row.rnnlab_ms * 1e-3) / 1e9
+        t = row.train_ms
+        lines.append(
+            f"| {row.cell} | {', '.join(map(str, row.shape))} | {f(row.rnnlab_ms)} | {row.path} | {f(t.get('native'))} | "
+            f"{f(t.get('rnnlab-torch'))} | {f(t.get('torch.nn'))} | {f(t.get('jax'))} | {ratio(row):.2f} | {gf:.1f} | "
+            f"{100 * gf / report['sgemm_gflops']:.0f} % |"
+        )
+    lines += [
+        "",
+        "Inference (forward only, no autograd), median ms, and memory saved for backward by one training step (MB):",
+        "",
+        "| cell | T, B, X, H | rnnlab | torch.nn | JAX | rnnlab MB | torch.nn MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        i, m = row.infer_ms, row.saved_mb
+        lines.append(
+            f"| {row.cell} | {', '.join(map(str, row.shape))} | {f(i.get('rnnlab'))} | {f(i.get('torch.nn'))} | "
+            f"{f(i.get('jax'))} | {f(m.get('rnnlab'))} | {f(m.get('torch.nn'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def as_json(report: dict) -> str:
+    out = dict(report)
+    out["rows"] = [dict(asdict(r), flops=r.flops, ratio=ratio(r)) for r in report["rows"]]
+    return json.dumps(out, indent=1)
