@@ -10,11 +10,9 @@ from .. import __version__
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rnnlab")
 def main() -> None:
-    """rnnlab: the seed's RNNs, LSTMs and GRUs — train, evaluate, benchmark and compare them."""
 
 
 from .bench import bench  # noqa: E402
-from .compare import compare  # noqa: E402
 from .eval import eval_command  # noqa: E402
 from .forecast import forecast_command  # noqa: E402
 from .generate import generate_command  # noqa: E402
@@ -24,5 +22,4 @@ main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(generate_command)
 main.add_command(forecast_command)
-main.add_command(compare)
 main.add_command(bench)
