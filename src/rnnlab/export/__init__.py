@@ -7,5 +7,6 @@
 """
 
 from .onnx_export import to_onnx
+from .torch_export import compile_model, export_program
 
-__all__ = ["to_onnx"]
+__all__ = ["to_onnx", "compile_model", "export_program"]

@@ -1,0 +1,112 @@
+"""torch.compile and torch.export for models with rnnlab layers.
+
+Which engines trace (``rnnlab.engine``):
+
+* ``"reference"`` — the cells' equations, plain torch operations: compiles (also with
+  ``fullgraph=True``) and exports. The time loop is unrolled, so a new sequence length means a new
+  graph, and compile time grows with T.
+* ``"native"`` (and ``"auto"``, which picks it) — compiled C++ loops inside an autograd.Function:
+  torch.compile runs them eagerly between compiled regions (graph breaks), so ``fullgraph=True``
+  fails; torch.export cannot trace them at all.
+
+``compile_model`` and ``export_program`` therefore put every rnnlab layer on ``engine``
+(default "reference") and refuse, before any tracing, the combinations that cannot work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+from .. import _checks
+from ..layers.base import RecurrentLayer
+
+TRACEABLE = ("reference",)  # engines made of plain torch operations
+
+
+def _layers(model: Any) -> list[RecurrentLayer]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module (an rnnlab layer or a model containing one), got {type(model).__name__}")
+    return [m for m in model.modules() if isinstance(m, RecurrentLayer)]
+
+
+def _check_engine(engine: Any) -> str | None:
+    if engine is None:
+        return None
+    from ..engine import ENGINES
+
+    return _checks.choice("engine", engine, ENGINES)
+
+
+def _untraceable(layers: list[RecurrentLayer]) -> list[str]:
+    return sorted({layer.engine for layer in layers if layer.engine not in TRACEABLE})
+
+
+def _advice(what: str, engines: list[str]) -> str:
+    return (f"{what}: rnnlab layers on engine {', '.join(repr(e) for e in engines)} run compiled C++ loops that "
+            f"torch cannot trace; select engine='reference' (plain torch operations), e.g. "
+            f"{what.split(':')[0]}(model, ..., engine='reference')")
+
+
+@contextlib.contextmanager
+def _engines(layers: list[RecurrentLayer], engine: str | None):
+    """Within: every layer on ``engine`` (unchanged when None)."""
+    saved = [layer.engine for layer in layers]
+    if engine is not None:
+        for layer in layers:
+            layer.engine = engine
+    try:
+        yield
+    finally:
+        for layer, e in zip(layers, saved):
+            layer.engine = e
+
+
+def compile_model(model: nn.Module, *, engine: str | None = "reference", **compile_kwargs):
+    """``torch.compile(model, **compile_kwargs)`` after setting every rnnlab layer's engine to
+    ``engine`` (a lasting change; None keeps each layer's own).
+
+    With the default "reference" engine the whole recurrence is compiled (``fullgraph=True``
+    works). With "native"/"auto" the C++ loops run between compiled regions; ``fullgraph=True`` is
+    then refused. Returns the compiled module, which computes exactly what ``model`` computes.
+    """
+    layers = _layers(model)
+    engine = _check_engine(engine)
+    if engine is not None:
+        for layer in layers:
+            layer.engine = engine
+    bad = _untraceable(layers)
+    if bad and compile_kwargs.get("fullgraph", False):
+        raise ValueError(_advice("compile_model: fullgraph=True", bad))
+    return torch.compile(model, **compile_kwargs)
+
+
+def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *, engine: str | None = "reference",
+                   dynamic_shapes=None, strict: bool = False) -> torch.export.ExportedProgram:
+    """``torch.export.export(model, args, kwargs, ...)`` with every rnnlab layer on ``engine`` while
+    it traces (restored afterwards; None keeps each layer's own). The program holds the reference
+    engine's unrolled operations: the time length is fixed by the example; the batch may be made
+    dynamic with ``dynamic_shapes`` (e.g. ``{"x": {1: torch.export.Dim("batch", max=4096)}}``; the
+    bound is needed, as rnnlab's memory guard compares the batch with the memory available).
+    ``lengths=`` cannot be exported: rnnlab checks their values, which torch.export cannot trace.
+    """
+    layers = _layers(model)
+    engine = _check_engine(engine)
+    if not isinstance(args, tuple):
+        raise TypeError(f"args: expected a tuple of the model's positional arguments, got {type(args).__name__}")
+    with _engines(layers, engine):
+        bad = _untraceable(layers)
+        if bad:
+            raise ValueError(_advice("export_program", bad))
+        try:
+            return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=strict)
+        except GuardOnDataDependentSymNode as e:
+            raise ValueError(
+                "export_program: the model branches on a tensor's values, which torch.export cannot trace. If it "
+                "passes lengths= to an rnnlab layer: rnnlab checks the lengths' values; export without lengths "
+                "(equal-length batches), or use rnnlab.export.to_onnx, which maps lengths to ONNX's sequence_lens"
+            ) from e

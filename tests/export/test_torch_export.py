@@ -1,0 +1,130 @@
+"""torch.compile and torch.export: same results as eager rnnlab, or a refusal that names the engine to use."""
+
+import pytest
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab.export import compile_model, export_program
+
+CELLS = [
+    (rnnlab.RNN, dict(nonlinearity="tanh")),
+    (rnnlab.RNN, dict(nonlinearity="relu")),
+    (rnnlab.LSTM, {}),
+    (rnnlab.GRU, dict(reset="before")),
+    (rnnlab.GRU, dict(reset="after")),
+]
+IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+
+
+class Tagger(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.embed = nn.Embedding(9, layer.input_size)
+        self.rnn = layer
+        self.head = nn.Sequential(nn.Linear(layer.num_directions * layer.hidden_size, 4), nn.ReLU(), nn.Linear(4, 2))
+
+    def forward(self, tokens, hx=None):
+        out, h_n = self.rnn(self.embed(tokens), hx)
+        return self.head(out), h_n
+
+
+def states(h):
+    return tuple(h) if isinstance(h, tuple) else (h,)
+
+
+def eager_reference(model, *args):
+    """The model's output on the reference engine, the other engines left as they were."""
+    saved = model.rnn.engine
+    model.rnn.engine = "reference"
+    try:
+        with torch.no_grad():
+            return model(*args)
+    finally:
+        model.rnn.engine = saved
+
+
+@pytest.mark.parametrize("cls,opts", CELLS, ids=IDS)
+def test_export_program_equals_eager(cls, opts):
+    model = Tagger(cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, **opts)).eval()
+    tokens = torch.randint(0, 9, (2, 4))
+    batch = torch.export.Dim("batch", max=1024)
+    ep = export_program(model, (tokens,), dynamic_shapes={"tokens": {0: batch}})
+    assert model.rnn.engine == "auto"  # restored after export
+    for B in (2, 5):  # the batch is dynamic; the example's time length is fixed
+        tokens = torch.randint(0, 9, (B, 4))
+        y, h = ep.module()(tokens)
+        y_ref, h_ref = eager_reference(model, tokens)
+        torch.testing.assert_close(y, y_ref, atol=1e-6, rtol=1e-6)
+        for a, b in zip(states(h), states(h_ref)):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_export_program_with_initial_state():
+    model = Tagger(rnnlab.LSTM(3, 4, batch_first=True)).double().eval()
+    tokens = torch.randint(0, 9, (2, 3))
+    hx = (torch.randn(1, 2, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64))
+    ep = export_program(model, (tokens, hx))
+    y, (h, c) = ep.module()(tokens, hx)
+    y_ref, (h_ref, c_ref) = eager_reference(model, tokens, hx)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(c, c_ref, atol=1e-12, rtol=1e-12)
+
+
+def test_export_program_refusals():
+    model = Tagger(rnnlab.GRU(3, 4, batch_first=True))
+    tokens = torch.randint(0, 9, (2, 3))
+    with pytest.raises(ValueError, match="engine 'auto' run compiled C\\+\\+ loops .* select engine='reference'"):
+        export_program(model, (tokens,), engine=None)
+    with pytest.raises(ValueError, match="engine: expected one of"):
+        export_program(model, (tokens,), engine="fast")
+    with pytest.raises(TypeError, match="args: expected a tuple"):
+        export_program(model, tokens)
+    with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
+        export_program(lambda x: x, (tokens,))
+    layer = rnnlab.GRU(3, 4)
+    with pytest.raises(ValueError, match="lengths"):
+        export_program(layer, (torch.randn(3, 2, 3),), {"lengths": torch.tensor([3, 2])})
+    assert layer.engine == "auto"
+
+
+def test_compile_model_inductor():
+    """The default backend (inductor) compiles the recurrence; values and gradients match eager."""
+    layer = rnnlab.LSTM(2, 3, num_layers=2)
+    model = Tagger(layer)
+    compiled = compile_model(model)
+    assert layer.engine == "reference"
+    tokens = torch.randint(0, 9, (2, 3))
+    y, _ = compiled(tokens)
+    y_ref, _ = model(tokens)
+    torch.testing.assert_close(y, y_ref, atol=1e-6, rtol=1e-6)
+    y.sum().backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    y_ref.sum().backward()
+    for a, p in zip(got, model.parameters()):
+        torch.testing.assert_close(a, p.grad, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls,opts", [CELLS[1], CELLS[3], CELLS[4]], ids=["rnn-relu", "gru-before", "gru-after"])
+def test_compile_model_other_cells(cls, opts):
+    model = Tagger(cls(2, 3, bidirectional=True, batch_first=True, **opts)).double()
+    compiled = compile_model(model, backend="aot_eager")
+    tokens = torch.randint(0, 9, (3, 4))
+    y, h = compiled(tokens)
+    y_ref, h_ref = model(tokens)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=1e-12)
+
+
+def test_compile_model_keeps_native_engine_with_graph_breaks():
+    layer = rnnlab.GRU(2, 3)
+    with pytest.raises(ValueError, match="fullgraph=True: rnnlab layers on engine 'auto'.*select engine='reference'"):
+        compile_model(layer, engine=None, fullgraph=True)
+    compiled = compile_model(layer, engine="native", backend="eager")
+    assert layer.engine == "native"
+    x = torch.randn(4, 2, 2)
+    out, h = compiled(x)
+    layer.engine = "reference"
+    out_ref, h_ref = layer(x)
+    torch.testing.assert_close(out, out_ref, atol=1e-6, rtol=1e-6)
