@@ -1,0 +1,29 @@
+"""``rnnlab compare``: train RNN, LSTM and GRU under one protocol and write the measured comparison."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("compare")
+@click.option("--profile", type=click.Choice(["tiny", "quick", "full"]), default="quick", show_default=True,
+              help="Scale: quick (default, about 15 minutes on 2 cores), full (the larger ladder), tiny (tests).")
+@click.option("--full", "full", is_flag=True, help="Shorthand for --profile full.")
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False), help="Where to write the report.")
+@click.option("--cache", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
+              help="Run cache: finished runs are reused, so a rerun trains only what is missing.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Training processes at once (default: the profile's).")
+@click.option("--check-html", is_flag=True, help="Afterwards, open report.html in headless Chromium and fail on errors.")
+def compare(profile: str, full: bool, out: str, cache: str, jobs: int | None, check_html: bool) -> None:
+    """Train the three cells, measure them and write OUT/report.md and OUT/report.html."""
+    from ..compare import run_comparison
+
+    paths = run_comparison("full" if full else profile, out=out, cache=cache, jobs=jobs)
+    if check_html:
+        from ..compare.browser import check_page
+
+        result = check_page(paths["html"])
+        click.echo(f"chromium: {result.loaded}/{result.images} images loaded, {len(result.errors)} script errors, "
+                   f"{len(result.console)} console messages")
+        if not result.ok:
+            raise click.ClickException(f"report.html did not render cleanly: {result.errors + result.console}")

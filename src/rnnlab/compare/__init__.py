@@ -1,0 +1,71 @@
+"""``rnnlab compare``: the seed's comparison table, measured.
+
+Trains the three cells under one protocol (``protocol.py``), caches every run (``training.py``),
+measures (``measure.py``), decides the seed's claims (``verdicts.py``) and writes ``report.md`` and
+a self-contained ``report.html`` (``report.py``, ``document.py``, ``plots.py``, ``textview.py``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .execute import run_missing
+from .measure import measure_all
+from .protocol import PROFILES, Profile, schedule
+from .report import SECTIONS, build_report
+from .training import RunCache
+from .verdicts import SEED_TABLE, seed_table
+
+__all__ = ["run_comparison", "PROFILES", "Profile", "SECTIONS", "SEED_TABLE", "seed_table"]
+
+
+def _rounded(x):
+    if isinstance(x, float):
+        return float(f"{x:.5g}")
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def run_comparison(profile: str | Profile = "quick", out: str | Path = "report", cache: str | Path = "runs/compare",
+                   jobs: int | None = None, log=sys.stderr) -> dict[str, Path]:
+    """Train what the cache lacks, measure, and write the report under ``out``. Returns the written paths."""
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+        profile = PROFILES[profile]
+    if not isinstance(profile, Profile):
+        raise TypeError(f"profile: expected a profile name or a Profile, got {type(profile).__name__}")
+    jobs = profile.jobs if jobs is None else jobs
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected a positive int, got {jobs!r}")
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread per run is fastest and leaves the cores to parallel runs
+    try:
+        sched = schedule(profile)
+        runs = RunCache(cache)
+        done = run_missing(sched, runs, jobs=jobs, log=log)
+        measurements = measure_all(profile, sched, runs, log=log)
+    finally:
+        torch.set_num_threads(threads)
+    info = {"trained": done["trained"], "cached": done["cached"], "elapsed": time.perf_counter() - start,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "engine": ", ".join(f"{cell}: {runs.result(spec)['engine']}" for cell, spec in
+                                {info["cell"]: spec for info, spec in sched["memory"]}.items())}
+    doc = build_report(profile, measurements, info)
+    paths = doc.write(out)
+    slim = {**measurements, "gates": {k: v for k, v in measurements["gates"].items() if k != "text_traces"},
+            "seed_table": seed_table(measurements), "run": info}
+    (Path(out) / "measurements.json").write_text(json.dumps(_rounded(slim)), encoding="utf-8")
+    paths["measurements"] = Path(out) / "measurements.json"
+    print(f"compare: wrote {paths['markdown']} and {paths['html']} in {info['elapsed'] / 60:.1f} minutes", file=log, flush=True)
+    return paths
