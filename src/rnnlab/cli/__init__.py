@@ -14,6 +14,7 @@ def main() -> None:
 
 
 from .bench import bench  # noqa: E402
+from .compare import compare  # noqa: E402
 from .eval import eval_command  # noqa: E402
 from .forecast import forecast_command  # noqa: E402
 from .generate import generate_command  # noqa: E402
@@ -23,4 +24,5 @@ main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(generate_command)
 main.add_command(forecast_command)
+main.add_command(compare)
 main.add_command(bench)
