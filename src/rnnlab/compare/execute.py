@@ -48,17 +48,19 @@ def run_missing(schedule: dict[str, list], cache: RunCache, jobs: int = 1, log=s
     total_cost = sum(s.cost() for _, _, s in unique)
     done_cost, start = 0.0, time.perf_counter()
 
-    def report(i, item, took):
+    def report(i, item, took, running):
         nonlocal done_cost
         done_cost += item[2].cost()
         elapsed = time.perf_counter() - start
         left = elapsed / done_cost * (total_cost - done_cost) if done_cost else 0.0
-        print(f"[{i:>4}/{len(unique)}] {_label(item[0], item[1])}: {took:.1f} s"
-              f"  (elapsed {_clock(elapsed)}, about {_clock(left)} left)", file=log, flush=True)
+        now = f"; running {' | '.join(_label(r[0], r[1]) for r in running)}" if running else ""
+        print(f"[{i:>4}/{len(unique)}] done {_label(item[0], item[1])} in {took:.1f} s"
+              f"  (elapsed {_clock(elapsed)}, about {_clock(left)} left{now})", file=log, flush=True)
 
     if jobs <= 1:
         for i, item in enumerate(unique, 1):
-            report(i, item, _train_and_store(str(cache.root), item[2], torch.get_num_threads()))
+            nxt = unique[i] if i < len(unique) else None
+            report(i, item, _train_and_store(str(cache.root), item[2], torch.get_num_threads()), [nxt] if nxt else [])
     else:
         # the costliest runs first, so that the pool does not end waiting on one long run
         queue = sorted(unique, key=lambda it: -it[2].cost())
@@ -73,5 +75,5 @@ def run_missing(schedule: dict[str, list], cache: RunCache, jobs: int = 1, log=s
                 for fut in finished:
                     item = pending.pop(fut)
                     i += 1
-                    report(i, item, fut.result())
+                    report(i, item, fut.result(), list(pending.values()) + queue[: max(jobs - len(pending), 0)])
     return {"trained": len(unique), "cached": cached, "seconds": time.perf_counter() - start}

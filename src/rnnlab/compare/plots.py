@@ -53,6 +53,7 @@ def solve_ladder(panels: list[tuple[str, dict[str, dict[int, float]]]]) -> bytes
         ax.set_xscale("log")
         ax.set_xticks(sorted({t for s in by_cell.values() for t in s}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("sequence length T")
