@@ -268,3 +268,12 @@ def test_bad_arguments(tmp_path):
         to_onnx(model, p, (torch.randn(2, 1, 2),))
     assert "forward" not in model.rnn.__dict__
     assert model(torch.randn(2, 1, 2)).shape == (2, 1, 3)
+
+
+def test_layers_without_onnx_operator_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="model: MinGRU has no ONNX operator"):
+        to_onnx(rnnlab.MinGRU(2, 3), tmp_path / "m.onnx")
+    model = Regressor(rnnlab.MinLSTM(2, 3))
+    with pytest.raises(TypeError, match="model: MinLSTM has no ONNX operator"):
+        to_onnx(model, tmp_path / "m.onnx", (torch.randn(3, 1, 2), torch.zeros(1, 1, 3)))
+    assert "forward" not in model.rnn.__dict__

@@ -71,6 +71,22 @@ def test_export_program_with_initial_state():
     torch.testing.assert_close(c, c_ref, atol=1e-12, rtol=1e-12)
 
 
+def test_export_program_other_traceable_engines():
+    """torch's fused RNN operators (engine "torch") and minGRU's parallel scan export as they are;
+    the scan even with a dynamic time axis."""
+    lstm = rnnlab.LSTM(3, 4, num_layers=2, engine="torch").eval()
+    x = torch.randn(4, 2, 3)
+    ep = export_program(lstm, (x,), engine=None)
+    lstm.engine = "reference"
+    torch.testing.assert_close(ep.module()(x)[0], lstm(x)[0], atol=1e-6, rtol=1e-6)
+    mingru = rnnlab.MinGRU(3, 4).eval()
+    dims = {"x": {0: torch.export.Dim("time", max=512), 1: torch.export.Dim("batch", max=512)}}
+    ep = export_program(mingru, (x,), engine=None, dynamic_shapes=dims)
+    x = torch.randn(9, 5, 3)
+    mingru.engine = "reference"
+    torch.testing.assert_close(ep.module()(x)[0], mingru(x)[0], atol=1e-6, rtol=1e-6)
+
+
 def test_export_program_refusals():
     model = Tagger(rnnlab.GRU(3, 4, batch_first=True))
     tokens = torch.randint(0, 9, (2, 3))
@@ -78,6 +94,8 @@ def test_export_program_refusals():
         export_program(model, (tokens,), engine=None)
     with pytest.raises(ValueError, match="engine: expected one of"):
         export_program(model, (tokens,), engine="fast")
+    with pytest.raises(ValueError, match="engine: expected one of .*, got 'scan'"):
+        export_program(model, (tokens,), engine="scan")  # only the minimal layers have it
     with pytest.raises(TypeError, match="args: expected a tuple"):
         export_program(model, tokens)
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):

@@ -216,3 +216,15 @@ def test_bad_input():
         s.state = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"state: hx: expected shape \(2, 4, 3\)"):
         s.state = torch.zeros(2, 4, 5)
+
+
+@pytest.mark.parametrize("cls", [rnnlab.MinGRU, rnnlab.MinLSTM], ids=["mingru", "minlstm"])
+def test_minimal_layers_step_through_their_equations(cls):
+    """minGRU/minLSTM: full sequences run by the parallel scan, steps by the cells' equations."""
+    layer = cls(3, 4, num_layers=2).double()
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    out, h_n = layer(x)
+    s = Streamer(layer)
+    got = stream(s, x, [1, 1, 3, 1, 1])
+    torch.testing.assert_close(got, out, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(s.state, h_n, atol=1e-10, rtol=1e-10)

@@ -27,6 +27,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import _checks
 from ..layers.base import RecurrentLayer
 from .onnx_graph import TorchScriptBuilder, emit_layer, layer_graph
+from .onnx_layout import ONNX_OP
 
 OPSETS = range(14, 21)  # 14 is the first with today's RNN operators; 20 the TorchScript exporter's newest
 
@@ -90,10 +91,18 @@ def _export_forward(layer: RecurrentLayer):
     return forward
 
 
+def _check_onnx_layer(layer: RecurrentLayer) -> None:
+    if layer.mode not in ONNX_OP:
+        raise TypeError(f"model: {type(layer).__name__} has no ONNX operator (ONNX has RNN, LSTM and GRU); "
+                        "expected rnnlab.RNN, rnnlab.LSTM or rnnlab.GRU layers")
+
+
 @contextlib.contextmanager
 def _recurrent_ops(model: nn.Module):
     """Within: every rnnlab layer of ``model`` runs as ``_RecurrentOp``."""
     layers = [m for m in model.modules() if isinstance(m, RecurrentLayer)]
+    for layer in layers:
+        _check_onnx_layer(layer)
     for layer in layers:
         _ACTIVE[id(layer)] = layer
         layer.forward = _export_forward(layer)
@@ -152,6 +161,7 @@ def to_onnx(
         if given:
             raise ValueError(f"{', '.join(given)}: only for a model exported from example_inputs; a bare layer's "
                              "inputs are x [, h0, c0] [, lengths] and its outputs out, h_n [, c_n]")
+        _check_onnx_layer(model)
         proto = layer_graph(model, initial_state, lengths, opset)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, path)

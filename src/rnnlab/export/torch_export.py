@@ -2,15 +2,18 @@
 
 Which engines trace (``rnnlab.engine``):
 
-* ``"reference"`` — the cells' equations, plain torch operations: compiles (also with
-  ``fullgraph=True``) and exports. The time loop is unrolled, so a new sequence length means a new
-  graph, and compile time grows with T.
-* ``"native"`` (and ``"auto"``, which picks it) — compiled C++ loops inside an autograd.Function:
-  torch.compile runs them eagerly between compiled regions (graph breaks), so ``fullgraph=True``
-  fails; torch.export cannot trace them at all.
+* ``"reference"`` — the cells' equations, plain torch operations: compiles and exports, for every
+  layer. The time loop is unrolled, so a new sequence length means a new graph, and compile time
+  grows with T.
+* ``"torch"`` — torch's own fused RNN operators: exports too (time length fixed by the example).
+* ``"scan"`` (MinGRU/MinLSTM, also their ``"auto"``) — a parallel scan of plain torch operations:
+  exports with a dynamic time axis.
+* ``"native"`` (and ``"auto"`` of RNN/LSTM/GRU, which may pick it) — compiled C++ loops inside an
+  autograd.Function: torch.compile runs them eagerly between compiled regions (graph breaks), so
+  ``fullgraph=True`` fails; torch.export cannot trace them at all.
 
-``compile_model`` and ``export_program`` therefore put every rnnlab layer on ``engine``
-(default "reference") and refuse, before any tracing, the combinations that cannot work.
+``compile_model`` and ``export_program`` therefore put every rnnlab layer on ``engine`` (default
+"reference") and refuse, before any tracing, the combinations that cannot work.
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from .. import _checks
 from ..layers.base import RecurrentLayer
 
-TRACEABLE = ("reference",)  # engines made of plain torch operations
+UNTRACEABLE = "native"  # compiled C++ loops; "auto" may pick it wherever a layer offers it
 
 
 def _layers(model: Any) -> list[RecurrentLayer]:
@@ -34,16 +36,19 @@ def _layers(model: Any) -> list[RecurrentLayer]:
     return [m for m in model.modules() if isinstance(m, RecurrentLayer)]
 
 
-def _check_engine(engine: Any) -> str | None:
-    if engine is None:
-        return None
-    from ..engine import ENGINES
-
-    return _checks.choice("engine", engine, ENGINES)
+def _check_engine(engine: Any, layers: list[RecurrentLayer]) -> str | None:
+    """``engine`` must be one every layer accepts (None: keep each layer's own)."""
+    for layer in layers:
+        if engine is not None:
+            _checks.choice("engine", engine, layer.engine_choices())
+    return engine
 
 
 def _untraceable(layers: list[RecurrentLayer]) -> list[str]:
-    return sorted({layer.engine for layer in layers if layer.engine not in TRACEABLE})
+    def may_run_native(layer):
+        return layer.engine == UNTRACEABLE or (layer.engine == "auto" and UNTRACEABLE in layer.engine_choices())
+
+    return sorted({layer.engine for layer in layers if may_run_native(layer)})
 
 
 def _advice(what: str, engines: list[str]) -> str:
@@ -75,7 +80,7 @@ def compile_model(model: nn.Module, *, engine: str | None = "reference", **compi
     then refused. Returns the compiled module, which computes exactly what ``model`` computes.
     """
     layers = _layers(model)
-    engine = _check_engine(engine)
+    engine = _check_engine(engine, layers)
     if engine is not None:
         for layer in layers:
             layer.engine = engine
@@ -88,20 +93,22 @@ def compile_model(model: nn.Module, *, engine: str | None = "reference", **compi
 def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *, engine: str | None = "reference",
                    dynamic_shapes=None, strict: bool = False) -> torch.export.ExportedProgram:
     """``torch.export.export(model, args, kwargs, ...)`` with every rnnlab layer on ``engine`` while
-    it traces (restored afterwards; None keeps each layer's own). The program holds the reference
-    engine's unrolled operations: the time length is fixed by the example; the batch may be made
+    it traces (restored afterwards; None keeps each layer's own). With the reference engine the
+    program holds the unrolled time loop: the time length is fixed by the example; the batch may be made
     dynamic with ``dynamic_shapes`` (e.g. ``{"x": {1: torch.export.Dim("batch", max=4096)}}``; the
     bound is needed, as rnnlab's memory guard compares the batch with the memory available).
     ``lengths=`` cannot be exported: rnnlab checks their values, which torch.export cannot trace.
     """
     layers = _layers(model)
-    engine = _check_engine(engine)
+    engine = _check_engine(engine, layers)
     if not isinstance(args, tuple):
         raise TypeError(f"args: expected a tuple of the model's positional arguments, got {type(args).__name__}")
     with _engines(layers, engine):
         bad = _untraceable(layers)
         if bad:
             raise ValueError(_advice("export_program", bad))
+        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
         try:
             return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=strict)
         except GuardOnDataDependentSymNode as e:

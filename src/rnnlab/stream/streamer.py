@@ -60,9 +60,12 @@ def _gru_before_kernel(w) -> Kernel:
     return step
 
 
-def _fused_kernel(layer, w) -> Kernel:
-    """One level's step through torch's fused cell kernel (the seed's GRU: a fused equivalent)."""
+def _fused_kernel(layer, w) -> Kernel | None:
+    """One level's step through torch's fused cell kernel (the seed's GRU: a fused equivalent);
+    None for cells with neither (MinGRU, MinLSTM), which step through their equations."""
     mode, options = layer.mode, layer.options
+    if mode not in ("rnn", "lstm", "gru"):
+        return None
     if mode == "gru" and options["reset"] != "after":
         return _gru_before_kernel(w)
     with torch.no_grad():
@@ -213,7 +216,8 @@ class Streamer:
         for k in range(layer.num_layers):
             w = layer.weights(k, 0)
             w = type(w)(*(None if t is None else t.detach() for t in w))
-            kernels.append(_fused_kernel(layer, w) if self.fused else _equations_kernel(layer, w))
+            fused = _fused_kernel(layer, w) if self.fused else None
+            kernels.append(fused or _equations_kernel(layer, w))
         self._kernels = kernels
         self._versions = self._weights_version()
 
