@@ -223,3 +223,19 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch):
 def test_env_var_forces_fallback(monkeypatch):
     monkeypatch.setenv("RNNLAB_NATIVE", "0")
     assert native.kernels("cpu") is native.loops
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_gradient_of_output_alone(loops, name):
+    """Unused outputs (c_n, the gates without traces) reach backward as None: read as zero."""
+    cls, opts = CELLS[name]
+    layer = cls(3, 5, num_layers=2, bidirectional=True, **opts).double()
+    x = torch.randn(7, 4, 3, dtype=torch.float64)
+    lengths = torch.tensor([7, 3, 5, 1])
+    grads = {}
+    for engine in ("reference", "native"):
+        layer.engine = engine
+        out, _ = layer(x, lengths=lengths)
+        grads[engine] = torch.autograd.grad((out**2).sum(), list(layer.parameters()))
+    for a, b in zip(grads["reference"], grads["native"]):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)

@@ -98,6 +98,7 @@ class FusedDirection(torch.autograd.Function):
                                  _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
                                  blas_threads(B, GH, H))
         ctx.cell, ctx.reverse, ctx.spec = cell, reverse, spec
+        ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b, b_hn, mask, states, cells, gates, extra)
         return states, (cells if cell == LSTM else None), gates
 
@@ -109,15 +110,17 @@ class FusedDirection(torch.autograd.Function):
         cell, reverse = ctx.cell, ctx.reverse
         T, B, X = x.shape
         GH, H = w_hh.shape
-        zeros = lambda shape: x.new_zeros(shape)
-        g_states = zeros(states.shape) if g_states is None else g_states.contiguous()
-        g_gates = zeros(gates.shape) if g_gates is None else g_gates.contiguous()
-        g_cells = _empty(x) if cell != LSTM else (zeros(cells.shape) if g_cells is None else g_cells.contiguous())
+        kernels = _kernels(x)
+        # the compiled loops read an empty gradient as zero; the Python loops want the zeros
+        absent = (lambda like: x.new_zeros(like.shape)) if kernels is native.loops else (lambda like: _empty(x))
+        g_states = x.new_zeros(states.shape) if g_states is None else g_states.contiguous()
+        g_gates = absent(gates) if g_gates is None else g_gates.contiguous()
+        g_cells = _empty(x) if cell != LSTM else (absent(cells) if g_cells is None else g_cells.contiguous())
         da = x.new_empty(T, B, GH)
         dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else _empty(x)
         dh0 = x.new_empty(B, H)
         dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
-        _kernels(x).backward_loop(cell, w_hh, _empty(x) if mask is None else mask, reverse, states, cells, gates,
+        kernels.backward_loop(cell, w_hh, _empty(x) if mask is None else mask, reverse, states, cells, gates,
                                   extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, blas_threads(B, GH, H))
         # after the loop: every weight and input gradient is one GEMM or reduction over T·B rows
         da2 = da.view(T * B, GH)

@@ -369,8 +369,11 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   const T* gates = gates_t.data_ptr<T>();
   const T* extra = ptr_or_null<T>(extra_t);
   const T* g_hs = g_states_t.data_ptr<T>();
-  const T* g_cs = ptr_or_null<T>(g_cells_t);
-  const T* gg = g_gates_t.data_ptr<T>();
+  const T* g_cs = ptr_or_null<T>(g_cells_t);  // empty: no gradient w.r.t. the cells (c_n unused)
+  const T* gg = ptr_or_null<T>(g_gates_t);    // empty: no gradient w.r.t. the gates (no traces)
+  const std::vector<T> zero(GH, T(0));        // one zero row stands in for an absent gradient
+  auto gg_row = [&](int64_t t, int64_t b) { return gg ? gg + (t * B + b) * GH : zero.data(); };
+  auto gc_row = [&](int64_t p, int64_t b) { return g_cs ? g_cs + (p * B + b) * H : zero.data(); };
   T* da_all = da_t.data_ptr<T>();
   T* dhn_all = mut_or_null<T>(dhn_t);
   std::vector<T> buf(3 * B * H + B * GH);
@@ -380,14 +383,18 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   T* dhh = dc + B * H;       // GRU reset="after": gradient w.r.t. h_{t-1} · W_hhᵀ; "before": ∂(r h)
   const int64_t last = reverse ? 0 : T_;
   std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
-  if (cs) std::memcpy(dc, g_cs + last * B * H, B * H * sizeof(T));
+  if (cs) {
+    if (g_cs)
+      std::memcpy(dc, g_cs + last * B * H, B * H * sizeof(T));
+    else
+      std::memset(dc, 0, B * H * sizeof(T));
+  }
   for (int64_t s = T_ - 1; s >= 0; --s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
     const T* h_prev = hs + p * B * H;
     const T* gh_prev = g_hs + p * B * H;
     const T* gate_t = gates + t * B * GH;
-    const T* gg_t = gg + t * B * GH;
     T* da = da_all + t * B * GH;
     for (int64_t b = 0; b < B; ++b) {
       const int64_t r = b * H, rg = b * GH;
@@ -395,7 +402,7 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
         std::memset(da + rg, 0, GH * sizeof(T));
         for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
         if (cs)
-          for (int64_t j = 0; j < H; ++j) dc[r + j] += g_cs[p * B * H + r + j];
+          for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_row(p, b)[j];
         if (cell == GRU_AFTER) {
           std::memset(dhh + rg, 0, GH * sizeof(T));
           std::memset(dhn_all + t * B * H + r, 0, H * sizeof(T));
@@ -405,17 +412,17 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
       switch (cell) {
         case RNN_TANH:
         case RNN_RELU:
-          bw_rnn<T>(cell == RNN_RELU, H, gate_t + rg, gg_t + rg, dh + r, gh_prev + r, da + rg, dh_prev + r);
+          bw_rnn<T>(cell == RNN_RELU, H, gate_t + rg, gg_row(t, b), dh + r, gh_prev + r, da + rg, dh_prev + r);
           break;
         case LSTM:
-          bw_lstm<T>(H, gate_t + rg, gg_t + rg, cs + n * B * H + r, cs + p * B * H + r, dh + r, dc + r,
-                     g_cs + p * B * H + r, gh_prev + r, da + rg, dh_prev + r);
+          bw_lstm<T>(H, gate_t + rg, gg_row(t, b), cs + n * B * H + r, cs + p * B * H + r, dh + r, dc + r,
+                     gc_row(p, b), gh_prev + r, da + rg, dh_prev + r);
           break;
         case GRU_BEFORE:
-          bw_gru_before_zn<T>(H, gate_t + rg, gg_t + rg, h_prev + r, dh + r, gh_prev + r, da + rg, dh_prev + r);
+          bw_gru_before_zn<T>(H, gate_t + rg, gg_row(t, b), h_prev + r, dh + r, gh_prev + r, da + rg, dh_prev + r);
           break;
         default:
-          bw_gru_after<T>(H, gate_t + rg, gg_t + rg, extra + t * B * H + r, h_prev + r, dh + r, gh_prev + r,
+          bw_gru_after<T>(H, gate_t + rg, gg_row(t, b), extra + t * B * H + r, h_prev + r, dh + r, gh_prev + r,
                           da + rg, dhh + rg, dhn_all + t * B * H + r, dh_prev + r);
       }
     }
@@ -424,7 +431,7 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
       gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
       for (int64_t b = 0; b < B; ++b) {
         if (mask && mask[t * B + b] == T(0)) continue;
-        bw_gru_before_r<T>(H, gate_t + b * GH, gg_t + b * GH, h_prev + b * H, dhh + b * H, da + b * GH,
+        bw_gru_before_r<T>(H, gate_t + b * GH, gg_row(t, b), h_prev + b * H, dhh + b * H, da + b * GH,
                            dh_prev + b * H);
       }
       gemm<T>(false, false, B, H, 2 * H, da, GH, w_hh, H, T(1), dh_prev, H);
