@@ -146,3 +146,19 @@ def test_compile_model_keeps_native_engine_with_graph_breaks():
     layer.engine = "reference"
     out_ref, h_ref = layer(x)
     torch.testing.assert_close(out, out_ref, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnlab.LSTM(2, 3, engine="torch"), lambda: rnnlab.MinGRU(2, 3)],
+                         ids=["lstm-torch-engine", "mingru-scan"])
+def test_compile_model_keeps_other_traceable_engines(make):
+    """Inference (torch 2.13 cannot compile the backward of its own mkldnn RNN operator, which the
+    "torch" engine runs on CPU)."""
+    layer = make()
+    engine = layer.engine
+    compiled = compile_model(layer, engine=None, backend="aot_eager")
+    assert layer.engine == engine
+    x = torch.randn(4, 2, 2)
+    with torch.no_grad():
+        out, _ = compiled(x)
+    layer.engine = "reference"
+    torch.testing.assert_close(out, layer(x)[0], atol=1e-6, rtol=1e-6)

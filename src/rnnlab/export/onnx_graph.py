@@ -78,7 +78,7 @@ class TorchScriptBuilder:
         return self.g.op(op_type, *values, outputs=n_out, **_suffixed(attrs))
 
     def const(self, hint: str, value: torch.Tensor | np.ndarray):
-        t = value.detach().clone() if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        t = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
         return self.g.op("Constant", value_t=t)
 
     def _missing(self):

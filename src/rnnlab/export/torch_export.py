@@ -5,7 +5,8 @@ Which engines trace (``rnnlab.engine``):
 * ``"reference"`` — the cells' equations, plain torch operations: compiles and exports, for every
   layer. The time loop is unrolled, so a new sequence length means a new graph, and compile time
   grows with T.
-* ``"torch"`` — torch's own fused RNN operators: exports too (time length fixed by the example).
+* ``"torch"`` — torch's own fused RNN operators: exports too (time length fixed by the example);
+  compiles for inference only (torch 2.13 cannot compile the backward of its CPU mkldnn operator).
 * ``"scan"`` (MinGRU/MinLSTM, also their ``"auto"``) — a parallel scan of plain torch operations:
   exports with a dynamic time axis.
 * ``"native"`` (and ``"auto"`` of RNN/LSTM/GRU, which may pick it) — compiled C++ loops inside an
@@ -75,9 +76,9 @@ def compile_model(model: nn.Module, *, engine: str | None = "reference", **compi
     """``torch.compile(model, **compile_kwargs)`` after setting every rnnlab layer's engine to
     ``engine`` (a lasting change; None keeps each layer's own).
 
-    With the default "reference" engine the whole recurrence is compiled (``fullgraph=True``
-    works). With "native"/"auto" the C++ loops run between compiled regions; ``fullgraph=True`` is
-    then refused. Returns the compiled module, which computes exactly what ``model`` computes.
+    With the default "reference" engine the recurrence itself is compiled. With "native" (or an
+    "auto" that may pick it) the C++ loops run eagerly between compiled regions, and
+    ``fullgraph=True`` is refused. Returns the compiled module, which computes what ``model`` computes.
     """
     layers = _layers(model)
     engine = _check_engine(engine, layers)
