@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Batch, Config, ModelSpec, Stream, SampledStream, Task, check_positive
+from .base import Batch, Config, ModelSpec, Task, check_positive
 from .corpus import DEFAULT_COLUMN, DEFAULT_SERIES, read_column
 
 
@@ -75,9 +75,6 @@ class ForecastTask(Task):
     def draw(self, batch_size, generator):
         targets = torch.randint(self.config.seq_len, self.split, (batch_size,), generator=generator)
         return self._windows(targets)
-
-    def train_stream(self, batch_size: int, seed: int) -> Stream:
-        return SampledStream(self.draw, batch_size, seed)
 
     def eval_batches(self, batch_size: int, samples: int) -> list[Batch]:
         """Every held-out target once, in order (``samples`` is not used)."""
