@@ -111,13 +111,13 @@ def run(steps: int, repeats: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], steps: int, repeats: int, threads: int) -> str:
+def markdown(rows: list[dict], steps: int, repeats: int, threads: int, load: float) -> str:
     lines = [
         "# Streaming inference: per-step latency at batch 1",
         "",
         f"`python benchmarks/bench_stream.py --steps {steps} --repeats {repeats} --threads {threads}` — CPU "
         f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), torch {torch.__version__}; best-of-{repeats} "
-        "µs per step (one step through every level), "
+        f"µs per step (one step through every level; 1-minute load average {load:.1f} at the start), "
         "input size = hidden size. `max|diff|`: largest difference between the Streamer's and the torch.nn stack's "
         "outputs over 5 steps with the same weights (— where torch.nn has no such cell).",
         "",
@@ -141,9 +141,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "stream.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]  # other processes on the machine make every number larger
     rows = run(args.steps, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(rows, args.steps, args.repeats, args.threads))
+    args.out.write_text(markdown(rows, args.steps, args.repeats, args.threads, load))
     print(f"wrote {args.out}")
 
 
