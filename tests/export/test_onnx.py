@@ -277,3 +277,26 @@ def test_layers_without_onnx_operator_are_refused(tmp_path):
     with pytest.raises(TypeError, match="model: MinLSTM has no ONNX operator"):
         to_onnx(model, tmp_path / "m.onnx", (torch.randn(3, 1, 2), torch.zeros(1, 1, 3)))
     assert "forward" not in model.rnn.__dict__
+
+
+@pytest.mark.parametrize("head,cell", [("every", "lstm"), ("last", "gru")])
+def test_sequence_model_from_rnnlab_models(head, cell, tmp_path):
+    from rnnlab.models import ModelConfig, SequenceModel
+    from rnnlab.tasks.base import ModelSpec
+
+    config = ModelConfig(cell=cell, hidden=5, layers=2, bidirectional=True, embedding=4, dropout=0.2)
+    model = SequenceModel(ModelSpec("symbols", 7, 3, head), config).eval()
+    tokens = torch.randint(0, 7, (2, 5))
+    names = ["y", "h_n", "c_n"][: 3 if cell == "lstm" else 2]
+    axes = {"tokens": {0: "batch", 1: "time"}, "y": {0: "batch"}, **{n: {1: "batch"} for n in names[1:]}}
+    if head == "every":
+        axes["y"][1] = "time"
+    path = tmp_path / "seq.onnx"
+    to_onnx(model, path, (tokens,), input_names=["tokens"], output_names=names, dynamic_axes=axes)
+    model.rnn.engine = "reference"
+    tokens = torch.randint(0, 7, (3, 8))
+    got = run_onnx(path, {"tokens": tokens})
+    with torch.no_grad():
+        y, state = model(tokens)
+    for a, b in zip(got, (y, *as_tuple(state))):
+        np.testing.assert_allclose(a, b.numpy(), atol=ATOL, rtol=0)
