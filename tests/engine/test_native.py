@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
-from rnnlab.engine import native
+from rnnlab.engine import fused, native
 
 CELLS = {
     "rnn-tanh": (rnnlab.RNN, dict(nonlinearity="tanh")),
@@ -239,3 +239,26 @@ def test_gradient_of_output_alone(loops, name):
         grads[engine] = torch.autograd.grad((out**2).sum(), list(layer.parameters()))
     for a, b in zip(grads["reference"], grads["native"]):
         torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru-before", "gru-after"])
+def test_directions_in_parallel_equal_one_after_the_other(name):
+    """On two threads the directions of a bidirectional level run at once; the results do not change."""
+    if native.compiled() is None:
+        pytest.skip("the directions run in parallel only with the compiled loops")
+    cls, opts = CELLS[name]
+    layer = cls(3, 6, num_layers=2, bidirectional=True, engine="native", **opts).double()
+    x = torch.randn(9, 4, 3, dtype=torch.float64)
+    lengths = torch.tensor([9, 4, 6, 2])
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert fused._parallel_directions(native.kernels("cpu"), 2) == (threads == 2)
+            out, _ = layer(x, lengths=lengths)
+            results.append([out, *torch.autograd.grad((out**2).sum(), list(layer.parameters()))])
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

@@ -16,9 +16,11 @@ the cells' own ``equations`` (the reference engine's arithmetic) and differentia
 
 from __future__ import annotations
 
-import torch
+from concurrent.futures import ThreadPoolExecutor
 
-from ..layers.runner import run_stack
+import torch
+import torch.nn.functional as F
+
 from . import native
 from .loops import GRU_AFTER, GRU_BEFORE, LSTM, RNN_RELU, RNN_TANH, _slots
 
@@ -75,104 +77,148 @@ def _reference_forward(spec, reverse, mask, x, h0, c0, w):
     return torch.stack(hs), (torch.stack(cs) if c0 is not None else None), torch.stack(gs)
 
 
-class FusedDirection(torch.autograd.Function):
-    """One level, one direction: inputs x (T, B, X), h_0, C_0 (B, H) and the level's Weights;
-    outputs states (T+1, B, H), cells (T+1, B, H) (LSTM; else None) and gates (T, B, G·H)."""
+PER_DIRECTION = 6  # inputs per direction: h0, c0, w_ih, w_hh, b, b_hn
+_FIRST = 5  # FusedLevel.forward's (ctx excluded) first per-direction input: after cell, mask, spec, D, x
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnlab-reverse")
+
+
+def _concurrently(jobs):
+    """Run the directions' loops at once: the reverse one on a worker thread (the loops release the GIL)."""
+    if len(jobs) == 1:
+        jobs[0]()
+        return
+    pending = _POOL.submit(jobs[1])
+    jobs[0]()
+    pending.result()
+
+
+def _parallel_directions(kernels, D: int) -> bool:
+    """The two directions are independent chains: on two or more threads, run them at once (compiled
+    loops only), each loop's GEMMs on one BLAS thread."""
+    return D == 2 and kernels is not native.loops and torch.get_num_threads() >= 2
+
+
+class FusedLevel(torch.autograd.Function):
+    """One level, D = 1 or 2 directions over the same x (T, B, X). Per direction d: inputs h_0, C_0 (B, H)
+    and the Weights; outputs states (T+1, B, H), cells (T+1, B, H) (LSTM; else None) and gates (T, B, G·H).
+    Direction 1 is the reverse one."""
 
     @staticmethod
-    def forward(ctx, cell, reverse, mask, spec, x, h0, c0, w_ih, w_hh, b, b_hn):
+    def forward(ctx, cell, mask, spec, D, x, *per_direction):
         T, B, X = x.shape
-        GH, H = w_hh.shape
-        x2 = x.reshape(T * B, X)
-        xp = (x2 @ w_ih.T if b is None else torch.addmm(b, x2, w_ih.T)).view(T, B, GH)  # one GEMM, all steps
-        states = x.new_empty(T + 1, B, H)
-        states[T if reverse else 0] = h0
-        cells = _empty(x)
-        if cell == LSTM:
-            cells = x.new_empty(T + 1, B, H)
-            cells[T if reverse else 0] = c0
-        gates = x.new_empty(T, B, GH)
-        extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else _empty(x)  # r·h, or W_hn h + b_hn
-        w_hh = w_hh.contiguous()
-        _kernels(x).forward_loop(cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
-                                 _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
-                                 blas_threads(B, GH, H))
-        ctx.cell, ctx.reverse, ctx.spec = cell, reverse, spec
-        ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b, b_hn, mask, states, cells, gates, extra)
-        return states, (cells if cell == LSTM else None), gates
-
-    @staticmethod
-    def backward(ctx, g_states, g_cells, g_gates):
-        x, h0, c0, w_ih, w_hh, b, b_hn, mask, states, cells, gates, extra = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
-            return (None,) * 4 + _double_backward(ctx, (x, h0, c0, w_ih, w_hh, b, b_hn), mask, g_states, g_cells, g_gates)
-        cell, reverse = ctx.cell, ctx.reverse
-        T, B, X = x.shape
-        GH, H = w_hh.shape
         kernels = _kernels(x)
+        x2 = x.reshape(T * B, X)
+        parallel = _parallel_directions(kernels, D)
+        outputs, saved, jobs = [], [x, mask], []
+        for d in range(D):
+            h0, c0, w_ih, w_hh, b, b_hn = per_direction[PER_DIRECTION * d : PER_DIRECTION * (d + 1)]
+            reverse = d == 1
+            GH, H = w_hh.shape
+            xp = (x2 @ w_ih.T if b is None else torch.addmm(b, x2, w_ih.T)).view(T, B, GH)  # one GEMM, all steps
+            states = x.new_empty(T + 1, B, H)
+            states[T if reverse else 0] = h0
+            cells = _empty(x)
+            if cell == LSTM:
+                cells = x.new_empty(T + 1, B, H)
+                cells[T if reverse else 0] = c0
+            gates = x.new_empty(T, B, GH)
+            extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else _empty(x)  # r·h, or W_hn h + b_hn
+            w_hh = w_hh.contiguous()
+            args = (cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
+                    _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
+                    1 if parallel else blas_threads(B, GH, H))
+            jobs.append(lambda args=args: kernels.forward_loop(*args))
+            saved += [h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra]
+            outputs += [states, cells if cell == LSTM else None, gates]
+        _concurrently(jobs)
+        ctx.cell, ctx.spec, ctx.D = cell, spec, D
+        ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
+        ctx.save_for_backward(*saved)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, mask, *saved = ctx.saved_tensors
+        cell, D, need = ctx.cell, ctx.D, ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
+            return _double_backward(ctx, x, mask, saved, grads)
+        T, B, X = x.shape
+        kernels = _kernels(x)
+        parallel = _parallel_directions(kernels, D)
         # the compiled loops read an empty gradient as zero; the Python loops want the zeros
         absent = (lambda like: x.new_zeros(like.shape)) if kernels is native.loops else (lambda like: _empty(x))
-        g_states = x.new_zeros(states.shape) if g_states is None else g_states.contiguous()
-        g_gates = absent(gates) if g_gates is None else g_gates.contiguous()
-        g_cells = _empty(x) if cell != LSTM else (absent(cells) if g_cells is None else g_cells.contiguous())
-        da = x.new_empty(T, B, GH)
-        dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else _empty(x)
-        dh0 = x.new_empty(B, H)
-        dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
-        kernels.backward_loop(cell, w_hh, _empty(x) if mask is None else mask, reverse, states, cells, gates,
-                                  extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, blas_threads(B, GH, H))
-        # after the loop: every weight and input gradient is one GEMM or reduction over T·B rows
-        da2 = da.view(T * B, GH)
-        need = ctx.needs_input_grad
-        dx = (da2 @ w_ih).view(T, B, X) if need[4] else None
-        dw_ih = da2.T @ x.reshape(T * B, X) if need[7] else None
-        db = da2.sum(0) if b is not None and need[9] else None
-        dw_hh = db_hn = None
-        h_prev = (states[1:] if reverse else states[:-1]).reshape(T * B, H)  # h_{t-1} of each time step t
-        if need[8]:
-            if cell == GRU_BEFORE:  # the n rows multiply r·h_{t-1}
-                dw_hh = torch.cat((da2[:, : 2 * H].T @ h_prev, da2[:, 2 * H :].T @ extra.view(T * B, H)))
-            elif cell == GRU_AFTER:  # the n rows' gradient is r·∂n_pre
-                dw_hh = torch.cat((da2[:, : 2 * H].T @ h_prev, dhn.view(T * B, H).T @ h_prev))
-            else:
-                dw_hh = da2.T @ h_prev
-        if b_hn is not None and need[10]:
-            db_hn = dhn.view(T * B, H).sum(0)
-        return (None, None, None, None, dx, dh0 if need[5] else None, dc0 if c0 is not None and need[6] else None,
-                dw_ih, dw_hh, db, db_hn)
+        jobs, chains = [], []
+        for d in range(D):
+            h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra = saved[10 * d : 10 * (d + 1)]
+            g_states, g_cells, g_gates = grads[3 * d : 3 * (d + 1)]
+            GH, H = w_hh.shape
+            g_states = x.new_zeros(states.shape) if g_states is None else g_states.contiguous()
+            g_gates = absent(gates) if g_gates is None else g_gates.contiguous()
+            g_cells = _empty(x) if cell != LSTM else (absent(cells) if g_cells is None else g_cells.contiguous())
+            da = x.new_empty(T, B, GH)
+            dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else _empty(x)
+            dh0 = x.new_empty(B, H)
+            dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
+            args = (cell, w_hh, _empty(x) if mask is None else mask, d == 1, states, cells, gates, extra,
+                    g_states, g_cells, g_gates, da, dhn, dh0, dc0, 1 if parallel else blas_threads(B, GH, H))
+            jobs.append(lambda args=args: kernels.backward_loop(*args))
+            chains.append((da, dhn, dh0, dc0))
+        _concurrently(jobs)
+        # after the loops: every weight and input gradient is one GEMM or reduction over T·B rows
+        x2 = x.reshape(T * B, X)
+        dx = None
+        result = [None] * (_FIRST + PER_DIRECTION * D)
+        for d, (da, dhn, dh0, dc0) in enumerate(chains):
+            h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra = saved[10 * d : 10 * (d + 1)]
+            GH, H = w_hh.shape
+            i = _FIRST + PER_DIRECTION * d  # index of this direction's h0 among the inputs
+            da2 = da.view(T * B, GH)
+            if need[4]:
+                dx = da2 @ w_ih if dx is None else dx.addmm_(da2, w_ih)
+            h_prev = (states[1:] if d == 1 else states[:-1]).reshape(T * B, H)  # h_{t-1} of each time step t
+            if need[i + 3]:
+                if cell == GRU_BEFORE:  # the n rows multiply r·h_{t-1}
+                    dw_hh = torch.cat((da2[:, : 2 * H].T @ h_prev, da2[:, 2 * H :].T @ extra.view(T * B, H)))
+                elif cell == GRU_AFTER:  # the n rows' gradient is r·∂n_pre
+                    dw_hh = torch.cat((da2[:, : 2 * H].T @ h_prev, dhn.view(T * B, H).T @ h_prev))
+                else:
+                    dw_hh = da2.T @ h_prev
+                result[i + 3] = dw_hh
+            result[i] = dh0 if need[i] else None
+            result[i + 1] = dc0 if c0 is not None and need[i + 1] else None
+            result[i + 2] = da2.T @ x2 if need[i + 2] else None
+            result[i + 4] = da2.sum(0) if b is not None and need[i + 4] else None
+            result[i + 5] = dhn.view(T * B, H).sum(0) if b_hn is not None and need[i + 5] else None
+        result[4] = None if dx is None else dx.view(T, B, X)
+        return tuple(result)
 
 
-def _double_backward(ctx, inputs, mask, g_states, g_cells, g_gates):
-    x, h0, c0, w_ih, w_hh, b, b_hn = inputs
+def _double_backward(ctx, x, mask, saved, grads):
     from ..cells.base import Weights
 
-    outs = _reference_forward(ctx.spec, ctx.reverse, mask, x, h0, c0, Weights(w_ih, w_hh, b, b_hn))
-    pairs = [(o, g) for o, g in zip(outs, (g_states, g_cells, g_gates)) if o is not None and g is not None]
-    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[4 + i]]
-    grads = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
-                                create_graph=True, allow_unused=True)
-    result: list = [None] * len(inputs)
-    for i, g in zip(wanted, grads):
-        result[i] = g
+    inputs, outs, outgrads = [x], [], []
+    for d in range(ctx.D):
+        h0, c0, w_ih, w_hh, b, b_hn = saved[10 * d : 10 * d + 6]
+        inputs += [h0, c0, w_ih, w_hh, b, b_hn]
+        outs += _reference_forward(ctx.spec, d == 1, mask, x, h0, c0, Weights(w_ih, w_hh, b, b_hn))
+        outgrads += grads[3 * d : 3 * (d + 1)]
+    pairs = [(o, g) for o, g in zip(outs, outgrads) if o is not None and g is not None]
+    index = [4] + list(range(_FIRST, _FIRST + PER_DIRECTION * ctx.D))  # inputs' positions among forward's
+    wanted = [k for k, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[index[k]]]
+    got = torch.autograd.grad([o for o, _ in pairs], [inputs[k] for k in wanted], [g for _, g in pairs],
+                              create_graph=True, allow_unused=True)
+    result: list = [None] * (_FIRST + PER_DIRECTION * ctx.D)
+    for k, g in zip(wanted, got):
+        result[index[k]] = g
     return tuple(result)
 
 
-def direction(layer, w, x, state, lengths, reverse: bool, trace: bool):
-    """run_stack's direction function: one level, one direction through FusedDirection."""
-    T = x.shape[0]
-    cell = cell_code(layer)
-    mask = None
-    if lengths is not None:
-        mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).to(x.dtype)  # (T, B)
-    h0 = state[0]
-    c0 = state[1] if len(state) > 1 else None
-    spec = (layer.cell_class, layer.options)
-    states, cells, gates = FusedDirection.apply(cell, reverse, mask, spec, x, h0, c0, *w)
+def _views(layer, states, cells, gates, live, reverse: bool, trace: bool):
+    """One direction's out (T, B, H), final state and traces, as views of the Function's outputs."""
+    T = gates.shape[0]
     out = states[:T] if reverse else states[1:]  # the reverse direction keeps h_t in slot t
     last = 0 if reverse else T
     final = (states[last],) if cells is None else (states[last], cells[last])
-    live = None if mask is None else mask.unsqueeze(2)
     if live is not None:
         out = out * live
     traces = None
@@ -185,6 +231,41 @@ def direction(layer, w, x, state, lengths, reverse: bool, trace: bool):
     return out, final, traces
 
 
+def run_levels(layer, x, hx, lengths, trace):
+    """The stack, level by level, both directions of a level in one FusedLevel (so they can run at once).
+
+    The same composition as ``layers/runner.run_stack`` — level k's input is x or the dropout of the
+    concatenated outputs of level k-1; h_n[k·D + d] — with one Function call per level, not per direction.
+    """
+    T, D = x.shape[0], layer.num_directions
+    cell, spec = cell_code(layer), (layer.cell_class, layer.options)
+    mask = None
+    if lengths is not None:
+        mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).to(x.dtype)  # (T, B)
+    live = None if mask is None else mask.unsqueeze(2)
+    finals: list[list[torch.Tensor]] = [[] for _ in hx]
+    traces: dict | None = {} if trace else None
+    inp = x
+    for k in range(layer.num_layers):
+        args = []
+        for d in range(D):
+            state = tuple(s[k * D + d] for s in hx)
+            args += [state[0], state[1] if len(state) > 1 else None, *layer.weights(k, d)]
+        res = FusedLevel.apply(cell, mask, spec, D, inp, *args)
+        outs = []
+        for d in range(D):
+            out, final, tr = _views(layer, *res[3 * d : 3 * (d + 1)], live, d == 1, trace)
+            outs.append(out)
+            for f, s in zip(finals, final):
+                f.append(s)
+            if traces is not None:
+                traces[layer._suffix(k, d)[1:]] = tr
+        inp = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
+            inp = F.dropout(inp, layer.dropout, training=True)
+    return inp, tuple(torch.stack(f) for f in finals), traces
+
+
 class NativeEngine:
     """Hand-written BPTT: compiled loops on CPU (pure-PyTorch loops without a compiler or on GPU)."""
 
@@ -194,4 +275,4 @@ class NativeEngine:
         return "native-python" if _kernels(x) is native.loops else "native-cpp"
 
     def run(self, layer, x, hx, lengths, trace):
-        return run_stack(layer, x, hx, lengths, trace, direction)
+        return run_levels(layer, x, hx, lengths, trace)

@@ -32,7 +32,8 @@ def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
     build_dir = Path(cpp_extension._get_build_directory(NAME, verbose=False))
-    if not any(build_dir.glob(f"{NAME}*.so")):
+    built = [p.stat().st_mtime for p in build_dir.glob(f"{NAME}*.so")]
+    if not built or max(built) < SOURCE.stat().st_mtime:
         print(f"rnnlab: building the native engine ({SOURCE.name}, once; about a minute)…", file=sys.stderr, flush=True)
     return cpp_extension.load(name=NAME, sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
 

@@ -477,6 +477,9 @@ void backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor mask, bool re
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rnnlab's fast engine: the per-step forward and backward loops of hand-written BPTT";
-  m.def("forward_loop", &forward_loop, "forward loop: fills states, cells, gates, extra in place");
-  m.def("backward_loop", &backward_loop, "backward loop: fills da, dhn, dh0, dc0 in place");
+  // the GIL is released: the two directions of a bidirectional level run on two threads at once
+  m.def("forward_loop", &forward_loop, py::call_guard<py::gil_scoped_release>(),
+        "forward loop: fills states, cells, gates, extra in place");
+  m.def("backward_loop", &backward_loop, py::call_guard<py::gil_scoped_release>(),
+        "backward loop: fills da, dhn, dh0, dc0 in place");
 }
