@@ -155,3 +155,30 @@ def test_run_files_and_load_run(tmp_path):
     assert best.step == r.best["step"]
     with pytest.raises(ValueError, match="no such directory"):
         load_run(tmp_path / "nothing")
+
+
+def test_tensorboard_scalars_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    written = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter, which needs tensorboard installed
+        def __init__(self, log_dir):
+            written.append(("dir", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            written.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    r = train(config(**{"task.seq_len": 4, "train.tensorboard": True}), tmp_path / "tb")
+    assert written[0] == ("dir", str(tmp_path / "tb" / "tensorboard")) and written[-1] == ("closed",)
+    evals = [(v, s) for tag, *rest in written[1:-1] if tag == "eval/mse" for v, s in [rest]]
+    assert evals == [(e["mse"], e["step"]) for e in r.evals()]
+    assert any(t[0] == "train/grad_norm" for t in written)
