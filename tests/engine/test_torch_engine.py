@@ -88,8 +88,8 @@ def test_auto_picks_an_exact_engine():
     lstm, gru_before = rnnlab.LSTM(8, 64), rnnlab.GRU(8, 64)
     assert choose(gru_before, x, False).name == "native"  # no torch kernel for the seed's GRU
     assert choose(lstm, x, True).name == "native"  # traces
-    assert choose(lstm, x.double(), False).name == "native"  # oneDNN's RNNs are float32
-    assert get_engine("auto", lstm, x).path(lstm, x) in ("native-cpp", "native-python", "torch-onednn")
+    assert choose(lstm, x, False).name == "native"  # on CPU the compiled loops are the faster (BENCHMARKS.md)
+    assert get_engine("auto", lstm, x).path(lstm, x) in ("native-cpp", "native-python")
     # whatever auto picks, it computes the reference's function
     for layer in (lstm, gru_before, rnnlab.GRU(8, 64, reset="after"), rnnlab.RNN(8, 64)):
         outs = {}

@@ -8,7 +8,7 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``).
+  function (``choose``): native on CPU, cuDNN on CUDA where it applies.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 """
@@ -27,21 +27,17 @@ _REFERENCE = ReferenceEngine()
 _NATIVE = NativeEngine()
 _TORCH = TorchEngine()
 
-# CPU float32 LSTMs of at least this many batch·hidden units run faster in torch's oneDNN kernel
-# than in the native loops (measured: BENCHMARKS.md); below it, and for every other cell, native wins
-TORCH_LSTM_MIN_BH = 0
-
 
 def choose(layer, x: torch.Tensor, trace: bool):
-    """The engine "auto" runs for this call: torch's kernel where it computes the same function
-    and is faster (cuDNN on CUDA; oneDNN for float32 LSTMs on CPU), else native."""
-    if unsupported(layer, trace) is not None:
-        return _NATIVE
-    if x.is_cuda:
+    """The engine "auto" runs for this call.
+
+    On CUDA, torch's cuDNN kernels wherever they compute the same function (LSTM, RNN, GRU
+    reset="after", no traces); the native engine (PyTorch loops) otherwise. On CPU, the native
+    engine: measured (BENCHMARKS.md), its compiled loops match or beat torch's oneDNN LSTM fed
+    rnnlab's weights (converted on every call), and beat torch's GRU and RNN kernels outright.
+    """
+    if x.is_cuda and unsupported(layer, trace) is None:
         return _TORCH
-    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.mode == "lstm":
-        if x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH:
-            return _TORCH
     return _NATIVE
 
 
