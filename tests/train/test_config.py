@@ -35,7 +35,7 @@ def test_switching_task_starts_from_its_defaults(tmp_path):
 
 
 def test_toml_round_trip(tmp_path):
-    c = RunConfig().replace(**{"task.name": "char_lm", "task.path": 'a "quoted" path\\x', "train.lr": 1e-4,
+    c = RunConfig().replace(**{"task.name": "char_lm", "task.path": 'a "quoted" p\u00e4th\\x \U0001F600\t', "train.lr": 1e-4,
                               "name": "r", "model.bidirectional": True})
     p = write(tmp_path, to_toml(c))
     assert load_config(p) == c

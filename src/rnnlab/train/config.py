@@ -175,7 +175,9 @@ def to_toml(config: RunConfig) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, str):
-            return json.dumps(v)  # a TOML basic string: the same escapes as JSON for these values
+            # a TOML basic string: JSON's escapes are TOML's, once non-ASCII stays literal (TOML has
+            # no surrogate-pair escapes)
+            return json.dumps(v, ensure_ascii=False)
         return repr(v)
 
     lines = [f"name = {value(d['name'])}"]
