@@ -75,7 +75,8 @@ def lengths(value: Any, batch: int, steps: int, device: torch.device) -> torch.T
         raise TypeError(f"lengths: expected an integer tensor, got dtype {t.dtype}")
     if t.dim() != 1 or t.shape[0] != batch:
         raise ValueError(f"lengths: expected shape ({batch},) (one length per sequence), got {shape_str(t)}")
-    if batch and (int(t.min()) < 1 or int(t.max()) > steps):
+    # the range check reads the values, which torch.compile / torch.export cannot trace
+    if batch and not torch.compiler.is_compiling() and (int(t.min()) < 1 or int(t.max()) > steps):
         raise ValueError(
             f"lengths: expected every length in [1, {steps}] (T = {steps}), got min {int(t.min())}, max {int(t.max())}"
         )

@@ -100,10 +100,31 @@ def test_export_program_refusals():
         export_program(model, tokens)
     with pytest.raises(TypeError, match="model: expected a torch.nn.Module"):
         export_program(lambda x: x, (tokens,))
-    layer = rnnlab.GRU(3, 4)
-    with pytest.raises(ValueError, match="lengths"):
-        export_program(layer, (torch.randn(3, 2, 3),), {"lengths": torch.tensor([3, 2])})
+
+
+def test_export_program_with_lengths_and_dynamic_batch():
+    layer = rnnlab.GRU(3, 4, bidirectional=True)
+    batch = torch.export.Dim("batch")
+    ep = export_program(layer, (torch.randn(5, 2, 3),), {"lengths": torch.tensor([5, 2])},
+                        dynamic_shapes={"x": {1: batch}, "lengths": {0: batch}})
     assert layer.engine == "auto"
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([1, 5, 3])
+    out, h_n = ep.module()(x, lengths=lengths)
+    layer.engine = "reference"
+    out_ref, h_ref = layer(x, lengths=lengths)
+    torch.testing.assert_close(out, out_ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(h_n, h_ref, atol=1e-6, rtol=1e-6)
+
+
+def test_compile_model_fullgraph():
+    """The whole layer call — argument checks and memory guard included — is one graph."""
+    layer = rnnlab.LSTM(2, 3, num_layers=2)
+    compiled = compile_model(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 2, 2)
+    out, (h, c) = compiled(x, lengths=torch.tensor([4, 2]))
+    out_ref, (h_ref, c_ref) = layer(x, lengths=torch.tensor([4, 2]))
+    torch.testing.assert_close(out, out_ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(c, c_ref, atol=1e-6, rtol=1e-6)
 
 
 def test_compile_model_inductor():

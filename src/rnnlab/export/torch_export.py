@@ -96,9 +96,8 @@ def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
     """``torch.export.export(model, args, kwargs, ...)`` with every rnnlab layer on ``engine`` while
     it traces (restored afterwards; None keeps each layer's own). With the reference engine the
     program holds the unrolled time loop: the time length is fixed by the example; the batch may be made
-    dynamic with ``dynamic_shapes`` (e.g. ``{"x": {1: torch.export.Dim("batch", max=4096)}}``; the
-    bound is needed, as rnnlab's memory guard compares the batch with the memory available).
-    ``lengths=`` cannot be exported: rnnlab checks their values, which torch.export cannot trace.
+    dynamic with ``dynamic_shapes`` (e.g. ``{"x": {1: torch.export.Dim("batch")}}``), and ``lengths=``
+    exports too (their range is checked when the program is traced, not when it runs).
     """
     layers = _layers(model)
     engine = _check_engine(engine, layers)
@@ -114,7 +113,6 @@ def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
             return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=strict)
         except GuardOnDataDependentSymNode as e:
             raise ValueError(
-                "export_program: the model branches on a tensor's values, which torch.export cannot trace. If it "
-                "passes lengths= to an rnnlab layer: rnnlab checks the lengths' values; export without lengths "
-                "(equal-length batches), or use rnnlab.export.to_onnx, which maps lengths to ONNX's sequence_lens"
+                "export_program: the model branches on a tensor's values, which torch.export cannot trace; "
+                "remove the branch, or use rnnlab.export.to_onnx"
             ) from e

@@ -45,7 +45,10 @@ def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> floa
 
 
 def guard(layer, steps: int, batch: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Raise MemoryError-like ValueError when the call's activations exceed available memory."""
+    """Raise a ValueError when the call's activations exceed available memory. Skipped while torch
+    traces (torch.compile / torch.export): a compiled graph is checked when it is built, not per call."""
+    if torch.compiler.is_compiling():
+        return
     training = torch.is_grad_enabled() and any(p.requires_grad for p in layer.parameters())
     element = torch.empty((), dtype=dtype).element_size()
     per_step = bytes_per_step(layer, batch, element, training)
