@@ -189,6 +189,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, torch {torch.__version__}"
 
 
+def _load() -> str:
+    """The 1-minute load average: other processes on the machine make timings noisy."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None) -> dict:
     """Time everything; returns a report dict (``to_markdown`` renders it)."""
     from . import native
@@ -201,6 +209,7 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sgemm_gflops": sgemm_gflops(),
         "native_path": native.path("cpu"),
+        "load_before": _load(),
         "rows": [],
     }
     for cell in cells:
@@ -217,6 +226,7 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
             if r:
                 row.train_ms["jax"] = r["train"]
                 row.infer_ms["jax"] = r["infer"]
+    report["load_after"] = _load()
     return report
 
 
@@ -233,7 +243,8 @@ def ratio(row: Row) -> float:
 def to_markdown(report: dict) -> str:
     f = lambda v: "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
     lines = [
-        f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']}.",
+        f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']} "
+        f"(load average {report['load_before']} before, {report.get('load_after', '?')} after).",
         f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (1024×1024 float32). Native loops: "
         f"{report['native_path']}. {report['jax_note']}.",
         "",

@@ -1,6 +1,6 @@
-"""The native engine: hand-written BPTT for one level and direction, as one autograd.Function.
+"""The native engine: hand-written BPTT, one autograd.Function per level (``FusedLevel``).
 
-The structure of cuDNN, oneDNN and haste:
+The structure of cuDNN, oneDNN and haste, per direction:
 
     forward   xp = x · W_ihᵀ + b                  one GEMM over all T·B rows        (T, B, G·H)
               per step: h_{t-1} · W_hhᵀ (GEMM) and one fused pointwise pass        (the loops)
@@ -10,8 +10,10 @@ The structure of cuDNN, oneDNN and haste:
               each one GEMM or reduction over all T·B rows
 
 The loops are compiled C++ (``csrc/loops.cpp``) or, without a compiler, the same algorithm in
-PyTorch (``loops.py``). Double backward (``create_graph=True``) recomputes the forward through
-the cells' own ``equations`` (the reference engine's arithmetic) and differentiates that.
+PyTorch (``loops.py``). The two directions of a bidirectional level are independent chains: on two
+or more threads their loops run at once. Double backward (``create_graph=True``) recomputes the
+forward through the cells' own ``equations`` (the reference engine's arithmetic) and
+differentiates that.
 """
 
 from __future__ import annotations
