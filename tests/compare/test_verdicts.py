@@ -64,4 +64,5 @@ def test_performance_follows_bits_per_char():
     assert v == CONFIRMED and "AR(p) wins" in measured
     worse = copy.deepcopy(m)
     worse["real"]["charlm"]["cells"] = {"rnn": [1.5, 1.5], "lstm": [2.5, 2.5], "gru": [1.9, 1.9]}
-    assert performance(worse)[1] == REFUTED
+    assert performance(worse)[1] == ("partly: RNN worse than LSTM refuted; GRU within margin of LSTM refuted; "
+                                     "LSTM beats the n-gram not resolved at this budget")

@@ -167,6 +167,8 @@ def _fmt(c) -> str:
             return "—"
         if c == 0:
             return "0"
+        if c.is_integer() and abs(c) < 1e15:
+            return f"{int(c):,}"
         a = abs(c)
         if a >= 1000:
             return f"{c:,.0f}"

@@ -270,13 +270,15 @@ def _ar_baseline(series: np.ndarray, split: int, max_p: int) -> dict:
 # -- variants ------------------------------------------------------------------------------------------------------
 def variants(p: Profile, schedule, cache: RunCache) -> dict:
     out: dict = {}
+    params: dict = {}
     for info, spec in schedule["variants"]:
         r = cache.result(spec)
         key = f"{'bi' if info['bidirectional'] else 'uni'}-{info['layers']}"
         out.setdefault(info["cell"], {}).setdefault(key, []).append(r["final"]["accuracy"])
+        params.setdefault(info["cell"], {})[key] = r["params"]
     from ..tasks import get_task
 
-    return {"accuracy": out, "chance": get_task(p.tagging.task, **dict(p.tagging.settings)).baselines()["accuracy"],
+    return {"accuracy": out, "params": params, "chance": get_task(p.tagging.task, **dict(p.tagging.settings)).baselines()["accuracy"],
             "settings": dict(p.tagging.settings), "configs": [f"{'bi' if b else 'uni'}-{l}" for l, b in p.variants]}
 
 

@@ -123,7 +123,7 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
         doc.figure(f"memory_curves_{task}.png", plots.curves_grid(panels, f"held-out {metric}", log=(metric == "mse"),
                                                                   threshold=threshold),
                    f"Learning curves on {task} ({mem['thresholds'][task]} counts as solved), one line per seed.")
-    doc.paragraph("Equal parameter budget, at each task's middle length:")
+    doc.paragraph("Equal parameter budget, at each task's second length:")
     bud = mem["budget"]
     doc.table(["task", "T", *[f"{c.upper()} (H)" for c in CELLS]],
               [[t, next(iter(by_cell["lstm"])), *[f"{_share(next(iter(by_cell[c].values())))} (H={next(iter(by_cell[c].values()))['hidden']})"
@@ -243,8 +243,18 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
     doc.paragraph(f"Tagging task {v['settings']}: each step's label is the symbol {v['settings'].get('shift')} steps later, "
                   f"so a forward-only network can do no better than chance ({v['chance']:.3f}); a bidirectional one can "
                   f"read it. Stacks of 1, 2 and 3 levels (uni-/bi-directional, as configured) under the same budget.")
-    doc.table(["cell", *v["configs"]], [[c.upper(), *[_mean_sd(v["accuracy"][c][k]) for k in v["configs"]]]
-                                        for c in v["accuracy"]], numeric=False)
+    doc.table(["cell", *v["configs"]], [[c.upper(), *[f"{_mean_sd(v['accuracy'][c][k])} ({v['params'][c][k]:,} params)"
+                                                      for k in v["configs"]]] for c in v["accuracy"]], numeric=False)
+    solved = {k: all(min(v["accuracy"][c][k]) > 0.99 for c in v["accuracy"]) for k in v["configs"]}
+    uni_chance = all(abs(statistics.fmean(v["accuracy"][c][k]) - v["chance"]) < 0.05
+                     for c in v["accuracy"] for k in v["configs"] if k.startswith("uni"))
+    bis = [k for k in v["configs"] if k.startswith("bi")]
+    doc.paragraph(("Forward-only networks stay at chance, as they must. " if uni_chance else
+                   "A forward-only network is above chance here, which the task's construction rules out: check the data. ")
+                  + ("Every bidirectional stack solves the task, so extra depth buys nothing here but parameters and time."
+                     if bis and all(solved[k] for k in bis) else
+                     "Bidirectional stacks: " + ", ".join(f"{k} {'solved by every cell and seed' if solved[k] else 'not solved by every cell and seed'}"
+                                                          for k in bis) + "."))
     doc.figure("variants.png", plots.grouped_bars(v["configs"], {c: [statistics.fmean(v["accuracy"][c][k]) for k in v["configs"]]
                                                                  for c in v["accuracy"]}, "held-out accuracy",
                                                   hlines={"chance": v["chance"]}),
