@@ -56,7 +56,12 @@ def hidden_gradient_norms(layer, x: torch.Tensor, loss_fn: Callable[[torch.Tenso
     (head, targets) inside this callable and pass the embedded input as ``x``.
 
     ``level`` (default the top one) and ``direction`` (0 forward, 1 reverse) pick whose states are
-    differentiated; ``state`` is "h", or "c" for the LSTM's cell state. The norm is the Frobenius
+    differentiated; ``state`` is "h", or "c" for the LSTM's cell state.
+
+    For example, on an ``rnnlab.models.SequenceModel`` with a one-output-per-sequence head::
+
+        norms = hidden_gradient_norms(model.rnn, model.input_map(batch.x),
+                                      lambda out: task.loss(model.head(out[:, -1]), batch)) The norm is the Frobenius
     norm over the batch and hidden units of ∂L/∂h_t (B, H). The layer starts from zero state and runs
     in its current mode (inter-level dropout in training mode, as its forward would).
     """
