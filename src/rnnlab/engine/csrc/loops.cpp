@@ -89,191 +89,273 @@ inline T sigmoid(T a) {
 #define RNNLAB_KERNEL __attribute__((target_clones("avx2", "default")))
 
 // ---------------------------------------------------------------------------------------------
-// forward pointwise passes, one row (one sequence) of one step at a time
+// forward pointwise passes over the B rows of one step. ``live`` (B) is the step's mask row, or
+// null when every row is inside its sequence; rows outside are skipped here and fixed up by the loop.
+// Row strides: xp and gate G·H, hh ``ldh``, states H.
 // ---------------------------------------------------------------------------------------------
+
+template <typename T>
+inline bool skip(const T* live, int64_t b) {
+  return live && live[b] == T(0);
+}
 
 // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
 template <typename T>
-RNNLAB_KERNEL void fw_rnn(bool relu, int64_t H, const T* __restrict xp, const T* __restrict hh, T* __restrict gate,
-                          T* __restrict h) {
-  if (relu) {
+RNNLAB_KERNEL void fw_rnn(bool relu, int64_t B, int64_t H, const T* live, const T* __restrict xp,
+                          const T* __restrict hh, T* __restrict gate, T* __restrict h) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * H;
+    const T* hh_ = hh + b * H;
+    T* g_ = gate + b * H;
+    T* h_ = h + b * H;
+    if (relu) {
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const T a = xp[j] + hh[j];
-      const T y = a > T(0) ? a : T(0);
-      gate[j] = y;
-      h[j] = y;
-    }
-  } else {
+      for (int64_t j = 0; j < H; ++j) {
+        const T a = x_[j] + hh_[j];
+        const T y = a > T(0) ? a : T(0);
+        g_[j] = y;
+        h_[j] = y;
+      }
+    } else {
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const T y = std::tanh(xp[j] + hh[j]);
-      gate[j] = y;
-      h[j] = y;
+      for (int64_t j = 0; j < H; ++j) {
+        const T y = std::tanh(x_[j] + hh_[j]);
+        g_[j] = y;
+        h_[j] = y;
+      }
     }
   }
 }
 
 // f, i, o = σ(·), g = C̃ = tanh(·);  C_t = f C_{t-1} + i g;  h_t = o tanh(C_t)
 template <typename T>
-RNNLAB_KERNEL void fw_lstm(int64_t H, const T* __restrict xp, const T* __restrict hh, const T* __restrict c_prev,
-                           T* __restrict gate, T* __restrict c, T* __restrict h) {
+RNNLAB_KERNEL void fw_lstm(int64_t B, int64_t H, const T* live, const T* __restrict xp, const T* __restrict hh,
+                           const T* __restrict c_prev, T* __restrict gate, T* __restrict c, T* __restrict h) {
+  const int64_t GH = 4 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * GH;
+    const T* hh_ = hh + b * GH;
+    const T* cp = c_prev + b * H;
+    T* g_ = gate + b * GH;
+    T* c_ = c + b * H;
+    T* h_ = h + b * H;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T f = sigmoid(xp[j] + hh[j]);
-    const T i = sigmoid(xp[H + j] + hh[H + j]);
-    const T g = std::tanh(xp[2 * H + j] + hh[2 * H + j]);
-    const T o = sigmoid(xp[3 * H + j] + hh[3 * H + j]);
-    const T cn = f * c_prev[j] + i * g;
-    gate[j] = f;
-    gate[H + j] = i;
-    gate[2 * H + j] = g;
-    gate[3 * H + j] = o;
-    c[j] = cn;
-    h[j] = o * std::tanh(cn);
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid(x_[j] + hh_[j]);
+      const T i = sigmoid(x_[H + j] + hh_[H + j]);
+      const T g = std::tanh(x_[2 * H + j] + hh_[2 * H + j]);
+      const T o = sigmoid(x_[3 * H + j] + hh_[3 * H + j]);
+      const T cn = f * cp[j] + i * g;
+      g_[j] = f;
+      g_[H + j] = i;
+      g_[2 * H + j] = g;
+      g_[3 * H + j] = o;
+      c_[j] = cn;
+      h_[j] = o * std::tanh(cn);
+    }
   }
 }
 
 // z, r = σ(·);  rh = r h_{t-1}  (the input of the second GEMM, W_hn · rh)
 template <typename T>
-RNNLAB_KERNEL void fw_gru_before_zr(int64_t H, const T* __restrict xp, const T* __restrict hh,
-                                    const T* __restrict h_prev, T* __restrict gate, T* __restrict rh) {
+RNNLAB_KERNEL void fw_gru_before_zr(int64_t B, int64_t H, const T* live, const T* __restrict xp,
+                                    const T* __restrict hh, const T* __restrict h_prev, T* __restrict gate,
+                                    T* __restrict rh) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * GH;
+    const T* hh_ = hh + b * 2 * H;
+    const T* hp = h_prev + b * H;
+    T* g_ = gate + b * GH;
+    T* rh_ = rh + b * H;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T z = sigmoid(xp[j] + hh[j]);
-    const T r = sigmoid(xp[H + j] + hh[H + j]);
-    gate[j] = z;
-    gate[H + j] = r;
-    rh[j] = r * h_prev[j];
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = sigmoid(x_[j] + hh_[j]);
+      const T r = sigmoid(x_[H + j] + hh_[H + j]);
+      g_[j] = z;
+      g_[H + j] = r;
+      rh_[j] = r * hp[j];
+    }
   }
 }
 
 // n = tanh(W_xn x + b_n + W_hn (r h_{t-1}));  h_t = (1 - z) h_{t-1} + z n
 template <typename T>
-RNNLAB_KERNEL void fw_gru_before_n(int64_t H, const T* __restrict xp, const T* __restrict hn,
-                                   const T* __restrict h_prev, T* __restrict gate, T* __restrict h) {
+RNNLAB_KERNEL void fw_gru_before_n(int64_t B, int64_t H, const T* live, const T* __restrict xp,
+                                   const T* __restrict hn, const T* __restrict h_prev, T* __restrict gate,
+                                   T* __restrict h) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * GH;
+    const T* hn_ = hn + b * H;
+    const T* hp = h_prev + b * H;
+    T* g_ = gate + b * GH;
+    T* h_ = h + b * H;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T z = gate[j];
-    const T n = std::tanh(xp[2 * H + j] + hn[j]);
-    gate[2 * H + j] = n;
-    h[j] = h_prev[j] + z * (n - h_prev[j]);
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = g_[j];
+      const T n = std::tanh(x_[2 * H + j] + hn_[j]);
+      g_[2 * H + j] = n;
+      h_[j] = hp[j] + z * (n - hp[j]);
+    }
   }
 }
 
 // z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
 template <typename T>
-RNNLAB_KERNEL void fw_gru_after(int64_t H, const T* __restrict xp, const T* __restrict hh, const T* __restrict b_hn,
-                                const T* __restrict h_prev, T* __restrict gate, T* __restrict hn_out,
-                                T* __restrict h) {
+RNNLAB_KERNEL void fw_gru_after(int64_t B, int64_t H, const T* live, const T* __restrict xp, const T* __restrict hh,
+                                const T* __restrict b_hn, const T* __restrict h_prev, T* __restrict gate,
+                                T* __restrict hn_out, T* __restrict h) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * GH;
+    const T* hh_ = hh + b * GH;
+    const T* hp = h_prev + b * H;
+    T* g_ = gate + b * GH;
+    T* hn_ = hn_out + b * H;
+    T* h_ = h + b * H;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T z = sigmoid(xp[j] + hh[j]);
-    const T r = sigmoid(xp[H + j] + hh[H + j]);
-    const T hn = hh[2 * H + j] + b_hn[j];
-    const T n = std::tanh(xp[2 * H + j] + r * hn);
-    gate[j] = z;
-    gate[H + j] = r;
-    gate[2 * H + j] = n;
-    hn_out[j] = hn;
-    h[j] = h_prev[j] + z * (n - h_prev[j]);
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = sigmoid(x_[j] + hh_[j]);
+      const T r = sigmoid(x_[H + j] + hh_[H + j]);
+      const T hn = hh_[2 * H + j] + b_hn[j];
+      const T n = std::tanh(x_[2 * H + j] + r * hn);
+      g_[j] = z;
+      g_[H + j] = r;
+      g_[2 * H + j] = n;
+      hn_[j] = hn;
+      h_[j] = hp[j] + z * (n - hp[j]);
+    }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// backward pointwise passes. dh, dc: gradients w.r.t. this step's h_t, C_t; gg: w.r.t. its gates.
-// They write da (the gradient w.r.t. the pre-activations) and the direct part of dh_{t-1}.
+// backward pointwise passes over the B rows of one step. dh, dc: gradients w.r.t. this step's h_t,
+// C_t; gg: w.r.t. its gates (null: none); gh_prev, gc_prev: the outputs' own gradients at h_{t-1},
+// C_{t-1}. They write da (the gradient w.r.t. the pre-activations) and dh_{t-1}'s direct part;
+// rows outside their sequence are skipped and fixed up by the loop.
 // ---------------------------------------------------------------------------------------------
 
 template <typename T>
-RNNLAB_KERNEL void bw_rnn(bool relu, int64_t H, const T* __restrict gate, const T* __restrict gg,
-                          const T* __restrict dh, const T* __restrict gh_prev, T* __restrict da,
-                          T* __restrict dh_prev) {
+RNNLAB_KERNEL void bw_rnn(bool relu, int64_t B, int64_t H, const T* live, const T* __restrict gate,
+                          const T* __restrict gg, const T* __restrict dh, const T* __restrict gh_prev,
+                          T* __restrict da, T* __restrict dh_prev) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T y = gate[j];
-    const T d = dh[j] + gg[j];
-    da[j] = relu ? (y > T(0) ? d : T(0)) : d * (T(1) - y * y);
-    dh_prev[j] = gh_prev[j];
+    for (int64_t j = 0; j < H; ++j) {
+      const T y = gate[r + j];
+      const T d = dh[r + j] + (gg ? gg[r + j] : T(0));
+      da[r + j] = relu ? (y > T(0) ? d : T(0)) : d * (T(1) - y * y);
+      dh_prev[r + j] = gh_prev[r + j];
+    }
   }
 }
 
 template <typename T>
-RNNLAB_KERNEL void bw_lstm(int64_t H, const T* __restrict gate, const T* __restrict gg, const T* __restrict c,
-                           const T* __restrict c_prev, const T* __restrict dh, T* __restrict dc,
-                           const T* __restrict gc_prev, const T* __restrict gh_prev, T* __restrict da,
-                           T* __restrict dh_prev) {
+RNNLAB_KERNEL void bw_lstm(int64_t B, int64_t H, const T* live, const T* __restrict gate, const T* __restrict gg,
+                           const T* __restrict c, const T* __restrict c_prev, const T* __restrict dh,
+                           T* __restrict dc, const T* __restrict gc_prev, const T* __restrict gh_prev,
+                           T* __restrict da, T* __restrict dh_prev) {
+  const int64_t GH = 4 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H, q = b * GH;
+    const T* g_ = gate + q;
+    T* da_ = da + q;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T f = gate[j], i = gate[H + j], g = gate[2 * H + j], o = gate[3 * H + j];
-    const T tc = std::tanh(c[j]);
-    const T dC = dc[j] + dh[j] * o * (T(1) - tc * tc);  // ∂C_t, through h_t = o tanh(C_t) and onwards
-    const T df = dC * c_prev[j] + gg[j];
-    const T di = dC * g + gg[H + j];
-    const T dg = dC * i + gg[2 * H + j];
-    const T d_o = dh[j] * tc + gg[3 * H + j];
-    da[j] = df * f * (T(1) - f);
-    da[H + j] = di * i * (T(1) - i);
-    da[2 * H + j] = dg * (T(1) - g * g);
-    da[3 * H + j] = d_o * o * (T(1) - o);
-    dc[j] = dC * f + gc_prev[j];  // ∂C_{t-1}
-    dh_prev[j] = gh_prev[j];
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
+      const T tc = std::tanh(c[r + j]);
+      const T dC = dc[r + j] + dh[r + j] * o * (T(1) - tc * tc);  // ∂C_t, through h_t = o tanh(C_t) and onwards
+      const T df = dC * c_prev[r + j] + (gg ? gg[q + j] : T(0));
+      const T di = dC * g + (gg ? gg[q + H + j] : T(0));
+      const T dg = dC * i + (gg ? gg[q + 2 * H + j] : T(0));
+      const T d_o = dh[r + j] * tc + (gg ? gg[q + 3 * H + j] : T(0));
+      da_[j] = df * f * (T(1) - f);
+      da_[H + j] = di * i * (T(1) - i);
+      da_[2 * H + j] = dg * (T(1) - g * g);
+      da_[3 * H + j] = d_o * o * (T(1) - o);
+      dc[r + j] = dC * f + (gc_prev ? gc_prev[r + j] : T(0));  // ∂C_{t-1}
+      dh_prev[r + j] = gh_prev[r + j];
+    }
   }
 }
 
 // first pass (before the GEMM drh = ∂n_pre · W_hn): z and n, and dh_{t-1}'s direct part (1 - z) dh
 template <typename T>
-RNNLAB_KERNEL void bw_gru_before_zn(int64_t H, const T* __restrict gate, const T* __restrict gg,
-                                    const T* __restrict h_prev, const T* __restrict dh,
+RNNLAB_KERNEL void bw_gru_before_zn(int64_t B, int64_t H, const T* live, const T* __restrict gate,
+                                    const T* __restrict gg, const T* __restrict h_prev, const T* __restrict dh,
                                     const T* __restrict gh_prev, T* __restrict da, T* __restrict dh_prev) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H, q = b * GH;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T z = gate[j], n = gate[2 * H + j];
-    const T dz = dh[j] * (n - h_prev[j]) + gg[j];
-    const T dn = dh[j] * z + gg[2 * H + j];
-    da[j] = dz * z * (T(1) - z);
-    da[2 * H + j] = dn * (T(1) - n * n);
-    dh_prev[j] = dh[j] * (T(1) - z) + gh_prev[j];
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = gate[q + j], n = gate[q + 2 * H + j];
+      const T dz = dh[r + j] * (n - h_prev[r + j]) + (gg ? gg[q + j] : T(0));
+      const T dn = dh[r + j] * z + (gg ? gg[q + 2 * H + j] : T(0));
+      da[q + j] = dz * z * (T(1) - z);
+      da[q + 2 * H + j] = dn * (T(1) - n * n);
+      dh_prev[r + j] = dh[r + j] * (T(1) - z) + gh_prev[r + j];
+    }
   }
 }
 
 // second pass: r, from drh = ∂(r h_{t-1}); and rh's contribution r · drh to dh_{t-1}
 template <typename T>
-RNNLAB_KERNEL void bw_gru_before_r(int64_t H, const T* __restrict gate, const T* __restrict gg,
-                                   const T* __restrict h_prev, const T* __restrict drh, T* __restrict da,
-                                   T* __restrict dh_prev) {
+RNNLAB_KERNEL void bw_gru_before_r(int64_t B, int64_t H, const T* live, const T* __restrict gate,
+                                   const T* __restrict gg, const T* __restrict h_prev, const T* __restrict drh,
+                                   T* __restrict da, T* __restrict dh_prev) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H, q = b * GH;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T r = gate[H + j];
-    const T dr = drh[j] * h_prev[j] + gg[H + j];
-    da[H + j] = dr * r * (T(1) - r);
-    dh_prev[j] += drh[j] * r;
+    for (int64_t j = 0; j < H; ++j) {
+      const T rg = gate[q + H + j];
+      const T dr = drh[r + j] * h_prev[r + j] + (gg ? gg[q + H + j] : T(0));
+      da[q + H + j] = dr * rg * (T(1) - rg);
+      dh_prev[r + j] += drh[r + j] * rg;
+    }
   }
 }
 
 // da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn)
 template <typename T>
-RNNLAB_KERNEL void bw_gru_after(int64_t H, const T* __restrict gate, const T* __restrict gg,
-                                const T* __restrict hn, const T* __restrict h_prev, const T* __restrict dh,
-                                const T* __restrict gh_prev, T* __restrict da, T* __restrict dhh,
-                                T* __restrict dhn, T* __restrict dh_prev) {
+RNNLAB_KERNEL void bw_gru_after(int64_t B, int64_t H, const T* live, const T* __restrict gate,
+                                const T* __restrict gg, const T* __restrict hn, const T* __restrict h_prev,
+                                const T* __restrict dh, const T* __restrict gh_prev, T* __restrict da,
+                                T* __restrict dhh, T* __restrict dhn, T* __restrict dh_prev) {
+  const int64_t GH = 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H, q = b * GH;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T z = gate[j], r = gate[H + j], n = gate[2 * H + j];
-    const T dz = dh[j] * (n - h_prev[j]) + gg[j];
-    const T dn = dh[j] * z + gg[2 * H + j];
-    const T dn_pre = dn * (T(1) - n * n);
-    const T dr = dn_pre * hn[j] + gg[H + j];
-    const T dz_pre = dz * z * (T(1) - z);
-    const T dr_pre = dr * r * (T(1) - r);
-    da[j] = dz_pre;
-    da[H + j] = dr_pre;
-    da[2 * H + j] = dn_pre;
-    dhh[j] = dz_pre;
-    dhh[H + j] = dr_pre;
-    dhh[2 * H + j] = dn_pre * r;
-    dhn[j] = dn_pre * r;
-    dh_prev[j] = dh[j] * (T(1) - z) + gh_prev[j];
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = gate[q + j], rg = gate[q + H + j], n = gate[q + 2 * H + j];
+      const T dz = dh[r + j] * (n - h_prev[r + j]) + (gg ? gg[q + j] : T(0));
+      const T dn = dh[r + j] * z + (gg ? gg[q + 2 * H + j] : T(0));
+      const T dn_pre = dn * (T(1) - n * n);
+      const T dr = dn_pre * hn[r + j] + (gg ? gg[q + H + j] : T(0));
+      const T dz_pre = dz * z * (T(1) - z);
+      const T dr_pre = dr * rg * (T(1) - rg);
+      da[q + j] = dz_pre;
+      da[q + H + j] = dr_pre;
+      da[q + 2 * H + j] = dn_pre;
+      dhh[q + j] = dz_pre;
+      dhh[q + H + j] = dr_pre;
+      dhh[q + 2 * H + j] = dn_pre * rg;
+      dhn[r + j] = dn_pre * rg;
+      dh_prev[r + j] = dh[r + j] * (T(1) - z) + gh_prev[r + j];
+    }
   }
 }
 
@@ -312,44 +394,41 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;  // state slots: previous, next
+    const T* live = mask ? mask + t * B : nullptr;
     const T* h_prev = hs + p * B * H;
     T* h_next = hs + n * B * H;
-    const T* xp_t_ = xp + t * B * GH;
+    const T* xp_s = xp + t * B * GH;
     T* gate_t = gates + t * B * GH;
+    T* extra_t = extra ? extra + t * B * H : nullptr;
     gemm<T>(false, false, B, ghh, H, h_prev, H, w_hhT, GH, T(0), hh, ghh);
-    if (before) {
-      T* rh = extra + t * B * H;
-      for (int64_t b = 0; b < B; ++b)
-        fw_gru_before_zr<T>(H, xp_t_ + b * GH, hh + b * ghh, h_prev + b * H, gate_t + b * GH, rh + b * H);
-      T* hn = hh + B * ghh;
-      gemm<T>(false, false, B, H, H, rh, H, w_hhT + 2 * H, GH, T(0), hn, H);
-      for (int64_t b = 0; b < B; ++b)
-        fw_gru_before_n<T>(H, xp_t_ + b * GH, hn + b * H, h_prev + b * H, gate_t + b * GH, h_next + b * H);
-    } else {
-      for (int64_t b = 0; b < B; ++b) {
-        const T* xr = xp_t_ + b * GH;
-        const T* hr = hh + b * GH;
-        switch (cell) {
-          case RNN_TANH:
-          case RNN_RELU:
-            fw_rnn<T>(cell == RNN_RELU, H, xr, hr, gate_t + b * GH, h_next + b * H);
-            break;
-          case LSTM:
-            fw_lstm<T>(H, xr, hr, cs + p * B * H + b * H, gate_t + b * GH, cs + n * B * H + b * H, h_next + b * H);
-            break;
-          default:
-            fw_gru_after<T>(H, xr, hr, b_hn, h_prev + b * H, gate_t + b * GH, extra + t * B * H + b * H,
-                            h_next + b * H);
-        }
+    switch (cell) {
+      case RNN_TANH:
+      case RNN_RELU:
+        fw_rnn<T>(cell == RNN_RELU, B, H, live, xp_s, hh, gate_t, h_next);
+        break;
+      case LSTM:
+        fw_lstm<T>(B, H, live, xp_s, hh, cs + p * B * H, gate_t, cs + n * B * H, h_next);
+        break;
+      case GRU_BEFORE: {
+        fw_gru_before_zr<T>(B, H, live, xp_s, hh, h_prev, gate_t, extra_t);
+        if (live)  // rows outside their sequence: r·h = 0, so their W_hn product is 0 too
+          for (int64_t b = 0; b < B; ++b)
+            if (live[b] == T(0)) std::memset(extra_t + b * H, 0, H * sizeof(T));
+        T* hn = hh + B * ghh;
+        gemm<T>(false, false, B, H, H, extra_t, H, w_hhT + 2 * H, GH, T(0), hn, H);
+        fw_gru_before_n<T>(B, H, live, xp_s, hn, h_prev, gate_t, h_next);
+        break;
       }
+      default:
+        fw_gru_after<T>(B, H, live, xp_s, hh, b_hn, h_prev, gate_t, extra_t, h_next);
     }
-    if (mask) {  // rows past their sequence: state unchanged, gates zero
+    if (live) {  // rows past their sequence: state unchanged, gates zero
       for (int64_t b = 0; b < B; ++b) {
-        if (mask[t * B + b] != T(0)) continue;
+        if (live[b] != T(0)) continue;
         std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
         if (cs) std::memcpy(cs + n * B * H + b * H, cs + p * B * H + b * H, H * sizeof(T));
         std::memset(gate_t + b * GH, 0, GH * sizeof(T));
-        if (extra) std::memset(extra + t * B * H + b * H, 0, H * sizeof(T));
+        if (extra_t) std::memset(extra_t + b * H, 0, H * sizeof(T));
       }
     }
   }
@@ -371,9 +450,6 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   const T* g_hs = g_states_t.data_ptr<T>();
   const T* g_cs = ptr_or_null<T>(g_cells_t);  // empty: no gradient w.r.t. the cells (c_n unused)
   const T* gg = ptr_or_null<T>(g_gates_t);    // empty: no gradient w.r.t. the gates (no traces)
-  const std::vector<T> zero(GH, T(0));        // one zero row stands in for an absent gradient
-  auto gg_row = [&](int64_t t, int64_t b) { return gg ? gg + (t * B + b) * GH : zero.data(); };
-  auto gc_row = [&](int64_t p, int64_t b) { return g_cs ? g_cs + (p * B + b) * H : zero.data(); };
   T* da_all = da_t.data_ptr<T>();
   T* dhn_all = mut_or_null<T>(dhn_t);
   std::vector<T> buf(3 * B * H + B * GH);
@@ -392,48 +468,46 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   for (int64_t s = T_ - 1; s >= 0; --s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
+    const T* live = mask ? mask + t * B : nullptr;
     const T* h_prev = hs + p * B * H;
     const T* gh_prev = g_hs + p * B * H;
+    const T* gc_prev = g_cs ? g_cs + p * B * H : nullptr;
     const T* gate_t = gates + t * B * GH;
+    const T* gg_t = gg ? gg + t * B * GH : nullptr;
     T* da = da_all + t * B * GH;
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t r = b * H, rg = b * GH;
-      if (mask && mask[t * B + b] == T(0)) {  // outside the sequence: gradients pass through
-        std::memset(da + rg, 0, GH * sizeof(T));
+    T* dhn = dhn_all ? dhn_all + t * B * H : nullptr;
+    switch (cell) {
+      case RNN_TANH:
+      case RNN_RELU:
+        bw_rnn<T>(cell == RNN_RELU, B, H, live, gate_t, gg_t, dh, gh_prev, da, dh_prev);
+        break;
+      case LSTM:
+        bw_lstm<T>(B, H, live, gate_t, gg_t, cs + n * B * H, cs + p * B * H, dh, dc, gc_prev, gh_prev, da, dh_prev);
+        break;
+      case GRU_BEFORE:
+        bw_gru_before_zn<T>(B, H, live, gate_t, gg_t, h_prev, dh, gh_prev, da, dh_prev);
+        break;
+      default:
+        bw_gru_after<T>(B, H, live, gate_t, gg_t, extra + t * B * H, h_prev, dh, gh_prev, da, dhh, dhn, dh_prev);
+    }
+    if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        const int64_t r = b * H;
+        std::memset(da + b * GH, 0, GH * sizeof(T));
         for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
-        if (cs)
-          for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_row(p, b)[j];
+        if (cs && gc_prev)
+          for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
         if (cell == GRU_AFTER) {
-          std::memset(dhh + rg, 0, GH * sizeof(T));
-          std::memset(dhn_all + t * B * H + r, 0, H * sizeof(T));
+          std::memset(dhh + b * GH, 0, GH * sizeof(T));
+          std::memset(dhn + r, 0, H * sizeof(T));
         }
-        continue;
-      }
-      switch (cell) {
-        case RNN_TANH:
-        case RNN_RELU:
-          bw_rnn<T>(cell == RNN_RELU, H, gate_t + rg, gg_row(t, b), dh + r, gh_prev + r, da + rg, dh_prev + r);
-          break;
-        case LSTM:
-          bw_lstm<T>(H, gate_t + rg, gg_row(t, b), cs + n * B * H + r, cs + p * B * H + r, dh + r, dc + r,
-                     gc_row(p, b), gh_prev + r, da + rg, dh_prev + r);
-          break;
-        case GRU_BEFORE:
-          bw_gru_before_zn<T>(H, gate_t + rg, gg_row(t, b), h_prev + r, dh + r, gh_prev + r, da + rg, dh_prev + r);
-          break;
-        default:
-          bw_gru_after<T>(H, gate_t + rg, gg_row(t, b), extra + t * B * H + r, h_prev + r, dh + r, gh_prev + r,
-                          da + rg, dhh + rg, dhn_all + t * B * H + r, dh_prev + r);
       }
     }
     if (cell == GRU_BEFORE) {
       // ∂(r h_{t-1}) = ∂n_pre · W_hn, then r's gradient, then the z, r rows' share of ∂h_{t-1}
       gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
-      for (int64_t b = 0; b < B; ++b) {
-        if (mask && mask[t * B + b] == T(0)) continue;
-        bw_gru_before_r<T>(H, gate_t + b * GH, gg_row(t, b), h_prev + b * H, dhh + b * H, da + b * GH,
-                           dh_prev + b * H);
-      }
+      bw_gru_before_r<T>(B, H, live, gate_t, gg_t, h_prev, dhh, da, dh_prev);
       gemm<T>(false, false, B, H, 2 * H, da, GH, w_hh, H, T(1), dh_prev, H);
     } else if (cell == GRU_AFTER) {
       gemm<T>(false, false, B, H, GH, dhh, GH, w_hh, H, T(1), dh_prev, H);
