@@ -83,7 +83,10 @@ def memory(p: Profile, schedule, cache: RunCache) -> dict:
         for cell, by_T in by_cell.items():
             ok = [int(T) for T, e in by_T.items() if e["share"] > 0.5]  # a majority of seeds
             longest.setdefault(task, {})[cell] = max(ok) if ok else None
-    return {"ladder": ladder, "longest": longest, "budget": _ladder(p, schedule["budget"], cache),
+    baselines = {}
+    for info, spec in schedule["memory"]:
+        baselines.setdefault(info["task"], cache.result(spec)["baselines"][SOLVE[info["task"]].metric])
+    return {"ladder": ladder, "longest": longest, "budget": _ladder(p, schedule["budget"], cache), "baselines": baselines,
             "thresholds": {t: SOLVE[t].text() for t in ladder},
             "steps": {m.name: m.steps for m in p.memory}, "lr": {m.name: m.lr for m in p.memory},
             "settings": {m.name: dict(m.settings) for m in p.memory}}

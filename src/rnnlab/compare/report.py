@@ -10,7 +10,7 @@ from . import plots
 from .document import Document
 from .protocol import CELLS, Profile
 from .textview import gate_text_html
-from .verdicts import seed_table
+from .verdicts import speed_ratios, seed_table
 
 SECTIONS = ("Protocol", "The seed's table, measured", "Parameters", "Long-term memory",
             "Vanishing and exploding gradients", "Training speed", "Gates", "Real data", "Variants",
@@ -73,7 +73,8 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
         f"nearly as possible the LSTM model's parameter count). Training ran on rnnlab's engine "
         f"(`engine=\"auto\"`, which ran {info.get('engine', '?')}).")
     doc.bullets([f"{t}: T ∈ {{{', '.join(map(str, m_.lengths))}}}, {m_.steps} steps, learning rate {m_.lr:g}, solved when "
-                 f"{mem['thresholds'][t]}" + (f" (task settings {dict(m_.settings)})" if m_.settings else "")
+                 f"{mem['thresholds'][t]} (a memoryless answer scores {mem['baselines'][t]:.3g})"
+                 + (f"; task settings {dict(m_.settings)}" if m_.settings else "")
                  for t, m_ in ((x.name, x) for x in p.memory)]
                 + [f"char-LM: {dict(p.charlm.settings)}, H = {p.charlm.hidden}, {p.charlm.steps} steps, learning rate {p.charlm.lr:g}",
                    f"forecasting: {dict(p.forecast.settings)}, H = {p.forecast.hidden}, {p.forecast.steps} steps, learning rate {p.forecast.lr:g}",
@@ -165,6 +166,16 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
                   f"recurrent layer replaced by `layer.to_torch()` (torch's fused CPU kernels). The seed's GRU (reset "
                   f"before W_h) has no torch.nn twin, so the GRU is also timed in cuDNN's form (reset after, `gru-after`). "
                   f"Timings {timing_note}")
+    ratios = {impl: speed_ratios(m, impl) for impl in ("native", "torch_nn")}
+    if ratios["native"] and ratios["torch_nn"]:
+        doc.paragraph(f"Per step, relative to the LSTM (median over all timed configurations): on rnnlab's native engine "
+                      f"the RNN takes {ratios['native']['rnn']:.2f}× and the seed's GRU {ratios['native']['gru']:.2f}× the "
+                      f"LSTM's time; on torch.nn's CPU kernels the RNN takes {ratios['torch_nn']['rnn']:.2f}× and the GRU "
+                      f"(reset after) {ratios['torch_nn']['gru']:.2f}× — "
+                      + ("so on torch.nn the GRU is *slower* than the LSTM, despite 3/4 of its arithmetic, the opposite of "
+                         "the seed's claim." if ratios["torch_nn"]["gru"] > 1.1 else
+                         "so on torch.nn too the GRU is not slower than the LSTM.")
+                      + " The verdict in the seed's table is given for each implementation.")
     longest = max(r["T"] for r in sp["rows"] if r["task"] == "adding")
     sel = [r for r in sp["rows"] if r["task"] == "adding" and r["T"] == longest]
     series = {name: [1000 * r.get(impl, float("nan")) for r in sel]

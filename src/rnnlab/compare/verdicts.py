@@ -116,7 +116,7 @@ def long_term_memory(m: dict):
     return measured, combine([("RNN poorer than both gated cells", rnn_poor), ("LSTM better than GRU", lstm_over_gru)])
 
 
-def _speed_rows(m: dict, impl: str) -> dict[str, float] | None:
+def speed_ratios(m: dict, impl: str) -> dict[str, float] | None:
     """Median over the timed configurations of each cell's time per step relative to the LSTM's."""
     rows = m["speed"]["rows"]
     gru = "gru" if impl == "native" else "gru-after"
@@ -138,7 +138,7 @@ def _speed_rows(m: dict, impl: str) -> dict[str, float] | None:
 def training_speed(m: dict):
     texts, verdicts = [], []
     for impl, name in (("native", "rnnlab's native engine (seed's GRU)"), ("torch_nn", "torch.nn CPU kernels (GRU reset after)")):
-        r = _speed_rows(m, impl)
+        r = speed_ratios(m, impl)
         if r is None:
             continue
         rnn_fast = CONFIRMED if r["rnn"] < min(1.0, r["gru"]) * (1 - SPEED_MARGIN) else (
