@@ -236,7 +236,7 @@ RNNLAB_KERNEL void fw_gru_after(int64_t B, int64_t H, const T* live, const T* __
 
 // ---------------------------------------------------------------------------------------------
 // backward pointwise passes over the B rows of one step. dh, dc: gradients w.r.t. this step's h_t,
-// C_t; gg: w.r.t. its gates (null: none); gh_prev, gc_prev: the outputs' own gradients at h_{t-1},
+// C_t; gg: w.r.t. its gates; gh_prev, gc_prev: the outputs' own gradients at h_{t-1},
 // C_{t-1}. They write da (the gradient w.r.t. the pre-activations) and dh_{t-1}'s direct part;
 // rows outside their sequence are skipped and fixed up by the loop.
 // ---------------------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ RNNLAB_KERNEL void bw_rnn(bool relu, int64_t B, int64_t H, const T* live, const 
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T y = gate[r + j];
-      const T d = dh[r + j] + (gg ? gg[r + j] : T(0));
+      const T d = dh[r + j] + gg[r + j];
       da[r + j] = relu ? (y > T(0) ? d : T(0)) : d * (T(1) - y * y);
       dh_prev[r + j] = gh_prev[r + j];
     }
@@ -274,15 +274,15 @@ RNNLAB_KERNEL void bw_lstm(int64_t B, int64_t H, const T* live, const T* __restr
       const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
       const T tc = std::tanh(c[r + j]);
       const T dC = dc[r + j] + dh[r + j] * o * (T(1) - tc * tc);  // ∂C_t, through h_t = o tanh(C_t) and onwards
-      const T df = dC * c_prev[r + j] + (gg ? gg[q + j] : T(0));
-      const T di = dC * g + (gg ? gg[q + H + j] : T(0));
-      const T dg = dC * i + (gg ? gg[q + 2 * H + j] : T(0));
-      const T d_o = dh[r + j] * tc + (gg ? gg[q + 3 * H + j] : T(0));
+      const T df = dC * c_prev[r + j] + gg[q + j];
+      const T di = dC * g + gg[q + H + j];
+      const T dg = dC * i + gg[q + 2 * H + j];
+      const T d_o = dh[r + j] * tc + gg[q + 3 * H + j];
       da_[j] = df * f * (T(1) - f);
       da_[H + j] = di * i * (T(1) - i);
       da_[2 * H + j] = dg * (T(1) - g * g);
       da_[3 * H + j] = d_o * o * (T(1) - o);
-      dc[r + j] = dC * f + (gc_prev ? gc_prev[r + j] : T(0));  // ∂C_{t-1}
+      dc[r + j] = dC * f + gc_prev[r + j];  // ∂C_{t-1}
       dh_prev[r + j] = gh_prev[r + j];
     }
   }
@@ -300,8 +300,8 @@ RNNLAB_KERNEL void bw_gru_before_zn(int64_t B, int64_t H, const T* live, const T
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T z = gate[q + j], n = gate[q + 2 * H + j];
-      const T dz = dh[r + j] * (n - h_prev[r + j]) + (gg ? gg[q + j] : T(0));
-      const T dn = dh[r + j] * z + (gg ? gg[q + 2 * H + j] : T(0));
+      const T dz = dh[r + j] * (n - h_prev[r + j]) + gg[q + j];
+      const T dn = dh[r + j] * z + gg[q + 2 * H + j];
       da[q + j] = dz * z * (T(1) - z);
       da[q + 2 * H + j] = dn * (T(1) - n * n);
       dh_prev[r + j] = dh[r + j] * (T(1) - z) + gh_prev[r + j];
@@ -321,7 +321,7 @@ RNNLAB_KERNEL void bw_gru_before_r(int64_t B, int64_t H, const T* live, const T*
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T rg = gate[q + H + j];
-      const T dr = drh[r + j] * h_prev[r + j] + (gg ? gg[q + H + j] : T(0));
+      const T dr = drh[r + j] * h_prev[r + j] + gg[q + H + j];
       da[q + H + j] = dr * rg * (T(1) - rg);
       dh_prev[r + j] += drh[r + j] * rg;
     }
@@ -341,10 +341,10 @@ RNNLAB_KERNEL void bw_gru_after(int64_t B, int64_t H, const T* live, const T* __
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T z = gate[q + j], rg = gate[q + H + j], n = gate[q + 2 * H + j];
-      const T dz = dh[r + j] * (n - h_prev[r + j]) + (gg ? gg[q + j] : T(0));
-      const T dn = dh[r + j] * z + (gg ? gg[q + 2 * H + j] : T(0));
+      const T dz = dh[r + j] * (n - h_prev[r + j]) + gg[q + j];
+      const T dn = dh[r + j] * z + gg[q + 2 * H + j];
       const T dn_pre = dn * (T(1) - n * n);
-      const T dr = dn_pre * hn[r + j] + (gg ? gg[q + H + j] : T(0));
+      const T dr = dn_pre * hn[r + j] + gg[q + H + j];
       const T dz_pre = dz * z * (T(1) - z);
       const T dr_pre = dr * rg * (T(1) - rg);
       da[q + j] = dz_pre;
@@ -450,6 +450,11 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   const T* g_hs = g_states_t.data_ptr<T>();
   const T* g_cs = ptr_or_null<T>(g_cells_t);  // empty: no gradient w.r.t. the cells (c_n unused)
   const T* gg = ptr_or_null<T>(g_gates_t);    // empty: no gradient w.r.t. the gates (no traces)
+  // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,
+  // which is what lets g++ vectorise them (a null check inside costs 2× on large layers)
+  const std::vector<T> zeros((gg ? 0 : B * GH) + (g_cs ? 0 : B * H), T(0));
+  const T* zero_gates = zeros.data();
+  const T* zero_cells = zeros.data() + (gg ? 0 : B * GH);
   T* da_all = da_t.data_ptr<T>();
   T* dhn_all = mut_or_null<T>(dhn_t);
   std::vector<T> buf(3 * B * H + B * GH);
@@ -471,9 +476,9 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
     const T* live = mask ? mask + t * B : nullptr;
     const T* h_prev = hs + p * B * H;
     const T* gh_prev = g_hs + p * B * H;
-    const T* gc_prev = g_cs ? g_cs + p * B * H : nullptr;
+    const T* gc_prev = g_cs ? g_cs + p * B * H : zero_cells;
     const T* gate_t = gates + t * B * GH;
-    const T* gg_t = gg ? gg + t * B * GH : nullptr;
+    const T* gg_t = gg ? gg + t * B * GH : zero_gates;
     T* da = da_all + t * B * GH;
     T* dhn = dhn_all ? dhn_all + t * B * H : nullptr;
     switch (cell) {
@@ -496,7 +501,7 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
         const int64_t r = b * H;
         std::memset(da + b * GH, 0, GH * sizeof(T));
         for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
-        if (cs && gc_prev)
+        if (cs)
           for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
         if (cell == GRU_AFTER) {
           std::memset(dhh + b * GH, 0, GH * sizeof(T));
