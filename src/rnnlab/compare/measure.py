@@ -20,6 +20,7 @@ from ..analysis import (NGramLM, best_order, closed_form_parameters, count_param
                         gate_saturation, hidden_gradient_norms)
 from ..analysis.autoregressive import lagged
 from ..layers import GRU, LSTM, RNN
+from ..tasks import Batch
 from .protocol import CELL_OPTIONS, CELLS, SOLVE, Profile, memory_specs
 from .training import RunCache, RunSpec, build, engine_path
 
@@ -94,11 +95,12 @@ def memory(p: Profile, schedule, cache: RunCache) -> dict:
 
 # -- gradients -----------------------------------------------------------------------------------------
 def _profile_norms(model, task, batch) -> np.ndarray:
+    """‖∂L/∂h_t‖ of a "last"-head model on one batch, in float64 (so that tiny norms do not underflow)."""
     model = model.double()
-    x = batch.x.double() if batch.x.is_floating_point() else batch.x
-    emb = model.input_map(x)
-    loss_fn = lambda out: task.loss(model.head(out[:, -1]), type(batch)(x, batch.y.double() if batch.y.is_floating_point() else batch.y))
-    return hidden_gradient_norms(model.rnn, emb, loss_fn).numpy()
+    as64 = lambda t: t.double() if t.is_floating_point() else t
+    batch = Batch(as64(batch.x), as64(batch.y))
+    loss_fn = lambda out: task.loss(model.head(out[:, -1]), batch)  # out (B, T, H)
+    return hidden_gradient_norms(model.rnn, model.input_map(batch.x), loss_fn).numpy()
 
 
 def gradients(p: Profile, cache: RunCache) -> dict:
@@ -228,7 +230,7 @@ def real_data(p: Profile, schedule, cache: RunCache) -> dict:
     for info, spec in schedule["charlm"]:
         r = cache.result(spec)
         lm["cells"].setdefault(info["cell"], []).append(r["final"]["bpc"])
-        lm["params"] = lm.get("params", {}) | {info["cell"]: r["params"]}
+        lm.setdefault("params", {})[info["cell"]] = r["params"]
     task = get_task(p.charlm.task, **dict(p.charlm.settings))
     decode = lambda ids: "".join(task.vocab[i] for i in ids.tolist())
     train_text, val_text = decode(task.train_ids), decode(task.val_ids)

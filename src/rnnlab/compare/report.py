@@ -226,7 +226,7 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
                   f"order was chosen on the last 10 % of the training text (order {lm['ngram']['order']}).")
     best = min(lm["cells"], key=lambda c: statistics.fmean(lm["cells"][c]))
     doc.table(["model", "bits per character (mean ± sd over seeds)"],
-              [[c.upper(), _mean_sd(v)] for c, v in lm["cells"].items()]
+              [[f"{c.upper()} (H = {p.charlm.hidden}, {lm['params'][c]:,} parameters)", _mean_sd(v)] for c, v in lm["cells"].items()]
               + [[f"n-gram, order {lm['ngram']['order']}", f"{lm['ngram']['bpc']:.3f}"], ["unigram", f"{lm['unigram_bpc']:.3f}"]],
               numeric=False)
     beats = statistics.fmean(lm["cells"][best]) < lm["ngram"]["bpc"]
