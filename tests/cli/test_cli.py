@@ -126,3 +126,22 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
 def test_eval_of_a_missing_run(tmp_path):
     r = invoke("eval", tmp_path / "none")
     assert r.exit_code == 2 and "no such directory" in r.output
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from rnnlab.train import Trainer
+
+    step = Trainer._step
+
+    def interrupted_at_7(self):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "_step", interrupted_at_7)
+    args = ["train", "--seq-len", "4", "--steps", "12", *FAST, "--runs-dir", tmp_path, "--name", "r"]
+    r = invoke(*args)
+    assert r.exit_code == 130 and "--resume" in r.output
+    monkeypatch.setattr(Trainer, "_step", step)
+    r = invoke("train", "--runs-dir", tmp_path, "--name", "r", "--resume", "--no-progress")
+    assert r.exit_code == 0 and "resuming at step 5" in r.output and "step 12" in r.output
