@@ -18,12 +18,12 @@ SECTIONS = ("Protocol", "The seed's table, measured", "Parameters", "Long-term m
 
 YARDSTICKS = [
     "Hochreiter & Schmidhuber (1997, *Long short-term memory*, Neural Computation 9(8)) report LSTM solving the "
-    "adding problem with minimal time lags of 100 and more steps (their experiment 4) and the temporal-order problem "
-    "on sequences of about 100 steps (experiment 6), tasks on which the other recurrent learning methods they compare "
-    "did not succeed.",
+    "adding problem on sequences of 100 and more steps (their experiment 4) and the temporal-order problem on "
+    "sequences of about 100 steps (experiment 6) — long-time-lag tasks that, they argue, earlier recurrent learning "
+    "algorithms could not solve.",
     "Le, Jaitly & Hinton (2015, *A simple way to initialize recurrent networks of rectified linear units*) run the "
-    "adding problem at T = 150 to 400; as we read their results, the tanh RNN struggles at these lengths while the "
-    "LSTM and their identity-initialised ReLU RNN get well below the baseline.",
+    "adding problem at T = 150 to 400 and report that their identity-initialised ReLU RNN performs comparably to the "
+    "LSTM there; as we read their figures, the tanh RNN does not get far below the baseline at the longer lengths.",
     "Arjovsky, Shah & Bengio (2016, *Unitary evolution recurrent neural networks*) run the copy task (10 symbols of 8, "
     "delays of hundreds of steps) and report that the LSTM does not get below the memoryless baseline at the longest "
     "delays within their budget, while their unitary RNN does.",
