@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ __all__ = ["run_comparison", "PROFILES", "Profile", "SECTIONS", "SEED_TABLE", "s
 
 def _rounded(x):
     if isinstance(x, float):
-        return float(f"{x:.5g}")
+        return float(f"{x:.5g}") if math.isfinite(x) else None  # strict JSON has no NaN or inf
     if isinstance(x, dict):
         return {k: _rounded(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -65,7 +66,7 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
     paths = doc.write(out)
     slim = {**measurements, "gates": {k: v for k, v in measurements["gates"].items() if k != "text_traces"},
             "seed_table": seed_table(measurements), "run": info}
-    (Path(out) / "measurements.json").write_text(json.dumps(_rounded(slim)), encoding="utf-8")
+    (Path(out) / "measurements.json").write_text(json.dumps(_rounded(slim), allow_nan=False), encoding="utf-8")
     paths["measurements"] = Path(out) / "measurements.json"
     print(f"compare: wrote {paths['markdown']} and {paths['html']} in {info['elapsed'] / 60:.1f} minutes", file=log, flush=True)
     return paths

@@ -111,7 +111,8 @@ def long_term_memory(m: dict):
         f"{task}: " + ", ".join(f"{c.upper()} {v if v is not None else '—'}" for c, v in by_cell.items())
         for task, by_cell in mem["longest"].items())
     measured = (f"solved runs over the ladders (same H): RNN {s['rnn']}, LSTM {s['lstm']}, GRU {s['gru']} of {total} each; "
-                f"equal parameters: RNN {b.get('rnn', 0)}, LSTM {b.get('lstm', 0)}, GRU {b.get('gru', 0)}. "
+                f"equal parameters: RNN {b.get('rnn', 0)}, LSTM {b.get('lstm', 0)}, GRU {b.get('gru', 0)} of "
+                f"{_runs_total(mem['budget'], 'lstm')} each. "
                 f"Longest T solved by most seeds — {longest}")
     return measured, combine([("RNN poorer than both gated cells", rnn_poor), ("LSTM better than GRU", lstm_over_gru)])
 
