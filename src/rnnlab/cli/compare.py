@@ -7,7 +7,8 @@ import click
 
 @click.command("compare")
 @click.option("--profile", type=click.Choice(["tiny", "quick", "full"]), default="quick", show_default=True,
-              help="Scale: quick (default, about 15 minutes on 2 cores), full (the larger ladder), tiny (tests).")
+              help="Scale: quick (default; about 10 minutes on 2 busy cores), full (the larger ladder and budgets; "
+                   "hours), tiny (a structural check in well under a minute, for the tests).")
 @click.option("--full", "full", is_flag=True, help="Shorthand for --profile full.")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False), help="Where to write the report.")
 @click.option("--cache", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
