@@ -61,8 +61,9 @@ def matches_parameters(name: str, t: torch.Tensor, ref: torch.Tensor) -> None:
         )
 
 
-def lengths(value: Any, batch: int, steps: int, device: torch.device) -> torch.Tensor:
-    """Validate per-sequence lengths: (B,) integers in [1, T]. Returns an int64 tensor on device."""
+def lengths(value: Any, batch: int, steps: int, device: torch.device) -> torch.Tensor | None:
+    """Validate per-sequence lengths: (B,) integers in [1, T]. Returns an int64 tensor on device, or
+    None for an empty batch (no sequence to mask; torch's packed kernels refuse an empty pack)."""
     if isinstance(value, torch.Tensor):
         t = value
     elif isinstance(value, (list, tuple)):
@@ -80,4 +81,6 @@ def lengths(value: Any, batch: int, steps: int, device: torch.device) -> torch.T
         raise ValueError(
             f"lengths: expected every length in [1, {steps}] (T = {steps}), got min {int(t.min())}, max {int(t.max())}"
         )
+    if batch == 0:
+        return None
     return t.to(device=device, dtype=torch.int64)

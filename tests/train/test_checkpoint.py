@@ -1,10 +1,15 @@
-"""Checkpoint files: atomic writes, the step check between the two files, nothing pickled."""
+"""Checkpoint files: atomic writes, the record inside the tensors file, refusal of truncated,
+altered or mixed-up files, a full disk, and nothing ever unpickled."""
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save as save_tensors
 
 from rnnlab.train import checkpoint
 
@@ -16,15 +21,109 @@ def test_round_trip_and_no_temporary_files(tmp_path):
     assert meta["step"] == 5 and meta["x"] == [1, "y"]
     assert all(torch.equal(got[k], v) for k, v in tensors.items())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
+    assert json.loads((tmp_path / "last.json").read_text())["x"] == [1, "y"]  # the readable copy
+
+
+def test_a_json_copy_from_an_earlier_save_is_ignored(tmp_path):
+    checkpoint.save(tmp_path, "last", {"a": torch.zeros(1)}, {"step": 5, "config": {"c": 1}})
+    old = (tmp_path / "last.json").read_bytes()
+    checkpoint.save(tmp_path, "last", {"a": torch.ones(1)}, {"step": 10, "config": {"c": 1}})
+    (tmp_path / "last.json").write_bytes(old)  # killed between the tensors file and its JSON copy
+    got, meta = checkpoint.load(tmp_path, "last")
+    assert meta["step"] == 10 and torch.equal(got["a"], torch.ones(1))
+    (tmp_path / "last.json").unlink()  # or killed before the first JSON copy was written
+    assert checkpoint.load(tmp_path, "last")[1]["step"] == 10
 
 
 def test_mismatched_files_are_detected(tmp_path):
     checkpoint.save(tmp_path, "last", {"a": torch.zeros(1)}, {"step": 5})
     meta = json.loads((tmp_path / "last.json").read_text())
-    meta["step"] = 6  # as if the JSON of a later save landed but its tensors did not
+    meta["step"] = 6  # a JSON copy newer than the tensors: never written by a save, the files were mixed
     (tmp_path / "last.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"different saves \(step: 6 in the JSON, 5 in the tensors file\)"):
+        checkpoint.load(tmp_path, "last")
+
+
+def test_a_checkpoint_without_its_record_inside_still_checks_the_steps(tmp_path):
+    """Checkpoints written before the record went into the tensors file: the JSON is the record."""
+    blob = save_tensors({"a": torch.zeros(1)}, metadata={"format": checkpoint.FORMAT, "step": "5"})
+    (tmp_path / "last.safetensors").write_bytes(blob)
+    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.FORMAT, "step": 5}))
+    assert checkpoint.load(tmp_path, "last")[1]["step"] == 5
+    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.FORMAT, "step": 6}))
     with pytest.raises(ValueError, match="interrupted"):
         checkpoint.load(tmp_path, "last")
+    (tmp_path / "last.json").unlink()
+    with pytest.raises(ValueError, match="expected last.json"):
+        checkpoint.load(tmp_path, "last")
+
+
+def corruptions(blob: bytes):
+    n = int.from_bytes(blob[:8], "little")
+    yield "empty", b"", "fewer than a safetensors header"
+    yield "cut in the length", blob[:5], "fewer than a safetensors header"
+    yield "cut in the header", blob[:8 + n // 2], "truncated"
+    yield "cut in the data", blob[:-3], "digest"
+    yield "a flipped bit", blob[:-1] + bytes([blob[-1] ^ 1]), "digest"
+    yield "a header that is not JSON", blob[:8] + b"{" * n + blob[8 + n:], "not valid JSON"
+    yield "a JSON list header", (2).to_bytes(8, "little") + b"[]", "expected an object"
+    yield "a huge length", (1 << 62).to_bytes(8, "little") + blob[8:], "truncated"
+    yield "another program's file", save_tensors({"a": torch.zeros(1)}), "expected an rnnlab-checkpoint-1"
+    yield "text", b"hello, world: this is not a checkpoint", "truncated"
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_corrupt_files_are_refused_with_the_reason(tmp_path, case):
+    checkpoint.save(tmp_path, "last", {"w": torch.randn(4, 4), "b": torch.randn(4)}, {"step": 3})
+    name, bad, words = list(corruptions((tmp_path / "last.safetensors").read_bytes()))[case]
+    (tmp_path / "last.safetensors").write_bytes(bad)
+    with pytest.raises(ValueError, match=re.escape(words)) as e:
+        checkpoint.load(tmp_path, "last")
+    assert "last.safetensors" in str(e.value), name
+
+
+def test_corrupt_json_copy(tmp_path):
+    checkpoint.save(tmp_path, "last", {"a": torch.zeros(1)}, {"step": 5})
+    (tmp_path / "last.json").write_bytes(b"\xff\xfe not json")
+    assert checkpoint.load(tmp_path, "last")[1]["step"] == 5  # the record inside the tensors file is complete
+
+
+def test_a_full_disk_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, "last", {"a": torch.zeros(100)}, {"step": 5})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_write = os.write
+
+    for fail_on in ("safetensors", "json"):
+        calls = []
+
+        def full(fd, data, *, fail_on=fail_on):
+            name = os.readlink(f"/proc/self/fd/{fd}")
+            calls.append(name)
+            if fail_on in name:
+                real_write(fd, bytes(data)[: len(data) // 2])  # part of it lands, then the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(checkpoint, "_write", full)
+        with pytest.raises(OSError) as e:
+            checkpoint.save(tmp_path, "last", {"a": torch.ones(100)}, {"step": 10})
+        assert e.value.errno == errno.ENOSPC
+        assert any(fail_on in c for c in calls)
+        monkeypatch.undo()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]  # no temporaries
+        tensors, meta = checkpoint.load(tmp_path, "last")
+        if fail_on == "safetensors":
+            assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+            assert meta["step"] == 5 and torch.equal(tensors["a"], torch.zeros(100))
+        else:  # the tensors file, record inside, had landed: the new checkpoint is complete
+            assert meta["step"] == 10 and torch.equal(tensors["a"], torch.ones(100))
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    checkpoint.save(tmp_path, "last", {"a": torch.zeros(1)}, {"step": 5})
+    (tmp_path / ".last.safetensors.tmp-12345").write_bytes(b"half a file")
+    assert checkpoint.remove_temporaries(tmp_path) == [".last.safetensors.tmp-12345"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.json", "last.safetensors"]
 
 
 def test_missing_checkpoint(tmp_path):
@@ -32,11 +131,25 @@ def test_missing_checkpoint(tmp_path):
         checkpoint.load(tmp_path, "best")
 
 
-def test_the_training_code_never_unpickles():
-    root = Path(checkpoint.__file__).parents[1]
-    for path in [p for part in ("tasks", "models", "train", "cli") for p in (root / part).rglob("*.py")]:
+def test_check_tensors_names_the_mismatch():
+    model = {"rnn.weight_hh_l0": torch.zeros(32, 8), "rnn.bias_l0": torch.zeros(32)}
+    checkpoint.check_tensors(model, dict(model), "model")
+    with pytest.raises(ValueError, match=r"rnn.weight_hh_l0 is \(24, 8\).*\(32, 8\)"):
+        checkpoint.check_tensors(model, {**model, "rnn.weight_hh_l0": torch.zeros(24, 8)}, "model")
+    with pytest.raises(ValueError, match="missing rnn.bias_l0; unexpected rnn.bias_l1"):
+        checkpoint.check_tensors(model, {"rnn.weight_hh_l0": torch.zeros(32, 8), "rnn.bias_l1": torch.zeros(32)}, "model")
+
+
+def test_nothing_is_ever_unpickled():
+    """No pickle, and torch.load only with weights_only=True, anywhere in the package or scripts."""
+    root = Path(checkpoint.__file__).parents[3]
+    files = [*(root / "src" / "rnnlab").rglob("*.py"), *(root / "scripts").rglob("*.py")]
+    assert len(files) > 50
+    for path in files:
         text = path.read_text(encoding="utf-8")
-        assert "import pickle" not in text and "pickle.load" not in text, path
-        for line in text.splitlines():
-            if "torch.load(" in line:
-                assert "weights_only=True" in line, f"{path}: {line}"
+        for bad in ("import pickle", "from pickle", "pickle.load", "cPickle", "import dill", "joblib.load",
+                    "np.load(", "numpy.load("):
+            assert bad not in text or "allow_pickle=False" in text, f"{path}: {bad}"
+        for m in re.finditer(r"torch\.load\(", text):
+            call = text[m.start(): text.find(")", m.start()) + 1]
+            assert "weights_only=True" in call, f"{path}: {call}"

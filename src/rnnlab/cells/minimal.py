@@ -94,9 +94,10 @@ class MinLSTMCell(RecurrentCell):
     def equations(x_t, state, w: Weights):
         (h_prev,) = state
         a_f, a_i, a_h = _projection(x_t, w).chunk(3, dim=-1)
-        f = torch.sigmoid(a_f)  # f_t = σ(W_f x_t + b_f)
-        i = torch.sigmoid(a_i)  # i_t = σ(W_i x_t + b_i)
-        f, i = f / (f + i), i / (f + i)  # f'_t, i'_t
+        # f_t = σ(W_f x_t + b_f), i_t = σ(W_i x_t + b_i), and f'_t = f_t / (f_t + i_t) = σ(log f_t − log i_t),
+        # i'_t = σ(log i_t − log f_t): the same values, without 0/0 when both gates underflow to 0
+        d = F.logsigmoid(a_i) - F.logsigmoid(a_f)  # log i_t − log f_t
+        f, i = torch.sigmoid(-d), torch.sigmoid(d)  # f'_t, i'_t
         n = g(a_h)  # h̃_t = g(W_h x_t + b_h)
         h = f * h_prev + i * n  # h_t = f'_t * h_{t-1} + i'_t * h̃_t
         return (h,), {"f": f, "i": i, "n": n}

@@ -74,8 +74,14 @@ def train_command(config_path, runs_dir, sets, resume, overwrite, **options):
 
     Settings come from the defaults, then --config, then the options; an unknown setting or a
     value of the wrong type is an error. Outputs: config.toml, metrics.jsonl, checkpoints/.
+
+    \b
+    Exit codes: 0 done; 1 stopped by train.max_bad_steps non-finite steps in a row, or a
+    checkpoint that could not be written (the previous one is intact); 2 bad arguments, config or
+    data (nothing written); 130 Ctrl-C (checkpoint 'last' saved at the current step; --resume).
     """
     from ..train import Trainer, load_config
+    from ..train.trainer import Interrupted
 
     overrides = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_sets(sets))
@@ -104,13 +110,16 @@ def train_command(config_path, runs_dir, sets, resume, overwrite, **options):
              f"{trainer.parameters:,} parameters, {trainer.world} process{'es' if trainer.world > 1 else ''})")
         if resume:
             echo(f"resuming at step {trainer.step} of {config.train.steps}")
+        again = f"rnnlab train --name {config.run_name()} --runs-dir {runs_dir} --resume"
         try:
             result = trainer.fit()
-        except FloatingPointError as e:
+        except (FloatingPointError, OSError) as e:  # K bad steps in a row; a checkpoint that could not be written
             raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            echo(f"\ninterrupted; the last checkpoint is in {run_dir / 'checkpoints'}; continue with "
-                 f"rnnlab train --name {config.run_name()} --runs-dir {runs_dir} --resume")
+        except Interrupted as e:
+            echo(f"\ninterrupted: saved checkpoint 'last' at step {e.step} in {run_dir / 'checkpoints'}; continue with {again}")
+            raise SystemExit(130)
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: nothing saved beyond the last checkpoint
+            echo(f"\ninterrupted mid-step; the last complete checkpoint is in {run_dir / 'checkpoints'}; continue with {again}")
             raise SystemExit(130)
     finally:
         trainer.close()

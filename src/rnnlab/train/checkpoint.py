@@ -1,39 +1,60 @@
-"""Checkpoints: tensors in safetensors, everything else in JSON, each file written atomically.
+"""Checkpoints: tensors and their record in one safetensors file, a readable JSON copy beside it.
 
 ``<dir>/<tag>.safetensors`` holds the tensors (model parameters, optimiser moments, RNG states,
-a carried recurrent state); ``<dir>/<tag>.json`` holds the rest (step, config, optimiser
-hyper-parameters, Python and NumPy RNG states). A file is written to a temporary name in the same
-directory, flushed and fsync'ed, then renamed over the old one (``os.replace`` is atomic on
-POSIX), and the directory is fsync'ed, so a crash leaves either the old file or the new one. The
-JSON is written last and names the step that the tensor file also records; ``load`` checks that
-they agree, so a crash between the two writes is detected rather than silently mixed.
+a carried recurrent state) and, in its header's metadata, the record of the save: the step, the
+config, optimiser hyper-parameters, Python and NumPy RNG states (as JSON text), and the SHA-256 of
+the tensor data. ``<dir>/<tag>.json`` is the same record, for people and tools to read.
 
-Nothing is ever unpickled: safetensors stores raw tensors only.
+Crash safety: a file is written to a temporary name in the same directory, flushed and fsync'ed,
+then renamed over the old one (``os.replace`` is atomic on POSIX), and the directory is
+fsync'ed, so a crash leaves either the old file or the new one — never a torn file under the
+real name. The tensors file, which carries its own record, is written first: a crash between
+the two writes leaves a complete new checkpoint and an older JSON copy, which ``load`` ignores.
+A failed write (a full disk) removes its temporary file and leaves the previous checkpoint as it
+was. ``load`` refuses, naming what is wrong, a file that is truncated or altered (its digest
+differs), not an rnnlab checkpoint, or whose JSON copy describes a different save.
+
+Nothing is ever unpickled: safetensors stores raw tensors only, the rest is JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 FORMAT = "rnnlab-checkpoint-1"
+TMP = ".tmp-"  # temporary files are named .<name>.tmp-<pid>
+_write = os.write  # every byte of a checkpoint goes through here (tests make the disk full by replacing it)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the complete new one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the complete new one.
+
+    On any failure (ENOSPC, EIO, an interrupt) the temporary file is removed and the old file is
+    left untouched; the error propagates."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}{TMP}{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -41,32 +62,131 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def remove_temporaries(directory: Path) -> list[str]:
+    """Delete temporary files that a killed writer left in ``directory``; returns their names.
+    Only call this where no other process is writing (a run is written by one process)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith(".") and TMP in p.name and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return sorted(p.name for p in stale)
+
+
+def _data_section(blob: bytes) -> tuple[dict[str, Any], bytes]:
+    """A safetensors blob's header (parsed) and its tensor data; ValueError when it is malformed."""
+    if len(blob) < 8:
+        raise ValueError(f"the file has {len(blob)} bytes, fewer than a safetensors header's 8 (truncated)")
+    n = int.from_bytes(blob[:8], "little")
+    if n > len(blob) - 8:
+        raise ValueError(f"its header claims {n} bytes but the file has {len(blob) - 8} after the length (truncated)")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"its header is a JSON {type(header).__name__}, expected an object")
+    return header, blob[8 + n:]
+
+
 def save(directory: Path, tag: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write checkpoint ``tag``: ``meta`` must be JSON-able and hold the ``step``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    step = str(meta["step"])
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    atomic_write(directory / f"{tag}.safetensors", save_tensors(flat, metadata={"format": FORMAT, "step": step}))
-    atomic_write(directory / f"{tag}.json", json.dumps({"format": FORMAT, **meta}, indent=1).encode("utf-8"))
+    record = json.dumps({"format": FORMAT, **meta}, indent=1)
+    base = {"format": FORMAT, "step": str(meta["step"]), "meta": record}
+    # the data section does not depend on the metadata, so its digest can go in the header
+    _, data = _data_section(save_tensors(flat, metadata=base))
+    blob = save_tensors(flat, metadata={**base, "sha256": hashlib.sha256(data).hexdigest()})
+    atomic_write(directory / f"{tag}.safetensors", blob)
+    atomic_write(directory / f"{tag}.json", record.encode("utf-8"))
 
 
 def exists(directory: Path, tag: str) -> bool:
-    return (Path(directory) / f"{tag}.json").is_file() and (Path(directory) / f"{tag}.safetensors").is_file()
+    return (Path(directory) / f"{tag}.safetensors").is_file()
 
 
 def load(directory: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and record of checkpoint ``tag``; a ValueError that names the problem when the
+    files are missing, truncated, altered, not rnnlab's, or from different saves."""
     directory = Path(directory)
-    if not exists(directory, tag):
-        raise ValueError(f"checkpoint: expected {tag}.safetensors and {tag}.json in {str(directory)!r}, found none")
-    meta = json.loads((directory / f"{tag}.json").read_text(encoding="utf-8"))
-    with safe_open(str(directory / f"{tag}.safetensors"), framework="pt") as f:
-        stored = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    if meta.get("format") != FORMAT or stored.get("format") != FORMAT:
-        raise ValueError(f"checkpoint: {str(directory / tag)!r} is not an {FORMAT} checkpoint")
-    if stored.get("step") != str(meta["step"]):
-        raise ValueError(
-            f"checkpoint: {tag}.json is at step {meta['step']} but {tag}.safetensors at step {stored.get('step')} "
-            f"(a write was interrupted); use the other checkpoint in {str(directory)!r}"
-        )
+    path = directory / f"{tag}.safetensors"
+    if not path.is_file():
+        raise ValueError(f"checkpoint: expected {tag}.safetensors (and {tag}.json) in {str(directory)!r}, found none")
+    blob = path.read_bytes()
+    where = f"checkpoint: {str(path)!r}"
+    try:
+        header, data = _data_section(blob)
+    except ValueError as e:
+        raise ValueError(f"{where} is not a readable safetensors file: {e}") from None
+    stored = header.get("__metadata__") or {}
+    if stored.get("format") != FORMAT:
+        raise ValueError(f"{where}: expected an {FORMAT} checkpoint, got format {stored.get('format')!r}")
+    if "sha256" in stored and hashlib.sha256(data).hexdigest() != stored["sha256"]:
+        raise ValueError(f"{where}: its tensor data does not match the digest recorded when it was saved "
+                         f"(the file was truncated or altered); use the other checkpoint or an earlier copy")
+    try:
+        tensors = load_tensors(blob)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{where} is not a readable safetensors file: {e}") from None
+    mirror_path = directory / f"{tag}.json"
+    mirror = None
+    if mirror_path.is_file():
+        try:
+            mirror = json.loads(mirror_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            if "meta" not in stored:
+                raise ValueError(f"checkpoint: {str(mirror_path)!r} is not valid JSON ({e})") from None
+    if "meta" in stored:
+        meta = json.loads(stored["meta"])
+        if isinstance(mirror, dict) and mirror != meta and not _older(mirror, meta):
+            raise ValueError(
+                f"checkpoint: {tag}.json and {tag}.safetensors in {str(directory)!r} describe different saves "
+                f"({_first_difference(mirror, meta)}); the files were mixed up — restore them together"
+            )
+    else:  # written before the record went into the tensors file: the JSON file is the record
+        if not isinstance(mirror, dict):
+            raise ValueError(f"checkpoint: expected {tag}.json beside {tag}.safetensors in {str(directory)!r}, found none")
+        meta = mirror
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"checkpoint: {str(mirror_path)!r}: expected an {FORMAT} record, got format {meta.get('format')!r}")
+        if stored.get("step") != str(meta.get("step")):
+            raise ValueError(
+                f"checkpoint: {tag}.json is at step {meta.get('step')} but {tag}.safetensors at step {stored.get('step')} "
+                f"(a write was interrupted); use the other checkpoint in {str(directory)!r}"
+            )
     return tensors, meta
+
+
+def _older(mirror: dict[str, Any], meta: dict[str, Any]) -> bool:
+    """The JSON copy is from an earlier save of the same run (a crash came between the two writes)."""
+    step, now = mirror.get("step"), meta.get("step")
+    return isinstance(step, int) and isinstance(now, int) and step < now and mirror.get("config") == meta.get("config")
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    return f"{path or 'record'}: {a!r} in the JSON, {b!r} in the tensors file"
+
+
+def check_tensors(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], what: str) -> None:
+    """``got`` (from a checkpoint) must have exactly ``expected``'s names, shapes and dtypes; a
+    ValueError names the first mismatches otherwise (e.g. another cell, size or layer count)."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = [f"{k} is {tuple(got[k].shape)} {got[k].dtype} in the checkpoint, {tuple(v.shape)} {v.dtype} in the {what}"
+              for k, v in expected.items() if k in got and (got[k].shape != v.shape or got[k].dtype != v.dtype)]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:4])}" + (f" and {len(missing) - 4} more" if len(missing) > 4 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:4])}" + (f" and {len(unexpected) - 4} more" if len(unexpected) > 4 else ""))
+    problems += shapes[:4]
+    if problems:
+        raise ValueError(f"checkpoint: its tensors do not fit the {what} ({'; '.join(problems)}); "
+                         f"it was saved by a different model (another cell, size or layer count)")

@@ -45,13 +45,14 @@ class TrainConfig(Config):
     eval_samples: int = 1024  # held-out sequences of synthetic tasks
     patience: int = 0  # stop after this many evaluations without improvement; 0 never stops early
     log_every: int = 10  # steps between training-metric records
+    max_bad_steps: int = 10  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     seed: int = 0  # seeds model initialisation, data and dropout
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = True  # also write TensorBoard scalars when tensorboard is installed
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "eval_samples", "log_every"):
+        for name in ("steps", "batch_size", "eval_every", "eval_samples", "log_every", "max_bad_steps"):
             check_positive(f"train.{name}", getattr(self, name))
         for name in ("lr", "weight_decay", "clip", "min_lr"):
             if not getattr(self, name) >= 0:

@@ -46,3 +46,12 @@ def gather(t: torch.Tensor, world: int, dim: int) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(world)]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts, dim=dim)
+
+
+def any_of(flags: list[bool], world: int, device: torch.device) -> list[bool]:
+    """Per flag: whether it is set in any process (one all-reduce for all of them)."""
+    if world == 1:
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]

@@ -11,7 +11,17 @@ One step (``Trainer._step``):
     g       = ∇loss                                averaged across processes by DDP
     norm    = ‖g‖₂ before clipping                 logged: the seed's exploding gradients show here
     g      *= min(1, clip / norm)                  clipping by global norm
-    AdamW step
+    AdamW step                                     skipped when the loss or norm is NaN/Inf (below)
+
+Faults. A step whose loss or gradient norm is not finite changes nothing: the update is skipped,
+the carried state is dropped, a ``{"kind": "skipped"}`` record is logged, and after
+``train.max_bad_steps`` such steps in a row the run stops with a ``FloatingPointError``. Ctrl-C
+(SIGINT) is taken at the next step boundary: the trainer saves ``last`` at that step and raises
+``Interrupted`` (a KeyboardInterrupt); a second Ctrl-C interrupts at once. Checkpoints are
+written atomically (``checkpoint.py``), so a process killed at any moment — mid-save included —
+resumes from its last complete checkpoint, losing at most the steps since it
+(``train.eval_every``). Before the run directory is touched, a configuration whose training step
+cannot fit in memory is refused (``layers/memory.py``), naming task.seq_len and train.batch_size.
 
 A run directory ``runs/<name>/`` holds ``config.toml`` (the resolved config), ``task.json``
 (what the task needs later: vocabulary, normalisation), ``metrics.jsonl`` (one JSON record per
@@ -25,6 +35,8 @@ import json
 import math
 import random
 import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..layers import memory
 from ..models import SequenceModel
 from ..tasks import Task, get_task
 from . import checkpoint, distributed
@@ -41,14 +54,25 @@ from .config import RunConfig, resolve, to_toml
 from .schedule import learning_rate
 
 # settings a resumed run may change; anything else would make it a different run
-RESUMABLE_CHANGES = {"train.steps", "train.progress", "train.device", "train.tensorboard", "train.patience"}
+RESUMABLE_CHANGES = {"train.steps", "train.progress", "train.device", "train.tensorboard", "train.patience",
+                     "train.max_bad_steps"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit`` at a step boundary, after saving checkpoint ``last`` at ``step``
+    (``saved`` is False when the run keeps no files)."""
+
+    def __init__(self, step: int, saved: bool):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.saved = step, saved
 
 
 @dataclass
 class TrainResult:
     """What ``Trainer.fit`` returns. ``history``: every metrics record in order (as in
     metrics.jsonl): ``{"kind": "train", "step", "loss", "grad_norm", "lr", "tokens_per_s"}`` and
-    ``{"kind": "eval", "step", "loss", <task metrics>, "improved"}``."""
+    ``{"kind": "eval", "step", "loss", <task metrics>, "improved"}`` and, for a step whose update was
+    skipped, ``{"kind": "skipped", "step", "loss", "grad_norm", "bad_steps"}`` (values as strings: "nan", "inf")."""
 
     config: RunConfig
     run_dir: Path | None
@@ -129,6 +153,7 @@ class Trainer:
         _seed_everything(tc.seed)
         self.model = SequenceModel(self.task.spec, config.model).to(self.device)
         self.parameters = sum(p.numel() for p in self.model.parameters())
+        self._check_memory()
         self.net = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -147,6 +172,7 @@ class Trainer:
         self.carry: tuple[torch.Tensor, ...] | None = None
         self.best: dict[str, Any] = {}
         self.bad_evals = 0
+        self.bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
         self.stopped_early = False
         self.history: list[dict[str, Any]] = []
         self._losses: list[float] = []  # training losses since the last "train" record
@@ -155,6 +181,21 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if self.run_dir is not None:
             self._open_run(resume, overwrite)
+
+    def _check_memory(self) -> None:
+        """Refuse, before any file is written, a training step whose activations cannot fit."""
+        tc = self.config.train
+        x = next(self.task.train_stream(tc.batch_size, tc.seed)).x  # a fresh stream: self.stream is untouched
+        B, T = x.shape[0] // self.world, x.shape[1]
+        with torch.enable_grad():
+            try:
+                memory.guard(self.model.rnn, T, B, torch.get_default_dtype(), self.device)
+            except ValueError as e:
+                detail = str(e).removeprefix("x: ")
+                raise ValueError(
+                    f"task.seq_len, train.batch_size: a training step over T = {T} steps of a batch of {B} cannot fit: "
+                    f"{detail}. Lower task.seq_len (for char_lm, the BPTT chunk) or train.batch_size"
+                ) from None
 
     # -- the run directory ----------------------------------------------------------------------
     @property
@@ -169,6 +210,9 @@ class Trainer:
             tensors, meta = checkpoint.load(self._checkpoints, "last")
             self._check_same_run(resolve(meta["config"]))
             self._restore(tensors, meta)
+            if self.rank == 0:  # what a killed writer left half-written
+                checkpoint.remove_temporaries(self._checkpoints)
+                checkpoint.remove_temporaries(d)
             self.history = [r for r in self._read_metrics() if r["step"] <= self.step]
             if self.rank == 0:  # records after the checkpoint describe steps that will be redone
                 checkpoint.atomic_write(d / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history).encode())
@@ -204,10 +248,27 @@ class Trainer:
             raise ValueError(f"resume: these settings cannot change when resuming ({diffs}); only {', '.join(sorted(RESUMABLE_CHANGES))} can")
 
     def _read_metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl's records. A last line cut short (the process was killed while appending it)
+        is dropped; any other line that is not a JSON record is an error."""
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        records = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:  # no newline after it: the append was cut short
+                    continue
+                raise ValueError(f"resume: {str(path)!r} line {i + 1} is not a JSON record: {line[:80]!r}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError(f"resume: {str(path)!r} line {i + 1}: expected a record with a step, got {line[:80]!r}")
+            records.append(record)
+        return records
 
     def _record(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -252,6 +313,7 @@ class Trainer:
             "rng_python": [py[0], list(py[1]), py[2]],
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "bad_steps": self.bad_steps,
             "stopped_early": self.stopped_early,
             "carry": 0 if self.carry is None else len(self.carry),
             "losses": self._losses,
@@ -261,10 +323,19 @@ class Trainer:
     def _save(self, tag: str, state=None) -> None:
         tensors, meta = state if state is not None else self._state()
         if self.run_dir is not None and self.rank == 0:
-            checkpoint.save(self._checkpoints, tag, tensors, meta)
+            try:
+                checkpoint.save(self._checkpoints, tag, tensors, meta)
+            except OSError as e:
+                raise OSError(e.errno, (
+                    f"checkpoint: could not save step {self.step} as {tag!r} in {str(self._checkpoints)!r} "
+                    f"({e.strerror or e}); the files already there are intact (the last complete save is kept); "
+                    f"free space and continue with --resume")) from e
 
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        model = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        checkpoint.check_tensors(self.model.state_dict(), model, f"model of this config ({self.config.model.label()}, "
+                                 f"H={self.config.model.hidden}, layers={self.config.model.layers})")
+        self.model.load_state_dict(model)
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("optim."):
@@ -288,13 +359,14 @@ class Trainer:
                 tensors[f"carry.{i}"][:, self.rank * b:(self.rank + 1) * b].to(self.device) for i in range(meta["carry"])
             )
         self.step, self.best, self.bad_evals = meta["step"], meta["best"], meta["bad_evals"]
+        self.bad_steps = meta.get("bad_steps", 0)
         self.stopped_early = meta["stopped_early"]
         self._losses = list(meta["losses"])
         self._saved_step = self.step
 
     # -- training -----------------------------------------------------------------------------
-    def _step(self) -> tuple[float, float, float, int]:
-        """One optimiser step. Returns (loss, pre-clip gradient norm, learning rate, tokens)."""
+    def _step(self) -> tuple[float, float, float, int, bool]:
+        """One optimiser step. Returns (loss, pre-clip gradient norm, learning rate, tokens, skipped)."""
         tc = self.config.train
         lr = learning_rate(self.step, tc.lr, tc.steps, tc.warmup, tc.schedule, tc.min_lr)
         for group in self.optimizer.param_groups:
@@ -312,17 +384,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip if tc.clip > 0 else math.inf)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"the training loss is {value} at step {self.step + 1} (gradient norm {float(norm):.3g}); "
-                f"lower train.lr or clip harder with train.clip"
-            )
+        value, norm = float(loss.detach()), float(norm)
+        tokens = batch.x.shape[0] * batch.x.shape[1] * self.world
+        # every process must agree to skip (DDP averaged the gradients, but each has its own loss)
+        (bad,) = distributed.any_of([not (math.isfinite(value) and math.isfinite(norm))], self.world, self.device)
+        if bad:
+            self._skip(value, norm)
+            return value, norm, lr, tokens, True
+        self.bad_steps = 0
         self.optimizer.step()
         # truncated BPTT: keep the state's value for the next chunk, cut its history
         self.carry = tuple(s.detach() for s in _as_tuple(state))
         self.step += 1
-        return value, float(norm), lr, batch.x.shape[0] * batch.x.shape[1] * self.world
+        return value, norm, lr, tokens, False
+
+    def _skip(self, loss: float, norm: float) -> None:
+        """A step with a non-finite loss or gradient: no update, the carried state dropped (it may be
+        what went wrong), the step logged; after train.max_bad_steps in a row the run stops."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.carry = None
+        self.bad_steps += 1
+        self.step += 1
+        limit = self.config.train.max_bad_steps
+        self._record({"kind": "skipped", "step": self.step, "loss": repr(loss) if not math.isfinite(loss) else loss,
+                      "grad_norm": repr(norm) if not math.isfinite(norm) else norm, "bad_steps": self.bad_steps})
+        if self.rank == 0:
+            tqdm.write(f"step {self.step}: loss {loss:.4g}, gradient norm {norm:.4g}; update skipped "
+                       f"({self.bad_steps} in a row, the run stops at train.max_bad_steps = {limit})", file=sys.stderr)
+        if self.bad_steps >= limit:
+            raise FloatingPointError(
+                f"train.max_bad_steps: {self.bad_steps} steps in a row (to step {self.step}) had a non-finite loss or "
+                f"gradient (last: loss {loss}, gradient norm {norm}); stopped. The last checkpoint is intact. Lower "
+                f"train.lr, clip harder with train.clip, or look for NaN/Inf in the data"
+            )
 
     def evaluate(self) -> dict[str, float]:
         """The task's metrics on the held-out set, for the current parameters."""
@@ -346,7 +440,9 @@ class Trainer:
         return metrics
 
     def fit(self, until: int | None = None) -> TrainResult:
-        """Train up to ``train.steps`` (or to step ``until``, to stop early and resume later)."""
+        """Train up to ``train.steps`` (or to step ``until``, to stop early and resume later).
+
+        Ctrl-C ends the current step, saves checkpoint ``last`` and raises ``Interrupted``."""
         tc = self.config.train
         stop = tc.steps if until is None else min(until, tc.steps)
         start = time.perf_counter()
@@ -355,26 +451,38 @@ class Trainer:
         postfix: dict[str, str] = {}
         tokens, t_log = 0, time.perf_counter()
         last_eval: dict[str, float] | None = None
-        while self.step < stop and not self.stopped_early:
-            loss, norm, lr, n = self._step()
-            self._losses.append(loss)
-            tokens += n
-            bar.update(1)
-            if self.step % tc.log_every == 0 or self.step == tc.steps:
-                now = time.perf_counter()
-                mean_loss = distributed.mean(sum(self._losses) / len(self._losses), self.world, self.device)
-                rate = tokens / max(now - t_log, 1e-9)
-                self._record({"kind": "train", "step": self.step, "loss": mean_loss, "grad_norm": norm, "lr": lr,
-                              "tokens_per_s": rate})
-                postfix.update(loss=f"{mean_loss:.4g}", grad_norm=f"{norm:.3g}", tok_s=f"{rate:,.0f}")
-                bar.set_postfix(postfix)
-                self._losses, tokens, t_log = [], 0, now
-            last_eval = None
-            if self.step % tc.eval_every == 0 or self.step == tc.steps:
-                last_eval = self._evaluate_and_checkpoint()
-                postfix["val_loss"] = f"{last_eval['loss']:.4g}"
-                bar.set_postfix(postfix)
-        bar.close()
+        interrupts: list[int] = []
+        restore = self._catch_sigint(interrupts)
+        try:
+            while self.step < stop and not self.stopped_early:
+                (interrupted,) = distributed.any_of([bool(interrupts)], self.world, self.device)
+                if interrupted:  # at a step boundary: the state is consistent, save it
+                    if self._saved_step != self.step:
+                        self._save("last")
+                        self._saved_step = self.step
+                    raise Interrupted(self.step, self.run_dir is not None)
+                loss, norm, lr, n, skipped = self._step()
+                if not skipped:
+                    self._losses.append(loss)
+                tokens += n
+                bar.update(1)
+                if (self.step % tc.log_every == 0 or self.step == tc.steps) and self._losses:
+                    now = time.perf_counter()
+                    mean_loss = distributed.mean(sum(self._losses) / len(self._losses), self.world, self.device)
+                    rate = tokens / max(now - t_log, 1e-9)
+                    self._record({"kind": "train", "step": self.step, "loss": mean_loss, "grad_norm": norm, "lr": lr,
+                                  "tokens_per_s": rate})
+                    postfix.update(loss=f"{mean_loss:.4g}", grad_norm=f"{norm:.3g}", tok_s=f"{rate:,.0f}")
+                    bar.set_postfix(postfix)
+                    self._losses, tokens, t_log = [], 0, now
+                last_eval = None
+                if self.step % tc.eval_every == 0 or self.step == tc.steps:
+                    last_eval = self._evaluate_and_checkpoint()
+                    postfix["val_loss"] = f"{last_eval['loss']:.4g}"
+                    bar.set_postfix(postfix)
+        finally:
+            restore()
+            bar.close()
         if self._saved_step != self.step:
             self._save("last")
             self._saved_step = self.step
@@ -387,6 +495,32 @@ class Trainer:
             stopped_early=self.stopped_early, parameters=self.parameters, seconds=time.perf_counter() - start,
             model=self.model, task=self.task,
         )
+
+    @staticmethod
+    def _catch_sigint(interrupts: list[int]):
+        """Make Ctrl-C append to ``interrupts``, which ``fit`` reads between steps; a second Ctrl-C
+        interrupts at once. Returns the function that puts the previous handler back. Outside the
+        main thread (where handlers cannot be set) Ctrl-C keeps its usual effect."""
+        try:
+            previous = signal.getsignal(signal.SIGINT)
+        except ValueError:
+            return lambda: None
+        previous = previous if previous is not None else signal.default_int_handler
+
+        def handler(signum, frame):
+            interrupts.append(signum)
+            signal.signal(signal.SIGINT, previous)
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            return lambda: None
+
+        def restore():
+            if signal.getsignal(signal.SIGINT) is handler:
+                signal.signal(signal.SIGINT, previous)
+
+        return restore
 
     def close(self) -> None:
         """Release the TensorBoard writer and a process group this trainer created."""
