@@ -212,6 +212,18 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
             {c: {gname: (np.asarray(v["left_units"]), np.asarray(v["right_units"])) for gname, v in e["saturation"].items()}
              for c, e in gt["cells"].items() if e["saturation"]}),
             "Each point is one gate unit: fraction of steps left-saturated against right-saturated (seed 0).")
+    notes = []
+    for c, e in gt["cells"].items():
+        for gname, v in e["saturation"].items():
+            right = np.asarray(v["right_units"] or [])
+            left = np.asarray(v["left_units"] or [])
+            if right.size:
+                notes.append(f"{c.upper()} {gname}: {int((right > 0.5).sum())} of {right.size} units right-saturated "
+                             f"and {int((left > 0.5).sum())} left-saturated more than half the time")
+    if notes:
+        doc.paragraph("Units that are mostly saturated act as switches: a forget gate (LSTM f) held above 0.9, or an "
+                      "update gate (GRU z) held below 0.1, keeps its unit's memory across many steps. Seed 0: "
+                      + "; ".join(notes) + ".")
     doc.table(["cell", "gate", "left-saturated (< 0.1)", "right-saturated (> 0.9)"],
               [[c.upper(), gname, _mean_sd(v["left"]), _mean_sd(v["right"])]
                for c, e in gt["cells"].items() for gname, v in e["saturation"].items()], numeric=False)
