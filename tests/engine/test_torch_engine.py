@@ -88,8 +88,17 @@ def test_auto_picks_an_exact_engine():
     lstm, gru_before = rnnlab.LSTM(8, 64), rnnlab.GRU(8, 64)
     assert choose(gru_before, x, False).name == "native"  # no torch kernel for the seed's GRU
     assert choose(lstm, x, True).name == "native"  # traces
-    assert choose(lstm, x, False).name == "native"  # on CPU the compiled loops are the faster (BENCHMARKS.md)
-    assert get_engine("auto", lstm, x).path(lstm, x) in ("native-cpp", "native-python")
+    old = torch.get_num_threads()
+    try:  # measured (BENCHMARKS.md): oneDNN wins for larger float32 LSTMs on 2+ threads only
+        torch.set_num_threads(2)
+        assert choose(lstm, x, False).name == "torch"  # B·H = 64·64 = 4096
+        assert get_engine("auto", lstm, x).path(lstm, x) == "torch-onednn"
+        assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
+        assert choose(lstm, x.double(), False).name == "native"  # oneDNN's RNNs are float32
+        torch.set_num_threads(1)
+        assert choose(lstm, x, False).name == "native"
+    finally:
+        torch.set_num_threads(old)
     # whatever auto picks, it computes the reference's function
     for layer in (lstm, gru_before, rnnlab.GRU(8, 64, reset="after"), rnnlab.RNN(8, 64)):
         outs = {}

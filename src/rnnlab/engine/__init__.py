@@ -8,7 +8,8 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU, cuDNN on CUDA where it applies.
+  function (``choose``): native on CPU except larger float32 LSTMs on 2+ threads (oneDNN),
+  cuDNN on CUDA where it applies.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 """
@@ -28,16 +29,24 @@ _NATIVE = NativeEngine()
 _TORCH = TorchEngine()
 
 
-def choose(layer, x: torch.Tensor, trace: bool):
-    """The engine "auto" runs for this call.
+# float32 LSTMs on CPU with at least this many batch·hidden units, on two or more threads, run
+# faster in torch's oneDNN kernel (even fed converted weights) than in the native loops; at one
+# thread, at smaller sizes and for every other cell the native loops are faster (BENCHMARKS.md)
+TORCH_LSTM_MIN_BH = 4096
 
-    On CUDA, torch's cuDNN kernels wherever they compute the same function (LSTM, RNN, GRU
-    reset="after", no traces); the native engine (PyTorch loops) otherwise. On CPU, the native
-    engine: measured (BENCHMARKS.md), its compiled loops match or beat torch's oneDNN LSTM fed
-    rnnlab's weights (converted on every call), and beat torch's GRU and RNN kernels outright.
-    """
-    if x.is_cuda and unsupported(layer, trace) is None:
+
+def choose(layer, x: torch.Tensor, trace: bool):
+    """The engine "auto" runs for this call: torch's fused kernel where it computes the same
+    function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs with B·H ≥
+    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads — else the native engine."""
+    if unsupported(layer, trace) is not None:
+        return _NATIVE
+    if x.is_cuda:
         return _TORCH
+    big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
+    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.mode == "lstm" and big:
+        if torch.get_num_threads() >= 2:
+            return _TORCH
     return _NATIVE
 
 
@@ -45,8 +54,9 @@ class AutoEngine:
     name = "auto"
 
     def path(self, layer, x: torch.Tensor, trace: bool = False) -> str:
-        """Which code runs for this call: "native-cpp", "native-python", "torch-onednn" or "torch-cudnn"."""
-        return choose(layer, x, trace).path(x)
+        """Which code runs for this call: "native-cpp", "native-python", "torch-onednn",
+        "torch-aten" or "torch-cudnn"."""
+        return choose(layer, x, trace).path(x, layer)
 
     def run(self, layer, x, hx, lengths, trace):
         return choose(layer, x, trace).run(layer, x, hx, lengths, trace)

@@ -273,7 +273,7 @@ class NativeEngine:
 
     name = "native"
 
-    def path(self, x: torch.Tensor) -> str:
+    def path(self, x: torch.Tensor, layer=None) -> str:
         return "native-python" if _kernels(x) is native.loops else "native-cpp"
 
     def run(self, layer, x, hx, lengths, trace):

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import torch
 
+from ..cells import variants
 from ..layers.runner import run_stack
 
 
-def direction(layer, w, x, state, lengths, reverse: bool, trace: bool):
-    """One level, one direction. x (T, B, X); state tuple of (B, H). Returns out (T, B, H), state, traces."""
+def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dict):
+    """One level, one direction. x (T, B, X); state tuple of (B, H); step: ``equations``' further
+    keyword arguments (``layer.step_arguments``). Returns out (T, B, H), state, traces.
+
+    With ``zoneout`` in training, each unit of the new state keeps its previous value with
+    probability p (a fresh draw every step; the traces are the cell's, before zoneout)."""
     cell, options = layer.cell_class, layer.options
+    zoneout = layer.regularisers.get("zoneout", 0.0) if layer.training else 0.0
     T = x.shape[0]
     outs: list[torch.Tensor | None] = [None] * T
     traces: dict[str, list] | None = {n: [None] * T for n in cell.TRACES} if trace else None
     for t in reversed(range(T)) if reverse else range(T):
-        new_state, tr = cell.equations(x[t], state, w, **options)
+        new_state, tr = cell.equations(x[t], state, w, **options, **step)
+        if zoneout:
+            new_state = variants.zoneout(zoneout, state, new_state)
         if lengths is None:
             state = new_state
             out = new_state[0]

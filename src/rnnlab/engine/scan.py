@@ -20,7 +20,8 @@ from ..layers.runner import run_stack
 _NEG = -1e30  # log of a coefficient that is zero; finite so gradients stay finite
 
 
-def direction(layer, w, x, state, lengths, reverse: bool, trace: bool):
+def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dict):
+    """One level, one direction by the scan (``step`` is always empty: minimal cells have no variants)."""
     (h0,) = state
     k = x @ w.weight_ih.T  # (T, B, G·H): one GEMM over all steps
     if w.bias is not None:

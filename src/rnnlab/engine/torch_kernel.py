@@ -52,8 +52,12 @@ class TorchEngine:
 
     name = "torch"
 
-    def path(self, x: torch.Tensor) -> str:
-        return "torch-cudnn" if x.is_cuda else "torch-onednn"
+    def path(self, x: torch.Tensor, layer=None) -> str:
+        """Which kernel runs: cuDNN on CUDA; on CPU oneDNN for float32 LSTMs, else ATen's own loop."""
+        if x.is_cuda:
+            return "torch-cudnn"
+        lstm = layer is None or layer.mode == "lstm"
+        return "torch-onednn" if lstm and x.dtype == torch.float32 else "torch-aten"
 
     def run(self, layer, x, hx, lengths, trace):
         reason = unsupported(layer, trace)
