@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import _checks
 from ..init import SCHEMES, init_weights
+from . import variants
 
 
 class Weights(NamedTuple):
@@ -60,26 +61,41 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
     GATE_BIAS: dict[str, float] = {}
     RECURRENT: bool = True  # False: the gates see only x_t (no weight_hh)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default",
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0):
         super().__init__()
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         if not isinstance(bias, bool):
             raise TypeError(f"bias: expected a bool, got {type(bias).__name__} {bias!r}")
         self.init = _checks.choice("init", init, SCHEMES)
-        G, H, X = len(self.GATES), self.hidden_size, self.input_size
+        self.regularisers = variants.regularisers(recurrent_dropout, zoneout)
+        G, H, X = len(self.gate_order(**self.options())), self.hidden_size, self.input_size
+        added = self.added_parameters(H, **self.options())
         from ..layers.memory import guard_parameters
 
-        guard_parameters(G * H * (X + (H if self.RECURRENT else 0) + 1))
+        guard_parameters(G * H * (X + (H if self.RECURRENT else 0) + 1) + sum(added.values()))
         self.weight_ih = nn.Parameter(torch.empty(G * H, X))
         self.weight_hh = nn.Parameter(torch.empty(G * H, H)) if self.RECURRENT else None
         self.bias = nn.Parameter(torch.empty(G * H)) if bias else None
         self.bias_hn = nn.Parameter(torch.empty(H)) if bias and self.has_bias_hn() else None
+        for name, size in added.items():
+            self.register_parameter(name, nn.Parameter(torch.empty(size)))
         self.reset_parameters()
 
     # -- things subclasses describe -------------------------------------------------------
     def options(self) -> dict[str, Any]:
-        """Keyword options of ``equations`` (nonlinearity, reset)."""
+        """Keyword options of ``equations`` (nonlinearity, reset, and the structural variants that are on)."""
+        return {}
+
+    @classmethod
+    def gate_order(cls, **options) -> tuple[str, ...]:
+        """The gate blocks of the fused rows under these options (``GATES`` unless a variant drops one)."""
+        return cls.GATES
+
+    @classmethod
+    def added_parameters(cls, hidden_size: int, **options) -> dict[str, int]:
+        """Name -> length of the parameters a structural variant adds (see :mod:`rnnlab.cells.variants`)."""
         return {}
 
     def has_bias_hn(self) -> bool:
@@ -92,13 +108,31 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
 
     # -- shared machinery -----------------------------------------------------------------
     def reset_parameters(self) -> None:
-        init_weights(self.GATES, self.weight_ih, self.weight_hh, self.bias, self.bias_hn, self.init, self.GATE_BIAS)
+        init_weights(self.gate_order(**self.options()), self.weight_ih, self.weight_hh, self.bias, self.bias_hn,
+                     self.init, self.GATE_BIAS)
+        for name, p in self.extras().items():
+            variants.init_extra(name, p, self.init, self.hidden_size)
 
     def weights(self) -> Weights:
         return Weights(self.weight_ih, self.weight_hh, self.bias, self.bias_hn)
 
+    def extras(self) -> dict[str, torch.Tensor]:
+        """The added parameters by name (empty for the plain cell): ``equations``' ``extra``."""
+        return {name: getattr(self, name) for name in self.added_parameters(self.hidden_size, **self.options())}
+
+    def variants(self) -> dict[str, Any]:
+        """The variant options that are on: structural ones and regularisers (empty for the plain cell)."""
+        return {**{k: v for k, v in self.options().items() if k in variants.STRUCTURAL}, **self.regularisers}
+
+    def recurrent_mask(self, batch: int) -> torch.Tensor:
+        """A recurrent dropout mask (batch, H) for one sequence: draw once, pass as ``h_mask`` at every step."""
+        p = self.regularisers.get("recurrent_dropout", 0.0)
+        if p == 0.0:
+            raise ValueError("recurrent_mask: this cell has recurrent_dropout=0; expected a cell built with recurrent_dropout > 0")
+        return variants.recurrent_mask(p, _checks.positive_int("batch", batch), self.hidden_size, self.weight_ih)
+
     def extra_repr(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.options().items())
+        extra = "".join(f", {k}={v!r}" for k, v in {**self.options(), **self.regularisers}.items())
         return f"{self.input_size}, {self.hidden_size}, bias={self.bias is not None}{extra}"
 
     def _check_input(self, x_t: Any) -> tuple[torch.Tensor, bool]:
@@ -143,6 +177,26 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
             out.append(s.unsqueeze(0) if unbatched else s)
         return tuple(out)
 
+    def _step_arguments(self, h_mask: Any, batch: int, unbatched: bool) -> dict[str, Any]:
+        """``equations``' ``extra`` (the added parameters) and ``h_mask`` (recurrent dropout, training only)."""
+        step: dict[str, Any] = {}
+        extra = self.extras()
+        if extra:
+            step["extra"] = extra
+        p = self.regularisers.get("recurrent_dropout", 0.0)
+        if h_mask is not None and p == 0.0:
+            raise ValueError("h_mask: expected None for a cell without recurrent_dropout, got a mask")
+        if p > 0.0 and self.training:
+            want = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+            if h_mask is None:
+                raise ValueError(f"h_mask: a cell with recurrent_dropout={p} in training needs the sequence's mask "
+                                 f"{want}: draw it once per sequence with cell.recurrent_mask(batch) and pass it at every step; got None")
+            h_mask = _checks.tensor("h_mask", h_mask)
+            if tuple(h_mask.shape) != want:
+                raise ValueError(f"h_mask: expected shape {want}, got {_checks.shape_str(h_mask)}")
+            step["h_mask"] = h_mask.unsqueeze(0) if unbatched else h_mask
+        return step
+
     def _state_shape(self, batch: int, unbatched: bool) -> str:
         return f"({self.hidden_size},)" if unbatched else f"({batch}, {self.hidden_size})"
 
@@ -163,11 +217,19 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
 
         return cell_to_torch(self)
 
-    def forward(self, x_t: torch.Tensor, state=None, return_gates: bool = False):
-        """One step. ``x_t`` (B, X) or (X,); returns ``h, state`` (and the gate traces, each (B, H))."""
+    def forward(self, x_t: torch.Tensor, state=None, return_gates: bool = False, *, h_mask: torch.Tensor | None = None):
+        """One step. ``x_t`` (B, X) or (X,); returns ``h, state`` (and the gate traces, each (B, H)).
+
+        With ``recurrent_dropout`` in training, ``h_mask`` is the sequence's mask from
+        ``recurrent_mask(B)`` (the same at every step); with ``zoneout`` in training, each unit of the
+        new state keeps its previous value with probability p (traces are the cell's, before zoneout).
+        """
         x, unbatched = self._check_input(x_t)
         st = self._check_state(state, x.shape[0], unbatched, x)
-        new_state, traces = self.equations(x, st, self.weights(), **self.options())
+        step = self._step_arguments(h_mask, x.shape[0], unbatched)
+        new_state, traces = self.equations(x, st, self.weights(), **self.options(), **step)
+        if self.training and "zoneout" in self.regularisers:
+            new_state = variants.zoneout(self.regularisers["zoneout"], st, new_state)
         if unbatched:
             new_state = tuple(s.squeeze(0) for s in new_state)
             traces = {k: v.squeeze(0) for k, v in traces.items()}

@@ -6,7 +6,9 @@ from typing import NamedTuple
 
 import torch
 
-from .base import RecurrentCell, Weights, affine
+from . import variants
+from .base import RecurrentCell, Weights
+from .variants import peep, plus
 
 
 class LSTMState(NamedTuple):
@@ -16,7 +18,9 @@ class LSTMState(NamedTuple):
     c: torch.Tensor
 
 
-F, I, G, O = range(4)  # gate order of the fused rows: (f, i, g, o), g = C̃
+COUPLED_GATES = ("f", "g", "o")  # gate blocks of the coupled (CIFG) cell: no i rows, i_t = 1 - f_t
+LN_GATES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias")
+LN_CELL = ("ln_c_weight", "ln_c_bias")
 
 
 class LSTMCell(RecurrentCell):
@@ -33,6 +37,22 @@ class LSTMCell(RecurrentCell):
     Parameters: ``weight_ih`` (4H, X), ``weight_hh`` (4H, H), ``bias`` (4H), rows stacked in gate
     order (f, i, g, o): 4(H(X + H) + H) in all.
 
+    Variants (keyword-only, all off by default; see :mod:`rnnlab.cells.variants`):
+
+    * ``peepholes=True`` (Gers & Schmidhuber 2000): the gates also see the cell state,
+      ``f_t = σ(W_f · [h_{t-1}, x_t] + p_f * C_{t-1} + b_f)``, ``i_t = σ(W_i · [h_{t-1}, x_t] + p_i * C_{t-1} + b_i)``,
+      ``o_t = σ(W_o · [h_{t-1}, x_t] + p_o * C_t + b_o)``; adds ``weight_peep`` (3H), rows (p_f, p_i, p_o).
+    * ``coupled=True`` (CIFG, Greff et al. 2017): ``i_t = 1 - f_t``. The i rows are gone: the fused
+      rows are (f, g, o), G = 3 — ``weight_ih`` (3H, X), ``weight_hh`` (3H, H), ``bias`` (3H) — and
+      with peepholes ``weight_peep`` (2H) is (p_f, p_o): 3(H(X + H) + H) (+ 2H).
+    * ``layer_norm=True`` (Ba, Kiros & Hinton 2016): every W·[h, x] above becomes
+      ``LN(W_x x_t) + LN(W_h h_{t-1})`` (each LN over all G·H pre-activations together, peephole
+      terms and b added after), and ``h_t = o_t * tanh(LN(C_t))``; adds ``ln_ih_weight``/``ln_ih_bias``
+      and ``ln_hh_weight``/``ln_hh_bias`` (G·H each) and ``ln_c_weight``/``ln_c_bias`` (H each).
+    * ``recurrent_dropout=p``: the gates see ``h_{t-1} * m`` (m from ``recurrent_mask``, one per
+      sequence, pass it as ``h_mask``); ``zoneout=p``: h and C each keep their previous value per
+      unit with probability p. Training only; at evaluation both are the plain update.
+
     Shapes: ``x_t`` (B, X) or (X,); ``state`` an ``LSTMState(h, c)`` of (B, H) or (H,) tensors,
     zeros when None. Returns ``h, LSTMState(h, c)``; with ``return_gates=True`` also the traces
     ``{"f", "i", "g", "o", "c"}``.
@@ -43,15 +63,42 @@ class LSTMCell(RecurrentCell):
     TRACES = ("f", "i", "g", "o", "c")
     GATE_BIAS = {"f": 1.0}
 
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default",
+                 layer_norm: bool = False, peepholes: bool = False, coupled: bool = False,
+                 recurrent_dropout: float = 0.0, zoneout: float = 0.0):
+        self._variants = variants.flags(layer_norm=layer_norm, peepholes=peepholes, coupled=coupled)
+        super().__init__(input_size, hidden_size, bias, init=init, recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+
+    def options(self):
+        return dict(self._variants)
+
+    @classmethod
+    def gate_order(cls, coupled: bool = False, **options):
+        return COUPLED_GATES if coupled else cls.GATES
+
+    @classmethod
+    def added_parameters(cls, hidden_size: int, **options):
+        return variants.extra_shapes(cls.gate_order(**options), hidden_size, options, cell_state=True)
+
     @staticmethod
-    def equations(x_t, state, w: Weights):
+    def equations(x_t, state, w: Weights, *, layer_norm: bool = False, peepholes: bool = False, coupled: bool = False,
+                  extra: dict | None = None, h_mask: torch.Tensor | None = None):
         h_prev, c_prev = state
-        f = torch.sigmoid(affine(x_t, h_prev, *w.gate(F)))  # f_t = σ(W_f · [h_{t-1}, x_t] + b_f)
-        i = torch.sigmoid(affine(x_t, h_prev, *w.gate(I)))  # i_t = σ(W_i · [h_{t-1}, x_t] + b_i)
-        g = torch.tanh(affine(x_t, h_prev, *w.gate(G)))  # C̃_t = tanh(W_C · [h_{t-1}, x_t] + b_C)
+        gates, H = (COUPLED_GATES if coupled else LSTMCell.GATES), w.hidden_size
+        blocks = tuple(range(len(gates)))
+        ln = variants.need(extra, LN_GATES, "layer_norm", "LSTMCell") if layer_norm else None
+        ln_ih, ln_hh = (None, None) if ln is None else (ln[:2], ln[2:])  # (gain, bias) of LN(W_x x_t), of LN(W_h h_{t-1})
+        p = variants.peephole_rows(extra, gates, H, "LSTMCell") if peepholes else {}
+        wx = variants.projections(x_t, w.weight_ih, H, gates, blocks, ln_ih)  # W_x· x_t per gate (LN over all G·H)
+        wh = variants.projections(variants.recurrent_input(h_prev, h_mask), w.weight_hh, H, gates, blocks, ln_hh)  # W_h· h_{t-1}
+        b = variants.biases(w, gates)
+        f = torch.sigmoid(plus(peep(wx["f"] + wh["f"], p, "f", c_prev), b["f"]))  # f_t = σ(W_f · [h_{t-1}, x_t] + p_f * C_{t-1} + b_f)
+        i = 1 - f if coupled else torch.sigmoid(plus(peep(wx["i"] + wh["i"], p, "i", c_prev), b["i"]))  # i_t = σ(W_i · [h_{t-1}, x_t] + p_i * C_{t-1} + b_i), or 1 - f_t
+        g = torch.tanh(plus(wx["g"] + wh["g"], b["g"]))  # C̃_t = tanh(W_C · [h_{t-1}, x_t] + b_C)
         c = f * c_prev + i * g  # C_t = f_t * C_{t-1} + i_t * C̃_t
-        o = torch.sigmoid(affine(x_t, h_prev, *w.gate(O)))  # o_t = σ(W_o · [h_{t-1}, x_t] + b_o)
-        h = o * torch.tanh(c)  # h_t = o_t * tanh(C_t)
+        o = torch.sigmoid(plus(peep(wx["o"] + wh["o"], p, "o", c), b["o"]))  # o_t = σ(W_o · [h_{t-1}, x_t] + p_o * C_t + b_o)
+        c_out = variants.layer_norm(c, *variants.need(extra, LN_CELL, "layer_norm", "LSTMCell")) if layer_norm else c
+        h = o * torch.tanh(c_out)  # h_t = o_t * tanh(C_t), or o_t * tanh(LN(C_t))
         return (h, c), {"f": f, "i": i, "g": g, "o": o, "c": c}
 
     def _pack_state(self, state):

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import _checks
+from ..cells import variants
 from ..cells.base import RecurrentCell, Weights
 from ..init import SCHEMES, init_weights
 from . import memory, packing
@@ -42,6 +43,8 @@ class RecurrentLayer(nn.Module):
         *,
         init: str = "default",
         engine: str = "auto",
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         **options: Any,
     ):
         super().__init__()
@@ -57,12 +60,15 @@ class RecurrentLayer(nn.Module):
         self.init = _checks.choice("init", init, SCHEMES)
         self.engine = _checks.choice("engine", engine, self.engine_choices())
         self.options = options
-        G, H, D = len(self.cell_class.GATES), self.hidden_size, self.num_directions
+        self.regularisers = variants.regularisers(recurrent_dropout, zoneout)
+        G, H, D = len(self.gates), self.hidden_size, self.num_directions
         with_bias_hn = bias and self._has_bias_hn()
+        added = self.cell_class.added_parameters(H, **options)
         from ..analysis.parameters import closed_form_parameters
 
         memory.guard_parameters(closed_form_parameters(
-            self.mode, self.input_size, H, self.num_layers, bidirectional, bias, options.get("reset", "before")))
+            self.mode, self.input_size, H, self.num_layers, bidirectional, bias, options.get("reset", "before"),
+            **{k: v for k, v in options.items() if k in variants.STRUCTURAL}))
         for k in range(self.num_layers):
             X = self.input_size if k == 0 else D * H
             for d in range(D):
@@ -72,6 +78,8 @@ class RecurrentLayer(nn.Module):
                 self.register_parameter("weight_hh" + sfx, recurrent)
                 self.register_parameter("bias" + sfx, nn.Parameter(torch.empty(G * H)) if bias else None)
                 self.register_parameter("bias_hn" + sfx, nn.Parameter(torch.empty(H)) if with_bias_hn else None)
+                for name, size in added.items():
+                    self.register_parameter(name + sfx, nn.Parameter(torch.empty(size)))
         self.bias = bias
         self.reset_parameters()
 
@@ -84,10 +92,32 @@ class RecurrentLayer(nn.Module):
         return ENGINES
 
     def select_engine(self, x: torch.Tensor):
-        """The engine object that runs this call (see :mod:`rnnlab.engine`)."""
+        """The engine object that runs this call (see :mod:`rnnlab.engine`). While variants are in force
+        — structural ones always, recurrent_dropout and zoneout in training only (at evaluation they
+        are the plain update) — the layer runs on the reference engine, the one that computes them:
+        "auto" picks it, "native" and "torch" refuse."""
         from ..engine import get_engine
 
+        in_force = {k: v for k, v in self.variants().items() if k in variants.STRUCTURAL or self.training}
+        if in_force:
+            if self.engine not in ("auto", "reference"):
+                raise ValueError(
+                    f"engine: {self.engine!r} cannot compute {type(self).__name__} with {variants.describe(in_force)} "
+                    "(its kernels compute the plain cell); expected engine='auto' or 'reference', which run the variant's equations"
+                )
+            return get_engine("reference", self, x)
         return get_engine(self.engine, self, x)
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gate blocks of each level's fused rows (the cell's ``GATES``, or (f, g, o) for a coupled LSTM)."""
+        return self.cell_class.gate_order(**self.options)
+
+    def variants(self) -> dict[str, Any]:
+        """The variant options that are on — structural (layer_norm, peepholes, coupled) and regularisers
+        (recurrent_dropout, zoneout); empty for the plain layer. Code that computes the plain cell from a
+        layer's weights refuses a layer where this is non-empty."""
+        return {**{k: v for k, v in self.options.items() if k in variants.STRUCTURAL}, **self.regularisers}
 
     @property
     def num_directions(self) -> int:
@@ -110,18 +140,39 @@ class RecurrentLayer(nn.Module):
         s = self._suffix(k, d)
         return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s), getattr(self, "bias_hn" + s))
 
+    def extras(self, k: int, d: int) -> dict[str, torch.Tensor]:
+        """The added parameters of level k, direction d under the cell's names (``ln_ih_weight``, ...,
+        ``weight_peep``), for ``equations``' ``extra``; empty for the plain layer."""
+        s = self._suffix(k, d)
+        return {name: getattr(self, name + s) for name in self.cell_class.added_parameters(self.hidden_size, **self.options)}
+
+    def step_arguments(self, k: int, d: int, batch: int) -> dict[str, Any]:
+        """The keyword arguments, beyond ``options``, that level k, direction d passes to ``equations`` at
+        every step of one call: ``extra`` (its added parameters) and, in training with
+        ``recurrent_dropout``, ``h_mask`` — the sequence's mask (batch, H), drawn here once per call."""
+        step: dict[str, Any] = {}
+        extra = self.extras(k, d)
+        if extra:
+            step["extra"] = extra
+        p = self.regularisers.get("recurrent_dropout", 0.0)
+        if p > 0.0 and self.training:
+            step["h_mask"] = variants.recurrent_mask(p, batch, self.hidden_size, self.weight_ih_l0)
+        return step
+
     def reset_parameters(self) -> None:
         for k in range(self.num_layers):
             for d in range(self.num_directions):
                 w = self.weights(k, d)
-                init_weights(self.cell_class.GATES, *w, self.init, self.cell_class.GATE_BIAS)
+                init_weights(self.gates, *w, self.init, self.cell_class.GATE_BIAS)
+                for name, p in self.extras(k, d).items():
+                    variants.init_extra(name, p, self.init, self.hidden_size)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
         for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
-        s += "".join(f", {k}={v!r}" for k, v in self.options.items())
+        s += "".join(f", {k}={v!r}" for k, v in {**self.options, **self.regularisers}.items())
         if self.engine != "auto":
             s += f", engine={self.engine!r}"
         return s

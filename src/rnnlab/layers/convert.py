@@ -8,7 +8,9 @@ torch.nn stores the same maths in another layout:
 * the GRU update convention: torch's z weighs h_{t-1}, the seed's weighs the candidate, so
   ``z_seed = 1 - z_torch = σ(-a_torch)``: the z rows and bias change sign.
 
-Only GRU reset="after" has a torch.nn counterpart; reset="before" (the seed's form) is refused.
+Only GRU reset="after" has a torch.nn counterpart; reset="before" (the seed's form) is refused, and
+so are the variants (layer_norm, peepholes, coupled, recurrent_dropout, zoneout; ``from_torch``
+refuses the structural ones, which would change the function).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from ..cells.base import Weights
+from ..cells.variants import STRUCTURAL
 
 TORCH_GATES = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 NEGATED = {"gru": ("z",)}
@@ -85,6 +88,14 @@ def _options(mode: str, module) -> dict:
     return {}
 
 
+def _refuse_variants(found: dict, who: str, what: str) -> None:
+    """torch.nn's modules compute the plain cells: no layer norm, peepholes, coupled gates,
+    recurrent dropout or zoneout."""
+    if found:
+        raise ValueError(f"{who}.{what}: torch.nn computes the plain cell only; this {who} has "
+                         f"{', '.join(f'{k}={v!r}' for k, v in found.items())}, which torch.nn has no module for; expected none")
+
+
 def _refuse_before(mode: str, options: dict, who: str) -> None:
     if mode not in TORCH_LAYER:
         raise ValueError(f"{who}.to_torch: torch.nn has no {who} (only RNN, LSTM and GRU with reset='after')")
@@ -104,6 +115,7 @@ def layer_from_torch(cls, module: nn.Module, **kwargs):
     layer = cls(module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
                 batch_first=module.batch_first, dropout=float(module.dropout), bidirectional=module.bidirectional,
                 **_options(mode, module), **kwargs)
+    _refuse_variants({k: v for k, v in layer.options.items() if k in STRUCTURAL}, cls.__name__, "from_torch")
     layer = layer.to(dtype=ref.dtype, device=ref.device)
     for k in range(layer.num_layers):
         for d in range(layer.num_directions):
@@ -116,6 +128,7 @@ def layer_from_torch(cls, module: nn.Module, **kwargs):
 def layer_to_torch(layer) -> nn.Module:
     mode = layer.mode
     _refuse_before(mode, layer.options, type(layer).__name__)
+    _refuse_variants(layer.variants(), type(layer).__name__, "to_torch")
     kw = {"nonlinearity": layer.options["nonlinearity"]} if mode == "rnn" else {}
     ref = layer.weight_ih_l0
     module = TORCH_LAYER[mode](layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
@@ -137,6 +150,7 @@ def cell_from_torch(cls, module: nn.Module, **kwargs):
     _expect(module, TORCH_CELL[mode], cls.__name__)
     ref = module.weight_ih
     cell = cls(module.input_size, module.hidden_size, bias=module.bias, **_options(mode, module), **kwargs)
+    _refuse_variants({k: v for k, v in cell.options().items() if k in STRUCTURAL}, cls.__name__, "from_torch")
     cell = cell.to(dtype=ref.dtype, device=ref.device)
     _copy(cell.weights(), weights_from_torch(mode, cls.GATES, module.weight_ih, module.weight_hh,
                                              module.bias_ih, module.bias_hh))
@@ -146,6 +160,7 @@ def cell_from_torch(cls, module: nn.Module, **kwargs):
 def cell_to_torch(cell) -> nn.Module:
     mode = type(cell).__name__[:-4].lower()
     _refuse_before(mode, cell.options(), type(cell).__name__)
+    _refuse_variants(cell.variants(), type(cell).__name__, "to_torch")
     kw = {"nonlinearity": cell.nonlinearity} if mode == "rnn" else {}
     ref = cell.weight_ih
     module = TORCH_CELL[mode](cell.input_size, cell.hidden_size, bias=cell.bias is not None, device=ref.device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import _checks
+from ..cells import variants
 from ..cells.gru import RESETS, GRUCell
 from .base import RecurrentLayer
 
@@ -21,15 +22,24 @@ class GRU(RecurrentLayer):
     Shapes as torch.nn.GRU: ``x`` (T, B, X), ``hx`` (D·L, B, H); returns ``out`` (T, B, D·H),
     ``h_n`` (D·L, B, H). Parameters per level k and direction: ``weight_ih_l{k}`` (3H, X_k),
     ``weight_hh_l{k}`` (3H, H), ``bias_l{k}`` (3H), rows in gate order (z, r, n).
+
+    Variants, keyword-only and off by default (the cell's equations: :class:`rnnlab.GRUCell`):
+    ``layer_norm`` adds ``ln_ih_weight_l{k}``/``ln_ih_bias_l{k}`` and ``ln_hh_weight_l{k}``/``ln_hh_bias_l{k}``
+    (3H each); ``recurrent_dropout`` (one mask per sequence, level and direction on h_{t-1} entering
+    the gates) and ``zoneout`` act in training only. A layer with any variant runs on the reference
+    engine ("auto" picks it; "native" and "torch" refuse).
     """
 
     cell_class = GRUCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, reset="before", *, init="default", engine="auto"):
+                 bidirectional=False, reset="before", *, init="default", engine="auto", layer_norm=False,
+                 recurrent_dropout=0.0, zoneout=0.0):
         reset = _checks.choice("reset", reset, RESETS)
+        structural = variants.flags(layer_norm=layer_norm)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine, reset=reset)
+                         init=init, engine=engine, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         reset=reset, **structural)
 
     @property
     def reset(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..cells import variants
 from ..cells.lstm import LSTMCell
 from .base import RecurrentLayer
 
@@ -20,11 +21,21 @@ class LSTM(RecurrentLayer):
     as torch.nn.LSTM. Parameters per level k and direction: ``weight_ih_l{k}`` (4H, X_k),
     ``weight_hh_l{k}`` (4H, H), ``bias_l{k}`` (4H), rows in gate order (f, i, g, o), suffix
     ``_reverse`` for the backward direction.
+
+    Variants, keyword-only and off by default (the cell's equations: :class:`rnnlab.LSTMCell`):
+    ``layer_norm`` adds ``ln_ih_weight_l{k}``/``ln_ih_bias_l{k}``, ``ln_hh_weight_l{k}``/``ln_hh_bias_l{k}``
+    (G·H) and ``ln_c_weight_l{k}``/``ln_c_bias_l{k}`` (H); ``peepholes`` adds ``weight_peep_l{k}`` (3H,
+    rows p_f, p_i, p_o); ``coupled`` (i_t = 1 − f_t) drops the i rows, G = 3 in order (f, g, o), and
+    ``weight_peep_l{k}`` is then (2H) (p_f, p_o); ``recurrent_dropout`` (one mask per sequence, level
+    and direction on h_{t-1} entering the gates) and ``zoneout`` (h and C) act in training only. A layer
+    with any variant runs on the reference engine ("auto" picks it; "native" and "torch" refuse).
     """
 
     cell_class = LSTMCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, init="default", engine="auto"):
+                 bidirectional=False, *, init="default", engine="auto", layer_norm=False, peepholes=False,
+                 coupled=False, recurrent_dropout=0.0, zoneout=0.0):
+        structural = variants.flags(layer_norm=layer_norm, peepholes=peepholes, coupled=coupled)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine)
+                         init=init, engine=engine, recurrent_dropout=recurrent_dropout, zoneout=zoneout, **structural)

@@ -1,7 +1,10 @@
 """The sequence runner: stacking, directions, inter-layer dropout and traces, written once.
 
-An engine supplies ``direction(layer, weights, x, state, lengths, reverse, trace)`` — one level,
-one direction over the whole sequence — and ``run_stack`` composes levels and directions:
+An engine supplies ``direction(layer, weights, x, state, lengths, reverse, trace, step)`` — one
+level, one direction over the whole sequence; ``step`` is ``layer.step_arguments(k, d, B)``, the
+keyword arguments beyond ``options`` that its every call of ``equations`` takes (a variant's added
+parameters, the sequence's recurrent dropout mask; empty for the plain cells) — and ``run_stack``
+composes levels and directions:
 
     level k input  = x                            (k = 0)
                    = dropout(concat_d out_{k-1,d}) (k > 0; training only)
@@ -31,7 +34,8 @@ def run_stack(layer, x: torch.Tensor, hx: tuple[torch.Tensor, ...], lengths, tra
         outs = []
         for d in range(D):
             state = tuple(s[k * D + d] for s in hx)
-            out, state_n, tr = direction(layer, layer.weights(k, d), inp, state, lengths, d == 1, trace)
+            step = layer.step_arguments(k, d, x.shape[1])
+            out, state_n, tr = direction(layer, layer.weights(k, d), inp, state, lengths, d == 1, trace, step)
             outs.append(out)
             for f, s in zip(finals, state_n):
                 f.append(s)

@@ -34,6 +34,11 @@ class ModelConfig(Config):
     embedding: int = 32  # E, the width of the input map
     init: str = "default"  # "default" (orthogonal, forget bias 1) or "torch"
     engine: str = "auto"  # passed to the layer, see rnnlab.engine
+    layer_norm: bool = False  # lstm, gru: layer-normalised gate pre-activations (and the LSTM's C_t)
+    peepholes: bool = False  # lstm only: the gates also see the cell state
+    coupled: bool = False  # lstm only: i_t = 1 - f_t (CIFG)
+    recurrent_dropout: float = 0.0  # lstm, gru: one mask per sequence on h_{t-1}, training only
+    zoneout: float = 0.0  # lstm, gru: each unit keeps its previous value with this probability, training only
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -46,11 +51,20 @@ class ModelConfig(Config):
             raise ValueError(f"model.nonlinearity: expected 'tanh' or 'relu', got {self.nonlinearity!r}")
         if self.reset not in ("before", "after"):
             raise ValueError(f"model.reset: expected 'before' or 'after', got {self.reset!r}")
+        for name, cells in (("layer_norm", ("lstm", "gru")), ("peepholes", ("lstm",)), ("coupled", ("lstm",)),
+                            ("recurrent_dropout", ("lstm", "gru")), ("zoneout", ("lstm", "gru"))):
+            if getattr(self, name) and self.cell not in cells:
+                raise ValueError(f"model.{name}: only for cell {' or '.join(repr(c) for c in cells)}, got cell {self.cell!r}")
+        for name in ("recurrent_dropout", "zoneout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name}: expected a float in [0, 1), got {getattr(self, name)}")
 
     def label(self) -> str:
         """A short human name, e.g. "lstm", "rnn-relu", "gru-after", "bi-2x-lstm"."""
         s = self.cell + ("-relu" if self.cell == "rnn" and self.nonlinearity == "relu" else "")
         s += "-after" if self.cell == "gru" and self.reset == "after" else ""
+        s += "".join(tag for on, tag in ((self.layer_norm, "-ln"), (self.peepholes, "-peep"), (self.coupled, "-cifg")) if on)
+        s += (f"-rd{self.recurrent_dropout:g}" if self.recurrent_dropout else "") + (f"-zo{self.zoneout:g}" if self.zoneout else "")
         s = (f"{self.layers}x-" if self.layers > 1 else "") + s
         return ("bi-" if self.bidirectional else "") + s
 
@@ -62,9 +76,10 @@ def build_layer(config: ModelConfig, input_size: int) -> nn.Module:
     kw = dict(init=config.init, engine=config.engine)
     if config.cell == "rnn":
         return RNN(input_size, config.hidden, nonlinearity=config.nonlinearity, **common, **kw)
+    kw.update(layer_norm=config.layer_norm, recurrent_dropout=config.recurrent_dropout, zoneout=config.zoneout)
     if config.cell == "gru":
         return GRU(input_size, config.hidden, reset=config.reset, **common, **kw)
-    return LSTM(input_size, config.hidden, **common, **kw)
+    return LSTM(input_size, config.hidden, peepholes=config.peepholes, coupled=config.coupled, **common, **kw)
 
 
 class SequenceModel(nn.Module):

@@ -7,7 +7,9 @@ only when the input's shape changes, and each level one call into torch's fused 
 (``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights
 converted to torch's layout once (``layers/convert.py``) — for the seed's GRU (reset="before"),
 which torch has no kernel for, the equations with fused GEMMs — or with ``fused=False`` the
-cell's own ``equations``.
+cell's own ``equations``. Structural variants (layer_norm, peepholes, coupled), which torch has no
+kernel for, always step through their equations; regularisers (recurrent_dropout, zoneout) are off,
+as at evaluation.
 
 A bidirectional layer cannot be streamed: its reverse direction starts at the sequence's end.
 """
@@ -62,9 +64,10 @@ def _gru_before_kernel(w) -> Kernel:
 
 def _fused_kernel(layer, w) -> Kernel | None:
     """One level's step through torch's fused cell kernel (the seed's GRU: a fused equivalent);
-    None for cells with neither (MinGRU, MinLSTM), which step through their equations."""
+    None for cells with neither (MinGRU, MinLSTM) and for structural variants (layer_norm, peepholes,
+    coupled), which step through their equations."""
     mode, options = layer.mode, layer.options
-    if mode not in ("rnn", "lstm", "gru"):
+    if mode not in ("rnn", "lstm", "gru") or layer.extras(0, 0) or options.get("coupled"):
         return None
     if mode == "gru" and options["reset"] != "after":
         return _gru_before_kernel(w)
@@ -80,9 +83,10 @@ def _fused_kernel(layer, w) -> Kernel | None:
     return lambda x, s: (cell(x, s[0], w_ih, w_hh, b_ih, b_hh),)
 
 
-def _equations_kernel(layer, w) -> Kernel:
+def _equations_kernel(layer, w, extra: dict) -> Kernel:
     equations, options = layer.cell_class.equations, layer.options
-    return lambda x, s: equations(x, s, w, **options)[0]
+    step = {"extra": extra} if extra else {}
+    return lambda x, s: equations(x, s, w, **options, **step)[0]
 
 
 class Streamer:
@@ -190,6 +194,9 @@ class Streamer:
         if self.layer.training and self.layer.dropout > 0:
             raise ValueError(f"model: in training mode with dropout = {self.layer.dropout} between levels; streaming "
                              "computes inference, so call model.eval() first")
+        if self.layer.training and self.layer.regularisers:
+            raise ValueError(f"model: in training mode with {', '.join(f'{k}={v}' for k, v in self.layer.regularisers.items())}; "
+                             "streaming computes inference (the plain update), so call model.eval() first")
 
     def _check_batch(self, name: str, x: torch.Tensor, B: int) -> None:
         if self._levels is not None and B != self.batch_size:
@@ -216,8 +223,9 @@ class Streamer:
         for k in range(layer.num_layers):
             w = layer.weights(k, 0)
             w = type(w)(*(None if t is None else t.detach() for t in w))
+            extra = {n: t.detach() for n, t in layer.extras(k, 0).items()}
             fused = _fused_kernel(layer, w) if self.fused else None
-            kernels.append(fused or _equations_kernel(layer, w))
+            kernels.append(fused or _equations_kernel(layer, w, extra))
         self._kernels = kernels
         self._versions = self._weights_version()
 
