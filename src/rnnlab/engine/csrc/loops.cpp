@@ -99,6 +99,44 @@ inline bool skip(const T* live, int64_t b) {
   return live && live[b] == T(0);
 }
 
+// ReLU and its derivative on the bits: -ffast-math lets g++ assume no NaN, so `a > 0 ? a : 0`
+// may become a max that drops a NaN; torch.relu keeps it (NaN in, NaN out), and so must we.
+template <typename T>
+struct Bits;
+template <>
+struct Bits<float> {
+  using U = uint32_t;
+  static constexpr U inf = 0x7f800000u;
+};
+template <>
+struct Bits<double> {
+  using U = uint64_t;
+  static constexpr U inf = 0x7ff0000000000000ull;
+};
+
+// max(a, 0), NaN kept: a negative (sign bit set) non-NaN a gives 0
+template <typename T>
+inline T relu_kept(T a) {
+  using U = typename Bits<T>::U;
+  constexpr U sign = U(1) << (8 * sizeof(T) - 1);
+  U u;
+  std::memcpy(&u, &a, sizeof(T));
+  const bool zero = (u & sign) && (u & ~sign) <= Bits<T>::inf;
+  u = zero ? U(0) : u;
+  std::memcpy(&a, &u, sizeof(T));
+  return a;
+}
+
+// the gradient through y = relu(a), from y: d where y != 0 (NaN included, as torch's threshold_backward), else 0
+template <typename T>
+inline T relu_kept_grad(T y, T d) {
+  using U = typename Bits<T>::U;
+  constexpr U sign = U(1) << (8 * sizeof(T) - 1);
+  U u;
+  std::memcpy(&u, &y, sizeof(T));
+  return (u & ~sign) == 0 ? T(0) : d;
+}
+
 // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
 template <typename T>
 RNNLAB_KERNEL void fw_rnn(bool relu, int64_t B, int64_t H, const T* live, const T* __restrict xp,
@@ -112,8 +150,7 @@ RNNLAB_KERNEL void fw_rnn(bool relu, int64_t B, int64_t H, const T* live, const 
     if (relu) {
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T a = x_[j] + hh_[j];
-        const T y = a > T(0) ? a : T(0);
+        const T y = relu_kept(x_[j] + hh_[j]);
         g_[j] = y;
         h_[j] = y;
       }
@@ -252,7 +289,7 @@ RNNLAB_KERNEL void bw_rnn(bool relu, int64_t B, int64_t H, const T* live, const 
     for (int64_t j = 0; j < H; ++j) {
       const T y = gate[r + j];
       const T d = dh[r + j] + gg[r + j];
-      da[r + j] = relu ? (y > T(0) ? d : T(0)) : d * (T(1) - y * y);
+      da[r + j] = relu ? relu_kept_grad(y, d) : d * (T(1) - y * y);
       dh_prev[r + j] = gh_prev[r + j];
     }
   }
@@ -525,14 +562,109 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   if (cs) std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
 }
 
-void check(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(!t.numel() || (t.is_contiguous() && t.device().is_cpu()), name, ": expected a contiguous CPU tensor");
+// ---------------------------------------------------------------------------------------------
+// argument checks: the entry points validate every tensor (shape, dtype, layout) before the loops
+// touch memory, so a direct call with bad tensors raises ValueError/TypeError instead of reading
+// or writing out of bounds
+// ---------------------------------------------------------------------------------------------
+
+int64_t gates_of(int64_t cell) {
+  return cell == LSTM ? 4 : (cell == GRU_BEFORE || cell == GRU_AFTER) ? 3 : 1;
+}
+
+// t has ``shape`` (or is empty where ``optional``), is contiguous, on the CPU, of dtype ``dtype``
+void expect(const char* fn, const char* name, const torch::Tensor& t, c10::IntArrayRef shape, at::ScalarType dtype,
+            bool optional = false) {
+  if (optional && t.numel() == 0) return;
+  TORCH_CHECK_VALUE(t.sizes().equals(shape), fn, ": ", name, ": expected shape ", shape, optional ? " (or empty)" : "",
+                    ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, fn, ": ", name, ": expected dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), fn, ": ", name, ": expected a CPU tensor, got one on ", t.device());
+  TORCH_CHECK_VALUE(t.is_contiguous(), fn, ": ", name, ": expected a contiguous tensor, got strides ", t.strides());
+}
+
+void expect_empty(const char* fn, const char* name, const torch::Tensor& t, int64_t cell) {
+  TORCH_CHECK_VALUE(t.numel() == 0, fn, ": ", name, ": expected an empty tensor for cell ", cell, ", got shape ",
+                    t.sizes());
+}
+
+// the cell code, the dtype of ``ref`` and the BLAS thread count
+at::ScalarType expect_common(const char* fn, int64_t cell, const torch::Tensor& ref, int64_t threads) {
+  TORCH_CHECK_VALUE(cell >= RNN_TANH && cell <= GRU_AFTER, fn, ": cell: expected 0..4 (rnn tanh, rnn relu, lstm, ",
+                    "gru before, gru after), got ", cell);
+  const auto dtype = ref.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, fn, ": expected float32 or float64 tensors, got ", dtype);
+  TORCH_CHECK_VALUE(threads >= 1, fn, ": threads: expected at least 1, got ", threads);
+  return dtype;
+}
+
+void check_forward(int64_t cell, const torch::Tensor& xp, const torch::Tensor& w_hhT, const torch::Tensor& b_hn,
+                   const torch::Tensor& mask, const torch::Tensor& states, const torch::Tensor& cells,
+                   const torch::Tensor& gates, const torch::Tensor& extra, int64_t threads) {
+  const char* fn = "forward_loop";
+  const auto dtype = expect_common(fn, cell, xp, threads);
+  TORCH_CHECK_VALUE(xp.dim() == 3, fn, ": xp: expected a 3-D tensor (T, B, G*H), got shape ", xp.sizes());
+  TORCH_CHECK_VALUE(w_hhT.dim() == 2, fn, ": w_hhT: expected a 2-D tensor (H, G*H), got shape ", w_hhT.sizes());
+  const int64_t T = xp.size(0), B = xp.size(1), H = w_hhT.size(0), GH = gates_of(cell) * H;
+  TORCH_CHECK_VALUE(H >= 1, fn, ": w_hhT: expected H >= 1 rows, got shape ", w_hhT.sizes());
+  expect(fn, "xp", xp, {T, B, GH}, dtype);
+  expect(fn, "w_hhT", w_hhT, {H, GH}, dtype);
+  expect(fn, "b_hn", b_hn, {H}, dtype, true);
+  expect(fn, "mask", mask, {T, B}, dtype, true);
+  expect(fn, "states", states, {T + 1, B, H}, dtype);
+  if (cell == LSTM)
+    expect(fn, "cells", cells, {T + 1, B, H}, dtype);
+  else
+    expect_empty(fn, "cells", cells, cell);
+  expect(fn, "gates", gates, {T, B, GH}, dtype);
+  if (cell == GRU_BEFORE || cell == GRU_AFTER)
+    expect(fn, "extra", extra, {T, B, H}, dtype);
+  else
+    expect_empty(fn, "extra", extra, cell);
+}
+
+void check_backward(int64_t cell, const torch::Tensor& w_hh, const torch::Tensor& mask, const torch::Tensor& states,
+                    const torch::Tensor& cells, const torch::Tensor& gates, const torch::Tensor& extra,
+                    const torch::Tensor& g_states, const torch::Tensor& g_cells, const torch::Tensor& g_gates,
+                    const torch::Tensor& da, const torch::Tensor& dhn, const torch::Tensor& dh0,
+                    const torch::Tensor& dc0, int64_t threads) {
+  const char* fn = "backward_loop";
+  const auto dtype = expect_common(fn, cell, gates, threads);
+  TORCH_CHECK_VALUE(gates.dim() == 3, fn, ": gates: expected a 3-D tensor (T, B, G*H), got shape ", gates.sizes());
+  TORCH_CHECK_VALUE(w_hh.dim() == 2, fn, ": w_hh: expected a 2-D tensor (G*H, H), got shape ", w_hh.sizes());
+  const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1), GH = gates_of(cell) * H;
+  TORCH_CHECK_VALUE(H >= 1, fn, ": w_hh: expected H >= 1 columns, got shape ", w_hh.sizes());
+  expect(fn, "w_hh", w_hh, {GH, H}, dtype);
+  expect(fn, "mask", mask, {T, B}, dtype, true);
+  expect(fn, "states", states, {T + 1, B, H}, dtype);
+  expect(fn, "gates", gates, {T, B, GH}, dtype);
+  expect(fn, "g_states", g_states, {T + 1, B, H}, dtype);
+  expect(fn, "g_gates", g_gates, {T, B, GH}, dtype, true);
+  expect(fn, "da", da, {T, B, GH}, dtype);
+  expect(fn, "dh0", dh0, {B, H}, dtype);
+  if (cell == LSTM) {
+    expect(fn, "cells", cells, {T + 1, B, H}, dtype);
+    expect(fn, "g_cells", g_cells, {T + 1, B, H}, dtype, true);
+    expect(fn, "dc0", dc0, {B, H}, dtype);
+  } else {
+    expect_empty(fn, "cells", cells, cell);
+    expect_empty(fn, "g_cells", g_cells, cell);
+    expect_empty(fn, "dc0", dc0, cell);
+  }
+  if (cell == GRU_BEFORE || cell == GRU_AFTER)
+    expect(fn, "extra", extra, {T, B, H}, dtype);
+  else
+    expect_empty(fn, "extra", extra, cell);
+  if (cell == GRU_AFTER)
+    expect(fn, "dhn", dhn, {T, B, H}, dtype);
+  else
+    expect_empty(fn, "dhn", dhn, cell);
 }
 
 void forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor b_hn, torch::Tensor mask,
                   bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra,
                   int64_t threads) {
-  for (auto* t : {&xp, &w_hhT, &b_hn, &mask, &states, &cells, &gates, &extra}) check(*t, "forward_loop");
+  check_forward(cell, xp, w_hhT, b_hn, mask, states, cells, gates, extra, threads);
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "forward_loop", [&] {
     forward_impl<scalar_t>(cell, xp, w_hhT, b_hn, mask, reverse, states, cells, gates, extra);
@@ -543,8 +675,7 @@ void backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor mask, bool re
                    torch::Tensor cells, torch::Tensor gates, torch::Tensor extra, torch::Tensor g_states,
                    torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da, torch::Tensor dhn,
                    torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
-  for (auto* t : {&w_hh, &mask, &states, &cells, &gates, &extra, &g_states, &g_cells, &g_gates, &da, &dhn, &dh0, &dc0})
-    check(*t, "backward_loop");
+  check_backward(cell, w_hh, mask, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads);
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "backward_loop", [&] {
     backward_impl<scalar_t>(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
