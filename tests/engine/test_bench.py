@@ -19,7 +19,7 @@ def test_bench_report_structure():
     assert report["sgemm_gflops"] > 0
     text = bench.to_markdown(report)
     assert text.count("\n| gru-before | 3, 2, 2, 4 |") == 2  # one row in each table
-    assert "SGEMM rate measured here" in text and "JAX not run" in text
+    assert "SGEMM rate measured here" in text and "JAX not run" in text and "Targets:" in text
     assert len(json.loads(bench.as_json(report))["rows"]) == 4
 
 
@@ -43,3 +43,15 @@ def test_cli_quick_without_jax(tmp_path):
     assert "| rnn | 20, 2, 4, 8 |" in out.read_text()
     bad = CliRunner().invoke(main, ["bench", "--cells", "transformer"])
     assert bad.exit_code != 0 and "transformer" in bad.output
+
+
+def test_misses_name_each_target_missed():
+    row = bench.Row("gru-before", (50, 128, 256, 512), train_ms={"native": 2.0, "torch.nn": 1.5, "jax": 1.9})
+    row.path, row.rnnlab_ms = "native-cpp", 2.0
+    fast = bench.Row("rnn", (100, 64, 256, 256), train_ms={"native": 1.0, "torch.nn": 1.2})
+    fast.path, fast.rnnlab_ms = "native-cpp", 1.0
+    rate = fast.flops / 1e-3 / 1e9  # GFLOP/s of the fast row
+    report = {"rows": [row, fast], "sgemm_gflops": rate / 0.9}  # fast row at 90 % of SGEMM, gru-before far above
+    assert bench.misses(report) == ["gru-before (50, 128, 256, 512): 1.33 × torch.nn (target ≤ 1.10)"]
+    report["sgemm_gflops"] = rate / 0.5  # now the fast row reaches only 50 %
+    assert bench.misses(report)[1] == "rnn (100, 64, 256, 256): 50 % of the SGEMM rate (target ≥ 60 %)"

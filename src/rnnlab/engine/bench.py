@@ -246,9 +246,41 @@ def ratio(row: Row) -> float:
     return row.rnnlab_ms / min(p.values()) if p else float("nan")
 
 
+# the targets: rnnlab ≤ 1.0 × the fastest peer (≤ 1.05 where it runs the peer's own kernel, ≤ 1.1 for
+# gru-before, whose peers compute reset="after"); ≥ 60 % of the SGEMM rate at the two largest shapes
+LARGEST = ((100, 64, 256, 256), (50, 128, 256, 512))
+
+
+def target(row: Row) -> float:
+    if row.cell == "gru-before":
+        return 1.1
+    return 1.05 if row.path.startswith("torch") else 1.0
+
+
+def misses(report: dict) -> list[str]:
+    """Each target the report misses, in words."""
+    out = []
+    for row in report["rows"]:
+        shape = ", ".join(map(str, row.shape))
+        r = ratio(row)
+        if r == r and r > target(row):
+            fastest = min(peers(row), key=peers(row).get)
+            out.append(f"{row.cell} ({shape}): {r:.2f} × {fastest} (target ≤ {target(row):.2f})")
+        if row.shape in LARGEST:
+            share = row.flops / (row.rnnlab_ms * 1e-3) / 1e9 / report["sgemm_gflops"]
+            if share < 0.6:
+                out.append(f"{row.cell} ({shape}): {100 * share:.0f} % of the SGEMM rate (target ≥ 60 %)")
+    return out
+
+
 def to_markdown(report: dict) -> str:
     f = lambda v: "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
     lines = [
+        "# Engine benchmark",
+        "",
+        "Written by `rnnlab bench --out BENCHMARKS.md` (the same code: `python benchmarks/bench_engine.py`); "
+        "see `src/rnnlab/engine/bench.py` for what is timed.",
+        "",
         f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']} "
         f"(load average {report['load_before']} before, {report.get('load_after', '?')} after).",
         f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (2048×2048 float32, best of 10). Native loops: "
@@ -281,7 +313,16 @@ def to_markdown(report: dict) -> str:
             f"| {row.cell} | {', '.join(map(str, row.shape))} | {f(i.get('rnnlab'))} | {f(i.get('torch.nn'))} | "
             f"{f(i.get('jax'))} | {f(m.get('rnnlab'))} | {f(m.get('torch.nn'))} |"
         )
-    return "\n".join(lines) + "\n"
+    missed = misses(report)
+    lines += [
+        "",
+        "Targets: rnnlab ≤ 1.0 × the fastest peer (≤ 1.05 where it runs the peer's own kernel; ≤ 1.1 for gru-before, "
+        "whose peers compute reset=\"after\"), and ≥ 60 % of the SGEMM rate at the two largest shapes. "
+        + (f"Missed in this run ({len(missed)}):" if missed else "All met in this run."),
+        "",
+        *[f"* {m}" for m in missed],
+    ]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def as_json(report: dict) -> str:

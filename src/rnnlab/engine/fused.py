@@ -222,14 +222,14 @@ def _views(layer, states, cells, gates, live, reverse: bool, trace: bool):
     last = 0 if reverse else T
     final = (states[last],) if cells is None else (states[last], cells[last])
     if live is not None:
-        out = out * live
+        out = torch.where(live, out, 0.0)  # not out * live: a NaN state at a padded step must still give 0
     traces = None
     if trace:
         H = layer.hidden_size
         traces = {name: gates[:, :, k * H : (k + 1) * H] for k, name in enumerate(layer.cell_class.GATES)}
         if cells is not None:
             c = cells[:T] if reverse else cells[1:]
-            traces["c"] = c if live is None else c * live
+            traces["c"] = c if live is None else torch.where(live, c, 0.0)
     return out, final, traces
 
 
@@ -244,7 +244,7 @@ def run_levels(layer, x, hx, lengths, trace):
     mask = None
     if lengths is not None:
         mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).to(x.dtype)  # (T, B)
-    live = None if mask is None else mask.unsqueeze(2)
+    live = None if mask is None else (mask != 0).unsqueeze(2)  # (T, B, 1) bool
     finals: list[list[torch.Tensor]] = [[] for _ in hx]
     traces: dict | None = {} if trace else None
     inp = x
