@@ -88,7 +88,7 @@ class LSTMCell(RecurrentCell):
         blocks = tuple(range(len(gates)))
         ln = variants.need(extra, LN_GATES, "layer_norm", "LSTMCell") if layer_norm else None
         ln_ih, ln_hh = (None, None) if ln is None else (ln[:2], ln[2:])  # (gain, bias) of LN(W_x x_t), of LN(W_h h_{t-1})
-        p = variants.peephole_rows(extra, gates, H, "LSTMCell") if peepholes else {}
+        p = variants.peephole_rows(extra, gates, "LSTMCell") if peepholes else {}
         wx = variants.projections(x_t, w.weight_ih, H, gates, blocks, ln_ih)  # W_x· x_t per gate (LN over all G·H)
         wh = variants.projections(variants.recurrent_input(h_prev, h_mask), w.weight_hh, H, gates, blocks, ln_hh)  # W_h· h_{t-1}
         b = variants.biases(w, gates)

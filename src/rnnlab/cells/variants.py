@@ -126,11 +126,11 @@ def biases(w, names: tuple[str, ...]) -> dict[str, torch.Tensor | None]:
     return {n: w.gate(k)[2] for k, n in enumerate(names)}
 
 
-def peephole_rows(extra, gates: tuple[str, ...], hidden_size: int, cell_name: str) -> dict[str, torch.Tensor]:
+def peephole_rows(extra, gates: tuple[str, ...], cell_name: str) -> dict[str, torch.Tensor]:
     """{gate: p_gate} (H) from ``weight_peep``, rows in PEEPHOLE_GATES order, those gates present."""
     (p,) = need(extra, ("weight_peep",), "peepholes", cell_name)
     names = tuple(g for g in PEEPHOLE_GATES if g in gates)
-    return dict(zip(names, p.split(hidden_size)))
+    return dict(zip(names, p.chunk(len(names))))
 
 
 def peep(a: torch.Tensor, p: dict[str, torch.Tensor], gate: str, c: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ Two routes, one emitter (``onnx_graph.emit_layer``):
   model is exported by torch as usual.
 
 The exported model is for inference: dropout between levels is off (torch exports in eval mode), and
-so are recurrent_dropout and zoneout. Layers with layer_norm, peepholes or coupled gates are refused.
+so are recurrent_dropout and zoneout. LSTM peepholes and the coupled gate map to ONNX LSTM's ``P``
+input and ``input_forget`` (``onnx_layout``); layer norm has no ONNX counterpart and is refused.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import _checks
-from ..cells.variants import STRUCTURAL
 from ..layers.base import RecurrentLayer
 from .onnx_graph import TorchScriptBuilder, emit_layer, layer_graph
 from .onnx_layout import ONNX_OP
@@ -97,11 +97,10 @@ def _check_onnx_layer(layer: RecurrentLayer) -> None:
     if layer.mode not in ONNX_OP:
         raise TypeError(f"model: {type(layer).__name__} has no ONNX operator (ONNX has RNN, LSTM and GRU); "
                         "expected rnnlab.RNN, rnnlab.LSTM or rnnlab.GRU layers")
-    structural = {k: v for k, v in layer.variants().items() if k in STRUCTURAL}
-    if structural:
-        raise ValueError(f"model: {type(layer).__name__} with {', '.join(f'{k}={v!r}' for k, v in structural.items())} "
-                         "has no ONNX operator (ONNX's RNN, LSTM and GRU compute the plain cells); expected a layer "
-                         "without layer_norm, peepholes or coupled (recurrent_dropout and zoneout export: they are off at inference)")
+    if layer.options.get("layer_norm"):
+        raise ValueError(f"model: {type(layer).__name__} with layer_norm=True has no ONNX operator (ONNX's RNN, LSTM "
+                         "and GRU have no layer normalisation); expected layer_norm=False (peepholes and coupled export as "
+                         "ONNX LSTM's P input and input_forget; recurrent_dropout and zoneout are off at inference)")
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_layout import ONNX_OP, level_weights
+from .onnx_layout import ONNX_OP, level_weights, node_variants
 
 ACTIVATION = {"tanh": "Tanh", "relu": "Relu"}
 
@@ -110,6 +110,7 @@ def node_attributes(layer) -> dict[str, Any]:
     if layer.mode == "gru":
         # reset="before": h̃ = tanh(W x + R (r ⊙ h) + ...) is ONNX's linear_before_reset = 0
         attrs["linear_before_reset"] = int(layer.options["reset"] == "after")
+    attrs.update(node_variants(layer))
     return attrs
 
 
@@ -126,7 +127,7 @@ def emit_layer(b, layer, x, h0=None, c0=None, sequence_lens=None):
         inputs = [y, b.const(f"W_l{k}", lw.W), b.const(f"R_l{k}", lw.R),
                   None if lw.B is None else b.const(f"B_l{k}", lw.B), sequence_lens, _levels(b, h0, k, D, L)]
         if lstm:
-            inputs.append(_levels(b, c0, k, D, L))
+            inputs += [_levels(b, c0, k, D, L), None if lw.P is None else b.const(f"P_l{k}", lw.P)]
         while inputs[-1] is None:
             inputs.pop()
         outs = b.op(ONNX_OP[layer.mode], *inputs, n_out=3 if lstm else 2, **attrs)

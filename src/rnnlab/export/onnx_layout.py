@@ -15,6 +15,12 @@ Three differences from the seed's layout (``GATES`` of each cell), all handled h
 * the GRU update convention: ONNX's ``z`` weighs ``h_{t-1}`` (``H_t = (1 - z) ⊙ h̃ + z ⊙ H_{t-1}``),
   the seed's weighs the candidate, so ``z_seed = 1 - z_onnx = σ(-a_onnx)``: the z rows of W and R
   and the z bias change sign.
+
+LSTM variants: peepholes are ONNX's input ``P`` (D, 3H), order ``iof``, the same equations
+(p_i, p_f on C_{t-1}, p_o on C_t). The coupled gate (CIFG) is ``input_forget=1``, under which
+ONNX derives ``f = 1 - i`` from the i rows (onnxruntime's reading; the rnnlab CIFG keeps f and sets
+``i = 1 - f``): the i rows are the seed's f rows negated, ``i_onnx = σ(-a_f) = 1 - f_t``, so
+``f_onnx = f_t``; the f rows (and p_f) are zero and unused.
 """
 
 from __future__ import annotations
@@ -23,27 +29,42 @@ from typing import NamedTuple
 
 import torch
 
+from ..cells.variants import PEEPHOLE_GATES
+
 ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 ONNX_GATES = {"rnn": ("h",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "n")}
 NEGATED = {"gru": ("z",)}
 
 
+ONNX_PEEPHOLES = ("i", "o", "f")  # rows of ONNX's P
+
+
 class LevelWeights(NamedTuple):
-    """One level's ONNX tensors: W (D, G·H, X), R (D, G·H, H), B (D, 2·G·H) or None."""
+    """One level's ONNX tensors: W (D, G·H, X), R (D, G·H, H), B (D, 2·G·H) or None, P (D, 3H) or None."""
 
     W: torch.Tensor
     R: torch.Tensor
     B: torch.Tensor | None
+    P: torch.Tensor | None = None
 
 
-def _direction(mode: str, gates: tuple[str, ...], w) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One direction's Weights -> (W (G·H, X), R (G·H, H), B (2·G·H) or None)."""
+def _source(mode: str, gates: tuple[str, ...], g: str) -> tuple[float, int | None]:
+    """(sign, seed block) of ONNX gate g; block None for rows ONNX ignores (f under input_forget)."""
+    if mode == "lstm" and "i" not in gates and g in ("i", "f"):  # coupled: ONNX's i rows carry 1 - f, f rows unused
+        return (-1.0, gates.index("f")) if g == "i" else (1.0, None)
+    return (-1.0 if g in NEGATED.get(mode, ()) else 1.0), gates.index(g)
+
+
+def _direction(mode: str, gates: tuple[str, ...], w, extra: dict):
+    """One direction's Weights -> (W (G·H, X), R (G·H, H), B (2·G·H) or None, P (3H) or None)."""
     H = w.hidden_size
     Wi, Wh, Rb = [], [], []
     Wb: list[torch.Tensor] = []
     for g in ONNX_GATES[mode]:
-        w_x, w_h, b = w.gate(gates.index(g))
-        sign = -1.0 if g in NEGATED.get(mode, ()) else 1.0
+        sign, block = _source(mode, gates, g)
+        w_x, w_h, b = w.gate(block if block is not None else 0)
+        if block is None:
+            w_x, w_h, b = (None if t is None else torch.zeros_like(t) for t in (w_x, w_h, b))
         Wi.append(sign * w_x)
         Wh.append(sign * w_h)
         if w.bias is not None:
@@ -51,14 +72,28 @@ def _direction(mode: str, gates: tuple[str, ...], w) -> tuple[torch.Tensor, torc
             hn = mode == "gru" and g == "n" and w.bias_hn is not None
             Rb.append(w.bias_hn if hn else torch.zeros(H, dtype=b.dtype, device=b.device))
     B = torch.cat(Wb + Rb) if w.bias is not None else None
-    return torch.cat(Wi), torch.cat(Wh), B
+    P = None
+    if "weight_peep" in extra:
+        names = [g for g in PEEPHOLE_GATES if g in gates]
+        p = dict(zip(names, extra["weight_peep"].chunk(len(names))))
+        rows = []
+        for g in ONNX_PEEPHOLES:
+            sign, block = _source(mode, gates, g)
+            rows.append(torch.zeros(H, dtype=w.weight_ih.dtype) if block is None else sign * p[gates[block]])
+        P = torch.cat(rows)
+    return torch.cat(Wi), torch.cat(Wh), B, P
+
+
+def node_variants(layer) -> dict[str, int]:
+    """ONNX attributes of a variant: ``input_forget=1`` for the coupled LSTM."""
+    return {"input_forget": 1} if layer.options.get("coupled") else {}
 
 
 @torch.no_grad()
 def level_weights(layer, k: int) -> LevelWeights:
     """Level k of an rnnlab layer in ONNX's layout (detached copies)."""
-    per_dir = [_direction(layer.mode, layer.cell_class.GATES, layer.weights(k, d)) for d in range(layer.num_directions)]
-    W = torch.stack([p[0] for p in per_dir]).detach().clone()
-    R = torch.stack([p[1] for p in per_dir]).detach().clone()
-    B = None if per_dir[0][2] is None else torch.stack([p[2] for p in per_dir]).detach().clone()
-    return LevelWeights(W, R, B)
+    per_dir = [_direction(layer.mode, layer.gates, layer.weights(k, d), layer.extras(k, d))
+               for d in range(layer.num_directions)]
+    W, R, B, P = (None if per_dir[0][i] is None else torch.stack([p[i] for p in per_dir]).detach().clone()
+                  for i in range(4))
+    return LevelWeights(W, R, B, P)
