@@ -208,3 +208,10 @@ def test_gradient_analysis_refuses_what_it_cannot_step():
     layer = rnnlab.LSTM(3, 4, layer_norm=True)
     with pytest.raises(ValueError, match="extra: LSTMCell.equations with layer_norm=True needs the parameters"):
         hidden_gradient_norms(layer, torch.randn(5, 2, 3), lambda out: out.sum())
+
+
+def test_active_variants_are_structural_always_and_regularisers_in_training():
+    layer = rnnlab.LSTM(3, 4, peepholes=True, zoneout=0.1, recurrent_dropout=0.2)
+    assert layer.active_variants() == {"peepholes": True, "recurrent_dropout": 0.2, "zoneout": 0.1}
+    assert layer.eval().active_variants() == {"peepholes": True}
+    assert rnnlab.GRU(3, 4, zoneout=0.1).eval().active_variants() == {}

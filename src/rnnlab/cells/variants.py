@@ -16,15 +16,15 @@ Two kinds, kept apart:
 
 Added parameters (G the number of gate blocks, H the hidden size):
 
-========================  =======  ==============================================================
-name                      shape    role
-========================  =======  ==============================================================
-``ln_ih_weight``/``_bias``  (G·H)  gain α and bias β of LN(W_x x_t), normalised over all G·H units
-``ln_hh_weight``/``_bias``  (G·H)  gain and bias of LN(W_h h_{t-1})
-``ln_c_weight``/``_bias``   (H)    LSTM: gain and bias of LN(C_t) inside h_t = o_t * tanh(LN(C_t))
-``weight_peep``             (P·H)  LSTM peepholes p_f, p_i, p_o in that order (the gate order
-                                   without g); P = 3, or 2 (p_f, p_o) when coupled
-========================  =======  ==============================================================
+* ``ln_ih_weight``, ``ln_ih_bias`` (G·H): gain α and bias β of LN(W_x x_t), over all G·H units;
+* ``ln_hh_weight``, ``ln_hh_bias`` (G·H): the same for LN(W_h h_{t-1}) (the GRU with reset="before"
+  normalises its z, r rows together and its candidate's W_hn (r_t * h_{t-1}) on its own, rows 2H:);
+* ``ln_c_weight``, ``ln_c_bias`` (H): LSTM, LN(C_t) in h_t = o_t * tanh(LN(C_t));
+* ``weight_peep`` (P·H): LSTM peepholes p_f, p_i, p_o in that order (the gate order without g);
+  P = 3, or 2 (p_f, p_o) when coupled.
+
+Peephole terms and the gate bias b are added after the normalisation:
+LN(W_x x_t) + LN(W_h h_{t-1}) + p * C + b.
 
 Initialisation: gains 1, layer-norm biases 0; peepholes 0 (the cell starts as the plain LSTM), or
 U(−1/√H, 1/√H) under ``init="torch"`` like every other weight.

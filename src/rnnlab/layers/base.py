@@ -3,7 +3,10 @@
 A layer is ``num_layers`` stacked levels of ``D`` directions (D = 2 when bidirectional). Level k,
 direction d owns ``weight_ih_l{k}`` (G·H, X_k), ``weight_hh_l{k}`` (G·H, H), ``bias_l{k}`` (G·H)
 (and ``bias_hn_l{k}`` (H) for the GRU with reset="after"), with suffix ``_reverse`` for d = 1 —
-the cell's parameters under torch.nn's naming. X_0 = input_size, X_k = D·H above.
+the cell's parameters under torch.nn's naming. X_0 = input_size, X_k = D·H above. A structural
+variant's added parameters follow the same naming (``ln_ih_weight_l{k}``, ``weight_peep_l{k}_reverse``,
+...; see :mod:`rnnlab.cells.variants`); ``extras(k, d)`` gathers them under the cell's names for
+``equations``' ``extra``.
 
 Everything that is not a cell's own arithmetic — stacking, directions, lengths, inter-layer dropout,
 gate traces, PackedSequence, batch_first, unbatched input — lives here and in ``runner.py``,
@@ -98,7 +101,7 @@ class RecurrentLayer(nn.Module):
         "auto" picks it, "native" and "torch" refuse."""
         from ..engine import get_engine
 
-        in_force = {k: v for k, v in self.variants().items() if k in variants.STRUCTURAL or self.training}
+        in_force = self.active_variants()
         if in_force:
             if self.engine not in ("auto", "reference"):
                 raise ValueError(
@@ -139,6 +142,11 @@ class RecurrentLayer(nn.Module):
         """The parameters of level k, direction d (0 forward, 1 reverse), as a cell's ``Weights``."""
         s = self._suffix(k, d)
         return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s), getattr(self, "bias_hn" + s))
+
+    def active_variants(self) -> dict[str, Any]:
+        """The variants that change this call's function: structural ones always, recurrent_dropout and
+        zoneout in training mode only. Engines that compute the plain cell refuse when this is non-empty."""
+        return {k: v for k, v in self.variants().items() if k in variants.STRUCTURAL or self.training}
 
     def extras(self, k: int, d: int) -> dict[str, torch.Tensor]:
         """The added parameters of level k, direction d under the cell's names (``ln_ih_weight``, ...,
