@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import sysconfig
 from pathlib import Path
@@ -81,7 +82,10 @@ def read_column(path: str, column: str, label: str = "task.path") -> list[float]
             continue
         cell = row[j].strip() if j < len(row) else ""
         try:
-            values.append(float(cell))
+            value = float(cell)
         except ValueError:
             raise ValueError(f"{label}: expected a number in column {column!r}, got {cell!r} on line {line} of {path!r}") from None
+        if not math.isfinite(value):  # float() reads "nan" and "inf"; one would poison the normalisation
+            raise ValueError(f"{label}: expected a finite number in column {column!r}, got {cell!r} on line {line} of {path!r}")
+        values.append(value)
     return values

@@ -43,6 +43,9 @@ def load_run(run_dir: str | Path, tag: str = "best", device: str = "cpu") -> Run
     config = resolve(meta["config"])
     spec = ModelSpec(**meta["task"]["spec"])
     model = SequenceModel(spec, config.model)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    checkpoint.check_tensors(model.state_dict(), weights, f"model its record describes ({config.model.label()}, "
+                             f"H={config.model.hidden}, layers={config.model.layers})")
+    model.load_state_dict(weights)
     model.to(resolve_device(device)).eval()
     return Run(config, model, meta, d)
