@@ -103,6 +103,8 @@ def train_command(config_path, runs_dir, sets, resume, overwrite, **options):
         trainer = Trainer(config, run_dir, resume=resume, overwrite=overwrite)
     except (ValueError, TypeError) as e:
         raise click.UsageError(str(e)) from None
+    except OSError as e:  # a full or read-only disk while writing the run's first files
+        raise click.ClickException(f"run: could not write the run directory {str(run_dir)!r}: {e}") from None
     main_process = trainer.rank == 0
     echo = click.echo if main_process else (lambda *a, **k: None)
     try:

@@ -183,19 +183,25 @@ class Trainer:
             self._open_run(resume, overwrite)
 
     def _check_memory(self) -> None:
-        """Refuse, before any file is written, a training step whose activations cannot fit."""
+        """Refuse, before any file is written, a training step whose activations cannot fit (the
+        layer's memory guard would refuse it at the first step, after the run directory exists)."""
         tc = self.config.train
         x = next(self.task.train_stream(tc.batch_size, tc.seed)).x  # a fresh stream: self.stream is untouched
         B, T = x.shape[0] // self.world, x.shape[1]
-        with torch.enable_grad():
-            try:
-                memory.guard(self.model.rnn, T, B, torch.get_default_dtype(), self.device)
-            except ValueError as e:
-                detail = str(e).removeprefix("x: ")
-                raise ValueError(
-                    f"task.seq_len, train.batch_size: a training step over T = {T} steps of a batch of {B} cannot fit: "
-                    f"{detail}. Lower task.seq_len (for char_lm, the BPTT chunk) or train.batch_size"
-                ) from None
+        element = torch.empty((), dtype=torch.get_default_dtype()).element_size()
+        per_step = memory.bytes_per_step(self.model.rnn, B, element, training=True)
+        have = memory.available_bytes(self.device)
+        if have is None or per_step * T <= have:
+            return
+        fit = max(1, int(0.5 * have // per_step))
+        gib = 1024**3
+        raise ValueError(
+            f"task.seq_len, train.batch_size: a training step over T = {T} steps of a batch of {B} needs about "
+            f"{per_step * T / gib:.2f} GiB of activations (H={self.config.model.hidden}, layers={self.config.model.layers}, "
+            f"engine {self.config.model.engine}) but only {have / gib:.2f} GiB is available on {self.device}; "
+            f"lower task.seq_len to at most {fit} (for char_lm it is the BPTT chunk; the state carries across chunks) "
+            f"or lower train.batch_size"
+        )
 
     # -- the run directory ----------------------------------------------------------------------
     @property
