@@ -70,9 +70,10 @@ def test_layer_equals_its_cells_unrolled(layer_cls, cell_cls, opts):
 @pytest.mark.parametrize("layer_cls,cell_cls,opts", VARIANTS)
 def test_gradcheck_layer(layer_cls, cell_cls, opts):
     layer = randomise(layer_cls(2, 3, bidirectional=True, **opts).double())
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([4, 2])
-    assert torch.autograd.gradcheck(lambda x, *p: layer(x, lengths=lengths)[0], (x, *layer.parameters()))
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+    # fast mode: the Jacobian against random directions (the cells' gradchecks are full)
+    assert torch.autograd.gradcheck(lambda x, *p: layer(x, lengths=lengths)[0], (x, *layer.parameters()), fast_mode=True)
 
 
 @pytest.mark.parametrize("opts", [dict(layer_norm=True), dict(zoneout=0.1), dict(recurrent_dropout=0.2)])
