@@ -262,3 +262,15 @@ def test_directions_in_parallel_equal_one_after_the_other(name):
         torch.set_num_threads(old)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_reverse_worker_is_per_process(monkeypatch):
+    """A forked child does not inherit the parent's worker thread: it must get its own, never a dead one.
+    (Forking itself is not exercised: with two threads torch's own OpenMP hangs in a forked child.)"""
+    parent = fused._worker()
+    assert fused._worker() is parent
+    real_pid = fused.os.getpid()
+    monkeypatch.setattr(fused.os, "getpid", lambda: real_pid + 1)
+    child = fused._worker()
+    assert child is not parent and fused._worker() is child
+    assert child.submit(lambda: 7).result(timeout=10) == 7

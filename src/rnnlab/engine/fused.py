@@ -18,6 +18,7 @@ differentiates that.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -81,7 +82,15 @@ def _reference_forward(spec, reverse, mask, x, h0, c0, w):
 
 PER_DIRECTION = 6  # inputs per direction: h0, c0, w_ih, w_hh, b, b_hn
 _FIRST = 5  # FusedLevel.forward's (ctx excluded) first per-direction input: after cell, mask, spec, D, x
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnlab-reverse")
+_POOL: dict = {"pid": None, "executor": None}
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The reverse direction's thread, one per process (a forked child does not inherit the thread)."""
+    if _POOL["pid"] != os.getpid():
+        _POOL["executor"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnlab-reverse")
+        _POOL["pid"] = os.getpid()
+    return _POOL["executor"]
 
 
 def _concurrently(jobs):
@@ -89,7 +98,7 @@ def _concurrently(jobs):
     if len(jobs) == 1:
         jobs[0]()
         return
-    pending = _POOL.submit(jobs[1])
+    pending = _worker().submit(jobs[1])
     jobs[0]()
     pending.result()
 
