@@ -188,7 +188,7 @@ def check_layer_call(c) -> str:
     return "ok"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls())
 def test_fuzz_layer_calls(c):
     check_layer_call(c)

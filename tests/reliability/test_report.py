@@ -21,8 +21,8 @@ def test_quick_report(tmp_path):
         return int(m.group(1).replace(",", ""))
 
     calls = count("calls fuzzed")
-    assert calls >= 100
+    assert calls >= 60
     assert count("... answered") + count("... refused with a ValueError") + count("... refused with a TypeError") == calls
-    assert count("kills survived") >= 6 and count("bytes lost") == 0
+    assert count("kills survived") >= 4 and count("bytes lost") == 0
     assert count("files rejected") >= 30
     assert "| Ctrl-C: exit code, checkpoint at the step reached | 130," in text
