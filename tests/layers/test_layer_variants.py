@@ -216,3 +216,20 @@ def test_active_variants_are_structural_always_and_regularisers_in_training():
     assert layer.active_variants() == {"peepholes": True, "recurrent_dropout": 0.2, "zoneout": 0.1}
     assert layer.eval().active_variants() == {"peepholes": True}
     assert rnnlab.GRU(3, 4, zoneout=0.1).eval().active_variants() == {}
+
+
+def test_engines_called_directly_refuse_variants_in_force():
+    from rnnlab.engine.fused import NativeEngine
+    from rnnlab.engine.torch_kernel import TorchEngine
+
+    layer = rnnlab.LSTM(3, 4, coupled=True)
+    x = torch.randn(5, 2, 3)
+    hx = (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match=r"engine: 'native' cannot compute LSTM with coupled=True"):
+        NativeEngine().run(layer, x, hx, None, False)
+    with pytest.raises(ValueError, match=r"engine: 'torch' cannot compute coupled=True \(torch's kernels compute the plain cell\)"):
+        TorchEngine().run(layer, x, hx, None, False)
+    zoned = rnnlab.LSTM(3, 4, zoneout=0.2).eval()  # at evaluation zoneout is the plain update: the fast engines run it
+    plain = rnnlab.LSTM(3, 4).eval()
+    plain.load_state_dict(zoned.state_dict())
+    torch.testing.assert_close(NativeEngine().run(zoned, x, hx, None, False)[0], plain(x)[0], atol=1e-6, rtol=1e-6)

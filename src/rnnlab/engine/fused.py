@@ -286,4 +286,9 @@ class NativeEngine:
         return "native-python" if _kernels(x) is native.loops else "native-cpp"
 
     def run(self, layer, x, hx, lengths, trace):
+        active = layer.active_variants()
+        if active:
+            raise ValueError(f"engine: 'native' cannot compute {type(layer).__name__} with "
+                             f"{', '.join(f'{k}={v!r}' for k, v in active.items())} (its loops compute the plain cell); "
+                             "expected engine='auto' or 'reference'")
         return run_levels(layer, x, hx, lengths, trace)

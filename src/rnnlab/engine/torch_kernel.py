@@ -24,6 +24,9 @@ from ..layers.convert import weights_to_torch
 
 def unsupported(layer, trace: bool) -> str | None:
     """Why torch's kernels cannot compute this call, or None when they can."""
+    active = layer.active_variants()
+    if active:
+        return ", ".join(f"{k}={v!r}" for k, v in active.items()) + " (torch's kernels compute the plain cell)"
     if layer.mode == "gru" and layer.options.get("reset") != "after":
         return "GRU reset='before' (the seed's candidate tanh(W_h·[r*h, x] + b_h) has no torch kernel)"
     if trace:
