@@ -12,6 +12,10 @@
   cuDNN on CUDA where it applies.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
+
+Cell variants (layer_norm, peepholes, coupled; recurrent_dropout and zoneout in training) are
+computed by the reference engine only: a layer with any in force (``active_variants()``) runs there
+under "auto" (``RecurrentLayer.select_engine``), and "native" and "torch" refuse it by name.
 """
 
 from __future__ import annotations
