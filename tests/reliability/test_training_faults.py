@@ -187,6 +187,16 @@ def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path):
     assert r.exit_code == 2 and "do not fit the model" in r.output, r.output
 
 
+def test_a_checkpoint_without_a_trainer_record_is_refused(tmp_path):
+    assert invoke("train", *FAST, "--steps", "5", "--runs-dir", tmp_path, "--name", "r").exit_code == 0
+    tensors, _ = checkpoint.load(tmp_path / "r" / "checkpoints", "last")
+    checkpoint.save(tmp_path / "r" / "checkpoints", "last", tensors, {"step": 5})
+    for args in (["eval", tmp_path / "r", "--checkpoint", "last"],
+                 ["train", "--runs-dir", tmp_path, "--name", "r", "--resume", "--steps", "8"]):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "lacks 'config'" in r.output, r.output
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "json-mixed"])
 def test_a_corrupt_checkpoint_is_refused_by_eval_and_resume(tmp_path, damage):
     assert invoke("train", *FAST, "--steps", "5", "--runs-dir", tmp_path, "--name", "r").exit_code == 0

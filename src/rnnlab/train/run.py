@@ -40,8 +40,11 @@ def load_run(run_dir: str | Path, tag: str = "best", device: str = "cpu") -> Run
     if not d.is_dir():
         raise ValueError(f"run: expected a run directory (runs/<name>), got {str(run_dir)!r} (no such directory)")
     tensors, meta = checkpoint.load(d / "checkpoints", tag)
-    config = resolve(meta["config"])
-    spec = ModelSpec(**meta["task"]["spec"])
+    try:
+        config = resolve(meta["config"])
+        spec = ModelSpec(**meta["task"]["spec"])
+    except KeyError as e:
+        raise ValueError(f"checkpoint: the record of {tag!r} in {str(d)!r} lacks {e}; it was not written by rnnlab's trainer") from None
     model = SequenceModel(spec, config.model)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     checkpoint.check_tensors(model.state_dict(), weights, f"model its record describes ({config.model.label()}, "

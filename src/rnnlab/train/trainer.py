@@ -214,8 +214,11 @@ class Trainer:
             if not checkpoint.exists(self._checkpoints, "last"):
                 raise ValueError(f"resume: expected a run with a checkpoint in {str(d)!r}, found none; start it without --resume")
             tensors, meta = checkpoint.load(self._checkpoints, "last")
-            self._check_same_run(resolve(meta["config"]))
-            self._restore(tensors, meta)
+            try:
+                self._check_same_run(resolve(meta["config"]))
+                self._restore(tensors, meta)
+            except KeyError as e:
+                raise ValueError(f"resume: the last checkpoint in {str(d)!r} lacks {e}; it was not written by rnnlab's trainer") from None
             if self.rank == 0:  # what a killed writer left half-written
                 checkpoint.remove_temporaries(self._checkpoints)
                 checkpoint.remove_temporaries(d)
