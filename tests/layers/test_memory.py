@@ -35,3 +35,10 @@ def test_inference_needs_less_and_small_calls_pass():
     layer = rnnlab.RNN(2, 3)
     out, h = layer(torch.randn(1000, 2, 2))
     assert out.shape == (1000, 2, 3)
+
+
+def test_variants_are_sized_for_the_reference_engine_they_run_on():
+    plain, normed = rnnlab.LSTM(4, 16), rnnlab.LSTM(4, 16, layer_norm=True)
+    reference = rnnlab.LSTM(4, 16, engine="reference")
+    assert memory.bytes_per_step(normed, 5, 4, True) == memory.bytes_per_step(reference, 5, 4, True)
+    assert memory.bytes_per_step(normed, 5, 4, True) > memory.bytes_per_step(plain, 5, 4, True)

@@ -40,7 +40,9 @@ def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> floa
     levels = layer.num_layers * layer.num_directions
     if training:
         per = levels * batch * H * (G + S + 1) * element_size
-        return per * _ENGINE_FACTOR.get(layer.engine, 1.0)
+        variants = getattr(layer, "active_variants", dict)()
+        engine = "reference" if variants else layer.engine  # "auto" runs variants on the reference engine
+        return per * _ENGINE_FACTOR.get(engine, 1.0)
     return 2 * layer.num_directions * batch * H * element_size  # one level's output in, one out
 
 
