@@ -76,11 +76,13 @@ def test_gradcheck_layer(layer_cls, cell_cls, opts):
     assert torch.autograd.gradcheck(lambda x, *p: layer(x, lengths=lengths)[0], (x, *layer.parameters()), fast_mode=True)
 
 
-@pytest.mark.parametrize("opts", [dict(layer_norm=True), dict(zoneout=0.1), dict(recurrent_dropout=0.2)])
-def test_auto_runs_the_reference_engine_and_fast_engines_refuse(opts):
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, dict(layer_norm=True)), (rnnlab.LSTM, dict(zoneout=0.1)),
+                                      (rnnlab.GRU, dict(recurrent_dropout=0.2))])
+def test_auto_runs_the_reference_engine_and_fast_engines_refuse(cls, opts):
+    # (the LSTM's peepholes, coupled and recurrent_dropout run natively: tests/engine/test_native_variants.py)
     torch.manual_seed(0)
-    auto = rnnlab.LSTM(3, 4, **opts).double()
-    ref = rnnlab.LSTM(3, 4, engine="reference", **opts).double()
+    auto = cls(3, 4, **opts).double()
+    ref = cls(3, 4, engine="reference", **opts).double()
     ref.load_state_dict(auto.state_dict())
     x = torch.randn(6, 2, 3, dtype=torch.float64)
     assert auto.select_engine(x).name == "reference"
@@ -90,8 +92,8 @@ def test_auto_runs_the_reference_engine_and_fast_engines_refuse(opts):
     torch.testing.assert_close(a, ref(x)[0], atol=0, rtol=0)
     name, value = next(iter(opts.items()))
     for engine in ("native", "torch"):
-        layer = rnnlab.LSTM(3, 4, engine=engine, **opts)
-        with pytest.raises(ValueError, match=rf"engine: '{engine}' cannot compute LSTM with {name}={value!r}.*expected engine='auto' or 'reference'"):
+        layer = cls(3, 4, engine=engine, **opts)
+        with pytest.raises(ValueError, match=rf"engine: '{engine}' cannot compute {cls.__name__} with {name}={value!r}.*expected engine='auto' or 'reference'"):
             layer(torch.randn(6, 2, 3))
 
 
@@ -222,12 +224,12 @@ def test_engines_called_directly_refuse_variants_in_force():
     from rnnlab.engine.fused import NativeEngine
     from rnnlab.engine.torch_kernel import TorchEngine
 
-    layer = rnnlab.LSTM(3, 4, coupled=True)
+    layer = rnnlab.LSTM(3, 4, layer_norm=True)  # (peepholes, coupled, recurrent_dropout: the native engine runs them)
     x = torch.randn(5, 2, 3)
     hx = (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))
-    with pytest.raises(ValueError, match=r"engine: 'native' cannot compute LSTM with coupled=True"):
+    with pytest.raises(ValueError, match=r"engine: 'native' cannot compute LSTM with layer_norm=True"):
         NativeEngine().run(layer, x, hx, None, False)
-    with pytest.raises(ValueError, match=r"engine: 'torch' cannot compute coupled=True \(torch's kernels compute the plain cell\)"):
+    with pytest.raises(ValueError, match=r"engine: 'torch' cannot compute layer_norm=True \(torch's kernels compute the plain cell\)"):
         TorchEngine().run(layer, x, hx, None, False)
     zoned = rnnlab.LSTM(3, 4, zoneout=0.2).eval()  # at evaluation zoneout is the plain update: the fast engines run it
     plain = rnnlab.LSTM(3, 4).eval()

@@ -13,9 +13,12 @@
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 
-Cell variants (layer_norm, peepholes, coupled; recurrent_dropout and zoneout in training) are
-computed by the reference engine only: a layer with any in force (``active_variants()``) runs there
-under "auto" (``RecurrentLayer.select_engine``), and "native" and "torch" refuse it by name.
+Cell variants (layer_norm, peepholes, coupled; recurrent_dropout and zoneout in training): the native
+engine computes the LSTM's peepholes and coupled (its variant loops, ``lstm_forward_loop``), and
+a layer whose variants in force (``active_variants()``) are all among those runs there under "auto"
+and "native". Every other variant in force (layer_norm, recurrent_dropout, zoneout) runs on
+the reference engine under "auto" (``RecurrentLayer.select_engine``), and "native" and "torch" refuse
+it by name; "torch" refuses every variant in force.
 """
 
 from __future__ import annotations

@@ -57,9 +57,11 @@ def _empty(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(0)
 
 
-def _reference_forward(spec, reverse, mask, x, h0, c0, w):
-    """The Function's outputs (states, cells, gates) from the cells' equations, under autograd."""
+def _reference_forward(spec, reverse, mask, x, h0, c0, w, step=None):
+    """The Function's outputs (states, cells, gates) from the cells' equations, under autograd
+    (``step``: ``equations``' further keyword arguments, a variant's ``extra`` and ``h_mask``)."""
     cell_class, options = spec
+    step = step or {}
     T = x.shape[0]
     state = (h0,) if c0 is None else (h0, c0)
     first = T if reverse else 0
@@ -67,7 +69,7 @@ def _reference_forward(spec, reverse, mask, x, h0, c0, w):
     hs[first], cs[first] = h0, c0
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        new, tr = cell_class.equations(x[t], state, w, **options)
+        new, tr = cell_class.equations(x[t], state, w, **options, **step)
         g = torch.cat([tr[name] for name in cell_class.GATES], 1)
         if mask is not None:
             live = (mask[t] != 0).unsqueeze(1)
@@ -80,7 +82,24 @@ def _reference_forward(spec, reverse, mask, x, h0, c0, w):
     return torch.stack(hs), (torch.stack(cs) if c0 is not None else None), torch.stack(gs)
 
 
-PER_DIRECTION = 6  # inputs per direction: h0, c0, w_ih, w_hh, b, b_hn
+PER_DIRECTION = 8  # inputs per direction: h0, c0, w_ih, w_hh, b, b_hn, peep (LSTM peepholes), h_mask (recurrent dropout)
+SAVED = 12  # saved tensors per direction: the inputs, then states, cells, gates, extra
+
+# the variants the native loops compute, per cell (the LSTM's variant loops: lstm_forward_loop);
+# the rest (layer_norm, zoneout, recurrent_dropout) run on the reference engine
+NATIVE_VARIANTS = {"lstm": ("peepholes", "coupled")}
+
+
+def unsupported_variants(layer) -> dict:
+    """The variants in force for this call (``active_variants()``) that the native loops do not compute."""
+    ok = NATIVE_VARIANTS.get(layer.mode, ())
+    return {k: v for k, v in layer.active_variants().items() if k not in ok}
+
+
+def _lstm_variant(cell, spec, peep, h_mask) -> bool:
+    """Whether this level runs the LSTM's variant loops (peepholes, coupled, recurrent dropout)."""
+    return cell == LSTM and (peep is not None or h_mask is not None or bool(spec[1].get("coupled")))
+
 _FIRST = 5  # FusedLevel.forward's (ctx excluded) first per-direction input: after cell, mask, spec, D, x
 _POOL: dict = {"pid": None, "executor": None}
 
@@ -121,8 +140,9 @@ class FusedLevel(torch.autograd.Function):
         x2 = x.reshape(T * B, X)
         parallel = _parallel_directions(kernels, D)
         outputs, saved, jobs = [], [x, mask], []
+        coupled = bool(spec[1].get("coupled"))
         for d in range(D):
-            h0, c0, w_ih, w_hh, b, b_hn = per_direction[PER_DIRECTION * d : PER_DIRECTION * (d + 1)]
+            h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask = per_direction[PER_DIRECTION * d : PER_DIRECTION * (d + 1)]
             reverse = d == 1
             GH, H = w_hh.shape
             xp = (x2 @ w_ih.T if b is None else torch.addmm(b, x2, w_ih.T)).view(T, B, GH)  # one GEMM, all steps
@@ -132,14 +152,21 @@ class FusedLevel(torch.autograd.Function):
             if cell == LSTM:
                 cells = x.new_empty(T + 1, B, H)
                 cells[T if reverse else 0] = c0
-            gates = x.new_empty(T, B, GH)
             extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else _empty(x)  # r·h, or W_hn h + b_hn
             w_hh = w_hh.contiguous()
-            args = (cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
-                    _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
-                    1 if parallel else blas_threads(B, GH, H))
-            jobs.append(lambda args=args: kernels.forward_loop(*args))
-            saved += [h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra]
+            threads = 1 if parallel else blas_threads(B, GH, H)
+            if _lstm_variant(cell, spec, peep, h_mask):
+                gates = x.new_empty(T, B, 4 * H)  # (f, i, g, o) even when coupled (i = 1 - f)
+                args = (xp, w_hh.T.contiguous(), _empty(x) if peep is None else peep.contiguous(), coupled,
+                        _empty(x) if h_mask is None else h_mask.contiguous(), _empty(x) if mask is None else mask,
+                        reverse, states, cells, gates, threads)
+                jobs.append(lambda args=args: kernels.lstm_forward_loop(*args))
+            else:
+                gates = x.new_empty(T, B, GH)
+                args = (cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
+                        _empty(x) if mask is None else mask, reverse, states, cells, gates, extra, threads)
+                jobs.append(lambda args=args: kernels.forward_loop(*args))
+            saved += [h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask, states, cells, gates, extra]
             outputs += [states, cells if cell == LSTM else None, gates]
         _concurrently(jobs)
         ctx.cell, ctx.spec, ctx.D = cell, spec, D
@@ -159,8 +186,9 @@ class FusedLevel(torch.autograd.Function):
         # the compiled loops read an empty gradient as zero; the Python loops want the zeros
         absent = (lambda like: x.new_zeros(like.shape)) if kernels is native.loops else (lambda like: _empty(x))
         jobs, chains = [], []
+        coupled = bool(ctx.spec[1].get("coupled"))
         for d in range(D):
-            h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra = saved[10 * d : 10 * (d + 1)]
+            h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask, states, cells, gates, extra = saved[SAVED * d : SAVED * (d + 1)]
             g_states, g_cells, g_gates = grads[3 * d : 3 * (d + 1)]
             GH, H = w_hh.shape
             g_states = x.new_zeros(states.shape) if g_states is None else g_states.contiguous()
@@ -170,9 +198,16 @@ class FusedLevel(torch.autograd.Function):
             dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else _empty(x)
             dh0 = x.new_empty(B, H)
             dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
-            args = (cell, w_hh, _empty(x) if mask is None else mask, d == 1, states, cells, gates, extra,
-                    g_states, g_cells, g_gates, da, dhn, dh0, dc0, 1 if parallel else blas_threads(B, GH, H))
-            jobs.append(lambda args=args: kernels.backward_loop(*args))
+            threads = 1 if parallel else blas_threads(B, GH, H)
+            if _lstm_variant(cell, ctx.spec, peep, h_mask):
+                args = (w_hh, _empty(x) if peep is None else peep.contiguous(), coupled,
+                        _empty(x) if h_mask is None else h_mask.contiguous(), _empty(x) if mask is None else mask,
+                        d == 1, states, cells, gates, g_states, g_cells, g_gates, da, dh0, dc0, threads)
+                jobs.append(lambda args=args: kernels.lstm_backward_loop(*args))
+            else:
+                args = (cell, w_hh, _empty(x) if mask is None else mask, d == 1, states, cells, gates, extra,
+                        g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads)
+                jobs.append(lambda args=args: kernels.backward_loop(*args))
             chains.append((da, dhn, dh0, dc0))
         _concurrently(jobs)
         # after the loops: every weight and input gradient is one GEMM or reduction over T·B rows
@@ -180,13 +215,16 @@ class FusedLevel(torch.autograd.Function):
         dx = None
         result = [None] * (_FIRST + PER_DIRECTION * D)
         for d, (da, dhn, dh0, dc0) in enumerate(chains):
-            h0, c0, w_ih, w_hh, b, b_hn, states, cells, gates, extra = saved[10 * d : 10 * (d + 1)]
+            h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask, states, cells, gates, extra = saved[SAVED * d : SAVED * (d + 1)]
             GH, H = w_hh.shape
             i = _FIRST + PER_DIRECTION * d  # index of this direction's h0 among the inputs
             da2 = da.view(T * B, GH)
             if need[4]:
                 dx = da2 @ w_ih if dx is None else dx.addmm_(da2, w_ih)
-            h_prev = (states[1:] if d == 1 else states[:-1]).reshape(T * B, H)  # h_{t-1} of each time step t
+            h_prev = states[1:] if d == 1 else states[:-1]  # h_{t-1} of each time step t
+            if h_mask is not None:  # recurrent dropout: W_hh saw h_{t-1} · mask
+                h_prev = h_prev * h_mask
+            h_prev = h_prev.reshape(T * B, H)
             if need[i + 3]:
                 if cell == GRU_BEFORE:  # the n rows multiply r·h_{t-1}
                     dw_hh = torch.cat((da2[:, : 2 * H].T @ h_prev, da2[:, 2 * H :].T @ extra.view(T * B, H)))
@@ -200,6 +238,11 @@ class FusedLevel(torch.autograd.Function):
             result[i + 2] = da2.T @ x2 if need[i + 2] else None
             result[i + 4] = da2.sum(0) if b is not None and need[i + 4] else None
             result[i + 5] = dhn.view(T * B, H).sum(0) if b_hn is not None and need[i + 5] else None
+            if peep is not None and need[i + 6]:  # ∂p = Σ over T·B rows of ∂a_gate · C (C_{t-1} for f, i; C_t for o)
+                c_prev, c_next = (cells[1:], cells[:-1]) if d == 1 else (cells[:-1], cells[1:])
+                rows = (0, 2) if coupled else (0, 1, 3)  # da's blocks of f, (i,) o
+                result[i + 6] = torch.cat([(da[:, :, k * H : (k + 1) * H] * (c_next if k == rows[-1] else c_prev)).sum((0, 1))
+                                           for k in rows])
         result[4] = None if dx is None else dx.view(T, B, X)
         return tuple(result)
 
@@ -209,9 +252,12 @@ def _double_backward(ctx, x, mask, saved, grads):
 
     inputs, outs, outgrads = [x], [], []
     for d in range(ctx.D):
-        h0, c0, w_ih, w_hh, b, b_hn = saved[10 * d : 10 * d + 6]
-        inputs += [h0, c0, w_ih, w_hh, b, b_hn]
-        outs += _reference_forward(ctx.spec, d == 1, mask, x, h0, c0, Weights(w_ih, w_hh, b, b_hn))
+        h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask = saved[SAVED * d : SAVED * d + PER_DIRECTION]
+        inputs += [h0, c0, w_ih, w_hh, b, b_hn, peep, h_mask]
+        step = {} if peep is None else {"extra": {"weight_peep": peep}}
+        if h_mask is not None:
+            step["h_mask"] = h_mask
+        outs += _reference_forward(ctx.spec, d == 1, mask, x, h0, c0, Weights(w_ih, w_hh, b, b_hn), step)
         outgrads += grads[3 * d : 3 * (d + 1)]
     pairs = [(o, g) for o, g in zip(outs, outgrads) if o is not None and g is not None]
     index = [4] + list(range(_FIRST, _FIRST + PER_DIRECTION * ctx.D))  # inputs' positions among forward's
@@ -261,7 +307,9 @@ def run_levels(layer, x, hx, lengths, trace):
         args = []
         for d in range(D):
             state = tuple(s[k * D + d] for s in hx)
-            args += [state[0], state[1] if len(state) > 1 else None, *layer.weights(k, d)]
+            step = layer.step_arguments(k, d, x.shape[1])  # the reference engine's draws, in its order
+            args += [state[0], state[1] if len(state) > 1 else None, *layer.weights(k, d),
+                     step.get("extra", {}).get("weight_peep"), step.get("h_mask")]
         res = FusedLevel.apply(cell, mask, spec, D, inp, *args)
         outs = []
         for d in range(D):
@@ -286,9 +334,9 @@ class NativeEngine:
         return "native-python" if _kernels(x) is native.loops else "native-cpp"
 
     def run(self, layer, x, hx, lengths, trace):
-        active = layer.active_variants()
+        active = unsupported_variants(layer)
         if active:
             raise ValueError(f"engine: 'native' cannot compute {type(layer).__name__} with "
-                             f"{', '.join(f'{k}={v!r}' for k, v in active.items())} (its loops compute the plain cell); "
-                             "expected engine='auto' or 'reference'")
+                             f"{', '.join(f'{k}={v!r}' for k, v in active.items())} (its loops compute the plain cell"
+                             " and the LSTM's peepholes and coupled); expected engine='auto' or 'reference'")
         return run_levels(layer, x, hx, lengths, trace)

@@ -120,3 +120,87 @@ def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_stat
     dh0.copy_(dh)
     if dc is not None:
         dc0.copy_(dc)
+
+
+def lstm_forward_loop(xp, w_hh_t, peep, coupled, h_mask, mask, reverse, states, cells, gates, threads) -> None:
+    """The LSTM with its variants: peepholes (``peep`` (P·H): p_f, p_i, p_o; p_f, p_o when coupled; or
+    empty), ``coupled`` (CIFG: i = 1 - f, xp and W_hhᵀ have the G = 3 blocks f, g, o) and recurrent
+    dropout (``h_mask`` (B, H) or empty: the GEMM's input is h_{t-1} · mask). ``gates`` is always
+    (T, B, 4H), (f, i, g, o), so the traces read alike."""
+    T, H = xp.shape[0], w_hh_t.shape[0]
+    pf = pi = po = None
+    if peep.numel():
+        pf, pi, po = (peep[:H], None, peep[H:]) if coupled else peep.chunk(3)
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        h_prev, c_prev = states[p], cells[p]
+        h_in = h_prev * h_mask if h_mask.numel() else h_prev
+        a = xp[t] + h_in @ w_hh_t
+        if coupled:
+            af, ag, ao = a.chunk(3, 1)
+        else:
+            af, ai, ag, ao = a.chunk(4, 1)
+        f = torch.sigmoid(af if pf is None else af + pf * c_prev)
+        if coupled:
+            i = 1 - f
+        else:
+            i = torch.sigmoid(ai if pi is None else ai + pi * c_prev)
+        g = torch.tanh(ag)
+        c = f * c_prev + i * g
+        o = torch.sigmoid(ao if po is None else ao + po * c)  # the output gate's peephole sees C_t
+        gates[t].copy_(torch.cat((f, i, g, o), 1))
+        cells[n].copy_(c)
+        states[n].copy_(o * torch.tanh(c))
+        if mask.numel():
+            dead = (mask[t] == 0).unsqueeze(1)
+            states[n].copy_(torch.where(dead, h_prev, states[n]))
+            cells[n].copy_(torch.where(dead, c_prev, cells[n]))
+            gates[t].masked_fill_(dead, 0.0)
+
+
+def lstm_backward_loop(w_hh, peep, coupled, h_mask, mask, reverse, states, cells, gates, g_states, g_cells, g_gates,
+                       da, dh0, dc0, threads) -> None:
+    """The backward loop of ``lstm_forward_loop``: da (T, B, G·H) in the rows of W_hh (f, g, o when coupled)."""
+    T, H = gates.shape[0], w_hh.shape[1]
+    pf = pi = po = None
+    if peep.numel():
+        pf, pi, po = (peep[:H], None, peep[H:]) if coupled else peep.chunk(3)
+    last = 0 if reverse else T
+    dh = g_states[last].clone()
+    dc = g_cells[last].clone()
+    for s in reversed(range(T)):
+        t, p, n = _slots(T, s, reverse)
+        f, i, g, o = gates[t].chunk(4, 1)
+        gf, gi, gg, go = g_gates[t].chunk(4, 1)
+        c, c_prev = cells[n], cells[p]
+        tc = torch.tanh(c)
+        da_o = (dh * tc + go) * o * (1 - o)
+        dC = dc + dh * o * (1 - tc * tc)
+        if po is not None:
+            dC = dC + da_o * po
+        df = dC * c_prev + gf
+        di = dC * g + gi
+        da_g = (dC * i + gg) * (1 - g * g)
+        dc_prev = dC * f
+        if coupled:
+            da_f = (df - di) * f * (1 - f)  # i = 1 - f
+            d_a = torch.cat((da_f, da_g, da_o), 1)
+        else:
+            da_f, da_i = df * f * (1 - f), di * i * (1 - i)
+            d_a = torch.cat((da_f, da_i, da_g, da_o), 1)
+            if pi is not None:
+                dc_prev = dc_prev + da_i * pi
+        if pf is not None:
+            dc_prev = dc_prev + da_f * pf
+        rec = d_a @ w_hh
+        d_prev = (rec * h_mask if h_mask.numel() else rec) + g_states[p]
+        if mask.numel():
+            dead = (mask[t] == 0).unsqueeze(1)
+            d_a = d_a.masked_fill(dead, 0.0)
+            d_prev = torch.where(dead, dh + g_states[p], d_prev)
+            dc_prev = torch.where(dead, dc, dc_prev)
+        da[t].copy_(d_a)
+        dh = d_prev
+        dc = dc_prev + g_cells[p]
+    dh0.copy_(dh)
+    dc0.copy_(dc)

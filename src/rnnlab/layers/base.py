@@ -97,12 +97,16 @@ class RecurrentLayer(nn.Module):
     def select_engine(self, x: torch.Tensor):
         """The engine object that runs this call (see :mod:`rnnlab.engine`). While variants are in force
         — structural ones always, recurrent_dropout and zoneout in training only (at evaluation they
-        are the plain update) — the layer runs on the reference engine, the one that computes them:
-        "auto" picks it, "native" and "torch" refuse."""
+        are the plain update) — the layer runs on an engine that computes them: the native engine
+        where its loops do (the LSTM's peepholes and coupled: "auto" and "native"
+        run it), else the reference engine ("auto" picks it, "native" and "torch" refuse)."""
         from ..engine import get_engine
+        from ..engine.fused import unsupported_variants
 
         in_force = self.active_variants()
         if in_force:
+            if self.engine in ("auto", "native") and not unsupported_variants(self):
+                return get_engine("native", self, x)
             if self.engine not in ("auto", "reference"):
                 raise ValueError(
                     f"engine: {self.engine!r} cannot compute {type(self).__name__} with {variants.describe(in_force)} "

@@ -396,6 +396,88 @@ RNNLAB_KERNEL void bw_gru_after(int64_t B, int64_t H, const T* live, const T* __
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// the LSTM's variants (lstm_forward_loop / lstm_backward_loop): peepholes p_f, p_i, p_o (zeros when
+// absent), coupled (CIFG: i = 1 - f; xp, hh and da have the G = 3 blocks f, g, o) and recurrent
+// dropout (the GEMM's input is h_{t-1} · mask). The gates are always stored as (f, i, g, o).
+// ---------------------------------------------------------------------------------------------
+
+// f = σ(a_f + p_f C_{t-1}), i = σ(a_i + p_i C_{t-1}) or 1 - f, g = tanh(a_g), C_t = f C_{t-1} + i g,
+// o = σ(a_o + p_o C_t), h_t = o tanh(C_t)
+template <typename T, bool COUPLED>
+RNNLAB_KERNEL void fw_lstm_x(int64_t B, int64_t H, const T* live, const T* __restrict xp, const T* __restrict hh,
+                             const T* __restrict pf, const T* __restrict pi, const T* __restrict po,
+                             const T* __restrict c_prev, T* __restrict gate, T* __restrict c, T* __restrict h) {
+  const int64_t GX = (COUPLED ? 3 : 4) * H, GH = 4 * H;
+  const int64_t kg = COUPLED ? H : 2 * H, ko = COUPLED ? 2 * H : 3 * H;  // blocks of g, o in xp and hh
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* x_ = xp + b * GX;
+    const T* hh_ = hh + b * GX;
+    const T* cp = c_prev + b * H;
+    T* g_ = gate + b * GH;
+    T* c_ = c + b * H;
+    T* h_ = h + b * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = sigmoid(x_[j] + hh_[j] + pf[j] * cp[j]);
+      const T i = COUPLED ? T(1) - f : sigmoid(x_[H + j] + hh_[H + j] + pi[j] * cp[j]);
+      const T g = std::tanh(x_[kg + j] + hh_[kg + j]);
+      const T cn = f * cp[j] + i * g;
+      const T o = sigmoid(x_[ko + j] + hh_[ko + j] + po[j] * cn);
+      g_[j] = f;
+      g_[H + j] = i;
+      g_[2 * H + j] = g;
+      g_[3 * H + j] = o;
+      c_[j] = cn;
+      h_[j] = o * std::tanh(cn);
+    }
+  }
+}
+
+template <typename T, bool COUPLED>
+RNNLAB_KERNEL void bw_lstm_x(int64_t B, int64_t H, const T* live, const T* __restrict gate, const T* __restrict gg,
+                             const T* __restrict c, const T* __restrict c_prev, const T* __restrict pf,
+                             const T* __restrict pi, const T* __restrict po, const T* __restrict dh,
+                             T* __restrict dc, const T* __restrict gc_prev, const T* __restrict gh_prev,
+                             T* __restrict da, T* __restrict dh_prev) {
+  const int64_t GX = (COUPLED ? 3 : 4) * H, GH = 4 * H;
+  const int64_t kg = COUPLED ? H : 2 * H, ko = COUPLED ? 2 * H : 3 * H;
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H, q = b * GH;
+    const T* g_ = gate + q;
+    T* da_ = da + b * GX;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
+      const T tc = std::tanh(c[r + j]);
+      const T dao = (dh[r + j] * tc + gg[q + 3 * H + j]) * o * (T(1) - o);
+      const T dC = dc[r + j] + dh[r + j] * o * (T(1) - tc * tc) + dao * po[j];  // o's peephole sees C_t
+      const T df = dC * c_prev[r + j] + gg[q + j];
+      const T di = dC * g + gg[q + H + j];
+      const T dag = (dC * i + gg[q + 2 * H + j]) * (T(1) - g * g);
+      T dcp;
+      if (COUPLED) {
+        const T daf = (df - di) * f * (T(1) - f);  // i = 1 - f
+        da_[j] = daf;
+        dcp = dC * f + daf * pf[j];
+      } else {
+        const T daf = df * f * (T(1) - f);
+        const T dai = di * i * (T(1) - i);
+        da_[j] = daf;
+        da_[H + j] = dai;
+        dcp = dC * f + daf * pf[j] + dai * pi[j];
+      }
+      da_[kg + j] = dag;
+      da_[ko + j] = dao;
+      dc[r + j] = dcp + gc_prev[r + j];  // ∂C_{t-1}
+      dh_prev[r + j] = gh_prev[r + j];
+    }
+  }
+}
+
 template <typename T>
 inline const T* ptr_or_null(const torch::Tensor& t) {
   return t.numel() ? t.data_ptr<T>() : nullptr;
@@ -562,6 +644,140 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   if (cs) std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
 }
 
+
+// the peephole rows (p_f, p_i, p_o; p_f, p_o when coupled), or zeros
+template <typename T>
+void peep_rows(const torch::Tensor& peep_t, bool coupled, int64_t H, std::vector<T>& zeros, const T** pf,
+               const T** pi, const T** po) {
+  zeros.assign(H, T(0));
+  *pf = *pi = *po = zeros.data();
+  if (!peep_t.numel()) return;
+  const T* p = peep_t.data_ptr<T>();
+  *pf = p;
+  if (coupled) {
+    *po = p + H;
+  } else {
+    *pi = p + H;
+    *po = p + 2 * H;
+  }
+}
+
+template <typename T>
+void lstm_forward_impl(const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, const torch::Tensor& peep_t,
+                       bool coupled, const torch::Tensor& h_mask_t, const torch::Tensor& mask_t, bool reverse,
+                       torch::Tensor& states_t, torch::Tensor& cells_t, torch::Tensor& gates_t) {
+  const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GX = xp_t.size(2), H = w_hhT_t.size(0), GH = 4 * H;
+  const T* xp = xp_t.data_ptr<T>();
+  const T* w_hhT = w_hhT_t.data_ptr<T>();
+  std::vector<T> zeros;
+  const T *pf, *pi, *po;
+  peep_rows<T>(peep_t, coupled, H, zeros, &pf, &pi, &po);
+  const T* h_mask = ptr_or_null<T>(h_mask_t);
+  const T* mask = ptr_or_null<T>(mask_t);
+  T* hs = states_t.data_ptr<T>();
+  T* cs = cells_t.data_ptr<T>();
+  T* gates = gates_t.data_ptr<T>();
+  std::vector<T> hh_buf(B * GX), hin_buf(h_mask ? B * H : 0);
+  T* hh = hh_buf.data();
+  for (int64_t s = 0; s < T_; ++s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
+    const T* live = mask ? mask + t * B : nullptr;
+    const T* h_prev = hs + p * B * H;
+    T* h_next = hs + n * B * H;
+    T* gate_t = gates + t * B * GH;
+    const T* h_in = h_prev;
+    if (h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
+      for (int64_t k = 0; k < B * H; ++k) hin_buf[k] = h_prev[k] * h_mask[k];
+      h_in = hin_buf.data();
+    }
+    gemm<T>(false, false, B, GX, H, h_in, H, w_hhT, GX, T(0), hh, GX);
+    if (coupled)
+      fw_lstm_x<T, true>(B, H, live, xp + t * B * GX, hh, pf, pi, po, cs + p * B * H, gate_t, cs + n * B * H, h_next);
+    else
+      fw_lstm_x<T, false>(B, H, live, xp + t * B * GX, hh, pf, pi, po, cs + p * B * H, gate_t, cs + n * B * H, h_next);
+    if (live) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
+        std::memcpy(cs + n * B * H + b * H, cs + p * B * H + b * H, H * sizeof(T));
+        std::memset(gate_t + b * GH, 0, GH * sizeof(T));
+      }
+    }
+  }
+}
+
+template <typename T>
+void lstm_backward_impl(const torch::Tensor& w_hh_t, const torch::Tensor& peep_t, bool coupled,
+                        const torch::Tensor& h_mask_t, const torch::Tensor& mask_t, bool reverse,
+                        const torch::Tensor& states_t, const torch::Tensor& cells_t, const torch::Tensor& gates_t,
+                        const torch::Tensor& g_states_t, const torch::Tensor& g_cells_t,
+                        const torch::Tensor& g_gates_t, torch::Tensor& da_t, torch::Tensor& dh0_t,
+                        torch::Tensor& dc0_t) {
+  const int64_t T_ = gates_t.size(0), B = gates_t.size(1), GH = 4 * w_hh_t.size(1), H = w_hh_t.size(1);
+  const int64_t GX = w_hh_t.size(0);
+  const T* w_hh = w_hh_t.data_ptr<T>();
+  std::vector<T> pzeros;
+  const T *pf, *pi, *po;
+  peep_rows<T>(peep_t, coupled, H, pzeros, &pf, &pi, &po);
+  const T* h_mask = ptr_or_null<T>(h_mask_t);
+  const T* mask = ptr_or_null<T>(mask_t);
+  const T* cs = cells_t.data_ptr<T>();
+  const T* gates = gates_t.data_ptr<T>();
+  const T* g_hs = g_states_t.data_ptr<T>();
+  const T* g_cs = ptr_or_null<T>(g_cells_t);
+  const T* gg = ptr_or_null<T>(g_gates_t);
+  const std::vector<T> zeros((gg ? 0 : B * GH) + (g_cs ? 0 : B * H), T(0));
+  const T* zero_gates = zeros.data();
+  const T* zero_cells = zeros.data() + (gg ? 0 : B * GH);
+  T* da_all = da_t.data_ptr<T>();
+  std::vector<T> buf(3 * B * H + (h_mask ? B * H : 0));
+  T* dh = buf.data();
+  T* dh_prev = dh + B * H;
+  T* dc = dh_prev + B * H;
+  T* rec = dc + B * H;  // recurrent dropout: ∂a · W_hh, masked into ∂h_{t-1}
+  const int64_t last = reverse ? 0 : T_;
+  std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
+  if (g_cs)
+    std::memcpy(dc, g_cs + last * B * H, B * H * sizeof(T));
+  else
+    std::memset(dc, 0, B * H * sizeof(T));
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
+    const T* live = mask ? mask + t * B : nullptr;
+    const T* gh_prev = g_hs + p * B * H;
+    const T* gc_prev = g_cs ? g_cs + p * B * H : zero_cells;
+    const T* gate_t = gates + t * B * GH;
+    const T* gg_t = gg ? gg + t * B * GH : zero_gates;
+    T* da = da_all + t * B * GX;
+    if (coupled)
+      bw_lstm_x<T, true>(B, H, live, gate_t, gg_t, cs + n * B * H, cs + p * B * H, pf, pi, po, dh, dc, gc_prev,
+                         gh_prev, da, dh_prev);
+    else
+      bw_lstm_x<T, false>(B, H, live, gate_t, gg_t, cs + n * B * H, cs + p * B * H, pf, pi, po, dh, dc, gc_prev,
+                          gh_prev, da, dh_prev);
+    if (live) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        const int64_t r = b * H;
+        std::memset(da + b * GX, 0, GX * sizeof(T));
+        for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
+        for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
+      }
+    }
+    if (h_mask) {
+      gemm<T>(false, false, B, H, GX, da, GX, w_hh, H, T(0), rec, H);
+      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += rec[k] * h_mask[k];
+    } else {
+      gemm<T>(false, false, B, H, GX, da, GX, w_hh, H, T(1), dh_prev, H);
+    }
+    std::swap(dh, dh_prev);
+  }
+  std::memcpy(dh0_t.data_ptr<T>(), dh, B * H * sizeof(T));
+  std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
+}
+
 // ---------------------------------------------------------------------------------------------
 // argument checks: the entry points validate every tensor (shape, dtype, layout) before the loops
 // touch memory, so a direct call with bad tensors raises ValueError/TypeError instead of reading
@@ -683,6 +899,60 @@ void backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor mask, bool re
   });
 }
 
+void check_lstm(const char* fn, const torch::Tensor& w_hh, bool transposed, const torch::Tensor& peep, bool coupled,
+                const torch::Tensor& h_mask, const torch::Tensor& mask, const torch::Tensor& states,
+                const torch::Tensor& cells, const torch::Tensor& gates, int64_t threads) {
+  const auto dtype = expect_common(fn, LSTM, gates, threads);
+  TORCH_CHECK_VALUE(gates.dim() == 3, fn, ": gates: expected a 3-D tensor (T, B, 4*H), got shape ", gates.sizes());
+  TORCH_CHECK_VALUE(w_hh.dim() == 2, fn, ": w_hh: expected a 2-D tensor, got shape ", w_hh.sizes());
+  const int64_t H = transposed ? w_hh.size(0) : w_hh.size(1), GX = (coupled ? 3 : 4) * H;
+  const int64_t T = gates.size(0), B = gates.size(1);
+  TORCH_CHECK_VALUE(H >= 1, fn, ": w_hh: expected H >= 1, got shape ", w_hh.sizes());
+  if (transposed)
+    expect(fn, "w_hhT", w_hh, {H, GX}, dtype);
+  else
+    expect(fn, "w_hh", w_hh, {GX, H}, dtype);
+  expect(fn, "peep", peep, {(coupled ? 2 : 3) * H}, dtype, true);
+  expect(fn, "h_mask", h_mask, {B, H}, dtype, true);
+  expect(fn, "mask", mask, {T, B}, dtype, true);
+  expect(fn, "states", states, {T + 1, B, H}, dtype);
+  expect(fn, "cells", cells, {T + 1, B, H}, dtype);
+  expect(fn, "gates", gates, {T, B, 4 * H}, dtype);
+}
+
+void lstm_forward_loop(torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor peep, bool coupled, torch::Tensor h_mask,
+                       torch::Tensor mask, bool reverse, torch::Tensor states, torch::Tensor cells,
+                       torch::Tensor gates, int64_t threads) {
+  const char* fn = "lstm_forward_loop";
+  check_lstm(fn, w_hhT, true, peep, coupled, h_mask, mask, states, cells, gates, threads);
+  expect(fn, "xp", xp, {gates.size(0), gates.size(1), w_hhT.size(1)}, gates.scalar_type());
+  BlasThreads guard(threads);
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
+    lstm_forward_impl<scalar_t>(xp, w_hhT, peep, coupled, h_mask, mask, reverse, states, cells, gates);
+  });
+}
+
+void lstm_backward_loop(torch::Tensor w_hh, torch::Tensor peep, bool coupled, torch::Tensor h_mask, torch::Tensor mask,
+                        bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates,
+                        torch::Tensor g_states, torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da,
+                        torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
+  const char* fn = "lstm_backward_loop";
+  check_lstm(fn, w_hh, false, peep, coupled, h_mask, mask, states, cells, gates, threads);
+  const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
+  const auto dtype = gates.scalar_type();
+  expect(fn, "g_states", g_states, {T + 1, B, H}, dtype);
+  expect(fn, "g_cells", g_cells, {T + 1, B, H}, dtype, true);
+  expect(fn, "g_gates", g_gates, {T, B, 4 * H}, dtype, true);
+  expect(fn, "da", da, {T, B, w_hh.size(0)}, dtype);
+  expect(fn, "dh0", dh0, {B, H}, dtype);
+  expect(fn, "dc0", dc0, {B, H}, dtype);
+  BlasThreads guard(threads);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_backward_loop", [&] {
+    lstm_backward_impl<scalar_t>(w_hh, peep, coupled, h_mask, mask, reverse, states, cells, gates, g_states, g_cells,
+                                 g_gates, da, dh0, dc0);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -692,4 +962,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "forward loop: fills states, cells, gates, extra in place");
   m.def("backward_loop", &backward_loop, py::call_guard<py::gil_scoped_release>(),
         "backward loop: fills da, dhn, dh0, dc0 in place");
+  m.def("lstm_forward_loop", &lstm_forward_loop, py::call_guard<py::gil_scoped_release>(),
+        "the LSTM's variants (peepholes, coupled, recurrent dropout): forward loop, fills states, cells, gates");
+  m.def("lstm_backward_loop", &lstm_backward_loop, py::call_guard<py::gil_scoped_release>(),
+        "the LSTM's variants: backward loop, fills da, dh0, dc0 in place");
 }

@@ -1,0 +1,136 @@
+"""The native engine's LSTM variants — peepholes, coupled (CIFG) — against
+the reference engine: outputs, states, traces and gradients, compiled loops and the pure-PyTorch fallback."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnlab
+from rnnlab.engine import fused, native
+
+from .test_native import TOL, _assert_same, _run, _states
+
+NATIVE = [dict(peepholes=True), dict(coupled=True), dict(peepholes=True, coupled=True)]
+
+
+@pytest.fixture(params=["cpp", "python"])
+def loops(request):
+    if request.param == "cpp" and native.compiled() is None:
+        pytest.skip(f"the C++ loops did not build: {native._state['error']}")
+    with native.use_compiled(request.param == "cpp"):
+        yield request.param
+
+
+@st.composite
+def configs(draw):
+    return dict(
+        opts=draw(st.sampled_from(NATIVE)),
+        num_layers=draw(st.integers(1, 3)),
+        bidirectional=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        input_kind=draw(st.sampled_from(["plain", "lengths", "packed", "unbatched"])),
+        with_hx=draw(st.booleans()),
+        trace=draw(st.booleans()),
+        dropout=draw(st.sampled_from([0.0, 0.0, 0.4])),
+        dtype=draw(st.sampled_from([torch.float64, torch.float32])),
+        T=draw(st.integers(1, 6)),
+        B=draw(st.integers(1, 4)),
+        X=draw(st.integers(1, 5)),
+        H=draw(st.integers(1, 6)),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def _build(cfg):
+    torch.manual_seed(cfg["seed"])
+    layer = rnnlab.LSTM(cfg["X"], cfg["H"], num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
+                        dropout=cfg["dropout"], bidirectional=cfg["bidirectional"], init="torch",  # peepholes ≠ 0
+                        **cfg["opts"]).to(cfg["dtype"])
+    T, B, X, H, dt = cfg["T"], cfg["B"], cfg["X"], cfg["H"], cfg["dtype"]
+    kind = cfg["input_kind"]
+    shape = (T, X) if kind == "unbatched" else ((B, T, X) if cfg["batch_first"] else (T, B, X))
+    x = torch.randn(shape, dtype=dt, requires_grad=True)
+    lengths = None
+    if kind in ("lengths", "packed"):
+        lengths = torch.randint(1, T + 1, (B,))
+    if kind == "packed":
+        x = pack_padded_sequence(x, lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
+        lengths = None
+    hx = None
+    if cfg["with_hx"]:
+        L = layer.num_directions * cfg["num_layers"]
+        hshape = (L, H) if kind == "unbatched" else (L, B, H)
+        hx = tuple(torch.randn(hshape, dtype=dt, requires_grad=True) for _ in range(2))
+    return layer, x, hx, lengths
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=configs())
+def test_native_variants_equal_reference(loops, cfg):
+    layer, x, hx, lengths = _build(cfg)
+    ref = _run(layer, "reference", x, hx, lengths, cfg["trace"], cfg["seed"])  # same seed: same dropout masks
+    got = _run(layer, "native", x, hx, lengths, cfg["trace"], cfg["seed"])
+    tol = TOL[cfg["dtype"]]
+    _assert_same(ref[0], got[0], tol)
+    _assert_same(ref[1], got[1], tol)
+
+
+@pytest.mark.parametrize("opts", NATIVE, ids=str)
+def test_gradcheck_lengths_bidirectional(loops, opts):
+    torch.manual_seed(0)
+    layer = rnnlab.LSTM(2, 3, num_layers=2, bidirectional=True, engine="native", init="torch", **opts).double()
+    x = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 2, 1])
+
+    def f(x, *params):
+        torch.manual_seed(3)  # the same recurrent dropout masks at every evaluation
+        out, h_n, tr = layer(x, lengths=lengths, return_gates=True)
+        return (out, *_states(h_n), *tr["l1_reverse"].values())
+
+    assert torch.autograd.gradcheck(f, (x, *layer.parameters()))
+
+
+@pytest.mark.parametrize("opts", [dict(peepholes=True, coupled=True)], ids=str)
+def test_double_backward_with_variants(opts):
+    torch.manual_seed(0)
+    layer = rnnlab.LSTM(2, 3, bidirectional=True, init="torch", **opts).double()
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for engine in ("reference", "native"):
+        layer.engine = engine
+        torch.manual_seed(4)
+        out = layer(x)[0]
+        (g,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        grads.append(torch.autograd.grad(g.pow(2).sum(), [x, *layer.parameters()]))
+    _assert_same(grads[0], grads[1], 1e-10)
+
+
+@pytest.mark.parametrize("opts", NATIVE, ids=str)
+def test_auto_and_native_run_these_variants_natively(opts):
+    layer = rnnlab.LSTM(3, 4, **opts)
+    x = torch.randn(5, 2, 3)
+    assert layer.select_engine(x).name == "native"
+    assert rnnlab.LSTM(3, 4, engine="native", **opts).select_engine(x).name == "native"
+    assert fused.unsupported_variants(layer) == {}
+
+
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, dict(peepholes=True, layer_norm=True)), (rnnlab.LSTM, dict(zoneout=0.1)), (rnnlab.LSTM, dict(recurrent_dropout=0.2)),
+                                      (rnnlab.GRU, dict(recurrent_dropout=0.2))])
+def test_other_variants_still_run_on_the_reference_engine(cls, opts):
+    layer = cls(3, 4, **opts)
+    x = torch.randn(5, 2, 3)
+    assert layer.select_engine(x).name == "reference"
+    with pytest.raises(ValueError, match=r"engine: 'native' cannot compute"):
+        cls(3, 4, engine="native", **opts)(x)
+
+
+def test_plain_lstm_runs_the_plain_loops(monkeypatch):
+    """No variant in force: the plain loops, not the variant ones."""
+    calls = []
+    real = fused._lstm_variant
+    monkeypatch.setattr(fused, "_lstm_variant", lambda *a: calls.append(real(*a)) or calls[-1])
+    rnnlab.LSTM(3, 4)(torch.randn(5, 2, 3))
+    assert calls and not any(calls)
