@@ -179,3 +179,22 @@ def test_bad_arguments_are_named():
         hidden_gradient_norms(rnnlab.GRU(3, 4), x, f, state="c")
     with pytest.raises(ValueError, match="loss_fn: expected it to return a scalar"):
         hidden_gradient_norms(layer, x, lambda out: out)
+
+
+@pytest.mark.parametrize("options", [dict(layer_norm=True), dict(peepholes=True, coupled=True),
+                                     dict(recurrent_dropout=0.3), dict(zoneout=0.3)])
+def test_variants_follow_the_layer(options):
+    """The unrolled layer computes what the layer computes, variants included (dropouts drawn from the
+    same seed as the layer's own call), so its output's gradient norms are the layer's."""
+    import rnnlab
+    from rnnlab.analysis.gradients import _unroll
+
+    layer = rnnlab.LSTM(2, 3, num_layers=2, **options).double().train()
+    x = torch.randn(6, 4, 2, dtype=torch.float64)
+    torch.manual_seed(5)
+    out, _ = layer(x)
+    torch.manual_seed(5)
+    out_unrolled, _ = _unroll(layer, x, -1, 0, 0)
+    torch.testing.assert_close(out_unrolled, out, atol=1e-12, rtol=1e-12)
+    norms = rnnlab.analysis.hidden_gradient_norms(layer.eval(), x, lambda o: o[-1].sum())
+    assert norms.shape == (6,) and torch.all(torch.isfinite(norms))

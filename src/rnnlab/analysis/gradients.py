@@ -17,12 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import _checks
+from ..cells import variants
 
 
 def _unroll(layer, xs: torch.Tensor, level: int, direction: int, state_index: int):
     """Run ``layer`` over xs (T, B, X) by its cells' equations. Returns out (T, B, D·H) and the list of
     the chosen level/direction's state tensors, one (B, H) per time step in time order."""
     cell, options, D = layer.cell_class, layer.options, layer.num_directions
+    zoneout = layer.regularisers.get("zoneout", 0.0) if layer.training else 0.0
     T, B = xs.shape[0], xs.shape[1]
     kept: list[torch.Tensor] = []
     inp = xs
@@ -30,11 +32,13 @@ def _unroll(layer, xs: torch.Tensor, level: int, direction: int, state_index: in
         outs = []
         for d in range(D):
             w = layer.weights(k, d)
+            step = layer.step_arguments(k, d, B)  # variants' added parameters, recurrent-dropout mask
             state = tuple(torch.zeros(B, layer.hidden_size, dtype=xs.dtype, device=xs.device) for _ in cell.STATE)
             steps: list[torch.Tensor | None] = [None] * T
             chosen: list[torch.Tensor | None] = [None] * T
             for t in reversed(range(T)) if d == 1 else range(T):
-                state, _ = cell.equations(inp[t], state, w, **options)
+                new_state, _ = cell.equations(inp[t], state, w, **options, **step)
+                state = variants.zoneout(zoneout, state, new_state) if zoneout else new_state
                 steps[t] = state[0]
                 chosen[t] = state[state_index]
             outs.append(torch.stack(steps))  # (T, B, H)

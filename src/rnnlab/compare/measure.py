@@ -287,6 +287,23 @@ def variants(p: Profile, schedule, cache: RunCache) -> dict:
             "settings": dict(p.tagging.settings), "configs": [f"{'bi' if b else 'uni'}-{l}" for l, b in p.variants]}
 
 
+def cell_variants(p: Profile, schedule, cache: RunCache) -> dict:
+    """The LSTM variants beside the plain LSTM on the adding problem's longest rung."""
+    T = max(p.memory_task("adding").lengths)
+    runs = [("plain", spec) for info, spec in schedule["memory"]
+            if info["task"] == "adding" and info["T"] == T and info["cell"] == "lstm"]
+    runs += [(info["variant"], spec) for info, spec in schedule["cell_variants"]]
+    rows: dict = {}
+    for name, spec in runs:
+        r = cache.result(spec)
+        row = rows.setdefault(name, {"solved": [], "solved_at": [], "final": [], "params": r["params"],
+                                     "engine": r["engine"]})
+        row["solved"].append(r["solved_at"] is not None)
+        row["solved_at"].append(r["solved_at"])
+        row["final"].append(r["final"]["mse"])
+    return {"task": "adding", "T": T, "threshold": SOLVE["adding"].text(), "rows": rows}
+
+
 def measure_all(p: Profile, schedule, cache: RunCache, log=None) -> dict:
     """Every section's measurements (speed last, so that its timings run with no training beside them)."""
     out = {"profile": p.name, "seeds": list(p.seeds), "hidden": p.hidden, "embedding": p.embedding, "batch": p.batch,
@@ -294,6 +311,7 @@ def measure_all(p: Profile, schedule, cache: RunCache, log=None) -> dict:
     for name, fn in (("parameters", lambda: parameters(p, schedule)), ("memory", lambda: memory(p, schedule, cache)),
                      ("gradients", lambda: gradients(p, cache)), ("gates", lambda: gates(p, schedule, cache)),
                      ("real", lambda: real_data(p, schedule, cache)), ("variants", lambda: variants(p, schedule, cache)),
+                     ("cell_variants", lambda: cell_variants(p, schedule, cache)),
                      ("speed", lambda: speed(p, cache, schedule))):
         t0 = time.perf_counter()
         out[name] = fn()

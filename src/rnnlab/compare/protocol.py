@@ -9,7 +9,7 @@ has as nearly as possible as many parameters as the LSTM's model at H.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..analysis import closed_form_parameters
 from ..tasks import get_task
@@ -18,6 +18,10 @@ from .training import RunSpec, Solve
 CELLS = ("rnn", "lstm", "gru")
 # the seed's cells as the seed writes them: tanh RNN, LSTM, GRU with the reset gate before W_h
 CELL_OPTIONS = {"rnn": (("nonlinearity", "tanh"),), "lstm": (), "gru": (("reset", "before"),)}
+
+# the LSTM variants set beside the plain LSTM on the adding problem's longest rung (report: Variants)
+LSTM_VARIANTS = (("layer norm", (("layer_norm", True),)), ("peepholes", (("peepholes", True),)),
+                 ("coupled (CIFG)", (("coupled", True),)))
 
 SOLVE = {
     "adding": Solve("mse", "<", 0.01),  # 6 % of the 0.167 baseline of always answering 1
@@ -150,7 +154,8 @@ def stage_spec(p: Profile, stage: Stage, cell: str, seed: int, layers: int = 1, 
 
 def schedule(p: Profile) -> dict[str, list[tuple[dict, RunSpec]]]:
     """Every training run of the profile, by section, each with a label dict saying what it is."""
-    out: dict[str, list] = {"memory": [], "budget": [], "charlm": [], "forecast": [], "variants": []}
+    out: dict[str, list] = {"memory": [], "budget": [], "charlm": [], "forecast": [], "variants": [],
+                            "cell_variants": []}
     for task in p.memory:
         for T in task.lengths:
             for cell in CELLS:
@@ -163,6 +168,12 @@ def schedule(p: Profile) -> dict[str, list[tuple[dict, RunSpec]]]:
             for seed in p.seeds:
                 out["budget"].append(({"task": task.name, "T": T, "cell": cell, "seed": seed, "hidden": sizes[cell]},
                                       memory_specs(p, task, T, cell, seed, sizes[cell])))
+    adding = p.memory_task("adding")
+    for name, options in LSTM_VARIANTS:
+        for seed in p.seeds:
+            spec = memory_specs(p, adding, max(adding.lengths), "lstm", seed)
+            out["cell_variants"].append(({"variant": name, "T": max(adding.lengths), "seed": seed},
+                                         replace(spec, model=spec.model + options)))
     for cell in CELLS:
         for seed in p.seeds:
             out["charlm"].append(({"cell": cell, "seed": seed}, stage_spec(p, p.charlm, cell, seed)))

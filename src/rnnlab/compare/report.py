@@ -282,6 +282,14 @@ def build_report(p: Profile, m: dict, info: dict) -> Document:
                                                                  for c in v["accuracy"]}, "held-out accuracy",
                                                   hlines={"chance": v["chance"]}),
                "Tagging accuracy by depth and direction.")
+    cv = m["cell_variants"]
+    doc.paragraph(f"LSTM variants on the adding problem at T = {cv['T']} (the memory ladder's longest rung, same "
+                  f"protocol; solved when {cv['threshold']}): layer normalisation (Ba, Kiros & Hinton 2016), peepholes "
+                  f"(Gers & Schmidhuber 2000) and the coupled input-forget gate (Greff et al. 2017), beside the plain LSTM.")
+    doc.table(["LSTM", "parameters", "seeds solved", "final MSE", "step solved (mean)", "engine"],
+              [[name, f"{r['params']:,}", f"{sum(r['solved'])}/{len(r['solved'])}", _mean_sd(r["final"]),
+                (f"{statistics.fmean([s for s in r['solved_at'] if s is not None]):.0f}" if any(r["solved"]) else "—"),
+                r["engine"]] for name, r in cv["rows"].items()], numeric=False)
 
     # -- gates on the text --------------------------------------------------------------------------------------------------
     doc.heading("Gates on the text")
