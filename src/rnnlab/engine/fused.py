@@ -86,8 +86,8 @@ PER_DIRECTION = 8  # inputs per direction: h0, c0, w_ih, w_hh, b, b_hn, peep (LS
 SAVED = 12  # saved tensors per direction: the inputs, then states, cells, gates, extra
 
 # the variants the native loops compute, per cell (the LSTM's variant loops: lstm_forward_loop);
-# the rest (layer_norm, zoneout, recurrent_dropout) run on the reference engine
-NATIVE_VARIANTS = {"lstm": ("peepholes", "coupled")}
+# and the GRU's recurrent dropout (gru_forward_loop); the rest (layer_norm, zoneout) run on the reference engine
+NATIVE_VARIANTS = {"lstm": ("peepholes", "coupled", "recurrent_dropout"), "gru": ("recurrent_dropout",)}
 
 
 def unsupported_variants(layer) -> dict:
@@ -161,6 +161,12 @@ class FusedLevel(torch.autograd.Function):
                         _empty(x) if h_mask is None else h_mask.contiguous(), _empty(x) if mask is None else mask,
                         reverse, states, cells, gates, threads)
                 jobs.append(lambda args=args: kernels.lstm_forward_loop(*args))
+            elif h_mask is not None:  # the GRU with recurrent dropout
+                gates = x.new_empty(T, B, GH)
+                args = (cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
+                        h_mask.contiguous(), _empty(x) if mask is None else mask, reverse, states, cells, gates, extra,
+                        threads)
+                jobs.append(lambda args=args: kernels.gru_forward_loop(*args))
             else:
                 gates = x.new_empty(T, B, GH)
                 args = (cell, xp, w_hh.T.contiguous(), _empty(x) if b_hn is None else b_hn.contiguous(),
@@ -204,6 +210,10 @@ class FusedLevel(torch.autograd.Function):
                         _empty(x) if h_mask is None else h_mask.contiguous(), _empty(x) if mask is None else mask,
                         d == 1, states, cells, gates, g_states, g_cells, g_gates, da, dh0, dc0, threads)
                 jobs.append(lambda args=args: kernels.lstm_backward_loop(*args))
+            elif h_mask is not None:  # the GRU with recurrent dropout
+                args = (cell, w_hh, h_mask.contiguous(), _empty(x) if mask is None else mask, d == 1, states, cells,
+                        gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads)
+                jobs.append(lambda args=args: kernels.gru_backward_loop(*args))
             else:
                 args = (cell, w_hh, _empty(x) if mask is None else mask, d == 1, states, cells, gates, extra,
                         g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads)
@@ -337,6 +347,6 @@ class NativeEngine:
         active = unsupported_variants(layer)
         if active:
             raise ValueError(f"engine: 'native' cannot compute {type(layer).__name__} with "
-                             f"{', '.join(f'{k}={v!r}' for k, v in active.items())} (its loops compute the plain cell"
-                             " and the LSTM's peepholes and coupled); expected engine='auto' or 'reference'")
+                             f"{', '.join(f'{k}={v!r}' for k, v in active.items())} (its loops compute the plain cell,"
+                             " the LSTM's peepholes and coupled, and recurrent_dropout); expected engine='auto' or 'reference'")
         return run_levels(layer, x, hx, lengths, trace)

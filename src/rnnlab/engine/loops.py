@@ -18,14 +18,16 @@ def _slots(T: int, s: int, reverse: bool) -> tuple[int, int, int]:
     return (t, t + 1, t) if reverse else (t, t, t + 1)
 
 
-def forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, extra, threads) -> None:
+def forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, extra, threads, h_mask=None) -> None:
+    """``h_mask`` (B, H): the GRU's recurrent dropout (``gru_forward_loop``): the GEMMs see h_{t-1} · mask."""
     T, H = xp.shape[0], w_hh_t.shape[0]
     before = cell == GRU_BEFORE
     w_first = w_hh_t[:, : 2 * H] if before else w_hh_t  # W_hhᵀ (H, G·H)
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
         h_prev = states[p]
-        hh = h_prev @ w_first  # (B, G·H); reset="before": (B, 2H)
+        h_in = h_prev if h_mask is None else h_prev * h_mask
+        hh = h_in @ w_first  # (B, G·H); reset="before": (B, 2H)
         a = xp[t]
         g = gates[t]
         if cell in (RNN_TANH, RNN_RELU):
@@ -41,7 +43,7 @@ def forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, ex
         elif before:
             z = torch.sigmoid(a[:, :H] + hh[:, :H])
             r = torch.sigmoid(a[:, H : 2 * H] + hh[:, H:])
-            rh = r * h_prev
+            rh = r * h_in
             nn_ = torch.tanh(a[:, 2 * H :] + rh @ w_hh_t[:, 2 * H :])  # n = tanh(W_xn x + b_n + W_hn (r h))
             h = h_prev + z * (nn_ - h_prev)  # h_t = (1 - z) h_{t-1} + z n
             g.copy_(torch.cat((z, r, nn_), 1))
@@ -66,7 +68,7 @@ def forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, ex
 
 
 def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0,
-                  threads) -> None:
+                  threads, h_mask=None) -> None:
     T, H = gates.shape[0], w_hh.shape[1]
     last = 0 if reverse else T
     dh = g_states[last].clone()
@@ -95,8 +97,12 @@ def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_stat
             direct = dh * (1 - z)
             if cell == GRU_BEFORE:
                 drh = dn @ w_hh[2 * H :]  # ∂(r h_{t-1})
-                dr = (drh * h_prev + gr) * r * (1 - r)
-                direct = direct + drh * r
+                h_in = h_prev if h_mask is None else h_prev * h_mask
+                dr = (drh * h_in + gr) * r * (1 - r)
+                if h_mask is None:
+                    direct = direct + drh * r
+                else:
+                    drh_r = drh * r
                 d_a = torch.cat((dz, dr, dn), 1)
                 dhh = d_a[:, : 2 * H]
             else:
@@ -104,7 +110,11 @@ def backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_stat
                 d_a = torch.cat((dz, dr, dn), 1)
                 dhh = torch.cat((dz, dr, dn * r), 1)
         w = w_hh[: 2 * H] if cell == GRU_BEFORE else w_hh
-        d_prev = direct + dhh @ w + g_states[p]  # ∂h_{t-1}
+        if h_mask is None:
+            d_prev = direct + dhh @ w + g_states[p]  # ∂h_{t-1}
+        else:  # recurrent dropout: the recurrent share of ∂h_{t-1} passes the mask
+            rec = dhh @ w if cell != GRU_BEFORE else drh_r + dhh @ w
+            d_prev = direct + rec * h_mask + g_states[p]
         if mask.numel():
             dead = (mask[t] == 0).unsqueeze(1)
             d_a = d_a.masked_fill(dead, 0.0)
@@ -204,3 +214,15 @@ def lstm_backward_loop(w_hh, peep, coupled, h_mask, mask, reverse, states, cells
         dc = dc_prev + g_cells[p]
     dh0.copy_(dh)
     dc0.copy_(dc)
+
+
+def gru_forward_loop(cell, xp, w_hh_t, b_hn, h_mask, mask, reverse, states, cells, gates, extra, threads) -> None:
+    """The GRU with recurrent dropout: ``forward_loop`` with the sequence's mask ``h_mask`` (B, H)."""
+    forward_loop(cell, xp, w_hh_t, b_hn, mask, reverse, states, cells, gates, extra, threads, h_mask=h_mask)
+
+
+def gru_backward_loop(cell, w_hh, h_mask, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
+                      dhn, dh0, dc0, threads) -> None:
+    """The backward loop of ``gru_forward_loop``."""
+    backward_loop(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0,
+                  threads, h_mask=h_mask)

@@ -495,7 +495,8 @@ inline T* mut_or_null(torch::Tensor& t) {
 template <typename T>
 void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, const torch::Tensor& b_hn_t,
                   const torch::Tensor& mask_t, bool reverse, torch::Tensor& states_t, torch::Tensor& cells_t,
-                  torch::Tensor& gates_t, torch::Tensor& extra_t) {
+                  torch::Tensor& gates_t, torch::Tensor& extra_t, const T* h_mask = nullptr) {
+  // h_mask (B, H): recurrent dropout (GRU): the GEMMs see h_{t-1} · mask, the update term h_{t-1} itself
   const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GH = xp_t.size(2), H = w_hhT_t.size(0);
   const T* xp = xp_t.data_ptr<T>();
   const T* w_hhT = w_hhT_t.data_ptr<T>();  // W_hhᵀ (H, G·H)
@@ -510,6 +511,7 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
   std::vector<T> hh_buf(B * GH);  // h_{t-1} · W_hhᵀ (reset="before": the z, r blocks, then W_hn · rh)
   T* hh = hh_buf.data();
   const int64_t ghh = before ? 2 * H : GH;  // width of the first recurrent GEMM
+  std::vector<T> hin_buf(h_mask ? B * H : 0);
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
     const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;  // state slots: previous, next
@@ -519,7 +521,12 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
     const T* xp_s = xp + t * B * GH;
     T* gate_t = gates + t * B * GH;
     T* extra_t = extra ? extra + t * B * H : nullptr;
-    gemm<T>(false, false, B, ghh, H, h_prev, H, w_hhT, GH, T(0), hh, ghh);
+    const T* h_in = h_prev;
+    if (h_mask) {
+      for (int64_t k = 0; k < B * H; ++k) hin_buf[k] = h_prev[k] * h_mask[k];
+      h_in = hin_buf.data();
+    }
+    gemm<T>(false, false, B, ghh, H, h_in, H, w_hhT, GH, T(0), hh, ghh);
     switch (cell) {
       case RNN_TANH:
       case RNN_RELU:
@@ -529,7 +536,7 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
         fw_lstm<T>(B, H, live, xp_s, hh, cs + p * B * H, gate_t, cs + n * B * H, h_next);
         break;
       case GRU_BEFORE: {
-        fw_gru_before_zr<T>(B, H, live, xp_s, hh, h_prev, gate_t, extra_t);
+        fw_gru_before_zr<T>(B, H, live, xp_s, hh, h_in, gate_t, extra_t);  // r · (h_{t-1} · mask)
         if (live)  // rows outside their sequence: r·h = 0, so their W_hn product is 0 too
           for (int64_t b = 0; b < B; ++b)
             if (live[b] == T(0)) std::memset(extra_t + b * H, 0, H * sizeof(T));
@@ -558,7 +565,7 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
                    const torch::Tensor& states_t, const torch::Tensor& cells_t, const torch::Tensor& gates_t,
                    const torch::Tensor& extra_t, const torch::Tensor& g_states_t, const torch::Tensor& g_cells_t,
                    const torch::Tensor& g_gates_t, torch::Tensor& da_t, torch::Tensor& dhn_t, torch::Tensor& dh0_t,
-                   torch::Tensor& dc0_t) {
+                   torch::Tensor& dc0_t, const T* h_mask = nullptr) {
   const int64_t T_ = gates_t.size(0), B = gates_t.size(1), GH = gates_t.size(2), H = w_hh_t.size(1);
   const T* w_hh = w_hh_t.data_ptr<T>();
   const T* mask = ptr_or_null<T>(mask_t);
@@ -581,6 +588,9 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   T* dh_prev = dh + B * H;   // ∂h_{t-1}
   T* dc = dh_prev + B * H;   // ∂C_t, updated in place to ∂C_{t-1}
   T* dhh = dc + B * H;       // GRU reset="after": gradient w.r.t. h_{t-1} · W_hhᵀ; "before": ∂(r h)
+  std::vector<T> drop_buf(h_mask ? 2 * B * H : 0);  // recurrent dropout: ∂(h_{t-1} · mask), h_{t-1} · mask
+  T* dhin = drop_buf.data();
+  T* hin = h_mask ? dhin + B * H : nullptr;
   const int64_t last = reverse ? 0 : T_;
   std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
   if (cs) {
@@ -628,7 +638,18 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
         }
       }
     }
-    if (cell == GRU_BEFORE) {
+    if (h_mask && cell == GRU_BEFORE) {
+      // as below, but r's gradient reads h_{t-1} · mask and the recurrent share of ∂h_{t-1} is masked
+      gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
+      for (int64_t k = 0; k < B * H; ++k) hin[k] = h_prev[k] * h_mask[k];
+      std::memset(dhin, 0, B * H * sizeof(T));
+      bw_gru_before_r<T>(B, H, live, gate_t, gg_t, hin, dhh, da, dhin);
+      gemm<T>(false, false, B, H, 2 * H, da, GH, w_hh, H, T(1), dhin, H);
+      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += dhin[k] * h_mask[k];
+    } else if (h_mask) {  // GRU reset="after"
+      gemm<T>(false, false, B, H, GH, dhh, GH, w_hh, H, T(0), dhin, H);
+      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += dhin[k] * h_mask[k];
+    } else if (cell == GRU_BEFORE) {
       // ∂(r h_{t-1}) = ∂n_pre · W_hn, then r's gradient, then the z, r rows' share of ∂h_{t-1}
       gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
       bw_gru_before_r<T>(B, H, live, gate_t, gg_t, h_prev, dhh, da, dh_prev);
@@ -953,6 +974,33 @@ void lstm_backward_loop(torch::Tensor w_hh, torch::Tensor peep, bool coupled, to
   });
 }
 
+// the GRU with recurrent dropout: forward_loop / backward_loop with the sequence's mask h_mask (B, H)
+void gru_forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor b_hn, torch::Tensor h_mask,
+                      torch::Tensor mask, bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates,
+                      torch::Tensor extra, int64_t threads) {
+  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, "gru_forward_loop: cell: expected 3 or 4 (gru), got ", cell);
+  check_forward(cell, xp, w_hhT, b_hn, mask, states, cells, gates, extra, threads);
+  expect("gru_forward_loop", "h_mask", h_mask, {xp.size(1), w_hhT.size(0)}, xp.scalar_type());
+  BlasThreads guard(threads);
+  AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward_loop", [&] {
+    forward_impl<scalar_t>(cell, xp, w_hhT, b_hn, mask, reverse, states, cells, gates, extra, h_mask.data_ptr<scalar_t>());
+  });
+}
+
+void gru_backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor h_mask, torch::Tensor mask, bool reverse,
+                       torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra,
+                       torch::Tensor g_states, torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da,
+                       torch::Tensor dhn, torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
+  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, "gru_backward_loop: cell: expected 3 or 4 (gru), got ", cell);
+  check_backward(cell, w_hh, mask, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads);
+  expect("gru_backward_loop", "h_mask", h_mask, {gates.size(1), w_hh.size(1)}, gates.scalar_type());
+  BlasThreads guard(threads);
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_loop", [&] {
+    backward_impl<scalar_t>(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
+                            dhn, dh0, dc0, h_mask.data_ptr<scalar_t>());
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -966,4 +1014,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "the LSTM's variants (peepholes, coupled, recurrent dropout): forward loop, fills states, cells, gates");
   m.def("lstm_backward_loop", &lstm_backward_loop, py::call_guard<py::gil_scoped_release>(),
         "the LSTM's variants: backward loop, fills da, dh0, dc0 in place");
+  m.def("gru_forward_loop", &gru_forward_loop, py::call_guard<py::gil_scoped_release>(),
+        "the GRU with recurrent dropout: forward loop, fills states, gates, extra in place");
+  m.def("gru_backward_loop", &gru_backward_loop, py::call_guard<py::gil_scoped_release>(),
+        "the GRU with recurrent dropout: backward loop, fills da, dhn, dh0 in place");
 }
