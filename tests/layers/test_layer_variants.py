@@ -205,12 +205,15 @@ def test_repr_names_the_variants():
     assert repr(rnnlab.LSTM(3, 4, peepholes=True, zoneout=0.1)) == "LSTM(3, 4, num_layers=1, peepholes=True, zoneout=0.1)"
 
 
-def test_gradient_analysis_refuses_what_it_cannot_step():
+def test_gradient_analysis_steps_the_variants():
+    """‖∂L/∂h_T‖ of a loss on h_T alone is ‖∂L/∂out_T‖: the analysis unrolls the layer-norm LSTM exactly."""
     from rnnlab.analysis.gradients import hidden_gradient_norms
 
-    layer = rnnlab.LSTM(3, 4, layer_norm=True)
-    with pytest.raises(ValueError, match="extra: LSTMCell.equations with layer_norm=True needs the parameters"):
-        hidden_gradient_norms(layer, torch.randn(5, 2, 3), lambda out: out.sum())
+    layer = rnnlab.LSTM(3, 4, layer_norm=True).double()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    w = torch.randn(2, 4, dtype=torch.float64)
+    norms = hidden_gradient_norms(layer, x, lambda out: (out[-1] * w).sum())
+    torch.testing.assert_close(norms[-1], w.norm())
 
 
 def test_active_variants_are_structural_always_and_regularisers_in_training():
