@@ -39,6 +39,8 @@ def test_inference_needs_less_and_small_calls_pass():
 
 def test_variants_are_sized_for_the_reference_engine_they_run_on():
     plain, normed = rnnlab.LSTM(4, 16), rnnlab.LSTM(4, 16, layer_norm=True)
+    peep = rnnlab.LSTM(4, 16, peepholes=True)  # the native engine computes peepholes
+    assert memory.bytes_per_step(peep, 5, 4, True) == memory.bytes_per_step(plain, 5, 4, True)
     reference = rnnlab.LSTM(4, 16, engine="reference")
     assert memory.bytes_per_step(normed, 5, 4, True) == memory.bytes_per_step(reference, 5, 4, True)
     assert memory.bytes_per_step(normed, 5, 4, True) > memory.bytes_per_step(plain, 5, 4, True)

@@ -127,9 +127,7 @@ def _detach(state):
 
 def engine_path(layer, x: torch.Tensor) -> str:
     """Which code the layer's engine runs for a time-major input x, e.g. "native-cpp" or "torch-onednn"."""
-    from ..engine import get_engine
-
-    engine = get_engine(layer.engine, layer, x)
+    engine = layer.select_engine(x)  # the layer's own choice: variants may move it to another engine
     try:
         return engine.path(layer, x) if engine.name == "auto" else engine.path(x)
     except (AttributeError, TypeError):

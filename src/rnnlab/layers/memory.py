@@ -40,8 +40,12 @@ def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> floa
     levels = layer.num_layers * layer.num_directions
     if training:
         per = levels * batch * H * (G + S + 1) * element_size
-        variants = getattr(layer, "active_variants", dict)()
-        engine = "reference" if variants else layer.engine  # "auto" runs variants on the reference engine
+        engine = layer.engine
+        if getattr(layer, "active_variants", dict)():
+            from ..engine.fused import unsupported_variants
+
+            if unsupported_variants(layer):  # "auto" runs these variants on the reference engine
+                engine = "reference"
         return per * _ENGINE_FACTOR.get(engine, 1.0)
     return 2 * layer.num_directions * batch * H * element_size  # one level's output in, one out
 
