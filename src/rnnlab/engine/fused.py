@@ -22,8 +22,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import torch.nn.functional as F
 
+from ..layers.runner import run_stack
 from . import native
 from .loops import GRU_AFTER, GRU_BEFORE, LSTM, RNN_RELU, RNN_TANH, _slots
 
@@ -299,40 +299,25 @@ def _views(layer, states, cells, gates, live, reverse: bool, trace: bool):
 
 
 def run_levels(layer, x, hx, lengths, trace):
-    """The stack, level by level, both directions of a level in one FusedLevel (so they can run at once).
-
-    The same composition as ``layers/runner.run_stack`` — level k's input is x or the dropout of the
-    concatenated outputs of level k-1; h_n[k·D + d] — with one Function call per level, not per direction.
-    """
+    """The stack through ``layers/runner.run_stack``, both directions of a level in one FusedLevel (so
+    they can run at once): one Function call per level, not per direction."""
     T, D = x.shape[0], layer.num_directions
     cell, spec = cell_code(layer), (layer.cell_class, layer.options)
     mask = None
     if lengths is not None:
         mask = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).to(x.dtype)  # (T, B)
     live = None if mask is None else (mask != 0).unsqueeze(2)  # (T, B, 1) bool
-    finals: list[list[torch.Tensor]] = [[] for _ in hx]
-    traces: dict | None = {} if trace else None
-    inp = x
-    for k in range(layer.num_layers):
+
+    def level(k, inp, states):
         args = []
-        for d in range(D):
-            state = tuple(s[k * D + d] for s in hx)
+        for d, state in enumerate(states):
             step = layer.step_arguments(k, d, x.shape[1])  # the reference engine's draws, in its order
             args += [state[0], state[1] if len(state) > 1 else None, *layer.weights(k, d),
                      step.get("extra", {}).get("weight_peep"), step.get("h_mask")]
         res = FusedLevel.apply(cell, mask, spec, D, inp, *args)
-        outs = []
-        for d in range(D):
-            out, final, tr = _views(layer, *res[3 * d : 3 * (d + 1)], live, d == 1, trace)
-            outs.append(out)
-            for f, s in zip(finals, final):
-                f.append(s)
-            if traces is not None:
-                traces[layer._suffix(k, d)[1:]] = tr
-        inp = outs[0] if D == 1 else torch.cat(outs, dim=-1)
-        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
-            inp = F.dropout(inp, layer.dropout, training=True)
-    return inp, tuple(torch.stack(f) for f in finals), traces
+        return [_views(layer, *res[3 * d : 3 * (d + 1)], live, d == 1, trace) for d in range(D)]
+
+    return run_stack(layer, x, hx, lengths, trace, level=level)
 
 
 class NativeEngine:

@@ -22,26 +22,32 @@ import torch
 import torch.nn.functional as F
 
 DirectionFn = Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...], dict | None]]
+LevelFn = Callable[[int, torch.Tensor, list], list]
 
 
-def run_stack(layer, x: torch.Tensor, hx: tuple[torch.Tensor, ...], lengths, trace: bool, direction: DirectionFn):
-    """x (T, B, X) time-major; hx tuple of (D·L, B, H). Returns out (T, B, D·H), state tuple, traces."""
+def run_stack(layer, x: torch.Tensor, hx: tuple[torch.Tensor, ...], lengths, trace: bool,
+              direction: DirectionFn | None = None, level: LevelFn | None = None):
+    """x (T, B, X) time-major; hx tuple of (D·L, B, H). Returns out (T, B, D·H), state tuple, traces.
+
+    The engine gives ``direction`` (one level, one direction at a time), or ``level(k, inp, states)``
+    returning ``[(out, final_state, traces)]`` for all D directions of level k at once (so that they can
+    run concurrently); ``states[d]`` is direction d's initial state tuple."""
     D = layer.num_directions
+    if level is None:
+        def level(k, inp, states):
+            return [direction(layer, layer.weights(k, d), inp, states[d], lengths, d == 1, trace,
+                              layer.step_arguments(k, d, x.shape[1])) for d in range(D)]
     finals: list[list[torch.Tensor]] = [[] for _ in hx]
     traces: dict | None = {} if trace else None
     inp = x
     for k in range(layer.num_layers):
-        outs = []
-        for d in range(D):
-            state = tuple(s[k * D + d] for s in hx)
-            step = layer.step_arguments(k, d, x.shape[1])
-            out, state_n, tr = direction(layer, layer.weights(k, d), inp, state, lengths, d == 1, trace, step)
-            outs.append(out)
+        results = level(k, inp, [tuple(s[k * D + d] for s in hx) for d in range(D)])
+        for d, (_, state_n, tr) in enumerate(results):
             for f, s in zip(finals, state_n):
                 f.append(s)
             if traces is not None:
                 traces[layer._suffix(k, d)[1:]] = tr
-        inp = outs[0] if D == 1 else torch.cat(outs, dim=-1)
+        inp = results[0][0] if D == 1 else torch.cat([r[0] for r in results], dim=-1)
         if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
             inp = F.dropout(inp, layer.dropout, training=True)
     return inp, tuple(torch.stack(f) for f in finals), traces
