@@ -3,6 +3,18 @@ rnnlab's own conversion code."""
 
 import torch
 
+import rnnlab
+
+# every cell of the seed, with the options that select it: one row per distinct function
+CELLS_AND_OPTIONS = [
+    (rnnlab.RNN, dict(nonlinearity="tanh")),
+    (rnnlab.RNN, dict(nonlinearity="relu")),
+    (rnnlab.LSTM, {}),
+    (rnnlab.GRU, dict(reset="before")),
+    (rnnlab.GRU, dict(reset="after")),
+]
+CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+
 TORCH_ORDER = {"rnn": ("h",), "lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
 SEED_ORDER = {"rnn": ("h",), "lstm": ("f", "i", "g", "o"), "gru": ("z", "r", "n")}
 

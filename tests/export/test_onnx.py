@@ -11,16 +11,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
+from helpers import CELL_IDS, CELLS_AND_OPTIONS
 from rnnlab.export import to_onnx
 
-CELLS = [
-    (rnnlab.RNN, dict(nonlinearity="tanh")),
-    (rnnlab.RNN, dict(nonlinearity="relu")),
-    (rnnlab.LSTM, {}),
-    (rnnlab.GRU, dict(reset="before")),
-    (rnnlab.GRU, dict(reset="after")),
-]
-IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+CELLS, IDS = CELLS_AND_OPTIONS, CELL_IDS
 ATOL = 1e-5
 
 

@@ -5,16 +5,10 @@ import torch
 from torch import nn
 
 import rnnlab
+from helpers import CELL_IDS, CELLS_AND_OPTIONS
 from rnnlab.export import compile_model, export_program
 
-CELLS = [
-    (rnnlab.RNN, dict(nonlinearity="tanh")),
-    (rnnlab.RNN, dict(nonlinearity="relu")),
-    (rnnlab.LSTM, {}),
-    (rnnlab.GRU, dict(reset="before")),
-    (rnnlab.GRU, dict(reset="after")),
-]
-IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+CELLS, IDS = CELLS_AND_OPTIONS, CELL_IDS
 
 
 class Tagger(nn.Module):

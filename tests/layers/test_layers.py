@@ -4,16 +4,10 @@ import pytest
 import torch
 
 import rnnlab
+from helpers import CELL_IDS, CELLS_AND_OPTIONS
 from rnnlab.analysis import closed_form_parameters, count_parameters
 
-ALL = [
-    (rnnlab.RNN, dict(nonlinearity="tanh")),
-    (rnnlab.RNN, dict(nonlinearity="relu")),
-    (rnnlab.LSTM, {}),
-    (rnnlab.GRU, dict(reset="before")),
-    (rnnlab.GRU, dict(reset="after")),
-]
-IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+ALL, IDS = CELLS_AND_OPTIONS, CELL_IDS
 
 
 def states(h_n):

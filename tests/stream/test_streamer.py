@@ -7,16 +7,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import rnnlab
+from helpers import CELL_IDS, CELLS_AND_OPTIONS
 from rnnlab.stream import Streamer
 
-CELLS = [
-    (rnnlab.RNN, dict(nonlinearity="tanh")),
-    (rnnlab.RNN, dict(nonlinearity="relu")),
-    (rnnlab.LSTM, {}),
-    (rnnlab.GRU, dict(reset="before")),
-    (rnnlab.GRU, dict(reset="after")),
-]
-IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru-before", "gru-after"]
+CELLS, IDS = CELLS_AND_OPTIONS, CELL_IDS
 TOL = dict(atol=1e-12, rtol=1e-12)
 
 
