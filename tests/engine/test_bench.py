@@ -9,7 +9,8 @@ from rnnlab.engine import bench
 
 
 def test_bench_report_structure():
-    report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=1, jax=False, budget_s=0.001)
+    report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=1, jax=False, budget_s=0.001,
+                       scaling_lengths=(3, 6))
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
         assert row.path in ("native-cpp", "native-python", "torch-onednn")
@@ -21,6 +22,9 @@ def test_bench_report_structure():
     assert text.count("\n| gru-before | 3, 2, 2, 4 |") == 2  # one row in each table
     assert "SGEMM rate measured here" in text and "JAX not run" in text and "Targets:" in text
     assert len(json.loads(bench.as_json(report))["rows"]) == 4
+    assert set(report["scaling"]) == set(bench.SCALING_CELLS)
+    assert all(set(by_T) == {3, 6} and min(by_T.values()) > 0 for by_T in report["scaling"].values())
+    assert "| mingru |" in text and "| T = 3 | T = 6 |" in text
 
 
 def test_flops_formula():

@@ -33,6 +33,11 @@ import torch
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
 CELLS = ("rnn", "lstm", "gru-before", "gru-after")
+# training time against T: the seed's gated cells (a sequential loop) beside minGRU/minLSTM (a parallel scan)
+SCALING_CELLS = ("lstm", "gru-before", "mingru", "minlstm")
+SCALING_LENGTHS = (100, 1000, 10000)
+QUICK_SCALING_LENGTHS = (10, 40)
+SCALING_SHAPE = (8, 64, 64)  # B, X, H
 GATES = {"rnn": 1, "lstm": 4, "gru-before": 3, "gru-after": 3}
 
 
@@ -95,6 +100,25 @@ def _rnnlab_layer(cell: str, X: int, H: int, engine: str):
     if cell == "lstm":
         return rnnlab.LSTM(X, H, engine=engine)
     return rnnlab.GRU(X, H, reset=cell.split("-")[1], engine=engine)
+
+
+def _scaling_layer(cell: str, X: int, H: int):
+    import rnnlab
+
+    if cell in ("mingru", "minlstm"):
+        return (rnnlab.MinGRU if cell == "mingru" else rnnlab.MinLSTM)(X, H)  # engine "auto": the scan
+    return _rnnlab_layer(cell, X, H, "auto")
+
+
+def scaling(lengths=SCALING_LENGTHS, shape=SCALING_SHAPE, budget_s: float = 1.0) -> dict:
+    """Median ms of one training step of each ``SCALING_CELLS`` layer at each sequence length."""
+    B, X, H = shape
+    out: dict = {}
+    for cell in SCALING_CELLS:
+        layer = _scaling_layer(cell, X, H)
+        for T in lengths:
+            out.setdefault(cell, {})[T] = median_ms(_train_step(layer, torch.randn(T, B, X)), budget_s)
+    return out
 
 
 def _torch_layer(cell: str, X: int, H: int):
@@ -203,7 +227,8 @@ def _load() -> str:
         return "?"
 
 
-def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None) -> dict:
+def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
+        scaling_lengths=SCALING_LENGTHS) -> dict:
     """Time everything; returns a report dict (``to_markdown`` renders it)."""
     from . import native
 
@@ -224,6 +249,9 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
             report["rows"].append(row)
             if progress:
                 progress(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
+    if scaling_lengths:
+        report["scaling"] = scaling(scaling_lengths, SCALING_SHAPE, budget_s)
+        report["scaling_shape"] = SCALING_SHAPE
     report["jax_note"] = "JAX not run"
     if jax:
         jax_rows, report["jax_note"] = run_jax(grid, cells, threads, budget_s)
@@ -313,6 +341,21 @@ def to_markdown(report: dict) -> str:
             f"| {row.cell} | {', '.join(map(str, row.shape))} | {f(i.get('rnnlab'))} | {f(i.get('torch.nn'))} | "
             f"{f(i.get('jax'))} | {f(m.get('rnnlab'))} | {f(m.get('torch.nn'))} |"
         )
+    if report.get("scaling"):
+        B, X, H = report["scaling_shape"]
+        Ts = sorted(next(iter(report["scaling"].values())))
+        lines += [
+            "",
+            f"Training step against sequence length (B = {B}, X = {X}, H = {H}; median ms; `engine=\"auto\"`): the seed's "
+            "gated cells run a sequential loop over T, minGRU and minLSTM (Feng et al. 2024) a parallel log-space scan. "
+            "Last column: time per step at the longest T over time per step at the shortest (1.0 = linear in T).",
+            "",
+            "| cell | " + " | ".join(f"T = {T}" for T in Ts) + " | per-step cost, longest / shortest T |",
+            "| --- | " + " | ".join("---:" for _ in Ts) + " | ---: |",
+        ]
+        for cell, by_T in report["scaling"].items():
+            growth = (by_T[Ts[-1]] / Ts[-1]) / (by_T[Ts[0]] / Ts[0])
+            lines.append(f"| {cell} | " + " | ".join(f(by_T[T]) for T in Ts) + f" | {growth:.2f} |")
     missed = misses(report)
     lines += [
         "",
