@@ -90,6 +90,11 @@ def _build(cfg):
     torch.manual_seed(cfg["seed"])
     layer = cls(cfg["X"], cfg["H"], num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
                 dropout=cfg["dropout"], bidirectional=cfg["bidirectional"], **opts).to(cfg["dtype"])
+    return (layer, *_inputs(layer, cfg))
+
+
+def _inputs(layer, cfg):
+    """x (padded, packed or unbatched, as cfg["input_kind"] says), hx or None, lengths or None."""
     T, B, X, H, dt = cfg["T"], cfg["B"], cfg["X"], cfg["H"], cfg["dtype"]
     kind = cfg["input_kind"]
     shape = (T, X) if kind == "unbatched" else ((B, T, X) if cfg["batch_first"] else (T, B, X))
@@ -104,9 +109,9 @@ def _build(cfg):
     if cfg["with_hx"]:
         L = layer.num_directions * cfg["num_layers"]
         hshape = (L, H) if kind == "unbatched" else (L, B, H)
-        hx = tuple(torch.randn(hshape, dtype=dt, requires_grad=True) for _ in cls.cell_class.STATE)
+        hx = tuple(torch.randn(hshape, dtype=dt, requires_grad=True) for _ in layer.cell_class.STATE)
         hx = hx if len(hx) == 2 else hx[0]
-    return layer, x, hx, lengths
+    return x, hx, lengths
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

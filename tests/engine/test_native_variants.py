@@ -5,26 +5,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
 from rnnlab.engine import fused, native
 
-from .test_native import TOL, _assert_same, _run, _states
+from .test_native import TOL, _assert_same, _inputs, _run, _states, loops  # noqa: F401 (loops: a fixture)
 
 LSTM_VARIANTS = [dict(peepholes=True), dict(coupled=True), dict(peepholes=True, coupled=True), dict(recurrent_dropout=0.3),
                  dict(peepholes=True, recurrent_dropout=0.5), dict(peepholes=True, coupled=True, recurrent_dropout=0.2)]
 NATIVE = [(rnnlab.LSTM, o) for o in LSTM_VARIANTS] + [
     (rnnlab.GRU, dict(reset="before", recurrent_dropout=0.3)), (rnnlab.GRU, dict(reset="after", recurrent_dropout=0.4))]
 IDS = [f"{c.__name__}-{o}" for c, o in NATIVE]
-
-
-@pytest.fixture(params=["cpp", "python"])
-def loops(request):
-    if request.param == "cpp" and native.compiled() is None:
-        pytest.skip(f"the C++ loops did not build: {native._state['error']}")
-    with native.use_compiled(request.param == "cpp"):
-        yield request.param
 
 
 @st.composite
@@ -54,23 +45,7 @@ def _build(cfg):
     layer = cls(cfg["X"], cfg["H"], num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
                 dropout=cfg["dropout"], bidirectional=cfg["bidirectional"], init="torch",  # peepholes ≠ 0
                 **opts).to(cfg["dtype"])
-    T, B, X, H, dt = cfg["T"], cfg["B"], cfg["X"], cfg["H"], cfg["dtype"]
-    kind = cfg["input_kind"]
-    shape = (T, X) if kind == "unbatched" else ((B, T, X) if cfg["batch_first"] else (T, B, X))
-    x = torch.randn(shape, dtype=dt, requires_grad=True)
-    lengths = None
-    if kind in ("lengths", "packed"):
-        lengths = torch.randint(1, T + 1, (B,))
-    if kind == "packed":
-        x = pack_padded_sequence(x, lengths, batch_first=cfg["batch_first"], enforce_sorted=False)
-        lengths = None
-    hx = None
-    if cfg["with_hx"]:
-        L = layer.num_directions * cfg["num_layers"]
-        hshape = (L, H) if kind == "unbatched" else (L, B, H)
-        hx = tuple(torch.randn(hshape, dtype=dt, requires_grad=True) for _ in cls.cell_class.STATE)
-        hx = hx if len(hx) == 2 else hx[0]
-    return layer, x, hx, lengths
+    return (layer, *_inputs(layer, cfg))
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -44,3 +44,11 @@ def test_variants_are_sized_for_the_reference_engine_they_run_on():
     reference = rnnlab.LSTM(4, 16, engine="reference")
     assert memory.bytes_per_step(normed, 5, 4, True) == memory.bytes_per_step(reference, 5, 4, True)
     assert memory.bytes_per_step(normed, 5, 4, True) > memory.bytes_per_step(plain, 5, 4, True)
+
+
+def test_small_calls_do_not_read_the_memory_figures(monkeypatch):
+    layer = rnnlab.LSTM(3, 4)
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 0)  # nothing free: only big calls may notice
+    layer(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="x: this call needs"):
+        layer(torch.zeros(1, 1, 3).expand(100_000, 1_000, 3))

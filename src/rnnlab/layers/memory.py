@@ -16,6 +16,9 @@ import torch
 _ENGINE_FACTOR = {"reference": 3.0}
 
 
+ALWAYS_FITS = 256 * 1024**2  # calls needing less than this are never refused
+
+
 def available_bytes(device: torch.device) -> int | None:
     """Memory free for new tensors on ``device`` (None when it cannot be read)."""
     if device.type == "cuda":
@@ -55,10 +58,11 @@ def guard(layer, steps: int, batch: int, dtype: torch.dtype, device: torch.devic
     traces (torch.compile / torch.export): a compiled graph is checked when it is built, not per call."""
     if torch.compiler.is_compiling():
         return
-    training = torch.is_grad_enabled() and any(p.requires_grad for p in layer.parameters())
-    element = torch.empty((), dtype=dtype).element_size()
-    per_step = bytes_per_step(layer, batch, element, training)
+    training = torch.is_grad_enabled() and layer.weight_ih_l0.requires_grad
+    per_step = bytes_per_step(layer, batch, dtype.itemsize, training)
     need = per_step * steps
+    if need <= ALWAYS_FITS:  # not worth reading the system's memory figures on every small call
+        return
     have = available_bytes(device)
     if have is None or need <= have:
         return
