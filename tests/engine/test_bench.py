@@ -10,7 +10,7 @@ from rnnlab.engine import bench
 
 def test_bench_report_structure():
     report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=1, jax=False, budget_s=0.001,
-                       scaling_lengths=(3, 6))
+                       scaling_lengths=(3, 6), variant_shape=(3, 2, 2, 4))
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
         assert row.path in ("native-cpp", "native-python", "torch-onednn")
@@ -25,6 +25,9 @@ def test_bench_report_structure():
     assert set(report["scaling"]) == set(bench.SCALING_CELLS)
     assert all(set(by_T) == {3, 6} and min(by_T.values()) > 0 for by_T in report["scaling"].values())
     assert "| mingru |" in text and "| T = 3 | T = 6 |" in text
+    assert len(report["variants"]) == len(bench.VARIANTS)
+    assert all(set(r) == {"native", "reference"} and min(r.values()) > 0 for r in report["variants"].values())
+    assert "| lstm layer_norm |" in text and "| gru (plain) |" in text and "| lstm zoneout=0.1 |" in text
 
 
 def test_flops_formula():

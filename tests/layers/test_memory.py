@@ -37,13 +37,19 @@ def test_inference_needs_less_and_small_calls_pass():
     assert out.shape == (1000, 2, 3)
 
 
-def test_variants_are_sized_for_the_reference_engine_they_run_on():
-    plain, normed = rnnlab.LSTM(4, 16), rnnlab.LSTM(4, 16, layer_norm=True)
-    peep = rnnlab.LSTM(4, 16, peepholes=True)  # the native engine computes peepholes
-    assert memory.bytes_per_step(peep, 5, 4, True) == memory.bytes_per_step(plain, 5, 4, True)
-    reference = rnnlab.LSTM(4, 16, engine="reference")
-    assert memory.bytes_per_step(normed, 5, 4, True) == memory.bytes_per_step(reference, 5, 4, True)
-    assert memory.bytes_per_step(normed, 5, 4, True) > memory.bytes_per_step(plain, 5, 4, True)
+def test_variants_are_sized_for_what_they_keep():
+    """Peepholes keep nothing more; layer norm keeps x W_ihᵀ, the normalised GEMM outputs and their gradients
+    (3G units) and, on the LSTM, LN(C_t)'s two; zoneout its keep masks (S) and the LSTM's C_t before zoneout;
+    a layer on the reference engine three times the native engine's."""
+    units = lambda layer: memory.bytes_per_step(layer, 5, 4, True) / (5 * 16 * 4)  # noqa: E731
+    assert units(rnnlab.LSTM(4, 16)) == 4 + 2 + 1
+    assert units(rnnlab.LSTM(4, 16, peepholes=True)) == 4 + 2 + 1
+    assert units(rnnlab.LSTM(4, 16, layer_norm=True)) == 4 + 2 + 1 + 12 + 2
+    assert units(rnnlab.GRU(4, 16, layer_norm=True)) == 3 + 1 + 1 + 9
+    assert units(rnnlab.LSTM(4, 16, zoneout=0.1)) == 4 + 2 + 1 + 3
+    assert units(rnnlab.GRU(4, 16, zoneout=0.1)) == 3 + 1 + 1 + 1
+    assert units(rnnlab.GRU(4, 16, zoneout=0.1).eval()) == 3 + 1 + 1  # zoneout is off at evaluation
+    assert units(rnnlab.LSTM(4, 16, engine="reference")) == 3 * (4 + 2 + 1)
 
 
 def test_small_calls_do_not_read_the_memory_figures(monkeypatch):

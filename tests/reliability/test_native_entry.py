@@ -151,3 +151,66 @@ def test_relu_rnn_keeps_nan_like_torch(special):
     g_r = torch.autograd.grad(out_r.sum(), list(ref.parameters()))
     for a, b in zip(g, g_r):
         torch.testing.assert_close(a, b, equal_nan=True)
+
+
+def variant_args(loop: str, T=3, B=2, H=4, dtype=torch.float64):
+    """Valid arguments of a variant loop with every variant on (layer norm, zoneout, recurrent dropout; the
+    LSTM's peepholes): ``lstm_forward_loop`` and the others, as the native engine calls them."""
+    e = torch.empty(0, dtype=dtype)
+    z = lambda *s: torch.zeros(*s, dtype=dtype)  # noqa: E731
+    r = lambda *s: torch.rand(*s, dtype=dtype)  # noqa: E731
+    keep = lambda S: (torch.rand(T, S, B, H) < 0.3).to(dtype)  # noqa: E731
+    if loop.startswith("lstm"):
+        G = 4 * H
+        norm = [r(G), r(G), r(H), r(H), z(T, B, G), z(T, B), z(T, B, H), z(T, B)]
+        common = dict(peep=r(3 * H), coupled=False, h_mask=r(B, H), mask=torch.ones(T, B, dtype=dtype), reverse=False)
+        if loop == "lstm_forward_loop":
+            return dict(xp=r(T, B, G), w_hhT=r(H, G), **common, states=z(T + 1, B, H), cells=z(T + 1, B, H),
+                        gates=z(T, B, G), threads=1, norm=norm, zone=keep(2), c_pre=z(T, B, H))
+        return dict(w_hh=r(G, H), **common, states=r(T + 1, B, H), cells=r(T + 1, B, H), gates=r(T, B, G),
+                    g_states=r(T + 1, B, H), g_cells=e, g_gates=e, da=z(T, B, G), dh0=z(B, H), dc0=z(B, H), threads=1,
+                    norm=norm + [z(T, B, G), z(G), z(G), z(H), z(H)], zone=keep(2), c_pre=r(T, B, H), g_cpre=r(T, B, H))
+    G = 3 * H
+    norm = [r(G), r(G), z(T, B, 2 * H), z(T, B), z(T, B, H), z(T, B)]  # reset="before"
+    if loop == "gru_forward_loop":
+        return dict(cell=GRU_BEFORE, xp=r(T, B, G), w_hhT=r(H, G), b_hn=e, h_mask=r(B, H), mask=e, reverse=False,
+                    states=z(T + 1, B, H), cells=e, gates=z(T, B, G), extra=z(T, B, H), threads=1, norm=norm, zone=keep(1))
+    return dict(cell=GRU_BEFORE, w_hh=r(G, H), h_mask=r(B, H), mask=e, reverse=False, states=r(T + 1, B, H), cells=e,
+                gates=r(T, B, G), extra=r(T, B, H), g_states=r(T + 1, B, H), g_cells=e, g_gates=e, da=z(T, B, G), dhn=e,
+                dh0=z(B, H), dc0=e, threads=1, norm=norm + [z(T, B, G), z(G), z(G)], zone=keep(1))
+
+
+VARIANT_LOOPS = ("lstm_forward_loop", "lstm_backward_loop", "gru_forward_loop", "gru_backward_loop")
+NORM_NAMES = {"lstm": ["g_hh", "b_hh", "g_c", "b_c", "uhat", "urstd", "chat", "crstd", "dhh", "dg_hh", "db_hh", "dg_c", "db_c"],
+              "gru": ["g_hh", "b_hh", "uhat", "urstd", "nhat", "nrstd", "dhh", "dg_hh", "db_hh"]}  # the norm list's entries, by name
+
+
+@pytest.mark.parametrize("loop", VARIANT_LOOPS)
+def test_variant_loops_refuse_bad_layer_norm_and_zoneout_tensors(ext, loop):
+    """Each of layer norm's tensors, zoneout's masks and c_pre, grown, shrunk or of another dtype: refused by name.
+    A norm list of the wrong length is refused too."""
+    fn = getattr(ext, loop)
+    args = variant_args(loop)
+    call(fn, args)  # valid: runs
+    assert torch.isfinite(args["states" if "forward" in loop else "dh0"]).all()
+    rng = random.Random(len(loop))
+    names = ["zone"] + (["c_pre"] if loop.startswith("lstm") else []) + [f"norm[{k}]" for k in range(len(args["norm"]))]
+    for name in names:
+        for kind in ("grow", "shrink", "dtype"):
+            bad_args = variant_args(loop)
+            if name.startswith("norm"):
+                k = int(name[5:-1])
+                bad = _broken(bad_args["norm"][k], kind, rng)
+                bad_args["norm"] = [bad if i == k else t for i, t in enumerate(bad_args["norm"])]
+            else:
+                bad = _broken(bad_args[name], kind, rng)
+                bad_args[name] = bad
+            with pytest.raises((ValueError, TypeError)) as e:
+                call(fn, bad_args)
+            msg = str(e.value).splitlines()[0]
+            named = NORM_NAMES[loop[:loop.index("_")]][int(name[5:-1])] if name.startswith("norm") else name
+            assert msg.startswith(f"{loop}: ") and "expected" in msg and f": {named}: " in msg, (name, msg)
+    short = variant_args(loop)
+    short["norm"] = short["norm"][:-1]
+    with pytest.raises(ValueError, match=r"norm: expected an empty list \(no layer norm\) or \d+ tensors, got"):
+        call(fn, short)

@@ -28,7 +28,8 @@ def bench(threads, quick, cells, jax, budget, out, json_out):
     grid = b.QUICK_GRID if quick else b.GRID
     report = b.run(grid, names, threads=threads, jax=jax, budget_s=0.05 if quick else budget,
                    progress=lambda s: click.echo(s, err=True),
-                   scaling_lengths=b.QUICK_SCALING_LENGTHS if quick else b.SCALING_LENGTHS)
+                   scaling_lengths=b.QUICK_SCALING_LENGTHS if quick else b.SCALING_LENGTHS,
+                   variant_shape=b.QUICK_VARIANT_SHAPE if quick else b.VARIANT_SHAPE)
     text = b.to_markdown(report)
     click.echo(text)
     if out:

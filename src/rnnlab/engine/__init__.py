@@ -14,12 +14,12 @@
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 
 Cell variants (layer_norm, peepholes, coupled; recurrent_dropout and zoneout in training): the native
-engine computes the LSTM's peepholes and coupled and the LSTM's and GRU's recurrent_dropout (its
-variant loops ``lstm_forward_loop`` and ``gru_forward_loop``; the masks drawn as the reference engine
-draws them, so seeded runs agree), and a layer whose variants in force (``active_variants()``) are all
-among those runs there under "auto" and "native". Every other variant in force (layer_norm, zoneout) runs on
-the reference engine under "auto" (``RecurrentLayer.select_engine``), and "native" and "torch" refuse
-it by name; "torch" refuses every variant in force.
+engine computes every one, alone or together — its variant loops ``lstm_forward_loop`` and
+``gru_forward_loop``, with layer norm's row reductions inside the step and zoneout's masks drawn as the
+reference engine draws them, so seeded runs agree — and "auto" and "native" run a layer with variants in
+force (``active_variants()``) there (``RecurrentLayer.select_engine``); "torch" refuses every variant in
+force. A variant the loops did not compute (``fused.NATIVE_VARIANTS``) would run on the reference
+engine under "auto", and "native" would refuse it by name.
 """
 
 from __future__ import annotations

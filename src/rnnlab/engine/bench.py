@@ -9,7 +9,10 @@ threads, the median of repeats after warm-up of:
   and JAX/Flax ``nn.RNN`` under ``jax.jit(jax.grad(...))`` — JAX in a subprocess, because XLA's
   thread pool sharing a process with torch slows torch down 10–100×;
 * inference (forward only) for rnnlab and torch.nn;
-* the bytes saved for backward by one training step (activations: rnnlab and torch.nn).
+* the bytes saved for backward by one training step (activations: rnnlab and torch.nn);
+* training time against T for the sequential cells beside minGRU/minLSTM's parallel scan, and a
+  training step of each cell variant (layer norm, peepholes, CIFG, recurrent dropout, zoneout) on the
+  native engine against the reference engine.
 
 rnnlab's number is the engine "auto" picks (the ``path`` column says which). GFLOP/s counts
 6·G·T·B·H·(X+H) per step (forward 2, backward 4 multiply-adds per weight and row) and is set
@@ -39,6 +42,14 @@ SCALING_LENGTHS = (100, 1000, 10000)
 QUICK_SCALING_LENGTHS = (10, 40)
 SCALING_SHAPE = (8, 64, 64)  # B, X, H
 GATES = {"rnn": 1, "lstm": 4, "gru-before": 3, "gru-after": 3}
+# the cell variants: a training step on the native engine against the reference engine
+VARIANT_SHAPE = (200, 64, 64, 64)  # T, B, X, H
+QUICK_VARIANT_SHAPE = (10, 2, 4, 8)
+VARIANTS = (("lstm", {}), ("lstm", {"peepholes": True}), ("lstm", {"coupled": True}), ("lstm", {"layer_norm": True}),
+            ("lstm", {"recurrent_dropout": 0.25}), ("lstm", {"zoneout": 0.1}),
+            ("lstm", {"layer_norm": True, "peepholes": True, "recurrent_dropout": 0.25, "zoneout": 0.1}),
+            ("gru", {}), ("gru", {"layer_norm": True}), ("gru", {"recurrent_dropout": 0.25}), ("gru", {"zoneout": 0.1}),
+            ("gru", {"layer_norm": True, "recurrent_dropout": 0.25, "zoneout": 0.1}))
 
 
 @dataclass
@@ -118,6 +129,28 @@ def scaling(lengths=SCALING_LENGTHS, shape=SCALING_SHAPE, budget_s: float = 1.0)
         layer = _scaling_layer(cell, X, H)
         for T in lengths:
             out.setdefault(cell, {})[T] = median_ms(_train_step(layer, torch.randn(T, B, X)), budget_s)
+    return out
+
+
+def variant_name(cell: str, opts: dict) -> str:
+    """"lstm layer_norm, zoneout=0.1" — a VARIANTS row's label."""
+    words = [k if v is True else f"{k}={v}" for k, v in opts.items()]
+    return f"{cell} " + (", ".join(words) if words else "(plain)")
+
+
+def variants(shape=VARIANT_SHAPE, budget_s: float = 1.0) -> dict:
+    """Median ms of one training step of each ``VARIANTS`` layer (training mode: dropouts on) on the
+    native engine and on the reference engine: {label: {"native": ms, "reference": ms}}."""
+    import rnnlab
+
+    T, B, X, H = shape
+    out: dict = {}
+    x = torch.randn(T, B, X)
+    for cell, opts in VARIANTS:
+        cls = rnnlab.LSTM if cell == "lstm" else rnnlab.GRU
+        row = out.setdefault(variant_name(cell, opts), {})
+        for engine in ("native", "reference"):
+            row[engine] = median_ms(_train_step(cls(X, H, engine=engine, **opts), x), budget_s)
     return out
 
 
@@ -228,7 +261,7 @@ def _load() -> str:
 
 
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
-        scaling_lengths=SCALING_LENGTHS) -> dict:
+        scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE) -> dict:
     """Time everything; returns a report dict (``to_markdown`` renders it)."""
     from . import native
 
@@ -252,6 +285,9 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
     if scaling_lengths:
         report["scaling"] = scaling(scaling_lengths, SCALING_SHAPE, budget_s)
         report["scaling_shape"] = SCALING_SHAPE
+    if variant_shape:
+        report["variants"] = variants(variant_shape, budget_s)
+        report["variant_shape"] = variant_shape
     report["jax_note"] = "JAX not run"
     if jax:
         jax_rows, report["jax_note"] = run_jax(grid, cells, threads, budget_s)
@@ -356,6 +392,22 @@ def to_markdown(report: dict) -> str:
         for cell, by_T in report["scaling"].items():
             growth = (by_T[Ts[-1]] / Ts[-1]) / (by_T[Ts[0]] / Ts[0])
             lines.append(f"| {cell} | " + " | ".join(f(by_T[T]) for T in Ts) + f" | {growth:.2f} |")
+    if report.get("variants"):
+        T, B, X, H = report["variant_shape"]
+        plain = {cell: report["variants"].get(variant_name(cell, {}), {}).get("native") for cell in ("lstm", "gru")}
+        lines += [
+            "",
+            f"Cell variants (T = {T}, B = {B}, X = {X}, H = {H}; training step in training mode, median ms): the native "
+            "engine's variant loops against the reference engine (the cells' equations under autograd); last column: "
+            "native time over the plain cell's native time.",
+            "",
+            "| variant | native | reference | reference / native | native / plain native |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, r in report["variants"].items():
+            base = plain.get(name.split(" ")[0])
+            lines.append(f"| {name} | {f(r['native'])} | {f(r['reference'])} | {r['reference'] / r['native']:.1f} | "
+                         f"{(r['native'] / base if base else float('nan')):.2f} |")
     missed = misses(report)
     lines += [
         "",

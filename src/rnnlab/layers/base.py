@@ -98,8 +98,8 @@ class RecurrentLayer(nn.Module):
         """The engine object that runs this call (see :mod:`rnnlab.engine`). While variants are in force
         — structural ones always, recurrent_dropout and zoneout in training only (at evaluation they
         are the plain update) — the layer runs on an engine that computes them: the native engine
-        where its loops do (the LSTM's peepholes and coupled, the LSTM's and GRU's recurrent_dropout:
-        "auto" and "native" run it), else the reference engine ("auto" picks it, "native" and "torch" refuse)."""
+        where its loops do (all of the LSTM's and GRU's today: "auto" and "native" run it), else the
+        reference engine ("auto" picks it, "native" and "torch" refuse)."""
         from ..engine import get_engine
         from ..engine.fused import unsupported_variants
 

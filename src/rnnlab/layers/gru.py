@@ -26,8 +26,8 @@ class GRU(RecurrentLayer):
     Variants, keyword-only and off by default (the cell's equations: :class:`rnnlab.GRUCell`):
     ``layer_norm`` adds ``ln_ih_weight_l{k}``/``ln_ih_bias_l{k}`` and ``ln_hh_weight_l{k}``/``ln_hh_bias_l{k}``
     (3H each); ``recurrent_dropout`` (one mask per sequence, level and direction on h_{t-1} entering
-    the gates) and ``zoneout`` act in training only. A layer with any variant runs on the reference
-    engine ("auto" picks it; "native" and "torch" refuse).
+    the gates) and ``zoneout`` act in training only. The native engine computes every variant ("auto"
+    and "native" run it there; "torch" refuses variants).
     """
 
     cell_class = GRUCell

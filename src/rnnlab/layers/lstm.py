@@ -27,8 +27,8 @@ class LSTM(RecurrentLayer):
     (G·H) and ``ln_c_weight_l{k}``/``ln_c_bias_l{k}`` (H); ``peepholes`` adds ``weight_peep_l{k}`` (3H,
     rows p_f, p_i, p_o); ``coupled`` (i_t = 1 − f_t) drops the i rows, G = 3 in order (f, g, o), and
     ``weight_peep_l{k}`` is then (2H) (p_f, p_o); ``recurrent_dropout`` (one mask per sequence, level
-    and direction on h_{t-1} entering the gates) and ``zoneout`` (h and C) act in training only. A layer
-    with any variant runs on the reference engine ("auto" picks it; "native" and "torch" refuse).
+    and direction on h_{t-1} entering the gates) and ``zoneout`` (h and C) act in training only. The
+    native engine computes every variant ("auto" and "native" run it there; "torch" refuses variants).
     """
 
     cell_class = LSTMCell

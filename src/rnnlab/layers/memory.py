@@ -2,7 +2,7 @@
 
 Training a recurrent layer by BPTT keeps, per level and direction, the activated gates
 (T, B, G·H), the states (T+1, B, H) (two of them for the LSTM) and the output (T, B, H) until the
-backward pass. When that cannot fit in the memory available, the process would be killed part way;
+backward pass (layer norm and zoneout keep more: their normalised values, their masks). When that cannot fit in the memory available, the process would be killed part way;
 instead the call is refused with the estimate and the fix (truncated BPTT in shorter chunks).
 """
 
@@ -42,14 +42,19 @@ def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> floa
     G, S, H = len(layer.cell_class.GATES), len(layer.cell_class.STATE), layer.hidden_size
     levels = layer.num_layers * layer.num_directions
     if training:
-        per = levels * batch * H * (G + S + 1) * element_size
+        units = G + S + 1
         engine = layer.engine
-        if getattr(layer, "active_variants", dict)():
+        active = getattr(layer, "active_variants", dict)()
+        if active:
             from ..engine.fused import unsupported_variants
 
             if unsupported_variants(layer):  # "auto" runs these variants on the reference engine
                 engine = "reference"
-        return per * _ENGINE_FACTOR.get(engine, 1.0)
+            if active.get("layer_norm"):  # x W_ihᵀ, the normalised GEMM outputs and their gradients (LSTM: C_t's too)
+                units += 3 * G + (2 if S == 2 else 0)
+            if active.get("zoneout"):  # the keep masks (LSTM: and C_t before zoneout)
+                units += S + (1 if S == 2 else 0)
+        return levels * batch * H * units * element_size * _ENGINE_FACTOR.get(engine, 1.0)
     return 2 * layer.num_directions * batch * H * element_size  # one level's output in, one out
 
 

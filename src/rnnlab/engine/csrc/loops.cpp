@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 extern "C" {
@@ -436,12 +437,14 @@ RNNLAB_KERNEL void fw_lstm_x(int64_t B, int64_t H, const T* live, const T* __res
   }
 }
 
-template <typename T, bool COUPLED>
+// LN: h_t = o tanh(LN(C_t)); ``tcn`` is tanh(LN(C_t)) and ``dch`` the gradient reaching C_t through
+// h_t (lstm_cell_ln_back), in place of tanh(C_t) and ∂h_t o (1 - tanh²(C_t))
+template <typename T, bool COUPLED, bool LN>
 RNNLAB_KERNEL void bw_lstm_x(int64_t B, int64_t H, const T* live, const T* __restrict gate, const T* __restrict gg,
                              const T* __restrict c, const T* __restrict c_prev, const T* __restrict pf,
                              const T* __restrict pi, const T* __restrict po, const T* __restrict dh,
                              T* __restrict dc, const T* __restrict gc_prev, const T* __restrict gh_prev,
-                             T* __restrict da, T* __restrict dh_prev) {
+                             T* __restrict da, T* __restrict dh_prev, const T* __restrict tcn, const T* __restrict dch) {
   const int64_t GX = (COUPLED ? 3 : 4) * H, GH = 4 * H;
   const int64_t kg = COUPLED ? H : 2 * H, ko = COUPLED ? 2 * H : 3 * H;
   for (int64_t b = 0; b < B; ++b) {
@@ -452,9 +455,10 @@ RNNLAB_KERNEL void bw_lstm_x(int64_t B, int64_t H, const T* live, const T* __res
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
-      const T tc = std::tanh(c[r + j]);
+      const T tc = LN ? tcn[r + j] : std::tanh(c[r + j]);
       const T dao = (dh[r + j] * tc + gg[q + 3 * H + j]) * o * (T(1) - o);
-      const T dC = dc[r + j] + dh[r + j] * o * (T(1) - tc * tc) + dao * po[j];  // o's peephole sees C_t
+      const T through_h = LN ? dch[r + j] : dh[r + j] * o * (T(1) - tc * tc);
+      const T dC = dc[r + j] + through_h + dao * po[j];  // o's peephole sees C_t
       const T df = dC * c_prev[r + j] + gg[q + j];
       const T di = dC * g + gg[q + H + j];
       const T dag = (dC * i + gg[q + 2 * H + j]) * (T(1) - g * g);
@@ -478,6 +482,142 @@ RNNLAB_KERNEL void bw_lstm_x(int64_t B, int64_t H, const T* live, const T* __res
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// layer normalisation (the variant loops' layer_norm) and zoneout. LN over a row of W values:
+//   y = g · â + b,  â = (a − μ) / σ,  σ = √(var + ε)  (μ, var over the row; var biased)
+//   ∂a = (1/σ) (∂y g − mean(∂y g) − â · mean(∂y g · â))
+// Rows outside their sequence are skipped: their saved â and 1/σ stay zero and their ∂a is zero.
+// ---------------------------------------------------------------------------------------------
+
+constexpr double LN_EPS = 1e-5;  // cells/variants.EPS
+
+// in place over B rows of width W (row stride lda): a ← LN(a); â (B, W) and 1/σ (B) saved
+template <typename T>
+RNNLAB_KERNEL void ln_rows(int64_t B, int64_t W, const T* live, T* __restrict a, int64_t lda, const T* __restrict gain,
+                           const T* __restrict bias, T* __restrict hat, T* __restrict rstd) {
+  for (int64_t b = 0; b < B; ++b) {
+    T* h_ = hat + b * W;
+    if (skip(live, b)) {  // nothing computed: zeros saved
+      std::memset(h_, 0, W * sizeof(T));
+      rstd[b] = T(0);
+      continue;
+    }
+    T* a_ = a + b * lda;
+    T mean = 0, var = 0;
+#pragma omp simd reduction(+ : mean)
+    for (int64_t j = 0; j < W; ++j) mean += a_[j];
+    mean /= T(W);
+#pragma omp simd reduction(+ : var)
+    for (int64_t j = 0; j < W; ++j) var += (a_[j] - mean) * (a_[j] - mean);
+    const T rs = T(1) / std::sqrt(var / T(W) + T(LN_EPS));
+    rstd[b] = rs;
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) {
+      const T x = (a_[j] - mean) * rs;
+      h_[j] = x;
+      a_[j] = x * gain[j] + bias[j];
+    }
+  }
+}
+
+// ∂a (row stride ldo) from ∂y (row stride ldy) over B rows of width W; rows outside their sequence get
+// zero. The gain's and bias's gradients Σ ∂y â and Σ ∂y gather into dgain, dbias (W, in double)
+template <typename T>
+RNNLAB_KERNEL void ln_rows_back(int64_t B, int64_t W, const T* live, const T* __restrict dy, int64_t ldy,
+                                const T* __restrict gain, const T* __restrict hat, const T* __restrict rstd,
+                                T* __restrict out, int64_t ldo, double* __restrict dgain, double* __restrict dbias,
+                                T* __restrict step) {
+  // step (2W scratch): this step's sums in T, vectorised, folded into the double totals once per step
+  T* sg = step;
+  T* sb = step + W;
+  std::memset(step, 0, 2 * W * sizeof(T));
+  for (int64_t b = 0; b < B; ++b) {
+    T* o_ = out + b * ldo;
+    if (skip(live, b)) {
+      std::memset(o_, 0, W * sizeof(T));
+      continue;
+    }
+    const T* d_ = dy + b * ldy;
+    const T* h_ = hat + b * W;
+    T s1 = 0, s2 = 0;
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t j = 0; j < W; ++j) {
+      const T g = d_[j] * gain[j];
+      s1 += g;
+      s2 += g * h_[j];
+    }
+    s1 /= T(W);
+    s2 /= T(W);
+    const T rs = rstd[b];
+#pragma omp simd
+    for (int64_t j = 0; j < W; ++j) {
+      o_[j] = rs * (d_[j] * gain[j] - s1 - h_[j] * s2);
+      sg[j] += d_[j] * h_[j];
+      sb[j] += d_[j];
+    }
+  }
+  for (int64_t j = 0; j < W; ++j) {
+    dgain[j] += double(sg[j]);
+    dbias[j] += double(sb[j]);
+  }
+}
+
+// the LSTM's h_t = o tanh(LN(C_t)), over the B rows of one step (after fw_lstm_x wrote C_t and o)
+template <typename T>
+RNNLAB_KERNEL void lstm_cell_ln(int64_t B, int64_t H, const T* live, const T* c, const T* gate, const T* gain, const T* bias,
+                  T* chat, T* crstd, T* h, T* y) {
+  std::memcpy(y, c, B * H * sizeof(T));  // y: (B, H) scratch
+  ln_rows<T>(B, H, live, y, H, gain, bias, chat, crstd);
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const T* o = gate + b * 4 * H + 3 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) h[b * H + j] = o[j] * std::tanh(y[b * H + j]);
+  }
+}
+
+// its backward before bw_lstm_x<LN>: tanh(LN(C_t)) into tcn; ∂LN(C_t) = ∂h_t o (1 - tanh²) into dyc
+// (scratch); the gradient reaching C_t through h_t into dch; the gain's and bias's gradients into dgain, dbias
+template <typename T>
+RNNLAB_KERNEL void lstm_cell_ln_back(int64_t B, int64_t H, const T* live, const T* gate, const T* dh, const T* chat, const T* crstd,
+                       const T* gain, const T* bias, T* tcn, T* dyc, T* dch, double* dgain, double* dbias, T* step) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    const int64_t r = b * H;
+    const T* o = gate + b * 4 * H + 3 * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T tc = std::tanh(chat[r + j] * gain[j] + bias[j]);
+      tcn[r + j] = tc;
+      dyc[r + j] = dh[r + j] * o[j] * (T(1) - tc * tc);
+    }
+  }
+  ln_rows_back<T>(B, H, live, dyc, H, gain, chat, crstd, dch, H, dgain, dbias, step);
+}
+
+// zoneout, forward: each unit of the new state keeps its previous value where ``keep`` is 1 (rows
+// outside their sequence are fixed up by the loop)
+template <typename T>
+RNNLAB_KERNEL void zoneout_rows(int64_t B, int64_t H, const T* live, const T* keep, const T* prev, const T* fresh, T* out) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    for (int64_t j = b * H; j < (b + 1) * H; ++j) out[j] = keep[j] != T(0) ? prev[j] : fresh[j];
+  }
+}
+
+// zoneout, backward: a unit that kept its previous value passes its gradient straight back (into carry);
+// the cell's own update sees the rest
+template <typename T>
+RNNLAB_KERNEL void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d, T* carry) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = b * H; j < (b + 1) * H; ++j) {
+      const bool kept = !skip(live, b) && keep[j] != T(0);
+      carry[j] = kept ? d[j] : T(0);
+      d[j] = kept ? T(0) : d[j];
+    }
+  }
+}
+
 template <typename T>
 inline const T* ptr_or_null(const torch::Tensor& t) {
   return t.numel() ? t.data_ptr<T>() : nullptr;
@@ -491,12 +631,50 @@ inline T* mut_or_null(torch::Tensor& t) {
 // ---------------------------------------------------------------------------------------------
 // the loops
 // ---------------------------------------------------------------------------------------------
+// the variant loops' layer norm: gains and biases, the saved normalised values and 1/σ, and (backward)
+// the gradients the loops hand back; all null when layer norm is off
+template <typename T>
+struct Norm {
+  const T* g_hh = nullptr;  // LN(W_h ·): gain, bias (G·H; GRU reset="before": rows 2H: the candidate's own LN)
+  const T* b_hh = nullptr;
+  const T* g_c = nullptr;  // LSTM: LN(C_t): gain, bias (H)
+  const T* b_c = nullptr;
+  T* uhat = nullptr;  // (T, B, W): the first recurrent GEMM's output normalised; urstd (T, B): its 1/σ
+  T* urstd = nullptr;
+  T* nhat = nullptr;  // GRU reset="before": W_hn (r h) normalised (T, B, H); nrstd (T, B)
+  T* nrstd = nullptr;
+  T* chat = nullptr;  // LSTM: C_t normalised (T, B, H); crstd (T, B)
+  T* crstd = nullptr;
+  T* dhh = nullptr;  // backward: ∂ of the raw recurrent GEMM outputs (T, B, G·H), for ∂W_hh
+  T* dg_hh = nullptr;  // backward: the gradients of g_hh, b_hh, g_c, b_c
+  T* db_hh = nullptr;
+  T* dg_c = nullptr;
+  T* db_c = nullptr;
+  bool on() const { return g_hh != nullptr; }
+};
+
+// the gains' and biases' gradients, gathered in double over the loop and written out at its end
+template <typename T>
+struct NormGrads {
+  std::vector<double> g_hh, b_hh, g_c, b_c;
+  std::vector<T> step;  // ln_rows_back's per-step scratch
+  NormGrads(int64_t GX, int64_t H, bool on, bool cell)
+      : g_hh(on ? GX : 0), b_hh(on ? GX : 0), g_c(on && cell ? H : 0), b_c(on && cell ? H : 0), step(on ? 2 * GX : 0) {}
+  void write(const Norm<T>& norm) const {
+    for (size_t j = 0; j < g_hh.size(); ++j) norm.dg_hh[j] = T(g_hh[j]), norm.db_hh[j] = T(b_hh[j]);
+    for (size_t j = 0; j < g_c.size(); ++j) norm.dg_c[j] = T(g_c[j]), norm.db_c[j] = T(b_c[j]);
+  }
+};
+
 
 template <typename T>
 void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, const torch::Tensor& b_hn_t,
                   const torch::Tensor& mask_t, bool reverse, torch::Tensor& states_t, torch::Tensor& cells_t,
-                  torch::Tensor& gates_t, torch::Tensor& extra_t, const T* h_mask = nullptr) {
-  // h_mask (B, H): recurrent dropout (GRU): the GEMMs see h_{t-1} · mask, the update term h_{t-1} itself
+                  torch::Tensor& gates_t, torch::Tensor& extra_t, const T* h_mask = nullptr,
+                  const Norm<T>& norm = Norm<T>(), const T* zone = nullptr) {
+  // the GRU's variants (gru_forward_loop): h_mask (B, H): recurrent dropout, the GEMMs see h_{t-1} · mask,
+  // the update term h_{t-1} itself; norm: layer norm of the recurrent GEMMs' outputs; zone (T, 1, B, H):
+  // zoneout's keep masks
   const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GH = xp_t.size(2), H = w_hhT_t.size(0);
   const T* xp = xp_t.data_ptr<T>();
   const T* w_hhT = w_hhT_t.data_ptr<T>();  // W_hhᵀ (H, G·H)
@@ -527,6 +705,7 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
       h_in = hin_buf.data();
     }
     gemm<T>(false, false, B, ghh, H, h_in, H, w_hhT, GH, T(0), hh, ghh);
+    if (norm.on()) ln_rows<T>(B, ghh, live, hh, ghh, norm.g_hh, norm.b_hh, norm.uhat + t * B * ghh, norm.urstd + t * B);
     switch (cell) {
       case RNN_TANH:
       case RNN_RELU:
@@ -542,12 +721,15 @@ void forward_impl(int64_t cell, const torch::Tensor& xp_t, const torch::Tensor& 
             if (live[b] == T(0)) std::memset(extra_t + b * H, 0, H * sizeof(T));
         T* hn = hh + B * ghh;
         gemm<T>(false, false, B, H, H, extra_t, H, w_hhT + 2 * H, GH, T(0), hn, H);
+        if (norm.on())  // the candidate's own LN(W_hn (r h)), gain and bias rows 2H:
+          ln_rows<T>(B, H, live, hn, H, norm.g_hh + 2 * H, norm.b_hh + 2 * H, norm.nhat + t * B * H, norm.nrstd + t * B);
         fw_gru_before_n<T>(B, H, live, xp_s, hn, h_prev, gate_t, h_next);
         break;
       }
       default:
         fw_gru_after<T>(B, H, live, xp_s, hh, b_hn, h_prev, gate_t, extra_t, h_next);
     }
+    if (zone) zoneout_rows<T>(B, H, live, zone + t * B * H, h_prev, h_next, h_next);
     if (live) {  // rows past their sequence: state unchanged, gates zero
       for (int64_t b = 0; b < B; ++b) {
         if (live[b] != T(0)) continue;
@@ -565,7 +747,8 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
                    const torch::Tensor& states_t, const torch::Tensor& cells_t, const torch::Tensor& gates_t,
                    const torch::Tensor& extra_t, const torch::Tensor& g_states_t, const torch::Tensor& g_cells_t,
                    const torch::Tensor& g_gates_t, torch::Tensor& da_t, torch::Tensor& dhn_t, torch::Tensor& dh0_t,
-                   torch::Tensor& dc0_t, const T* h_mask = nullptr) {
+                   torch::Tensor& dc0_t, const T* h_mask = nullptr, const Norm<T>& norm = Norm<T>(),
+                   const T* zone = nullptr) {
   const int64_t T_ = gates_t.size(0), B = gates_t.size(1), GH = gates_t.size(2), H = w_hh_t.size(1);
   const T* w_hh = w_hh_t.data_ptr<T>();
   const T* mask = ptr_or_null<T>(mask_t);
@@ -591,6 +774,8 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
   std::vector<T> drop_buf(h_mask ? 2 * B * H : 0);  // recurrent dropout: ∂(h_{t-1} · mask), h_{t-1} · mask
   T* dhin = drop_buf.data();
   T* hin = h_mask ? dhin + B * H : nullptr;
+  std::vector<T> carry(zone ? B * H : 0);  // zoneout: the gradient the kept units pass straight back
+  NormGrads<T> ngrads(GH, H, norm.on(), false);
   const int64_t last = reverse ? 0 : T_;
   std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
   if (cs) {
@@ -610,6 +795,7 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
     const T* gg_t = gg ? gg + t * B * GH : zero_gates;
     T* da = da_all + t * B * GH;
     T* dhn = dhn_all ? dhn_all + t * B * H : nullptr;
+    if (zone) zoneout_rows_back<T>(B, H, live, zone + t * B * H, dh, carry.data());
     switch (cell) {
       case RNN_TANH:
       case RNN_RELU:
@@ -638,17 +824,44 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
         }
       }
     }
-    if (h_mask && cell == GRU_BEFORE) {
-      // as below, but r's gradient reads h_{t-1} · mask and the recurrent share of ∂h_{t-1} is masked
-      gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
-      for (int64_t k = 0; k < B * H; ++k) hin[k] = h_prev[k] * h_mask[k];
-      std::memset(dhin, 0, B * H * sizeof(T));
-      bw_gru_before_r<T>(B, H, live, gate_t, gg_t, hin, dhh, da, dhin);
-      gemm<T>(false, false, B, H, 2 * H, da, GH, w_hh, H, T(1), dhin, H);
-      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += dhin[k] * h_mask[k];
-    } else if (h_mask) {  // GRU reset="after"
-      gemm<T>(false, false, B, H, GH, dhh, GH, w_hh, H, T(0), dhin, H);
-      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += dhin[k] * h_mask[k];
+    if ((h_mask || norm.on()) && (cell == GRU_BEFORE || cell == GRU_AFTER)) {
+      // the GRU's variants: as below, but through LN's backward to the raw GEMM outputs (kept in dhh_t
+      // for ∂W_hh), r's gradient reading h_{t-1} · mask, and the recurrent share of ∂h_{t-1} masked
+      T* dhh_t = norm.on() ? norm.dhh + t * B * GH : nullptr;
+      T* acc = h_mask ? dhin : dh_prev;  // where the recurrent share of ∂h_{t-1} gathers
+      if (h_mask) std::memset(dhin, 0, B * H * sizeof(T));
+      if (cell == GRU_BEFORE) {
+        const T* dn = da + 2 * H;  // ∂ W_hn (r h): the candidate's pre-activation gradient, through its LN
+        if (dhh_t) {
+          ln_rows_back<T>(B, H, live, da + 2 * H, GH, norm.g_hh + 2 * H, norm.nhat + t * B * H, norm.nrstd + t * B,
+                          dhh_t + 2 * H, GH, ngrads.g_hh.data() + 2 * H, ngrads.b_hh.data() + 2 * H, ngrads.step.data());
+          dn = dhh_t + 2 * H;
+        }
+        gemm<T>(false, false, B, H, H, dn, GH, w_hh + 2 * H * H, H, T(0), dhh, H);  // ∂(r h_{t-1} · mask)
+        const T* h_seen = h_prev;
+        if (h_mask) {
+          for (int64_t k = 0; k < B * H; ++k) hin[k] = h_prev[k] * h_mask[k];
+          h_seen = hin;
+        }
+        bw_gru_before_r<T>(B, H, live, gate_t, gg_t, h_seen, dhh, da, acc);
+        const T* dzr = da;
+        if (dhh_t) {
+          ln_rows_back<T>(B, 2 * H, live, da, GH, norm.g_hh, norm.uhat + t * B * 2 * H, norm.urstd + t * B, dhh_t, GH,
+                          ngrads.g_hh.data(), ngrads.b_hh.data(), ngrads.step.data());
+          dzr = dhh_t;
+        }
+        gemm<T>(false, false, B, H, 2 * H, dzr, GH, w_hh, H, T(1), acc, H);
+      } else {
+        const T* du = dhh;
+        if (dhh_t) {
+          ln_rows_back<T>(B, GH, live, dhh, GH, norm.g_hh, norm.uhat + t * B * GH, norm.urstd + t * B, dhh_t, GH,
+                          ngrads.g_hh.data(), ngrads.b_hh.data(), ngrads.step.data());
+          du = dhh_t;
+        }
+        gemm<T>(false, false, B, H, GH, du, GH, w_hh, H, T(1), acc, H);
+      }
+      if (h_mask)
+        for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += dhin[k] * h_mask[k];
     } else if (cell == GRU_BEFORE) {
       // ∂(r h_{t-1}) = ∂n_pre · W_hn, then r's gradient, then the z, r rows' share of ∂h_{t-1}
       gemm<T>(false, false, B, H, H, da + 2 * H, GH, w_hh + 2 * H * H, H, T(0), dhh, H);
@@ -659,10 +872,13 @@ void backward_impl(int64_t cell, const torch::Tensor& w_hh_t, const torch::Tenso
     } else {
       gemm<T>(false, false, B, H, GH, da, GH, w_hh, H, T(1), dh_prev, H);
     }
+    if (zone)
+      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += carry[k];
     std::swap(dh, dh_prev);
   }
   std::memcpy(dh0_t.data_ptr<T>(), dh, B * H * sizeof(T));
   if (cs) std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
+  if (norm.on()) ngrads.write(norm);
 }
 
 
@@ -686,7 +902,10 @@ void peep_rows(const torch::Tensor& peep_t, bool coupled, int64_t H, std::vector
 template <typename T>
 void lstm_forward_impl(const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, const torch::Tensor& peep_t,
                        bool coupled, const torch::Tensor& h_mask_t, const torch::Tensor& mask_t, bool reverse,
-                       torch::Tensor& states_t, torch::Tensor& cells_t, torch::Tensor& gates_t) {
+                       torch::Tensor& states_t, torch::Tensor& cells_t, torch::Tensor& gates_t, const Norm<T>& norm,
+                       const T* zone, T* c_pre) {
+  // norm: LN of the GEMM's output (over G·H) and of C_t before its tanh; zone (T, 2, B, H): zoneout's keep
+  // masks of h and C; c_pre (T, B, H): C_t before zoneout (the traces' C_t and the backward's)
   const int64_t T_ = xp_t.size(0), B = xp_t.size(1), GX = xp_t.size(2), H = w_hhT_t.size(0), GH = 4 * H;
   const T* xp = xp_t.data_ptr<T>();
   const T* w_hhT = w_hhT_t.data_ptr<T>();
@@ -698,7 +917,7 @@ void lstm_forward_impl(const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, 
   T* hs = states_t.data_ptr<T>();
   T* cs = cells_t.data_ptr<T>();
   T* gates = gates_t.data_ptr<T>();
-  std::vector<T> hh_buf(B * GX), hin_buf(h_mask ? B * H : 0);
+  std::vector<T> hh_buf(B * GX), hin_buf(h_mask ? B * H : 0), y_buf(norm.on() ? B * H : 0);
   T* hh = hh_buf.data();
   for (int64_t s = 0; s < T_; ++s) {
     const int64_t t = reverse ? T_ - 1 - s : s;
@@ -707,22 +926,34 @@ void lstm_forward_impl(const torch::Tensor& xp_t, const torch::Tensor& w_hhT_t, 
     const T* h_prev = hs + p * B * H;
     T* h_next = hs + n * B * H;
     T* gate_t = gates + t * B * GH;
+    const T* c_prev = cs + p * B * H;
+    T* c_next = cs + n * B * H;
+    T* c_new = zone ? c_pre + t * B * H : c_next;  // C_t, before zoneout
     const T* h_in = h_prev;
     if (h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
       for (int64_t k = 0; k < B * H; ++k) hin_buf[k] = h_prev[k] * h_mask[k];
       h_in = hin_buf.data();
     }
     gemm<T>(false, false, B, GX, H, h_in, H, w_hhT, GX, T(0), hh, GX);
+    if (norm.on()) ln_rows<T>(B, GX, live, hh, GX, norm.g_hh, norm.b_hh, norm.uhat + t * B * GX, norm.urstd + t * B);
     if (coupled)
-      fw_lstm_x<T, true>(B, H, live, xp + t * B * GX, hh, pf, pi, po, cs + p * B * H, gate_t, cs + n * B * H, h_next);
+      fw_lstm_x<T, true>(B, H, live, xp + t * B * GX, hh, pf, pi, po, c_prev, gate_t, c_new, h_next);
     else
-      fw_lstm_x<T, false>(B, H, live, xp + t * B * GX, hh, pf, pi, po, cs + p * B * H, gate_t, cs + n * B * H, h_next);
+      fw_lstm_x<T, false>(B, H, live, xp + t * B * GX, hh, pf, pi, po, c_prev, gate_t, c_new, h_next);
+    if (norm.on())  // h_t = o tanh(LN(C_t))
+      lstm_cell_ln<T>(B, H, live, c_new, gate_t, norm.g_c, norm.b_c, norm.chat + t * B * H, norm.crstd + t * B, h_next,
+                      y_buf.data());
+    if (zone) {
+      zoneout_rows<T>(B, H, live, zone + (2 * t) * B * H, h_prev, h_next, h_next);
+      zoneout_rows<T>(B, H, live, zone + (2 * t + 1) * B * H, c_prev, c_new, c_next);
+    }
     if (live) {
       for (int64_t b = 0; b < B; ++b) {
         if (live[b] != T(0)) continue;
         std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
-        std::memcpy(cs + n * B * H + b * H, cs + p * B * H + b * H, H * sizeof(T));
+        std::memcpy(c_next + b * H, c_prev + b * H, H * sizeof(T));
         std::memset(gate_t + b * GH, 0, GH * sizeof(T));
+        if (zone) std::memset(c_new + b * H, 0, H * sizeof(T));
       }
     }
   }
@@ -734,7 +965,7 @@ void lstm_backward_impl(const torch::Tensor& w_hh_t, const torch::Tensor& peep_t
                         const torch::Tensor& states_t, const torch::Tensor& cells_t, const torch::Tensor& gates_t,
                         const torch::Tensor& g_states_t, const torch::Tensor& g_cells_t,
                         const torch::Tensor& g_gates_t, torch::Tensor& da_t, torch::Tensor& dh0_t,
-                        torch::Tensor& dc0_t) {
+                        torch::Tensor& dc0_t, const Norm<T>& norm, const T* zone, const T* c_pre, const T* g_cpre) {
   const int64_t T_ = gates_t.size(0), B = gates_t.size(1), GH = 4 * w_hh_t.size(1), H = w_hh_t.size(1);
   const int64_t GX = w_hh_t.size(0);
   const T* w_hh = w_hh_t.data_ptr<T>();
@@ -752,11 +983,21 @@ void lstm_backward_impl(const torch::Tensor& w_hh_t, const torch::Tensor& peep_t
   const T* zero_gates = zeros.data();
   const T* zero_cells = zeros.data() + (gg ? 0 : B * GH);
   T* da_all = da_t.data_ptr<T>();
-  std::vector<T> buf(3 * B * H + (h_mask ? B * H : 0));
+  const int64_t nb = 3 + (h_mask ? 1 : 0) + (zone ? 2 : 0) + (norm.on() ? 3 : 0);
+  std::vector<T> buf(nb * B * H);
   T* dh = buf.data();
   T* dh_prev = dh + B * H;
   T* dc = dh_prev + B * H;
-  T* rec = dc + B * H;  // recurrent dropout: ∂a · W_hh, masked into ∂h_{t-1}
+  T* next = dc + B * H;
+  T* rec = h_mask ? next : nullptr;  // recurrent dropout: ∂a · W_hh, masked into ∂h_{t-1}
+  next += h_mask ? B * H : 0;
+  T* carry_h = zone ? next : nullptr;  // zoneout: the gradients the kept units pass straight back
+  T* carry_c = zone ? next + B * H : nullptr;
+  next += zone ? 2 * B * H : 0;
+  T* tcn = norm.on() ? next : nullptr;  // layer norm: tanh(LN(C_t)), and the gradient reaching C_t through h_t
+  T* dch = norm.on() ? next + B * H : nullptr;
+  T* dyc = norm.on() ? next + 2 * B * H : nullptr;  // ∂LN(C_t), scratch
+  NormGrads<T> ngrads(GX, H, norm.on(), true);
   const int64_t last = reverse ? 0 : T_;
   std::memcpy(dh, g_hs + last * B * H, B * H * sizeof(T));
   if (g_cs)
@@ -772,12 +1013,31 @@ void lstm_backward_impl(const torch::Tensor& w_hh_t, const torch::Tensor& peep_t
     const T* gate_t = gates + t * B * GH;
     const T* gg_t = gg ? gg + t * B * GH : zero_gates;
     T* da = da_all + t * B * GX;
-    if (coupled)
-      bw_lstm_x<T, true>(B, H, live, gate_t, gg_t, cs + n * B * H, cs + p * B * H, pf, pi, po, dh, dc, gc_prev,
-                         gh_prev, da, dh_prev);
+    const T* c_t = zone ? c_pre + t * B * H : cs + n * B * H;  // C_t before zoneout
+    if (zone) {
+      zoneout_rows_back<T>(B, H, live, zone + (2 * t) * B * H, dh, carry_h);
+      zoneout_rows_back<T>(B, H, live, zone + (2 * t + 1) * B * H, dc, carry_c);
+      if (g_cpre)  // the traces' C_t
+        for (int64_t b = 0; b < B; ++b)
+          if (!skip(live, b))
+            for (int64_t j = b * H; j < (b + 1) * H; ++j) dc[j] += g_cpre[t * B * H + j];
+    }
+    if (norm.on())
+      lstm_cell_ln_back<T>(B, H, live, gate_t, dh, norm.chat + t * B * H, norm.crstd + t * B, norm.g_c, norm.b_c, tcn,
+                           dyc, dch, ngrads.g_c.data(), ngrads.b_c.data(), ngrads.step.data());
+    const T* c_p = cs + p * B * H;
+    if (coupled && norm.on())
+      bw_lstm_x<T, true, true>(B, H, live, gate_t, gg_t, c_t, c_p, pf, pi, po, dh, dc, gc_prev, gh_prev, da, dh_prev,
+                               tcn, dch);
+    else if (coupled)
+      bw_lstm_x<T, true, false>(B, H, live, gate_t, gg_t, c_t, c_p, pf, pi, po, dh, dc, gc_prev, gh_prev, da, dh_prev,
+                                tcn, dch);
+    else if (norm.on())
+      bw_lstm_x<T, false, true>(B, H, live, gate_t, gg_t, c_t, c_p, pf, pi, po, dh, dc, gc_prev, gh_prev, da, dh_prev,
+                                tcn, dch);
     else
-      bw_lstm_x<T, false>(B, H, live, gate_t, gg_t, cs + n * B * H, cs + p * B * H, pf, pi, po, dh, dc, gc_prev,
-                          gh_prev, da, dh_prev);
+      bw_lstm_x<T, false, false>(B, H, live, gate_t, gg_t, c_t, c_p, pf, pi, po, dh, dc, gc_prev, gh_prev, da,
+                                 dh_prev, tcn, dch);
     if (live) {
       for (int64_t b = 0; b < B; ++b) {
         if (live[b] != T(0)) continue;
@@ -787,16 +1047,28 @@ void lstm_backward_impl(const torch::Tensor& w_hh_t, const torch::Tensor& peep_t
         for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
       }
     }
+    const T* du = da;  // ∂ of the GEMM's output: through LN(W_h ·) when on
+    if (norm.on()) {
+      T* dhh_t = norm.dhh + t * B * GX;
+      ln_rows_back<T>(B, GX, live, da, GX, norm.g_hh, norm.uhat + t * B * GX, norm.urstd + t * B, dhh_t, GX,
+                      ngrads.g_hh.data(), ngrads.b_hh.data(), ngrads.step.data());
+      du = dhh_t;
+    }
     if (h_mask) {
-      gemm<T>(false, false, B, H, GX, da, GX, w_hh, H, T(0), rec, H);
+      gemm<T>(false, false, B, H, GX, du, GX, w_hh, H, T(0), rec, H);
       for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += rec[k] * h_mask[k];
     } else {
-      gemm<T>(false, false, B, H, GX, da, GX, w_hh, H, T(1), dh_prev, H);
+      gemm<T>(false, false, B, H, GX, du, GX, w_hh, H, T(1), dh_prev, H);
+    }
+    if (zone) {
+      for (int64_t k = 0; k < B * H; ++k) dh_prev[k] += carry_h[k];
+      for (int64_t k = 0; k < B * H; ++k) dc[k] += carry_c[k];
     }
     std::swap(dh, dh_prev);
   }
   std::memcpy(dh0_t.data_ptr<T>(), dh, B * H * sizeof(T));
   std::memcpy(dc0_t.data_ptr<T>(), dc, B * H * sizeof(T));
+  if (norm.on()) ngrads.write(norm);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -941,22 +1213,93 @@ void check_lstm(const char* fn, const torch::Tensor& w_hh, bool transposed, cons
   expect(fn, "gates", gates, {T, B, 4 * H}, dtype);
 }
 
+// the layer norm tensors of the variant loops, checked: an empty list (off), or the forward's
+// ``fw`` names followed, in the backward loops, by ``bw``; shapes from ``shape_of``
+template <typename Shape>
+void check_norm(const char* fn, const std::vector<torch::Tensor>& norm, const std::vector<const char*>& names,
+                Shape shape_of, at::ScalarType dtype) {
+  if (norm.empty()) return;
+  TORCH_CHECK_VALUE(norm.size() == names.size(), fn, ": norm: expected an empty list (no layer norm) or ",
+                    names.size(), " tensors, got ", norm.size());
+  for (size_t k = 0; k < names.size(); ++k) {
+    const std::vector<int64_t> shape = shape_of(names[k]);
+    expect(fn, names[k], norm[k], shape, dtype, shape.empty());
+  }
+}
+
+// pointers into a checked norm list, by name
+template <typename T>
+Norm<T> make_norm(const std::vector<torch::Tensor>& norm, const std::vector<const char*>& names) {
+  Norm<T> out;
+  if (norm.empty()) return out;
+  for (size_t k = 0; k < names.size(); ++k) {
+    const std::string name = names[k];
+    T* ptr = norm[k].numel() ? const_cast<torch::Tensor&>(norm[k]).data_ptr<T>() : nullptr;
+    if (name == "g_hh") out.g_hh = ptr;
+    else if (name == "b_hh") out.b_hh = ptr;
+    else if (name == "g_c") out.g_c = ptr;
+    else if (name == "b_c") out.b_c = ptr;
+    else if (name == "uhat") out.uhat = ptr;
+    else if (name == "urstd") out.urstd = ptr;
+    else if (name == "nhat") out.nhat = ptr;
+    else if (name == "nrstd") out.nrstd = ptr;
+    else if (name == "chat") out.chat = ptr;
+    else if (name == "crstd") out.crstd = ptr;
+    else if (name == "dhh") out.dhh = ptr;
+    else if (name == "dg_hh") out.dg_hh = ptr;
+    else if (name == "db_hh") out.db_hh = ptr;
+    else if (name == "dg_c") out.dg_c = ptr;
+    else if (name == "db_c") out.db_c = ptr;
+  }
+  return out;
+}
+
+const std::vector<const char*> LSTM_NORM = {"g_hh", "b_hh", "g_c", "b_c", "uhat", "urstd", "chat", "crstd"};
+const std::vector<const char*> LSTM_NORM_BW = {"g_hh", "b_hh", "g_c", "b_c", "uhat", "urstd", "chat", "crstd",
+                                               "dhh", "dg_hh", "db_hh", "dg_c", "db_c"};
+const std::vector<const char*> GRU_NORM = {"g_hh", "b_hh", "uhat", "urstd", "nhat", "nrstd"};
+const std::vector<const char*> GRU_NORM_BW = {"g_hh", "b_hh", "uhat", "urstd", "nhat", "nrstd", "dhh", "dg_hh", "db_hh"};
+
+// the shapes of the LSTM's norm tensors and zoneout's, for T steps, B rows, H units, GX gate rows
+void check_lstm_variants(const char* fn, const std::vector<torch::Tensor>& norm, bool backward,
+                         const torch::Tensor& zone, const torch::Tensor& c_pre, int64_t T, int64_t B, int64_t H,
+                         int64_t GX, at::ScalarType dtype) {
+  check_norm(fn, norm, backward ? LSTM_NORM_BW : LSTM_NORM, [&](const std::string& n) -> std::vector<int64_t> {
+    if (n == "g_hh" || n == "b_hh" || n == "dg_hh" || n == "db_hh") return {GX};
+    if (n == "g_c" || n == "b_c" || n == "dg_c" || n == "db_c") return {H};
+    if (n == "uhat" || n == "dhh") return {T, B, GX};
+    if (n == "chat") return {T, B, H};
+    return {T, B};  // urstd, crstd
+  }, dtype);
+  expect(fn, "zone", zone, {T, 2, B, H}, dtype, true);
+  if (zone.numel())
+    expect(fn, "c_pre", c_pre, {T, B, H}, dtype);
+  else
+    TORCH_CHECK_VALUE(c_pre.numel() == 0, fn, ": c_pre: expected an empty tensor without zoneout, got shape ", c_pre.sizes());
+}
+
 void lstm_forward_loop(torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor peep, bool coupled, torch::Tensor h_mask,
                        torch::Tensor mask, bool reverse, torch::Tensor states, torch::Tensor cells,
-                       torch::Tensor gates, int64_t threads) {
+                       torch::Tensor gates, int64_t threads, std::vector<torch::Tensor> norm, torch::Tensor zone,
+                       torch::Tensor c_pre) {
   const char* fn = "lstm_forward_loop";
   check_lstm(fn, w_hhT, true, peep, coupled, h_mask, mask, states, cells, gates, threads);
   expect(fn, "xp", xp, {gates.size(0), gates.size(1), w_hhT.size(1)}, gates.scalar_type());
+  check_lstm_variants(fn, norm, false, zone, c_pre, gates.size(0), gates.size(1), w_hhT.size(0), w_hhT.size(1),
+                      gates.scalar_type());
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "lstm_forward_loop", [&] {
-    lstm_forward_impl<scalar_t>(xp, w_hhT, peep, coupled, h_mask, mask, reverse, states, cells, gates);
+    lstm_forward_impl<scalar_t>(xp, w_hhT, peep, coupled, h_mask, mask, reverse, states, cells, gates,
+                                make_norm<scalar_t>(norm, LSTM_NORM), ptr_or_null<scalar_t>(zone),
+                                mut_or_null<scalar_t>(c_pre));
   });
 }
 
 void lstm_backward_loop(torch::Tensor w_hh, torch::Tensor peep, bool coupled, torch::Tensor h_mask, torch::Tensor mask,
                         bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates,
                         torch::Tensor g_states, torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da,
-                        torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
+                        torch::Tensor dh0, torch::Tensor dc0, int64_t threads, std::vector<torch::Tensor> norm,
+                        torch::Tensor zone, torch::Tensor c_pre, torch::Tensor g_cpre) {
   const char* fn = "lstm_backward_loop";
   check_lstm(fn, w_hh, false, peep, coupled, h_mask, mask, states, cells, gates, threads);
   const int64_t T = gates.size(0), B = gates.size(1), H = w_hh.size(1);
@@ -967,37 +1310,68 @@ void lstm_backward_loop(torch::Tensor w_hh, torch::Tensor peep, bool coupled, to
   expect(fn, "da", da, {T, B, w_hh.size(0)}, dtype);
   expect(fn, "dh0", dh0, {B, H}, dtype);
   expect(fn, "dc0", dc0, {B, H}, dtype);
+  check_lstm_variants(fn, norm, true, zone, c_pre, T, B, H, w_hh.size(0), dtype);
+  expect(fn, "g_cpre", g_cpre, {T, B, H}, dtype, true);
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_backward_loop", [&] {
     lstm_backward_impl<scalar_t>(w_hh, peep, coupled, h_mask, mask, reverse, states, cells, gates, g_states, g_cells,
-                                 g_gates, da, dh0, dc0);
+                                 g_gates, da, dh0, dc0, make_norm<scalar_t>(norm, LSTM_NORM_BW),
+                                 ptr_or_null<scalar_t>(zone), ptr_or_null<scalar_t>(c_pre),
+                                 zone.numel() ? ptr_or_null<scalar_t>(g_cpre) : nullptr);
   });
 }
 
-// the GRU with recurrent dropout: forward_loop / backward_loop with the sequence's mask h_mask (B, H)
+// the GRU's norm tensors and zoneout's, for T steps, B rows, H units
+void check_gru_variants(const char* fn, int64_t cell, const std::vector<torch::Tensor>& norm, bool backward,
+                        const torch::Tensor& zone, int64_t T, int64_t B, int64_t H, at::ScalarType dtype) {
+  const bool before = cell == GRU_BEFORE;
+  check_norm(fn, norm, backward ? GRU_NORM_BW : GRU_NORM, [&](const std::string& n) -> std::vector<int64_t> {
+    if (n == "g_hh" || n == "b_hh" || n == "dg_hh" || n == "db_hh") return {3 * H};
+    if (n == "uhat") return {T, B, (before ? 2 : 3) * H};
+    if (n == "dhh") return {T, B, 3 * H};
+    if (n == "urstd") return {T, B};
+    if (n == "nhat") return before ? std::vector<int64_t>{T, B, H} : std::vector<int64_t>{};
+    return before ? std::vector<int64_t>{T, B} : std::vector<int64_t>{};  // nrstd
+  }, dtype);
+  if (!norm.empty() && !before)
+    TORCH_CHECK_VALUE(norm[4].numel() == 0 && norm[5].numel() == 0, fn,
+                      ": norm: nhat, nrstd: expected empty tensors for reset=\"after\"");
+  expect(fn, "zone", zone, {T, 1, B, H}, dtype, true);
+}
+
+// the GRU with its variants: forward_loop / backward_loop with recurrent dropout (h_mask (B, H) or empty),
+// layer norm (norm) and zoneout (zone (T, 1, B, H) or empty)
 void gru_forward_loop(int64_t cell, torch::Tensor xp, torch::Tensor w_hhT, torch::Tensor b_hn, torch::Tensor h_mask,
                       torch::Tensor mask, bool reverse, torch::Tensor states, torch::Tensor cells, torch::Tensor gates,
-                      torch::Tensor extra, int64_t threads) {
-  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, "gru_forward_loop: cell: expected 3 or 4 (gru), got ", cell);
+                      torch::Tensor extra, int64_t threads, std::vector<torch::Tensor> norm, torch::Tensor zone) {
+  const char* fn = "gru_forward_loop";
+  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, fn, ": cell: expected 3 or 4 (gru), got ", cell);
   check_forward(cell, xp, w_hhT, b_hn, mask, states, cells, gates, extra, threads);
-  expect("gru_forward_loop", "h_mask", h_mask, {xp.size(1), w_hhT.size(0)}, xp.scalar_type());
+  expect(fn, "h_mask", h_mask, {xp.size(1), w_hhT.size(0)}, xp.scalar_type(), true);
+  check_gru_variants(fn, cell, norm, false, zone, xp.size(0), xp.size(1), w_hhT.size(0), xp.scalar_type());
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(xp.scalar_type(), "gru_forward_loop", [&] {
-    forward_impl<scalar_t>(cell, xp, w_hhT, b_hn, mask, reverse, states, cells, gates, extra, h_mask.data_ptr<scalar_t>());
+    forward_impl<scalar_t>(cell, xp, w_hhT, b_hn, mask, reverse, states, cells, gates, extra,
+                           ptr_or_null<scalar_t>(h_mask), make_norm<scalar_t>(norm, GRU_NORM),
+                           ptr_or_null<scalar_t>(zone));
   });
 }
 
 void gru_backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor h_mask, torch::Tensor mask, bool reverse,
                        torch::Tensor states, torch::Tensor cells, torch::Tensor gates, torch::Tensor extra,
                        torch::Tensor g_states, torch::Tensor g_cells, torch::Tensor g_gates, torch::Tensor da,
-                       torch::Tensor dhn, torch::Tensor dh0, torch::Tensor dc0, int64_t threads) {
-  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, "gru_backward_loop: cell: expected 3 or 4 (gru), got ", cell);
+                       torch::Tensor dhn, torch::Tensor dh0, torch::Tensor dc0, int64_t threads,
+                       std::vector<torch::Tensor> norm, torch::Tensor zone) {
+  const char* fn = "gru_backward_loop";
+  TORCH_CHECK_VALUE(cell == GRU_BEFORE || cell == GRU_AFTER, fn, ": cell: expected 3 or 4 (gru), got ", cell);
   check_backward(cell, w_hh, mask, states, cells, gates, extra, g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads);
-  expect("gru_backward_loop", "h_mask", h_mask, {gates.size(1), w_hh.size(1)}, gates.scalar_type());
+  expect(fn, "h_mask", h_mask, {gates.size(1), w_hh.size(1)}, gates.scalar_type(), true);
+  check_gru_variants(fn, cell, norm, true, zone, gates.size(0), gates.size(1), w_hh.size(1), gates.scalar_type());
   BlasThreads guard(threads);
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "gru_backward_loop", [&] {
     backward_impl<scalar_t>(cell, w_hh, mask, reverse, states, cells, gates, extra, g_states, g_cells, g_gates, da,
-                            dhn, dh0, dc0, h_mask.data_ptr<scalar_t>());
+                            dhn, dh0, dc0, ptr_or_null<scalar_t>(h_mask), make_norm<scalar_t>(norm, GRU_NORM_BW),
+                            ptr_or_null<scalar_t>(zone));
   });
 }
 
@@ -1011,11 +1385,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward_loop", &backward_loop, py::call_guard<py::gil_scoped_release>(),
         "backward loop: fills da, dhn, dh0, dc0 in place");
   m.def("lstm_forward_loop", &lstm_forward_loop, py::call_guard<py::gil_scoped_release>(),
-        "the LSTM's variants (peepholes, coupled, recurrent dropout): forward loop, fills states, cells, gates");
+        "the LSTM's variants (peepholes, coupled, recurrent dropout, layer norm, zoneout): forward loop, fills "
+        "states, cells, gates (and layer norm's saved values, zoneout's c_pre)");
   m.def("lstm_backward_loop", &lstm_backward_loop, py::call_guard<py::gil_scoped_release>(),
-        "the LSTM's variants: backward loop, fills da, dh0, dc0 in place");
+        "the LSTM's variants: backward loop, fills da, dh0, dc0 (and layer norm's dhh and gradients) in place");
   m.def("gru_forward_loop", &gru_forward_loop, py::call_guard<py::gil_scoped_release>(),
-        "the GRU with recurrent dropout: forward loop, fills states, gates, extra in place");
+        "the GRU's variants (recurrent dropout, layer norm, zoneout): forward loop, fills states, gates, extra "
+        "(and layer norm's saved values) in place");
   m.def("gru_backward_loop", &gru_backward_loop, py::call_guard<py::gil_scoped_release>(),
-        "the GRU with recurrent dropout: backward loop, fills da, dhn, dh0 in place");
+        "the GRU's variants: backward loop, fills da, dhn, dh0 (and layer norm's dhh and gradients) in place");
 }
