@@ -154,8 +154,9 @@ def _parallel_directions(kernels, D: int) -> bool:
     return D == 2 and kernels is not native.loops and torch.get_num_threads() >= 2
 
 
-def _or_empty(t, x):
-    return _empty(x) if t is None else t.contiguous()
+def _or(t, none):
+    """t, contiguous, or ``none`` (the call's one empty tensor: the loops read empty as absent) when t is None."""
+    return none if t is None else t.contiguous()
 
 
 class FusedLevel(torch.autograd.Function):
@@ -171,6 +172,7 @@ class FusedLevel(torch.autograd.Function):
         x2 = x.reshape(T * B, X)
         parallel = _parallel_directions(kernels, D)
         outputs, saved, jobs = [], [x, mask], []
+        none = x.new_empty(0)
         coupled = bool(spec[1].get("coupled"))
         for d in range(D):
             v = SimpleNamespace(**dict(zip(INPUTS, per_direction[PER_DIRECTION * d : PER_DIRECTION * (d + 1)])))
@@ -187,14 +189,14 @@ class FusedLevel(torch.autograd.Function):
                 xp = (x2 @ v.w_ih.T if v.b is None else torch.addmm(v.b, x2, v.w_ih.T)).view(T, B, GH)  # one GEMM
             states = x.new_empty(T + 1, B, H)
             states[T if reverse else 0] = v.h0
-            cells = _empty(x)
+            cells = none
             if cell == LSTM:
                 cells = x.new_empty(T + 1, B, H)
                 cells[T if reverse else 0] = v.c0
-            extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else _empty(x)  # r·h, or W_hn h + b_hn
+            extra = x.new_empty(T, B, H) if cell in (GRU_BEFORE, GRU_AFTER) else none  # r·h, or W_hn h + b_hn
             w_hh = v.w_hh.contiguous()
             threads = 1 if parallel else blas_threads(B, GH, H)
-            zone, c_pre = _or_empty(v.zone, x), None
+            zone, c_pre = _or(v.zone, none), None
             norm = {}
             if ln:  # the loops' saved values (zeros where a row is past its sequence's end)
                 W = 2 * H if cell == GRU_BEFORE else GH  # the first GEMM's LN width
@@ -203,26 +205,26 @@ class FusedLevel(torch.autograd.Function):
                     norm.update(nhat=x.new_empty(T, B, H), nrstd=x.new_empty(T, B))
                 if cell == LSTM:
                     norm.update(chat=x.new_empty(T, B, H), crstd=x.new_empty(T, B))
-            m = _or_empty(mask, x)
+            m = _or(mask, none)
             if _lstm_variant(cell, spec, v.peep, v.h_mask, v.ln_hh_w, v.zone):
                 gates = x.new_empty(T, B, 4 * H)  # (f, i, g, o) even when coupled (i = 1 - f)
                 if v.zone is not None:
                     c_pre = x.new_empty(T, B, H)
                 nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, v.ln_c_w, v.ln_c_b, norm["uhat"], norm["urstd"],
                                         norm["chat"], norm["crstd"]]
-                args = (xp, w_hh.T.contiguous(), _or_empty(v.peep, x), coupled, _or_empty(v.h_mask, x), m, reverse,
-                        states, cells, gates, threads, nl, zone, _or_empty(c_pre, x))
+                args = (xp, w_hh.T.contiguous(), _or(v.peep, none), coupled, _or(v.h_mask, none), m, reverse,
+                        states, cells, gates, threads, nl, zone, _or(c_pre, none))
                 jobs.append(lambda args=args: kernels.lstm_forward_loop(*args))
             elif _gru_variant(cell, v.h_mask, v.ln_hh_w, v.zone):
                 gates = x.new_empty(T, B, GH)
                 nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, norm["uhat"], norm["urstd"],
-                                        norm.get("nhat", _empty(x)), norm.get("nrstd", _empty(x))]
-                args = (cell, xp, w_hh.T.contiguous(), _or_empty(v.b_hn, x), _or_empty(v.h_mask, x), m, reverse, states,
+                                        norm.get("nhat", none), norm.get("nrstd", none)]
+                args = (cell, xp, w_hh.T.contiguous(), _or(v.b_hn, none), _or(v.h_mask, none), m, reverse, states,
                         cells, gates, extra, threads, nl, zone)
                 jobs.append(lambda args=args: kernels.gru_forward_loop(*args))
             else:
                 gates = x.new_empty(T, B, GH)
-                args = (cell, xp, w_hh.T.contiguous(), _or_empty(v.b_hn, x), m, reverse, states, cells, gates, extra,
+                args = (cell, xp, w_hh.T.contiguous(), _or(v.b_hn, none), m, reverse, states, cells, gates, extra,
                         threads)
                 jobs.append(lambda args=args: kernels.forward_loop(*args))
             own = dict(states=states, cells=cells, gates=gates, extra=extra, c_pre=c_pre, raw=raw, ih_mean=ih_mean,
@@ -244,11 +246,12 @@ class FusedLevel(torch.autograd.Function):
         T, B, X = x.shape
         kernels = _kernels(x)
         parallel = _parallel_directions(kernels, D)
+        none = x.new_empty(0)
         # the compiled loops read an empty gradient as zero; the Python loops want the zeros
-        absent = (lambda like: x.new_zeros(like.shape)) if kernels is native.loops else (lambda like: _empty(x))
+        absent = (lambda like: x.new_zeros(like.shape)) if kernels is native.loops else (lambda like: none)
         jobs, chains = [], []
         coupled = bool(ctx.spec[1].get("coupled"))
-        m = _or_empty(mask, x)
+        m = _or(mask, none)
         per = len(SAVED)
         dirs = [SimpleNamespace(**dict(zip(SAVED, saved[per * d : per * (d + 1)]))) for d in range(D)]
         for d, v in enumerate(dirs):
@@ -256,29 +259,29 @@ class FusedLevel(torch.autograd.Function):
             GH, H = v.w_hh.shape
             g_states = x.new_zeros(v.states.shape) if g_states is None else g_states.contiguous()
             g_gates = absent(v.gates) if g_gates is None else g_gates.contiguous()
-            g_cells = _empty(x) if cell != LSTM else (absent(v.cells) if g_cells is None else g_cells.contiguous())
+            g_cells = none if cell != LSTM else (absent(v.cells) if g_cells is None else g_cells.contiguous())
             da = x.new_empty(T, B, GH)
-            dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else _empty(x)
+            dhn = x.new_empty(T, B, H) if cell == GRU_AFTER else none
             dh0 = x.new_empty(B, H)
-            dc0 = x.new_empty(B, H) if cell == LSTM else _empty(x)
+            dc0 = x.new_empty(B, H) if cell == LSTM else none
             threads = 1 if parallel else blas_threads(B, GH, H)
             ln = v.ln_hh_w is not None
             # layer norm: ∂ of the raw recurrent GEMM outputs, and the gradients of LN(W_h ·)'s (and LN(C_t)'s) gain, bias
             v.dhh = x.new_empty(T, B, GH) if ln else None
             v.dln = [x.new_empty(GH), x.new_empty(GH)] + ([x.new_empty(H), x.new_empty(H)] if cell == LSTM else [])
-            zone = _or_empty(v.zone, x)
+            zone = _or(v.zone, none)
             if _lstm_variant(cell, ctx.spec, v.peep, v.h_mask, v.ln_hh_w, v.zone):
                 nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, v.ln_c_w, v.ln_c_b, v.uhat, v.urstd, v.chat, v.crstd,
                                         v.dhh, *v.dln]
-                g_cpre = _empty(x) if v.zone is None else (absent(v.c_pre) if g_cpre is None else g_cpre.contiguous())
-                args = (v.w_hh, _or_empty(v.peep, x), coupled, _or_empty(v.h_mask, x), m, d == 1, v.states, v.cells,
-                        v.gates, g_states, g_cells, g_gates, da, dh0, dc0, threads, nl, zone, _or_empty(v.c_pre, x),
+                g_cpre = none if v.zone is None else (absent(v.c_pre) if g_cpre is None else g_cpre.contiguous())
+                args = (v.w_hh, _or(v.peep, none), coupled, _or(v.h_mask, none), m, d == 1, v.states, v.cells,
+                        v.gates, g_states, g_cells, g_gates, da, dh0, dc0, threads, nl, zone, _or(v.c_pre, none),
                         g_cpre)
                 jobs.append(lambda args=args: kernels.lstm_backward_loop(*args))
             elif _gru_variant(cell, v.h_mask, v.ln_hh_w, v.zone):
-                nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, v.uhat, v.urstd, _or_empty(v.nhat, x),
-                                        _or_empty(v.nrstd, x), v.dhh, *v.dln]
-                args = (cell, v.w_hh, _or_empty(v.h_mask, x), m, d == 1, v.states, v.cells, v.gates, v.extra,
+                nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, v.uhat, v.urstd, _or(v.nhat, none),
+                                        _or(v.nrstd, none), v.dhh, *v.dln]
+                args = (cell, v.w_hh, _or(v.h_mask, none), m, d == 1, v.states, v.cells, v.gates, v.extra,
                         g_states, g_cells, g_gates, da, dhn, dh0, dc0, threads, nl, zone)
                 jobs.append(lambda args=args: kernels.gru_backward_loop(*args))
             else:
