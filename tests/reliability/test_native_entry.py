@@ -214,3 +214,28 @@ def test_variant_loops_refuse_bad_layer_norm_and_zoneout_tensors(ext, loop):
     short["norm"] = short["norm"][:-1]
     with pytest.raises(ValueError, match=r"norm: expected an empty list \(no layer norm\) or \d+ tensors, got"):
         call(fn, short)
+
+
+def linear_args(loop: str, T=3, B=2, H=4, dtype=torch.float64):
+    """Valid arguments of ``linear_forward_loop`` / ``linear_backward_loop`` (minGRU, minLSTM), with lengths."""
+    r = lambda *s: torch.rand(*s, dtype=dtype)  # noqa: E731
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0]], dtype=dtype)
+    if loop == "linear_forward_loop":
+        return dict(a=r(T, B, H), b=r(T, B, H), mask=mask, reverse=True, states=r(T + 1, B, H))
+    return dict(a=r(T, B, H), mask=mask, reverse=True, states=r(T + 1, B, H), g_states=r(T + 1, B, H),
+                da=r(T, B, H), db=r(T, B, H), dh0=r(B, H))
+
+
+@pytest.mark.parametrize("loop", ["linear_forward_loop", "linear_backward_loop"])
+def test_linear_loops_refuse_bad_tensors(ext, loop):
+    fn = getattr(ext, loop)
+    args = linear_args(loop)
+    call(fn, args)  # valid: runs
+    rng = random.Random(len(loop))
+    for name, bad in mutations(args, rng):
+        with pytest.raises((ValueError, TypeError)) as e:
+            call(fn, {**args, name: bad})
+        msg = str(e.value).splitlines()[0]
+        assert msg.startswith(f"{loop}: ") and "expected" in msg, (name, msg)
+        assert f": {name}: " in msg or (name == "a" and ("float32 or float64" in msg or ": a:" in msg)) or \
+            any(f": {k}: " in msg for k in args), (name, msg)

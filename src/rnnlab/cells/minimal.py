@@ -4,7 +4,8 @@ gates that see only x_t, so a whole sequence can be computed by a parallel scan 
 Both are linear recurrences ``h_t = a_t * h_{t-1} + b_t`` whose coefficients depend on x_t alone.
 ``equations`` computes one step (the sequential form, used at inference and as the reference);
 ``log_coefficients`` gives ``log a_t`` and ``log b_t`` for all steps at once, which the scan engine
-(:mod:`rnnlab.engine.scan`) turns into every h_t with a cumulative log-sum-exp.
+(:mod:`rnnlab.engine.scan`) turns into every h_t with a cumulative log-sum-exp; ``coefficients``
+gives a_t and b_t themselves, for the native engine's compiled loop (:mod:`rnnlab.engine.linear`).
 
 The candidate passes through ``g(a) = a + 1/2 for a ≥ 0, σ(a) for a < 0`` (continuous, positive),
 as in the paper's log-space version, so that ``log b_t`` exists.
@@ -62,6 +63,13 @@ class MinGRUCell(RecurrentCell):
         return (h,), {"z": z, "n": n}
 
     @staticmethod
+    def coefficients(k: torch.Tensor):
+        """k = W x + b for all steps (T, B, 2H) -> (a, b, traces) with h_t = a_t h_{t-1} + b_t."""
+        a_z, a_h = k.chunk(2, dim=-1)
+        z, n = torch.sigmoid(a_z), g(a_h)
+        return torch.sigmoid(-a_z), z * n, {"z": z, "n": n}  # a = 1 − z_t (as σ(−a_z): no cancellation), b = z_t h̃_t
+
+    @staticmethod
     def log_coefficients(k: torch.Tensor):
         """k = W x + b for all steps (T, B, 2H) -> (log a, log b, traces) with h_t = a_t h_{t-1} + b_t."""
         a_z, a_h = k.chunk(2, dim=-1)
@@ -101,6 +109,14 @@ class MinLSTMCell(RecurrentCell):
         n = g(a_h)  # h̃_t = g(W_h x_t + b_h)
         h = f * h_prev + i * n  # h_t = f'_t * h_{t-1} + i'_t * h̃_t
         return (h,), {"f": f, "i": i, "n": n}
+
+    @staticmethod
+    def coefficients(k: torch.Tensor):
+        """k = W x + b for all steps (T, B, 3H) -> (a, b, traces) with h_t = a_t h_{t-1} + b_t: a = f'_t, b = i'_t h̃_t."""
+        a_f, a_i, a_h = k.chunk(3, dim=-1)
+        d = F.logsigmoid(a_i) - F.logsigmoid(a_f)  # log i_t − log f_t, as in equations
+        f, i, n = torch.sigmoid(-d), torch.sigmoid(d), g(a_h)
+        return f, i * n, {"f": f, "i": i, "n": n}
 
     @staticmethod
     def log_coefficients(k: torch.Tensor):

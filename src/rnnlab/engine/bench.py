@@ -10,7 +10,7 @@ threads, the median of repeats after warm-up of:
   thread pool sharing a process with torch slows torch down 10–100×;
 * inference (forward only) for rnnlab and torch.nn;
 * the bytes saved for backward by one training step (activations: rnnlab and torch.nn);
-* training time against T for the sequential cells beside minGRU/minLSTM's parallel scan, and a
+* training time against T for the sequential cells beside minGRU/minLSTM (native loop and parallel scan), and a
   training step of each cell variant (layer norm, peepholes, CIFG, recurrent dropout, zoneout) on the
   native engine against the reference engine.
 
@@ -36,8 +36,9 @@ import torch
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
 CELLS = ("rnn", "lstm", "gru-before", "gru-after")
-# training time against T: the seed's gated cells (a sequential loop) beside minGRU/minLSTM (a parallel scan)
-SCALING_CELLS = ("lstm", "gru-before", "mingru", "minlstm")
+# training time against T: the seed's gated cells (a sequential loop) beside minGRU/minLSTM, on their native
+# loop (engine "auto" on CPU) and on the parallel scan
+SCALING_CELLS = ("lstm", "gru-before", "mingru", "minlstm", "mingru-scan", "minlstm-scan")
 SCALING_LENGTHS = (100, 1000, 10000)
 QUICK_SCALING_LENGTHS = (10, 40)
 SCALING_SHAPE = (8, 64, 64)  # B, X, H
@@ -116,8 +117,9 @@ def _rnnlab_layer(cell: str, X: int, H: int, engine: str):
 def _scaling_layer(cell: str, X: int, H: int):
     import rnnlab
 
-    if cell in ("mingru", "minlstm"):
-        return (rnnlab.MinGRU if cell == "mingru" else rnnlab.MinLSTM)(X, H)  # engine "auto": the scan
+    if cell.startswith("min"):
+        kind, _, engine = cell.partition("-")
+        return (rnnlab.MinGRU if kind == "mingru" else rnnlab.MinLSTM)(X, H, engine=engine or "auto")
     return _rnnlab_layer(cell, X, H, "auto")
 
 
@@ -383,7 +385,9 @@ def to_markdown(report: dict) -> str:
         lines += [
             "",
             f"Training step against sequence length (B = {B}, X = {X}, H = {H}; median ms; `engine=\"auto\"`): the seed's "
-            "gated cells run a sequential loop over T, minGRU and minLSTM (Feng et al. 2024) a parallel log-space scan. "
+            "gated cells run a sequential loop over T with a GEMM per step; minGRU and minLSTM (Feng et al. 2024), whose "
+            "gates see x_t alone, a loop of one multiply-add per unit and step (native, their \"auto\" on CPU) or, as "
+            "`-scan`, the parallel log-space scan. "
             "Last column: time per step at the longest T over time per step at the shortest (1.0 = linear in T).",
             "",
             "| cell | " + " | ".join(f"T = {T}" for T in Ts) + " | per-step cost, longest / shortest T |",

@@ -354,3 +354,31 @@ def gru_backward_loop(cell, w_hh, h_mask, mask, reverse, states, cells, gates, e
     if norm:
         dg_hh.copy_(sum_g)
         db_hh.copy_(sum_b)
+
+
+def linear_forward_loop(a, b, mask, reverse, states) -> None:
+    """h_t = a_t h_{t-1} + b_t (minGRU, minLSTM) for a, b (T, B, H); states as ``forward_loop``'s."""
+    T = a.shape[0]
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        h = a[t] * states[p] + b[t]
+        if mask.numel():
+            h = torch.where((mask[t] == 0).unsqueeze(1), states[p], h)  # a row past its end keeps its state
+        states[n].copy_(h)
+
+
+def linear_backward_loop(a, mask, reverse, states, g_states, da, db, dh0) -> None:
+    """∂a_t = ∂h_t h_{t-1}, ∂b_t = ∂h_t, ∂h_{t-1} = a_t ∂h_t + the outputs' own gradient at h_{t-1}."""
+    T = a.shape[0]
+    dh = g_states[0 if reverse else T].clone()
+    for s in reversed(range(T)):
+        t, p, n = _slots(T, s, reverse)
+        d_a, d_b, d_prev = dh * states[p], dh, a[t] * dh + g_states[p]
+        if mask.numel():
+            dead = (mask[t] == 0).unsqueeze(1)
+            d_a, d_b = d_a.masked_fill(dead, 0.0), d_b.masked_fill(dead, 0.0)
+            d_prev = torch.where(dead, dh + g_states[p], d_prev)
+        da[t].copy_(d_a)
+        db[t].copy_(d_b)
+        dh = d_prev
+    dh0.copy_(dh)

@@ -38,11 +38,16 @@ def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dic
     h_last = h[-1]
     if reverse:
         h = h.flip(0)
-    if lengths is not None:
-        h = torch.where(live, h, 0.0)
+    return finish(h, h_last, traces, live if lengths is not None else None, trace)
+
+
+def finish(out, h_last, traces, live, trace: bool):
+    """A minimal cell's direction result: outputs and traces zero at padded steps (``live`` (T, B, 1), or None)."""
+    if live is not None:
+        out = torch.where(live, out, 0.0)
         if trace:
             traces = {n: torch.where(live, v, 0.0) for n, v in traces.items()}
-    return h, (h_last,), (traces if trace else None)
+    return out, (h_last,), (traces if trace else None)
 
 
 class ScanEngine:

@@ -7,7 +7,8 @@ Which engines trace (``rnnlab.engine``):
   grows with T.
 * ``"torch"`` — torch's own fused RNN operators: exports too (time length fixed by the example);
   compiles for inference only (torch 2.13 cannot compile the backward of its CPU mkldnn operator).
-* ``"scan"`` (MinGRU/MinLSTM, also their ``"auto"``) — a parallel scan of plain torch operations:
+* ``"scan"`` (MinGRU/MinLSTM, also their ``"auto"``, which runs the scan while torch traces) — a parallel
+  scan of plain torch operations:
   exports with a dynamic time axis.
 * ``"native"`` (and ``"auto"`` of RNN/LSTM/GRU, which may pick it) — compiled C++ loops inside an
   autograd.Function: torch.compile runs them eagerly between compiled regions (graph breaks), so
@@ -47,7 +48,8 @@ def _check_engine(engine: Any, layers: list[RecurrentLayer]) -> str | None:
 
 def _untraceable(layers: list[RecurrentLayer]) -> list[str]:
     def may_run_native(layer):
-        return layer.engine == UNTRACEABLE or (layer.engine == "auto" and UNTRACEABLE in layer.engine_choices())
+        auto_may = UNTRACEABLE in layer.engine_choices() and not getattr(layer, "AUTO_TRACES", False)
+        return layer.engine == UNTRACEABLE or (layer.engine == "auto" and auto_may)
 
     return sorted({layer.engine for layer in layers if may_run_native(layer)})
 

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..cells.minimal import MinGRUCell, MinLSTMCell
 from .base import RecurrentLayer
 
-ENGINES = ("auto", "scan", "reference")
+ENGINES = ("auto", "scan", "native", "reference")
 
 
 class _MinimalLayer(RecurrentLayer):
-    """A layer whose cells are linear recurrences in h: trained by a parallel scan over time.
+    """A layer whose cells are linear recurrences in h, h_t = a_t * h_{t-1} + b_t, with a_t, b_t from x_t alone.
 
-    ``engine="auto"`` or ``"scan"`` computes the whole sequence with the log-space scan
-    (:mod:`rnnlab.engine.scan`); ``"reference"`` steps the cell's equations one time step at a time
-    (the sequential form used for inference and streaming). Both compute the same function.
+    ``engine="scan"`` computes the whole sequence with the parallel log-space scan
+    (:mod:`rnnlab.engine.scan`); ``"native"`` computes every a_t, b_t at once and runs the recurrence
+    in a compiled loop, one multiply-add per unit and step (:mod:`rnnlab.engine.linear`);
+    ``"reference"`` steps the cell's equations one time step at a time (the sequential form used for
+    inference and streaming). All compute the same function. ``"auto"`` runs the native loop on CPU
+    (measured faster there: BENCHMARKS.md) and the scan on GPUs and while torch traces the model
+    (torch.compile, torch.export: the scan is plain torch operations).
     """
+
+    AUTO_TRACES = True  # "auto" picks the scan (plain torch operations) while torch traces: compile/export keep it
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, *, init="default", engine="auto"):
@@ -26,10 +34,16 @@ class _MinimalLayer(RecurrentLayer):
         return ENGINES
 
     def select_engine(self, x):
+        from ..engine.linear import LinearEngine
         from ..engine.reference import ReferenceEngine
         from ..engine.scan import ScanEngine
 
-        return ReferenceEngine() if self.engine == "reference" else ScanEngine()
+        if self.engine == "reference":
+            return ReferenceEngine()
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if self.engine == "native" or (self.engine == "auto" and x.device.type == "cpu" and not tracing):
+            return LinearEngine()
+        return ScanEngine()
 
 
 class MinGRU(_MinimalLayer):

@@ -1375,6 +1375,128 @@ void gru_backward_loop(int64_t cell, torch::Tensor w_hh, torch::Tensor h_mask, t
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// linear recurrences h_t = a_t * h_{t-1} + b_t (minGRU, minLSTM: a_t, b_t depend on x_t alone and are
+// computed for all steps before the loop): no GEMM inside the loop, one multiply-add per unit and step.
+// Backward: ∂a_t = ∂h_t h_{t-1}, ∂b_t = ∂h_t, ∂h_{t-1} = a_t ∂h_t (+ the outputs' own gradient).
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+RNNLAB_KERNEL void linear_step(int64_t n, const T* __restrict a, const T* __restrict b, const T* __restrict h_prev,
+                               T* __restrict h) {
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) h[k] = a[k] * h_prev[k] + b[k];
+}
+
+template <typename T>
+RNNLAB_KERNEL void linear_step_back(int64_t n, const T* __restrict a, const T* __restrict h_prev,
+                                    const T* __restrict dh, const T* __restrict gh_prev, T* __restrict da,
+                                    T* __restrict db, T* __restrict dh_prev) {
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    da[k] = dh[k] * h_prev[k];
+    db[k] = dh[k];
+    dh_prev[k] = a[k] * dh[k] + gh_prev[k];
+  }
+}
+
+template <typename T>
+void linear_forward_impl(const torch::Tensor& a_t, const torch::Tensor& b_t, const torch::Tensor& mask_t, bool reverse,
+                         torch::Tensor& states_t) {
+  const int64_t T_ = a_t.size(0), B = a_t.size(1), H = a_t.size(2);
+  const T* a = a_t.data_ptr<T>();
+  const T* b = b_t.data_ptr<T>();
+  const T* mask = ptr_or_null<T>(mask_t);
+  T* hs = states_t.data_ptr<T>();
+  for (int64_t s = 0; s < T_; ++s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t, n = reverse ? t : t + 1;
+    const int64_t q = t * B * H;
+    if (!mask) {
+      linear_step<T>(B * H, a + q, b + q, hs + p * B * H, hs + n * B * H);
+      continue;
+    }
+    for (int64_t r = 0; r < B; ++r) {  // a row outside its sequence keeps its state
+      const int64_t o = r * H;
+      if (mask[t * B + r] != T(0))
+        linear_step<T>(H, a + q + o, b + q + o, hs + p * B * H + o, hs + n * B * H + o);
+      else
+        std::memcpy(hs + n * B * H + o, hs + p * B * H + o, H * sizeof(T));
+    }
+  }
+}
+
+template <typename T>
+void linear_backward_impl(const torch::Tensor& a_t, const torch::Tensor& mask_t, bool reverse,
+                          const torch::Tensor& states_t, const torch::Tensor& g_states_t, torch::Tensor& da_t,
+                          torch::Tensor& db_t, torch::Tensor& dh0_t) {
+  const int64_t T_ = a_t.size(0), B = a_t.size(1), H = a_t.size(2);
+  const T* a = a_t.data_ptr<T>();
+  const T* mask = ptr_or_null<T>(mask_t);
+  const T* hs = states_t.data_ptr<T>();
+  const T* g_hs = g_states_t.data_ptr<T>();
+  T* da = da_t.data_ptr<T>();
+  T* db = db_t.data_ptr<T>();
+  std::vector<T> buf(2 * B * H);
+  T* dh = buf.data();
+  T* dh_prev = dh + B * H;
+  std::memcpy(dh, g_hs + (reverse ? 0 : T_) * B * H, B * H * sizeof(T));
+  for (int64_t s = T_ - 1; s >= 0; --s) {
+    const int64_t t = reverse ? T_ - 1 - s : s;
+    const int64_t p = reverse ? t + 1 : t;
+    const int64_t q = t * B * H;
+    if (!mask) {
+      linear_step_back<T>(B * H, a + q, hs + p * B * H, dh, g_hs + p * B * H, da + q, db + q, dh_prev);
+    } else {
+      for (int64_t r = 0; r < B; ++r) {
+        const int64_t o = r * H;
+        if (mask[t * B + r] != T(0)) {
+          linear_step_back<T>(H, a + q + o, hs + p * B * H + o, dh + o, g_hs + p * B * H + o, da + q + o, db + q + o,
+                              dh_prev + o);
+        } else {  // the state passed through: so does its gradient
+          std::memset(da + q + o, 0, H * sizeof(T));
+          std::memset(db + q + o, 0, H * sizeof(T));
+          for (int64_t j = 0; j < H; ++j) dh_prev[o + j] = dh[o + j] + g_hs[p * B * H + o + j];
+        }
+      }
+    }
+    std::swap(dh, dh_prev);
+  }
+  std::memcpy(dh0_t.data_ptr<T>(), dh, B * H * sizeof(T));
+}
+
+void linear_forward_loop(torch::Tensor a, torch::Tensor b, torch::Tensor mask, bool reverse, torch::Tensor states) {
+  const char* fn = "linear_forward_loop";
+  TORCH_CHECK_VALUE(a.dim() == 3, fn, ": a: expected a 3-D tensor (T, B, H), got shape ", a.sizes());
+  const auto dtype = a.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, fn, ": expected float32 or float64 tensors, got ", dtype);
+  const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
+  expect(fn, "a", a, {T, B, H}, dtype);
+  expect(fn, "b", b, {T, B, H}, dtype);
+  expect(fn, "mask", mask, {T, B}, dtype, true);
+  expect(fn, "states", states, {T + 1, B, H}, dtype);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "linear_forward_loop", [&] { linear_forward_impl<scalar_t>(a, b, mask, reverse, states); });
+}
+
+void linear_backward_loop(torch::Tensor a, torch::Tensor mask, bool reverse, torch::Tensor states,
+                          torch::Tensor g_states, torch::Tensor da, torch::Tensor db, torch::Tensor dh0) {
+  const char* fn = "linear_backward_loop";
+  TORCH_CHECK_VALUE(a.dim() == 3, fn, ": a: expected a 3-D tensor (T, B, H), got shape ", a.sizes());
+  const auto dtype = a.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, fn, ": expected float32 or float64 tensors, got ", dtype);
+  const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
+  expect(fn, "a", a, {T, B, H}, dtype);
+  expect(fn, "mask", mask, {T, B}, dtype, true);
+  expect(fn, "states", states, {T + 1, B, H}, dtype);
+  expect(fn, "g_states", g_states, {T + 1, B, H}, dtype);
+  expect(fn, "da", da, {T, B, H}, dtype);
+  expect(fn, "db", db, {T, B, H}, dtype);
+  expect(fn, "dh0", dh0, {B, H}, dtype);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "linear_backward_loop", [&] {
+    linear_backward_impl<scalar_t>(a, mask, reverse, states, g_states, da, db, dh0);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1392,6 +1514,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_forward_loop", &gru_forward_loop, py::call_guard<py::gil_scoped_release>(),
         "the GRU's variants (recurrent dropout, layer norm, zoneout): forward loop, fills states, gates, extra "
         "(and layer norm's saved values) in place");
+  m.def("linear_forward_loop", &linear_forward_loop, py::call_guard<py::gil_scoped_release>(),
+        "h_t = a_t h_{t-1} + b_t (minGRU, minLSTM): forward loop, fills states in place");
+  m.def("linear_backward_loop", &linear_backward_loop, py::call_guard<py::gil_scoped_release>(),
+        "the backward loop of linear_forward_loop: fills da, db, dh0 in place");
   m.def("gru_backward_loop", &gru_backward_loop, py::call_guard<py::gil_scoped_release>(),
         "the GRU's variants: backward loop, fills da, dhn, dh0 (and layer norm's dhh and gradients) in place");
 }
