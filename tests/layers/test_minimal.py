@@ -61,7 +61,8 @@ def test_gradcheck(cls, engine):
     h0 = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([5, 3])
     assert torch.autograd.gradcheck(lambda x, h0, *p: layer(x, h0, lengths=lengths)[0], (x, h0, *layer.parameters()))
-    # second derivatives: the scan's only without lengths (with them, its log(0) stand-in makes them NaN)
+    # second derivatives: the scan's only without lengths (torch's logcumsumexp double backward is NaN where an
+    # incoming gradient is exactly zero, as at padded steps)
     lengths = None if engine == "scan" else lengths
     assert torch.autograd.gradgradcheck(lambda x, h0, *p: layer(x, h0, lengths=lengths)[0], (x, h0, *layer.parameters()))
 

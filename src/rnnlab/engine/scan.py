@@ -7,8 +7,11 @@ With A_t = a_1 ⋯ a_t (all products positive), the recurrence unrolls to
 
 so every h_t comes from one projection GEMM, a cumulative sum and a cumulative log-sum-exp over
 time — no sequential loop, and autograd differentiates it (Feng et al. 2024, Heinsen 2023).
-Lengths: a padded step gets a = 1, b = 0, so the state passes through it unchanged; the reverse
-direction flips the padded sequence, whose padding then comes first and leaves h_0 untouched.
+Lengths: padding comes after each sequence's last real step, so the scan runs through it and the
+state at step len − 1 is the final one; the reverse direction reverses each sequence within its own
+length, which keeps its padding at the end too. (Second derivatives: torch's double backward of
+logcumsumexp is NaN where an incoming gradient is exactly zero — as at padded steps, whose outputs
+are zero — so create_graph through the scan with lengths gives NaN; the native loop has no such gap.)
 """
 
 from __future__ import annotations
@@ -17,28 +20,37 @@ import torch
 
 from ..layers.runner import run_stack
 
-_NEG = -1e30  # log of a coefficient that is zero; finite so gradients stay finite
+def _within(lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """Time indices (T, B) that reverse each sequence within its own length and leave its padding in place:
+    t -> len − 1 − t for t < len, t otherwise (its own inverse)."""
+    t = torch.arange(T, device=lengths.device).unsqueeze(1)
+    return torch.where(t < lengths, lengths - 1 - t, t)
+
+
+def _gather_time(v: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return v.gather(0, index.unsqueeze(2).expand(-1, -1, v.shape[2]))
 
 
 def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dict):
     """One level, one direction by the scan (``step`` is always empty: minimal cells have no variants)."""
     (h0,) = state
+    T = x.shape[0]
     k = x @ w.weight_ih.T  # (T, B, G·H): one GEMM over all steps
     if w.bias is not None:
         k = k + w.bias
+    if reverse:  # the reverse direction scans each sequence from its last real step: padding stays at the end
+        index = _within(lengths, T) if lengths is not None else None
+        k = k.flip(0) if index is None else _gather_time(k, index)
     log_a, log_b, traces = layer.cell_class.log_coefficients(k)  # (T, B, H) each
-    if lengths is not None:
-        live = (torch.arange(x.shape[0], device=x.device).unsqueeze(1) < lengths).unsqueeze(2)  # (T, B, 1)
-        log_a = torch.where(live, log_a, 0.0)
-        log_b = torch.where(live, log_b, _NEG)
-    if reverse:
-        log_a, log_b = log_a.flip(0), log_b.flip(0)
     log_A = torch.cumsum(log_a, dim=0)
     h = log_A.exp() * h0 + torch.exp(log_A + torch.logcumsumexp(log_b - log_A, dim=0))
-    h_last = h[-1]
+    # the state after each sequence's last real step (steps past it are computed, then dropped)
+    h_last = h[-1] if lengths is None else _gather_time(h, (lengths - 1).unsqueeze(0))[0]
     if reverse:
-        h = h.flip(0)
-    return finish(h, h_last, traces, live if lengths is not None else None, trace)
+        h = h.flip(0) if index is None else _gather_time(h, index)
+        traces = {n: (v.flip(0) if index is None else _gather_time(v, index)) for n, v in traces.items()}
+    live = None if lengths is None else (torch.arange(T, device=x.device).unsqueeze(1) < lengths).unsqueeze(2)
+    return finish(h, h_last, traces, live, trace)
 
 
 def finish(out, h_last, traces, live, trace: bool):
