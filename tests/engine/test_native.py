@@ -65,9 +65,10 @@ def _assert_same(a, b, tol):
 
 
 @st.composite
-def configs(draw):
+def configs(draw, layers=None):
+    """A random layer call: ``layer`` drawn from ``layers`` ((class, options) pairs; default the plain CELLS)."""
     return dict(
-        cell=draw(st.sampled_from(sorted(CELLS))),
+        layer=draw(st.sampled_from(layers if layers is not None else [CELLS[k] for k in sorted(CELLS)])),
         num_layers=draw(st.integers(1, 3)),
         bidirectional=draw(st.booleans()),
         batch_first=draw(st.booleans()),
@@ -86,7 +87,7 @@ def configs(draw):
 
 
 def _build(cfg):
-    cls, opts = CELLS[cfg["cell"]]
+    cls, opts = cfg["layer"]
     torch.manual_seed(cfg["seed"])
     layer = cls(cfg["X"], cfg["H"], num_layers=cfg["num_layers"], bias=cfg["bias"], batch_first=cfg["batch_first"],
                 dropout=cfg["dropout"], bidirectional=cfg["bidirectional"], **opts).to(cfg["dtype"])
