@@ -149,13 +149,21 @@ def recurrent_mask(p: float, batch: int, hidden_size: int, like: torch.Tensor) -
     return torch.bernoulli(keep) / (1.0 - p)
 
 
+def zoneout_keep(p: float, steps: int, states: int, like: torch.Tensor) -> torch.Tensor:
+    """Zoneout's masks for ``steps`` steps of ``states`` states shaped like ``like`` (B, H):
+    (steps, states, B, H), 1.0 where a unit keeps its previous value (probability p), drawn from torch's
+    RNG step by step, state by state (h, then C) — every engine and the cells draw them here."""
+    return torch.rand((steps, states, *like.shape), dtype=like.dtype, device=like.device).lt_(p)
+
+
+def zoned(keep: torch.Tensor, prev: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """One step of zoneout with that step's masks ``keep`` (states, B, H): s_t = s_{t-1} where kept, else s_new."""
+    return tuple(torch.where(keep[k] != 0, s_prev, s_new) for k, (s_prev, s_new) in enumerate(zip(prev, new)))
+
+
 def zoneout(p: float, prev: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """s_t = d_t * s_{t-1} + (1 − d_t) * s_new, d_t ~ Bernoulli(p) drawn per unit, per state and per step."""
-    out = []
-    for s_prev, s_new in zip(prev, new):
-        keep = torch.rand(s_new.shape, dtype=s_new.dtype, device=s_new.device) < p
-        out.append(torch.where(keep, s_prev, s_new))
-    return tuple(out)
+    return zoned(zoneout_keep(p, 1, len(new), new[0])[0], prev, new)
 
 
 def describe(variants: dict[str, Any]) -> str:

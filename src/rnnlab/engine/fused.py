@@ -55,10 +55,6 @@ def blas_threads(B: int, GH: int, H: int) -> int:
     return torch.get_num_threads() if B * GH * H >= PARALLEL_STEP_MACS else 1
 
 
-def _empty(x: torch.Tensor) -> torch.Tensor:
-    return x.new_empty(0)
-
-
 def _reference_forward(spec, reverse, mask, x, h0, c0, w, step=None, zone=None):
     """The Function's outputs (states, cells, gates, c_pre) from the cells' equations, under autograd
     (``step``: ``equations``' further keyword arguments, a variant's ``extra`` and ``h_mask``; ``zone``:
@@ -116,7 +112,7 @@ def unsupported_variants(layer) -> dict:
     return {k: v for k, v in layer.active_variants().items() if k not in ok}
 
 
-def _lstm_variant(cell, spec, peep, h_mask, ln=None, zone=None) -> bool:
+def _lstm_variant(cell, spec, peep, h_mask, ln, zone) -> bool:
     """Whether this level runs the LSTM's variant loops (peepholes, coupled, recurrent dropout, layer norm, zoneout)."""
     return cell == LSTM and (peep is not None or h_mask is not None or bool(spec[1].get("coupled"))
                              or ln is not None or zone is not None)
@@ -268,7 +264,7 @@ class FusedLevel(torch.autograd.Function):
             ln = v.ln_hh_w is not None
             # layer norm: ∂ of the raw recurrent GEMM outputs, and the gradients of LN(W_h ·)'s (and LN(C_t)'s) gain, bias
             v.dhh = x.new_empty(T, B, GH) if ln else None
-            v.dln = [x.new_empty(GH), x.new_empty(GH)] + ([x.new_empty(H), x.new_empty(H)] if cell == LSTM else [])
+            v.dln = [x.new_empty(n) for n in ((GH, GH) + ((H, H) if cell == LSTM else ()))] if ln else []
             zone = _or(v.zone, none)
             if _lstm_variant(cell, ctx.spec, v.peep, v.h_mask, v.ln_hh_w, v.zone):
                 nl = [] if not ln else [v.ln_hh_w, v.ln_hh_b, v.ln_c_w, v.ln_c_b, v.uhat, v.urstd, v.chat, v.crstd,
@@ -391,14 +387,14 @@ def _views(layer, states, cells, gates, c_pre, live, reverse: bool, trace: bool)
 
 
 def zoneout_masks(layer, T: int, like: torch.Tensor, reverse: bool) -> torch.Tensor | None:
-    """Zoneout's keep masks (T, S, B, H) for one direction of one call, 1 where a unit keeps its previous
-    value, in time order: the reference engine's draws (``variants.zoneout``: per step, h then C), in its order."""
+    """Zoneout's keep masks (T, S, B, H) for one direction of one call, in time order, or None: the draws
+    the reference engine makes for the same direction (``variants.zoneout_keep``, in step order)."""
     p = layer.regularisers.get("zoneout", 0.0) if layer.training else 0.0
     if not p:
         return None
     S, B = len(layer.cell_class.STATE), like.shape[1]
-    keep = torch.rand((T, S, B, layer.hidden_size), dtype=like.dtype, device=like.device).lt_(p)  # 1.0 / 0.0 in place
-    return keep.flip(0) if reverse else keep  # drawn step by step; the reverse direction's step s is time T-1-s
+    keep = variants.zoneout_keep(p, T, S, like.new_empty(B, layer.hidden_size))
+    return keep.flip(0) if reverse else keep  # the reverse direction's step s is time T-1-s
 
 
 def run_levels(layer, x, hx, lengths, trace):

@@ -21,22 +21,8 @@ import torch
 from ..layers.runner import run_stack
 from . import native
 from .fused import _kernels
-from .loops import _slots
+from .loops import linear_states
 from .scan import finish
-
-
-def _states_by_steps(a, b, h0, mask, reverse):
-    """The loop as differentiable torch operations: for double backward."""
-    T = a.shape[0]
-    hs = [None] * (T + 1)
-    hs[T if reverse else 0] = h0
-    for s in range(T):
-        t, p, n = _slots(T, s, reverse)
-        h = a[t] * hs[p] + b[t]
-        if mask is not None:
-            h = torch.where((mask[t] == 0).unsqueeze(1), hs[p], h)
-        hs[n] = h
-    return torch.stack(hs)
 
 
 class LinearRecurrence(torch.autograd.Function):
@@ -61,7 +47,7 @@ class LinearRecurrence(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: differentiate the same loop written in torch operations
             inputs = (a, b, h0)
             wanted = [k for k in range(3) if ctx.needs_input_grad[2 + k]]
-            out = _states_by_steps(a, b, h0, mask, ctx.reverse)
+            out = linear_states(a, b, h0, mask, ctx.reverse)
             got = torch.autograd.grad(out, [inputs[k] for k in wanted], g_states, create_graph=True, allow_unused=True)
             result = [None, None, None, None, None]
             for k, g in zip(wanted, got):

@@ -356,15 +356,23 @@ def gru_backward_loop(cell, w_hh, h_mask, mask, reverse, states, cells, gates, e
         db_hh.copy_(sum_b)
 
 
-def linear_forward_loop(a, b, mask, reverse, states) -> None:
-    """h_t = a_t h_{t-1} + b_t (minGRU, minLSTM) for a, b (T, B, H); states as ``forward_loop``'s."""
+def linear_states(a, b, h0, mask, reverse):
+    """States (T+1, B, H) of h_t = a_t h_{t-1} + b_t (minGRU, minLSTM) for a, b (T, B, H), in differentiable
+    torch operations (``mask`` (T, B) or None: a row past its end keeps its state); slots as ``forward_loop``'s."""
     T = a.shape[0]
+    hs = [None] * (T + 1)
+    hs[T if reverse else 0] = h0
     for s in range(T):
         t, p, n = _slots(T, s, reverse)
-        h = a[t] * states[p] + b[t]
-        if mask.numel():
-            h = torch.where((mask[t] == 0).unsqueeze(1), states[p], h)  # a row past its end keeps its state
-        states[n].copy_(h)
+        h = a[t] * hs[p] + b[t]
+        hs[n] = h if mask is None else torch.where((mask[t] == 0).unsqueeze(1), hs[p], h)
+    return torch.stack(hs)
+
+
+def linear_forward_loop(a, b, mask, reverse, states) -> None:
+    """``linear_states`` into ``states`` (whose slot T (reverse) or 0 holds h_0)."""
+    T = a.shape[0]
+    states.copy_(linear_states(a, b, states[T if reverse else 0], mask if mask.numel() else None, reverse))
 
 
 def linear_backward_loop(a, mask, reverse, states, g_states, da, db, dh0) -> None:

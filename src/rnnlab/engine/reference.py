@@ -22,10 +22,11 @@ def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dic
     T = x.shape[0]
     outs: list[torch.Tensor | None] = [None] * T
     traces: dict[str, list] | None = {n: [None] * T for n in cell.TRACES} if trace else None
-    for t in reversed(range(T)) if reverse else range(T):
+    keep = variants.zoneout_keep(zoneout, T, len(state), state[0]) if zoneout else None  # step s's masks: keep[s]
+    for s, t in enumerate(reversed(range(T)) if reverse else range(T)):
         new_state, tr = cell.equations(x[t], state, w, **options, **step)
-        if zoneout:
-            new_state = variants.zoneout(zoneout, state, new_state)
+        if keep is not None:
+            new_state = variants.zoned(keep[s], state, new_state)
         if lengths is None:
             state = new_state
             out = new_state[0]
