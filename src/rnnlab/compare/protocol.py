@@ -1,5 +1,6 @@
 """The comparison's protocol: which runs, at which sizes, under which budget — one ``Profile`` per
-scale ("tiny" for the tests, "quick" the default, "full" the larger ladder).
+scale ("tiny" for the tests, "quick" a short check, "standard" the project's report, "full" the
+larger ladder and the yardsticks' published budgets, for bigger machines).
 
 Every cell gets the same task data, optimiser (Adam, one learning rate per task), gradient clipping,
 step budget, evaluation schedule and seeds. Two views of size: the same hidden size H for every
@@ -13,7 +14,9 @@ from dataclasses import dataclass, replace
 
 from ..analysis import closed_form_parameters
 from ..tasks import get_task
+from . import yardsticks as ys
 from .training import RunSpec, Solve
+from .yardsticks import Yardstick
 
 CELLS = ("rnn", "lstm", "gru")
 # the seed's cells as the seed writes them: tanh RNN, LSTM, GRU with the reset gate before W_h
@@ -71,13 +74,14 @@ class Profile:
     variants: tuple  # ((layers, bidirectional), ...) on the tagging task
     timing_steps: int  # timed training steps per (cell, implementation, length), after warm-up
     jobs: int  # training processes at once
+    yardsticks: tuple = ()  # of Yardstick: published protocols, each run for every cell and seed
 
     def memory_task(self, name: str) -> MemoryTask:
         return next(m for m in self.memory if m.name == name)
 
 
 def _profile(name, seeds, hidden, embedding, lengths, steps, copy_settings, charlm, forecast, tagging, variants,
-             timing_steps, jobs, eval_samples=256, eval_every=50):
+             timing_steps, jobs, eval_samples=256, eval_every=50, yardsticks=()):
     add_len, copy_len, order_len = lengths
     return Profile(
         name=name, seeds=seeds, hidden=hidden, embedding=embedding, batch=32, clip=1.0, eval_every=eval_every,
@@ -88,6 +92,7 @@ def _profile(name, seeds, hidden, embedding, lengths, steps, copy_settings, char
             MemoryTask("temporal_order", (), order_len, 1e-2, steps),
         ),
         charlm=charlm, forecast=forecast, tagging=tagging, variants=variants, timing_steps=timing_steps, jobs=jobs,
+        yardsticks=yardsticks,
     )
 
 
@@ -98,6 +103,8 @@ PROFILES = {
         Stage("forecast", (("seq_len", 10),), 8, 8, 20, 1e-2, 10),
         Stage("tagging", (("seq_len", 10), ("vocab", 4), ("shift", 2)), 8, 8, 10, 1e-2, 5),
         ((1, False), (1, True), (2, True)), 3, 2, eval_samples=64, eval_every=10,
+        yardsticks=(replace(ys.mnist1d(20), eval_every=10), replace(ys.bai_copy(4), settings=(("seq_len", 12), ("length", 3),
+                                                                                             ("alphabet", 4)), eval_every=2)),
     ),
     "quick": _profile(
         "quick", (0, 1, 2), 32, 16, ((10, 30, 100, 200), (10, 20, 40), (10, 30, 100, 200)), 1500,
@@ -107,6 +114,17 @@ PROFILES = {
         Stage("tagging", (("seq_len", 20), ("vocab", 8), ("shift", 3)), 32, 16, 300, 1e-2, 100),
         ((1, False), (2, False), (3, False), (1, True), (2, True), (3, True)), 30, 2,
     ),
+    # the project's report: quick's sections, a char-LM trained long enough to answer the Performance
+    # row, and the yardsticks (about 60 minutes on 2 quiet cores from an empty cache)
+    "standard": _profile(
+        "standard", (0, 1, 2), 32, 16, ((10, 30, 100, 200), (10, 20, 40), (10, 30, 100, 200)), 1500,
+        (("length", 3), ("alphabet", 4)),
+        Stage("char_lm", (("seq_len", 100), ("max_chars", 0)), 256, 32, 1000, 3e-3, 200),
+        Stage("forecast", (("seq_len", 20),), 32, 16, 1000, 3e-3, 100),
+        Stage("tagging", (("seq_len", 20), ("vocab", 8), ("shift", 3)), 32, 16, 300, 1e-2, 100),
+        ((1, False), (2, False), (3, False), (1, True), (2, True), (3, True)), 30, 2,
+        yardsticks=(ys.mnist1d(), ys.japanese_vowels(), ys.bai_adding(200), ys.bai_copy(300)),
+    ),
     "full": _profile(
         "full", (0, 1, 2, 3, 4), 64, 32, ((10, 30, 100, 200, 400, 750), (10, 20, 40, 80, 160), (10, 30, 100, 200, 400)),
         6000, (("length", 5), ("alphabet", 4)),
@@ -114,6 +132,7 @@ PROFILES = {
         Stage("forecast", (("seq_len", 20),), 64, 16, 3000, 3e-3, 100),
         Stage("tagging", (("seq_len", 40), ("vocab", 8), ("shift", 5)), 64, 16, 2000, 1e-2, 200),
         ((1, False), (2, False), (3, False), (1, True), (2, True), (3, True)), 50, 2,
+        yardsticks=(ys.mnist1d(), ys.japanese_vowels(), ys.bai_adding(15_625), ys.bai_copy(15_625)),
     ),
 }
 
@@ -152,10 +171,19 @@ def stage_spec(p: Profile, stage: Stage, cell: str, seed: int, layers: int = 1, 
                    stage.steps, p.batch, stage.lr, p.clip, stage.eval_every, p.eval_samples, seed, None)
 
 
+def yardstick_spec(y: Yardstick, cell: str, seed: int, eval_samples: int) -> RunSpec:
+    """One cell's run under a yardstick's protocol: the seed's cell, with the yardstick's model settings
+    (a GRU "reset" setting applies to the GRU only)."""
+    model = dict(model_settings(cell, y.hidden_of(cell), 32))
+    model.update((k, v) for k, v in y.model if k != "reset" or cell == "gru")
+    return RunSpec(y.task, y.settings, tuple(model.items()), y.steps, y.batch, y.lr, y.clip, y.eval_every, eval_samples,
+                   seed, None)
+
+
 def schedule(p: Profile) -> dict[str, list[tuple[dict, RunSpec]]]:
     """Every training run of the profile, by section, each with a label dict saying what it is."""
     out: dict[str, list] = {"memory": [], "budget": [], "charlm": [], "forecast": [], "variants": [],
-                            "cell_variants": []}
+                            "cell_variants": [], "yardsticks": []}
     for task in p.memory:
         for T in task.lengths:
             for cell in CELLS:
@@ -181,4 +209,9 @@ def schedule(p: Profile) -> dict[str, list[tuple[dict, RunSpec]]]:
             for layers, bi in p.variants:
                 out["variants"].append(({"cell": cell, "seed": seed, "layers": layers, "bidirectional": bi},
                                         stage_spec(p, p.tagging, cell, seed, layers, bi)))
+    for y in p.yardsticks:
+        for cell in CELLS:
+            for seed in p.seeds:
+                out["yardsticks"].append(({"yardstick": y.key, "cell": cell, "seed": seed},
+                                          yardstick_spec(y, cell, seed, 1000)))
     return out

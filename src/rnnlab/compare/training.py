@@ -1,9 +1,10 @@
 """One training run under the comparison's protocol, and the run cache.
 
-The loop is the comparison's own rather than ``rnnlab.train``'s because the report needs things a
-general trainer has no reason to keep: the pre-clipping gradient norm at every step, a stop at the
-first evaluation that meets the task's threshold ("solved within the step budget"), and a
-deterministic schedule (the same batches, in the same order, for every cell of a seed).
+Every run trains through ``rnnlab.train.Trainer`` (the one training loop), with two of its hooks:
+a per-step hook that keeps the pre-clipping gradient norm and the wall time of every step, and a
+stop rule that ends a run at the first evaluation meeting the task's threshold ("solved within the
+step budget"). The schedule is deterministic: the same batches, in the same order, for every cell
+of a seed.
 
 A run is described by a :class:`RunSpec`; its result (JSON) and final weights (safetensors) are kept
 under ``runs/compare/<key>`` where the key hashes the spec, so a rerun trains only what is missing.
@@ -15,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from ..analysis import count_parameters
 from ..models import ModelConfig, SequenceModel
 from ..tasks import get_task
+from ..train import RunConfig, Trainer, resolve
 
-CACHE_VERSION = 1  # bump when the loop's meaning changes, so old results are not reused
+CACHE_VERSION = 2  # bump when the loop's meaning changes, so old results are not reused
 
 
 @dataclass(frozen=True)
@@ -103,26 +104,16 @@ def build(spec: RunSpec):
     return task, model
 
 
-@torch.no_grad()
-def evaluate(task, model, batches) -> dict[str, float]:
-    was = model.training
-    model.eval()
-    totals: dict[str, list] = {}
-    state = None
-    for batch in batches:
-        out, state = model(batch.x, state if batch.continues else None)
-        for k, (s, n) in task.sums(out, batch).items():
-            t = totals.setdefault(k, [0.0, 0])
-            t[0] += s
-            t[1] += n
-    model.train(was)
-    return task.summarize({k: (s, n) for k, (s, n) in totals.items()})
-
-
-def _detach(state):
-    if state is None:
-        return None
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+def run_config(spec: RunSpec) -> RunConfig:
+    """The trainer's config for ``spec``: Adam at a constant learning rate (AdamW without decay, no
+    warm-up), clipping at ``spec.clip`` (0: none), no files, no progress bar."""
+    return resolve({
+        "task": {"name": spec.task, **spec.task_kwargs()},
+        "model": dict(spec.model),
+        "train": {"steps": spec.steps, "batch_size": spec.batch, "lr": spec.lr, "weight_decay": 0.0, "clip": spec.clip,
+                  "warmup": 0, "schedule": "constant", "eval_every": spec.eval_every, "eval_samples": spec.eval_samples,
+                  "seed": spec.seed, "log_every": spec.steps, "progress": False, "tensorboard": False},
+    })
 
 
 def engine_path(layer, x: torch.Tensor) -> str:
@@ -135,37 +126,32 @@ def engine_path(layer, x: torch.Tensor) -> str:
 
 
 def train(spec: RunSpec) -> tuple[RunResult, SequenceModel, Any]:
-    """Train one model; returns the result, the trained model and its task."""
-    task, model = build(spec)
-    opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    stream = task.train_stream(spec.batch, spec.seed)
-    held_out = task.eval_batches(spec.batch * 4, spec.eval_samples)
-    probe = held_out[0].x[:1]
+    """Train one model with ``rnnlab.train.Trainer``; returns the result, the trained model and its task.
+
+    The trainer's per-step hook records the pre-clipping gradient norm and the wall time of every
+    step; its stop rule ends the run at the first evaluation that meets ``spec.solve``."""
+    trainer = Trainer(run_config(spec))
+    model, task = trainer.model, trainer.task
+    probe = trainer.eval_set[0].x[:1]
     with torch.no_grad():
         engine = engine_path(model.rnn, model.input_map(probe.expand(spec.batch, *probe.shape[1:])).transpose(0, 1))
     res = RunResult(spec=dataclasses.asdict(spec), key=spec.key(), params=count_parameters(model), engine=engine,
                     baselines=task.baselines())
-    state = None
-    for step in range(1, spec.steps + 1):
-        batch = next(stream)
-        t0 = time.perf_counter()
-        out, new_state = model(batch.x, _detach(state) if batch.continues else None)
-        loss = task.loss(out, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip))  # the norm before clipping
-        opt.step()
-        res.step_seconds.append(time.perf_counter() - t0)
-        state = new_state
+
+    def on_step(record: dict) -> None:
+        norm = record["grad_norm"]
         res.grad_norms.append(norm if math.isfinite(norm) else float("nan"))
-        res.steps_run = step
-        if step % spec.eval_every == 0 or step == spec.steps:
-            metrics = evaluate(task, model, held_out)
-            res.history.append({"step": step, **metrics})
-            if spec.solve is not None and spec.solve.met(metrics):
-                res.solved_at = step
-                break
-    res.final = {k: v for k, v in res.history[-1].items() if k != "step"}
+        res.step_seconds.append(record["seconds"])
+
+    try:
+        out = trainer.fit(on_step=on_step, stop_when=spec.solve.met if spec.solve is not None else None)
+    finally:
+        trainer.close()
+    res.history = [{k: v for k, v in r.items() if k not in ("kind", "improved")} for r in out.evals()]
+    res.steps_run = out.step
+    if spec.solve is not None and spec.solve.met(res.history[-1]):
+        res.solved_at = res.history[-1]["step"]
+    res.final = dict(out.final)
     return res, model, task
 
 

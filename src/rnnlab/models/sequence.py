@@ -4,9 +4,12 @@
     x (B, T, C) reals --Linear----->  (B, T, E)  /--> RNN | LSTM | GRU --> out (B, T, D·H)
     head "every": Linear(out)                      --> (B, T, K)    one output per step
     head "last":  Linear([h_T forward, h_1 reverse]) --> (B, K)      one output per sequence
+    head "flat":  Linear(out flattened to (B, T·D·H)) --> (B, K)      one output per sequence
 
 With a bidirectional layer the "last" head reads the forward direction's output at the last step
 and the reverse direction's at the first — the two steps at which each has read the whole sequence.
+With ``lengths`` (padded sequences) the forward direction's last step is each sequence's own
+``lengths[b] - 1``, and the layer never reads the padding.
 """
 
 from __future__ import annotations
@@ -97,13 +100,21 @@ class SequenceModel(nn.Module):
         D = 2 if config.bidirectional else 1
         self.input_map = nn.Embedding(spec.input_size, E) if spec.inputs == "symbols" else nn.Linear(spec.input_size, E)
         self.rnn = build_layer(config, E)
-        self.head = nn.Linear(D * H, spec.output_size)
+        if spec.head == "flat" and spec.steps < 1:
+            raise ValueError(f"spec.steps: head 'flat' needs the fixed sequence length, got steps={spec.steps}")
+        self.head = nn.Linear(D * H * (spec.steps if spec.head == "flat" else 1), spec.output_size)
 
-    def forward(self, x: torch.Tensor, state=None):
+    def forward(self, x: torch.Tensor, state=None, lengths: torch.Tensor | None = None):
         e = self.input_map(x)  # (B, T, E)
-        out, state = self.rnn(e, state)  # (B, T, D·H)
+        out, state = self.rnn(e, state, lengths=lengths) if lengths is not None else self.rnn(e, state)  # (B, T, D·H)
         if self.spec.head == "last":
             H = self.config.hidden
+            if lengths is None:
+                last = out[:, -1]
+            else:  # each sequence's own last step
+                last = out[torch.arange(out.shape[0], device=out.device), lengths.to(out.device) - 1]
             # forward direction at its last step; reverse direction at its last step, which is t = 0
-            out = out[:, -1] if not self.config.bidirectional else torch.cat([out[:, -1, :H], out[:, 0, H:]], dim=-1)
+            out = last if not self.config.bidirectional else torch.cat([last[:, :H], out[:, 0, H:]], dim=-1)
+        elif self.spec.head == "flat":
+            out = out.reshape(out.shape[0], -1)  # (B, T·D·H)
         return self.head(out), state

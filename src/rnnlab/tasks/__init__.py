@@ -11,6 +11,10 @@ name                      what                                                  
                           (needs a bidirectional network)
 ``char_lm``               next character of any UTF-8 text (default: Python stdlib)      unigram bpc
 ``forecast``              next value of a CSV column (default: yearly sunspots)          last value
+``mnist1d``               which of 10 digits a 40-step 1-D signal shows (Greydanus &     10 %
+                          Kobak 2024; generated, no download)
+``japanese_vowels``       which of 9 speakers said /ae/: 7-29 frames of 12 LPC           largest class
+                          cepstra (Kudo et al. 1999; variable lengths)
 ========================  =============================================================  ===========
 
 ``get_task(name, **settings)`` builds one; ``TASKS[name].Config`` is its config dataclass.
@@ -25,11 +29,14 @@ from .base import Batch, Config, ModelSpec, Stream, Task
 from .char_lm import CharLMConfig, CharLMTask, sample
 from .copy_memory import CopyMemoryConfig, CopyMemoryTask
 from .forecast import ForecastConfig, ForecastTask
+from .japanese_vowels import JapaneseVowelsConfig, JapaneseVowelsTask
+from .mnist1d import MNIST1DConfig, MNIST1DTask
 from .tagging import TaggingConfig, TaggingTask
 from .temporal_order import TemporalOrderConfig, TemporalOrderTask
 
 TASKS: dict[str, type[Task]] = {
-    t.name: t for t in (AddingTask, CopyMemoryTask, TemporalOrderTask, TaggingTask, CharLMTask, ForecastTask)
+    t.name: t for t in (AddingTask, CopyMemoryTask, TemporalOrderTask, TaggingTask, CharLMTask, ForecastTask,
+                        MNIST1DTask, JapaneseVowelsTask)
 }
 
 
@@ -49,5 +56,5 @@ __all__ = [
     "TASKS", "get_task", "task_class", "Task", "Batch", "ModelSpec", "Stream", "Config", "sample",
     "AddingTask", "AddingConfig", "CopyMemoryTask", "CopyMemoryConfig", "TemporalOrderTask",
     "TemporalOrderConfig", "TaggingTask", "TaggingConfig", "CharLMTask", "CharLMConfig",
-    "ForecastTask", "ForecastConfig",
+    "ForecastTask", "ForecastConfig", "MNIST1DTask", "MNIST1DConfig", "JapaneseVowelsTask", "JapaneseVowelsConfig",
 ]

@@ -1,8 +1,10 @@
 """The adding problem (Hochreiter & Schmidhuber 1997, experiment 4; in the form of Le et al. 2015).
 
 Each input step carries two channels: a value drawn uniformly from [0, 1] and a marker. Exactly two
-markers are 1 — one at a uniformly drawn step of the first half, one in the second half — and the
-target is the sum of the two marked values. The answer needs a memory spanning up to T steps.
+markers are 1 — one at a uniformly drawn step of the first half, one in the second half (``placement
+= "halves"``, Le et al.'s form), or at two distinct steps drawn uniformly from all T (``"anywhere"``,
+the form of Bai, Kolter & Koltun 2018's code) — and the target is the sum of the two marked values.
+The answer needs a memory spanning up to T steps.
 
 Always predicting 1 (the target's mean) scores MSE = Var(u_1 + u_2) = 2/12 ≈ 0.167, the baseline.
 """
@@ -16,13 +18,19 @@ import torch
 from .base import Batch, Config, ModelSpec, Task
 
 
+PLACEMENTS = ("halves", "anywhere")
+
+
 @dataclass
 class AddingConfig(Config):
     seq_len: int = 100  # T, the number of steps
+    placement: str = "halves"  # "halves": one marker in each half; "anywhere": two distinct steps of all T
 
     def __post_init__(self):
         if self.seq_len < 2:
             raise ValueError(f"task.seq_len: the adding problem needs T >= 2 (one marker per half), got {self.seq_len}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"task.placement: expected one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
 
 
 class AddingTask(Task):
@@ -38,8 +46,13 @@ class AddingTask(Task):
         B, T = batch_size, self.config.seq_len
         half = T // 2
         values = torch.rand(B, T, generator=generator)  # (B, T)
-        first = torch.randint(0, half, (B,), generator=generator)
-        second = torch.randint(half, T, (B,), generator=generator)
+        if self.config.placement == "halves":
+            first = torch.randint(0, half, (B,), generator=generator)
+            second = torch.randint(half, T, (B,), generator=generator)
+        else:  # two distinct steps, uniformly: the second drawn from the T - 1 steps other than the first
+            first = torch.randint(0, T, (B,), generator=generator)
+            second = torch.randint(0, T - 1, (B,), generator=generator)
+            second = second + (second >= first).long()
         rows = torch.arange(B)
         markers = torch.zeros(B, T)
         markers[rows, first] = 1.0

@@ -88,35 +88,46 @@ def check_positive(label: str, value: int) -> None:
 @dataclass(frozen=True)
 class ModelSpec:
     """What a model needs from its task. ``inputs``: "symbols" (an embedding of ``input_size``
-    symbols) or "reals" (``input_size`` channels). ``head``: "last" (one output per sequence)
-    or "every" (one per step). ``output_size``: logits or values per output."""
+    symbols) or "reals" (``input_size`` channels). ``head``: "last" (one output per sequence),
+    "every" (one per step) or "flat" (one per sequence, read from every step's output at once:
+    a linear map of the (T·D·H) flattened outputs, for sequences of a fixed length ``steps``).
+    ``output_size``: logits or values per output."""
 
     inputs: str
     input_size: int
     output_size: int
     head: str
+    steps: int = 0  # the fixed sequence length T, for head "flat" only
 
 
 @dataclass
 class Batch:
     """One batch. ``x`` (B, T) int64 or (B, T, C) float32; ``y`` the targets. ``continues``: the
     batch follows on from the previous one, so a model's final state should be carried over
-    (truncated BPTT); False for independent sequences."""
+    (truncated BPTT); False for independent sequences. ``lengths`` (B,) int64: the true lengths of
+    sequences padded to T (steps from ``lengths[b]`` on are padding), or None when all are T long."""
 
     x: torch.Tensor
     y: torch.Tensor
     continues: bool = False
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments a model's forward takes besides the input and state (``lengths``)."""
+        return {} if self.lengths is None else {"lengths": self.lengths}
+
     def shard(self, rank: int, world: int) -> "Batch":
         """The rank-th of ``world`` equal contiguous slices of the batch (data parallelism)."""
         b = len(self) // world
-        return Batch(self.x[rank * b:(rank + 1) * b], self.y[rank * b:(rank + 1) * b], self.continues)
+        part = slice(rank * b, (rank + 1) * b)
+        return Batch(self.x[part], self.y[part], self.continues, None if self.lengths is None else self.lengths[part])
 
     def to(self, device) -> "Batch":
-        return Batch(self.x.to(device), self.y.to(device), self.continues)
+        return Batch(self.x.to(device), self.y.to(device), self.continues,
+                     None if self.lengths is None else self.lengths.to(device))
 
 
 class Stream(abc.ABC):

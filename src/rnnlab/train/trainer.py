@@ -40,7 +40,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ def evaluate(model: SequenceModel, task: Task, batches: list) -> dict[str, float
     state = None
     for batch in batches:
         batch = batch.to(device)
-        out, state = model(batch.x, state if batch.continues else None)
+        out, state = model(batch.x, state if batch.continues else None, **batch.model_kwargs())
         for k, (s, n) in task.sums(out, batch).items():
             s0, n0 = totals.get(k, (0.0, 0))
             totals[k] = (s0 + s, n0 + n)
@@ -388,7 +388,7 @@ class Trainer:
         if batch.continues and self.carry is not None:
             state = self.carry if len(self.carry) > 1 else self.carry[0]
         self.net.train()
-        out, state = self.net(batch.x, state)
+        out, state = self.net(batch.x, state, **batch.model_kwargs())
         loss = self.task.loss(out, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -448,8 +448,14 @@ class Trainer:
         self._saved_step = self.step
         return metrics
 
-    def fit(self, until: int | None = None) -> TrainResult:
+    def fit(self, until: int | None = None, *, on_step: Callable[[dict[str, Any]], None] | None = None,
+            stop_when: Callable[[dict[str, float]], bool] | None = None) -> TrainResult:
         """Train up to ``train.steps`` (or to step ``until``, to stop early and resume later).
+
+        ``on_step``: called after every step with ``{"step", "loss", "grad_norm" (before clipping),
+        "lr", "seconds" (the step's wall time), "skipped"}``. ``stop_when``: called with the held-out
+        metrics after every evaluation; True ends training there (e.g. a task's solve threshold met);
+        the result then has ``finished`` False unless that was the last step.
 
         Ctrl-C ends the current step, saves checkpoint ``last`` and raises ``Interrupted``."""
         tc = self.config.train
@@ -470,7 +476,11 @@ class Trainer:
                         self._save("last")
                         self._saved_step = self.step
                     raise Interrupted(self.step, self.run_dir is not None)
+                t_step = time.perf_counter()
                 loss, norm, lr, n, skipped = self._step()
+                if on_step is not None:
+                    on_step({"step": self.step, "loss": loss, "grad_norm": norm, "lr": lr,
+                             "seconds": time.perf_counter() - t_step, "skipped": skipped})
                 if not skipped:
                     self._losses.append(loss)
                 tokens += n
@@ -489,6 +499,8 @@ class Trainer:
                     last_eval = self._evaluate_and_checkpoint()
                     postfix["val_loss"] = f"{last_eval['loss']:.4g}"
                     bar.set_postfix(postfix)
+                    if stop_when is not None and stop_when(last_eval):
+                        break
         finally:
             restore()
             bar.close()
