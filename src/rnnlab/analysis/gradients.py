@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .. import _checks
 from ..cells import variants
+from ..layers.base import RecurrentLayer
 
 
 def _unroll(layer, xs: torch.Tensor, level: int, direction: int, state_index: int):
@@ -69,8 +70,6 @@ def hidden_gradient_norms(layer, x: torch.Tensor, loss_fn: Callable[[torch.Tenso
     norm over the batch and hidden units of ∂L/∂h_t (B, H). The layer starts from zero state and runs
     in its current mode (inter-level dropout in training mode, as its forward would).
     """
-    from ..layers.base import RecurrentLayer
-
     if not isinstance(layer, RecurrentLayer):
         raise TypeError(f"layer: expected an rnnlab RNN, LSTM or GRU layer, got {type(layer).__name__}")
     if not callable(loss_fn):

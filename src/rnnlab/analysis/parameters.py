@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}
-RECURRENT = {"rnn": True, "lstm": True, "gru": True, "mingru": False, "minlstm": False}
+from ..cells.spec import SPECS
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -22,23 +21,14 @@ def closed_form_parameters(cell: str, input_size: int, hidden_size: int, num_lay
 
     Variants (LSTM, GRU; see :mod:`rnnlab.cells.variants`): ``coupled`` (LSTM) has G = 3;
     ``layer_norm`` adds 4·G·H (gain and bias of LN(W_x x) and of LN(W_h h)), and for the LSTM 2H more
-    (LN(C_t)); ``peepholes`` (LSTM) adds 3H, or 2H when coupled."""
-    if cell not in GATES:
-        raise ValueError(f"cell: expected one of {', '.join(repr(c) for c in GATES)}, got {cell!r}")
-    for name, on, cells in (("layer_norm", layer_norm, ("lstm", "gru")), ("peepholes", peepholes, ("lstm",)),
-                            ("coupled", coupled, ("lstm",))):
-        if on and cell not in cells:
-            raise ValueError(f"{name}: only for cell {' or '.join(repr(c) for c in cells)}, got cell {cell!r}")
-    G, H, D = GATES[cell] - (1 if coupled else 0), hidden_size, 2 if bidirectional else 1
-    total = 0
-    for k in range(num_layers):
-        X = input_size if k == 0 else D * H
-        per = G * (H * (X + (H if RECURRENT[cell] else 0)) + (H if bias else 0))
-        if cell == "gru" and reset == "after" and bias:
-            per += H
-        if layer_norm:
-            per += 4 * G * H + (2 * H if cell == "lstm" else 0)
-        if peepholes:
-            per += (2 if coupled else 3) * H
-        total += D * per
-    return total
+    (LN(C_t)); ``peepholes`` (LSTM) adds 3H, or 2H when coupled. Each cell's ``SPEC.parameters``
+    writes its form out."""
+    if cell not in SPECS:
+        raise ValueError(f"cell: expected one of {', '.join(repr(c) for c in SPECS)}, got {cell!r}")
+    structural = {"layer_norm": layer_norm, "peepholes": peepholes, "coupled": coupled}
+    for name, on in structural.items():
+        if on and name not in SPECS[cell].structural:
+            takers = [c for c, spec in SPECS.items() if name in spec.structural]
+            raise ValueError(f"{name}: only for cell {' or '.join(repr(c) for c in takers)}, got cell {cell!r}")
+    options = {"reset": reset, **{k: True for k, on in structural.items() if on}}
+    return SPECS[cell].layer_parameters(input_size, hidden_size, num_layers, bidirectional, bias, options)

@@ -9,57 +9,43 @@ so a cell and a one-step layer can never disagree.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 
 from .. import _checks
+from .._memory import guard_parameters
 from ..init import SCHEMES, init_weights
 from . import variants
-
-
-class Weights(NamedTuple):
-    """One cell's parameters: ``weight_ih`` (G·H, X), ``weight_hh`` (G·H, H) (None for cells whose
-    gates see only x_t), ``bias`` (G·H) or None, and ``bias_hn`` (H) for the GRU with reset="after"."""
-
-    weight_ih: torch.Tensor
-    weight_hh: torch.Tensor | None
-    bias: torch.Tensor | None
-    bias_hn: torch.Tensor | None = None
-
-    @property
-    def hidden_size(self) -> int:
-        return self.weight_hh.shape[1]
-
-    def gate(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Rows of gate number k: (W_i·, W_h·, b_·) — the x part, the h part and the bias of W·[h, x] + b."""
-        H = self.hidden_size
-        rows = slice(k * H, (k + 1) * H)
-        b = None if self.bias is None else self.bias[rows]
-        return self.weight_ih[rows], self.weight_hh[rows], b
-
-
-def affine(x: torch.Tensor, h: torch.Tensor, w_x: torch.Tensor, w_h: torch.Tensor, b: torch.Tensor | None):
-    """W · [h, x] + b, with W split into its h columns (w_h) and its x columns (w_x)."""
-    out = x @ w_x.T + h @ w_h.T
-    return out if b is None else out + b
+from .spec import CellSpec
+from .torch_layout import cell_from_torch, cell_to_torch
+from .weights import Weights
 
 
 class RecurrentCell(nn.Module, metaclass=ABCMeta):
     """Base class: parameters, initialisation, argument checks and torch conversion for one cell.
 
-    Subclasses set ``GATES`` (gate order of the fused rows), ``STATE`` (names of the carried
-    state), ``TRACES`` (names of the per-step activations returned with ``return_gates=True``),
-    ``GATE_BIAS`` (the default initialisation's non-zero gate biases) and implement
-    ``equations``.
+    Subclasses set ``SPEC`` (their :class:`~rnnlab.cells.spec.CellSpec`: gate order of the fused
+    rows, the carried state, the traces returned with ``return_gates=True``, the default
+    initialisation's non-zero gate biases, ...) and implement ``equations``; ``GATES``, ``STATE``,
+    ``TRACES``, ``GATE_BIAS`` and ``RECURRENT`` are read from ``SPEC``.
     """
 
-    GATES: tuple[str, ...] = ()
-    STATE: tuple[str, ...] = ("h",)
-    TRACES: tuple[str, ...] = ()
-    GATE_BIAS: dict[str, float] = {}
-    RECURRENT: bool = True  # False: the gates see only x_t (no weight_hh)
+    SPEC: CellSpec
+    GATES: tuple[str, ...]
+    STATE: tuple[str, ...]
+    TRACES: tuple[str, ...]
+    GATE_BIAS: dict[str, float]
+    RECURRENT: bool  # False: the gates see only x_t (no weight_hh)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = getattr(cls, "SPEC", None)
+        if spec is None:  # an abstract intermediate class
+            return
+        cls.GATES, cls.STATE, cls.TRACES = spec.gates, spec.state, spec.traces
+        cls.GATE_BIAS, cls.RECURRENT = dict(spec.gate_bias), spec.recurrent
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default",
                  recurrent_dropout: float = 0.0, zoneout: float = 0.0):
@@ -72,9 +58,7 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
         self.regularisers = variants.regularisers(recurrent_dropout, zoneout)
         G, H, X = len(self.gate_order(**self.options())), self.hidden_size, self.input_size
         added = self.added_parameters(H, **self.options())
-        from ..layers.memory import guard_parameters
-
-        guard_parameters(G * H * (X + (H if self.RECURRENT else 0) + 1) + sum(added.values()))
+        guard_parameters(self.SPEC.parameters(X, H, bias, self.options()))
         self.weight_ih = nn.Parameter(torch.empty(G * H, X))
         self.weight_hh = nn.Parameter(torch.empty(G * H, H)) if self.RECURRENT else None
         self.bias = nn.Parameter(torch.empty(G * H)) if bias else None
@@ -91,15 +75,15 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
     @classmethod
     def gate_order(cls, **options) -> tuple[str, ...]:
         """The gate blocks of the fused rows under these options (``GATES`` unless a variant drops one)."""
-        return cls.GATES
+        return cls.SPEC.gates_of(options)
 
     @classmethod
     def added_parameters(cls, hidden_size: int, **options) -> dict[str, int]:
         """Name -> length of the parameters a structural variant adds (see :mod:`rnnlab.cells.variants`)."""
-        return {}
+        return cls.SPEC.added_parameters(hidden_size, options)
 
     def has_bias_hn(self) -> bool:
-        return False
+        return self.SPEC.bias_hn(self.options())
 
     @staticmethod
     @abstractmethod
@@ -207,14 +191,10 @@ class RecurrentCell(nn.Module, metaclass=ABCMeta):
     @classmethod
     def from_torch(cls, module: nn.Module, **kwargs):
         """Build the cell computing exactly the function of a torch.nn RNNCell/LSTMCell/GRUCell."""
-        from ..layers.convert import cell_from_torch
-
         return cell_from_torch(cls, module, **kwargs)
 
     def to_torch(self) -> nn.Module:
         """The torch.nn cell computing exactly this cell's function (not for GRU reset="before")."""
-        from ..layers.convert import cell_to_torch
-
         return cell_to_torch(self)
 
     def forward(self, x_t: torch.Tensor, state=None, return_gates: bool = False, *, h_mask: torch.Tensor | None = None):

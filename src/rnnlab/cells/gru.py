@@ -3,16 +3,51 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .. import _checks
 from . import variants
 from .base import RecurrentCell, Weights
+from .spec import CellSpec, Memory, OnnxLayout, TorchLayout
 from .variants import plus
 
 RESETS = ("before", "after")
 GATES = ("z", "r", "n")
 Z, R, N = range(3)  # gate order of the fused rows: (z, r, n), n = h̃
 LN_GATES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias")
+
+
+def _after(options) -> bool:
+    return options.get("reset", "before") == "after"
+
+
+SPEC = CellSpec(
+    name="gru",
+    gates=GATES,
+    state=("h",),
+    traces=("z", "r", "n"),
+    gate_bias={"z": -1.0},
+    kernel=lambda options: "gru_" + options.get("reset", "before"),
+    # the gates, h, the output; layer norm: x W_ihᵀ, the normalised GEMM outputs and their gradients (3G);
+    # zoneout: h's keep masks
+    memory=Memory(per_step=3 + 1 + 1, layer_norm=3 * 3, zoneout=1),
+    structural=("layer_norm",),
+    native_variants=("layer_norm", "recurrent_dropout", "zoneout"),
+    added_parameters=lambda hidden_size, options: variants.extra_shapes(GATES, hidden_size, options, cell_state=False),
+    bias_hn=_after,
+    # torch's and ONNX's z weighs h_{t-1}, the seed's the candidate: z_seed = 1 - z_torch = σ(-a), the z rows negated
+    torch=TorchLayout(gates=("r", "z", "n"), layer=nn.GRU, cell=nn.GRUCell, negated=("z",), separate_bias="n",
+                      op=lambda options: "gru" if _after(options) else None,
+                      options=lambda module: {"reset": "after"},
+                      no_kernel="GRU reset='before' (the seed's candidate tanh(W_h·[r*h, x] + b_h) has no torch kernel)",
+                      no_module="torch.nn.GRU computes reset='after' (r applied to W_hn h + b_hn); this GRU has "
+                                "reset='before' (the seed's form), which torch.nn has no module for"),
+    # reset="before": h̃ = tanh(W x + R (r ⊙ h) + ...) is ONNX's linear_before_reset = 0
+    onnx=OnnxLayout(op="GRU", gates=("z", "r", "n"), negated=("z",), separate_bias="n",
+                    attributes=lambda options, D: {"linear_before_reset": int(_after(options))}),
+    # reset="before" has no torch kernel: the streamer's own fused-GEMM step
+    stream=lambda options: "gru_cell" if _after(options) else "gru_before",
+)
 
 
 class GRUCell(RecurrentCell):
@@ -56,10 +91,7 @@ class GRUCell(RecurrentCell):
     ``h, state`` (``state`` is ``h``); with ``return_gates=True`` also ``{"z", "r", "n"}``.
     """
 
-    GATES = GATES
-    STATE = ("h",)
-    TRACES = ("z", "r", "n")
-    GATE_BIAS = {"z": -1.0}
+    SPEC = SPEC
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, reset: str = "before", *, init: str = "default",
                  layer_norm: bool = False, recurrent_dropout: float = 0.0, zoneout: float = 0.0):
@@ -69,13 +101,6 @@ class GRUCell(RecurrentCell):
 
     def options(self):
         return {"reset": self.reset, **self._variants}
-
-    @classmethod
-    def added_parameters(cls, hidden_size: int, **options):
-        return variants.extra_shapes(cls.GATES, hidden_size, options, cell_state=False)
-
-    def has_bias_hn(self) -> bool:
-        return self.reset == "after"
 
     @staticmethod
     def equations(x_t, state, w: Weights, reset: str = "before", *, layer_norm: bool = False,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from . import variants
 from .base import RecurrentCell, Weights
+from .spec import CellSpec, Memory, OnnxLayout, TorchLayout
 from .variants import peep, plus
 
 
@@ -18,9 +20,37 @@ class LSTMState(NamedTuple):
     c: torch.Tensor
 
 
+GATES = ("f", "i", "g", "o")
 COUPLED_GATES = ("f", "g", "o")  # gate blocks of the coupled (CIFG) cell: no i rows, i_t = 1 - f_t
 LN_GATES = ("ln_ih_weight", "ln_ih_bias", "ln_hh_weight", "ln_hh_bias")
 LN_CELL = ("ln_c_weight", "ln_c_bias")
+
+
+def gate_order(options) -> tuple[str, ...]:
+    return COUPLED_GATES if options.get("coupled") else GATES
+
+
+SPEC = CellSpec(
+    name="lstm",
+    gates=GATES,
+    state=("h", "c"),
+    traces=("f", "i", "g", "o", "c"),
+    gate_bias={"f": 1.0},
+    kernel=lambda options: "lstm",
+    # the gates (4H, even when coupled), h and C, the output; layer norm: x W_ihᵀ, the normalised GEMM
+    # outputs and their gradients (3G) and LN(C_t)'s two; zoneout: the keep masks of h and C, and C_t before it
+    memory=Memory(per_step=4 + 2 + 1, layer_norm=3 * 4 + 2, zoneout=2 + 1),
+    structural=("layer_norm", "peepholes", "coupled"),
+    native_variants=("layer_norm", "peepholes", "coupled", "recurrent_dropout", "zoneout"),
+    gate_order=gate_order,
+    added_parameters=lambda hidden_size, options: variants.extra_shapes(gate_order(options), hidden_size, options,
+                                                                         cell_state=True),
+    torch=TorchLayout(gates=("i", "f", "g", "o"), layer=nn.LSTM, cell=nn.LSTMCell, op=lambda options: "lstm"),
+    # coupled: ONNX's input_forget derives f = 1 - i, so its i rows carry the seed's f rows negated (σ(-a_f) = 1 - f_t)
+    onnx=OnnxLayout(op="LSTM", gates=("i", "o", "f", "g"), peepholes=("i", "o", "f"), complement={"i": "f"},
+                    attributes=lambda options, D: {"input_forget": 1} if options.get("coupled") else {}),
+    stream=lambda options: "lstm_cell",
+)
 
 
 class LSTMCell(RecurrentCell):
@@ -58,10 +88,7 @@ class LSTMCell(RecurrentCell):
     ``{"f", "i", "g", "o", "c"}``.
     """
 
-    GATES = ("f", "i", "g", "o")
-    STATE = ("h", "c")
-    TRACES = ("f", "i", "g", "o", "c")
-    GATE_BIAS = {"f": 1.0}
+    SPEC = SPEC
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, init: str = "default",
                  layer_norm: bool = False, peepholes: bool = False, coupled: bool = False,
@@ -72,19 +99,11 @@ class LSTMCell(RecurrentCell):
     def options(self):
         return dict(self._variants)
 
-    @classmethod
-    def gate_order(cls, coupled: bool = False, **options):
-        return COUPLED_GATES if coupled else cls.GATES
-
-    @classmethod
-    def added_parameters(cls, hidden_size: int, **options):
-        return variants.extra_shapes(cls.gate_order(**options), hidden_size, options, cell_state=True)
-
     @staticmethod
     def equations(x_t, state, w: Weights, *, layer_norm: bool = False, peepholes: bool = False, coupled: bool = False,
                   extra: dict | None = None, h_mask: torch.Tensor | None = None):
         h_prev, c_prev = state
-        gates, H = (COUPLED_GATES if coupled else LSTMCell.GATES), w.hidden_size
+        gates, H = (COUPLED_GATES if coupled else GATES), w.hidden_size
         blocks = tuple(range(len(gates)))
         ln = variants.need(extra, LN_GATES, "layer_norm", "LSTMCell") if layer_norm else None
         ln_ih, ln_hh = (None, None) if ln is None else (ln[:2], ln[2:])  # (gain, bias) of LN(W_x x_t), of LN(W_h h_{t-1})

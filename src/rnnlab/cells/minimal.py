@@ -17,6 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from .base import RecurrentCell, Weights
+from .spec import CellSpec, Memory
+
+# no torch.nn, ONNX or fused streaming counterpart: their layers run the scan or the linear loop,
+# and a stream steps their equations
+MINGRU = CellSpec(name="mingru", gates=("z", "h"), state=("h",), traces=("z", "n"), gate_bias={"z": -1.0},
+                  recurrent=False, kernel=lambda options: "linear", memory=Memory(per_step=2 + 1 + 1))
+MINLSTM = CellSpec(name="minlstm", gates=("f", "i", "h"), state=("h",), traces=("f", "i", "n"), gate_bias={"f": 1.0},
+                   recurrent=False, kernel=lambda options: "linear", memory=Memory(per_step=3 + 1 + 1))
 
 
 def g(a: torch.Tensor) -> torch.Tensor:
@@ -47,11 +55,7 @@ class MinGRUCell(RecurrentCell):
     Traces: ``z`` and ``n`` (= h̃).
     """
 
-    GATES = ("z", "h")
-    STATE = ("h",)
-    TRACES = ("z", "n")
-    GATE_BIAS = {"z": -1.0}
-    RECURRENT = False
+    SPEC = MINGRU
 
     @staticmethod
     def equations(x_t, state, w: Weights):
@@ -92,11 +96,7 @@ class MinLSTMCell(RecurrentCell):
     Traces: ``f`` and ``i`` (normalised, f' and i') and ``n`` (= h̃).
     """
 
-    GATES = ("f", "i", "h")
-    STATE = ("h",)
-    TRACES = ("f", "i", "n")
-    GATE_BIAS = {"f": 1.0}
-    RECURRENT = False
+    SPEC = MINLSTM
 
     @staticmethod
     def equations(x_t, state, w: Weights):

@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .. import _checks
-from .base import RecurrentCell, Weights, affine
+from .base import RecurrentCell
+from .spec import CellSpec, Memory, OnnxLayout, TorchLayout
+from .weights import Weights, affine
 
 NONLINEARITIES = ("tanh", "relu")
+ONNX_ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu"}
+
+SPEC = CellSpec(
+    name="rnn",
+    gates=("h",),
+    state=("h",),
+    traces=("h",),
+    kernel=lambda options: "rnn_" + options.get("nonlinearity", "tanh"),
+    memory=Memory(per_step=1 + 1 + 1),  # the activated h (the "gate"), the state, the output
+    torch=TorchLayout(gates=("h",), layer=nn.RNN, cell=nn.RNNCell,
+                      op=lambda options: "rnn_" + options.get("nonlinearity", "tanh"),
+                      options=lambda module: {"nonlinearity": module.nonlinearity},
+                      arguments=lambda options: {"nonlinearity": options["nonlinearity"]}),
+    onnx=OnnxLayout(op="RNN", gates=("h",),
+                    attributes=lambda options, D: {"activations": [ONNX_ACTIVATIONS[options["nonlinearity"]]] * D}),
+    stream=lambda options: "rnn_" + options["nonlinearity"] + "_cell",
+)
 
 
 class RNNCell(RecurrentCell):
@@ -22,9 +42,7 @@ class RNNCell(RecurrentCell):
     Returns ``h, state`` (here ``state`` is ``h``); with ``return_gates=True`` also ``{"h": h}``.
     """
 
-    GATES = ("h",)
-    STATE = ("h",)
-    TRACES = ("h",)
+    SPEC = SPEC
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *, init: str = "default"):
         self.nonlinearity = _checks.choice("nonlinearity", nonlinearity, NONLINEARITIES)

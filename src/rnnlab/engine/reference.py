@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..cells import variants
-from ..layers.runner import run_stack
+from .stack import run_stack
 
 
 def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dict):

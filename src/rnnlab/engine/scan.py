@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from ..layers.runner import run_stack
+from .stack import run_stack
+
 
 def _within(lengths: torch.Tensor, T: int) -> torch.Tensor:
     """Time indices (T, B) that reverse each sequence within its own length and leave its padding in place:

@@ -1,4 +1,4 @@
-"""The sequence runner: stacking, directions, inter-layer dropout and traces, written once.
+"""The engines' stacking driver: levels, directions, inter-layer dropout and traces, written once.
 
 An engine supplies ``direction(layer, weights, x, state, lengths, reverse, trace, step)`` — one
 level, one direction over the whole sequence; ``step`` is ``layer.step_arguments(k, d, B)``, the

@@ -2,8 +2,9 @@
 
 Where torch computes exactly the same function — LSTM, RNN, and GRU with reset="after" — the
 weights are converted on the fly, differentiably, from the seed's layout to torch's (see
-``layers/convert.py``: gate order, the GRU's negated z rows, one bias in b_ih and zeros or b_hn
-in b_hh), and ``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu`` run the whole stack.
+``cells/torch_layout.py``: gate order, the GRU's negated z rows, one bias in b_ih and zeros or b_hn
+in b_hh), and torch's operator the cell's ``SPEC.torch.op`` names — ``torch._VF.lstm`` / ``gru`` /
+``rnn_tanh`` / ``rnn_relu`` — runs the whole stack.
 Gradients flow back through the conversion to rnnlab's parameters.
 
 Not computable here: GRU reset="before" (the seed's candidate has no torch kernel) and gate
@@ -19,7 +20,7 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..layers.convert import weights_to_torch
+from ..cells.torch_layout import weights_to_torch
 
 
 def unsupported(layer, trace: bool) -> str | None:
@@ -27,8 +28,11 @@ def unsupported(layer, trace: bool) -> str | None:
     active = layer.active_variants()
     if active:
         return ", ".join(f"{k}={v!r}" for k, v in active.items()) + " (torch's kernels compute the plain cell)"
-    if layer.mode == "gru" and layer.options.get("reset") != "after":
-        return "GRU reset='before' (the seed's candidate tanh(W_h·[r*h, x] + b_h) has no torch kernel)"
+    torch_layout = layer.cell_class.SPEC.torch
+    if torch_layout is None:
+        return f"{type(layer).__name__} (torch has no kernel for it)"
+    if torch_layout.op(layer.options) is None:
+        return torch_layout.no_kernel
     if trace:
         return "return_gates=True (torch's kernels do not return their gates)"
     return None
@@ -38,16 +42,13 @@ def _flat_weights(layer) -> list[torch.Tensor]:
     flat = []
     for k in range(layer.num_layers):
         for d in range(layer.num_directions):
-            flat += [t for t in weights_to_torch(layer.mode, layer.cell_class.GATES, layer.weights(k, d)) if t is not None]
+            flat += [t for t in weights_to_torch(layer.cell_class.SPEC, layer.weights(k, d)) if t is not None]
     return flat
 
 
-def _kernel(layer):
-    if layer.mode == "lstm":
-        return _VF.lstm
-    if layer.mode == "gru":
-        return _VF.gru
-    return _VF.rnn_tanh if layer.options.get("nonlinearity", "tanh") == "tanh" else _VF.rnn_relu
+def _op(layer) -> str:
+    """torch's operator for this layer: "lstm", "gru", "rnn_tanh" or "rnn_relu" (``torch._VF.<op>``)."""
+    return layer.cell_class.SPEC.torch.op(layer.options)
 
 
 class TorchEngine:
@@ -59,7 +60,7 @@ class TorchEngine:
         """Which kernel runs: cuDNN on CUDA; on CPU oneDNN for float32 LSTMs, else ATen's own loop."""
         if x.is_cuda:
             return "torch-cudnn"
-        lstm = layer is None or layer.mode == "lstm"
+        lstm = layer is None or _op(layer) == "lstm"  # oneDNN has an LSTM kernel
         return "torch-onednn" if lstm and x.dtype == torch.float32 else "torch-aten"
 
     def run(self, layer, x, hx, lengths, trace):
@@ -67,9 +68,10 @@ class TorchEngine:
         if reason is not None:
             raise ValueError(f"engine: 'torch' cannot compute {reason}; use engine='native' or 'auto'")
         flat = _flat_weights(layer)
-        kernel = _kernel(layer)
+        kernel = getattr(_VF, _op(layer))
         args = (flat, layer.bias, layer.num_layers, layer.dropout, layer.training, layer.bidirectional)
-        state = hx if layer.mode == "lstm" else hx[0]
+        pair = len(hx) == 2  # torch's LSTM takes (h, c); its other kernels take h alone
+        state = hx if pair else hx[0]
         if lengths is None:
             res = kernel(x, state, *args, False)
             out, finals = res[0], tuple(res[1:])
@@ -78,7 +80,7 @@ class TorchEngine:
         T = x.shape[0]
         packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
         order, undo = packed.sorted_indices, packed.unsorted_indices
-        if layer.mode == "lstm":
+        if pair:
             state = tuple(s.index_select(1, order) for s in state)
         else:
             state = state.index_select(1, order)

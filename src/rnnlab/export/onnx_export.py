@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import _checks
+from ..engine import get_engine
 from ..layers.base import RecurrentLayer
 from .onnx_graph import TorchScriptBuilder, emit_layer, layer_graph
-from .onnx_layout import ONNX_OP
 
 OPSETS = range(14, 21)  # 14 is the first with today's RNN operators; 20 the TorchScript exporter's newest
 
@@ -42,12 +42,10 @@ class _RecurrentOp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, key: int, x, h0, c0, lengths):
         layer = _ACTIVE[key]
-        from ..engine import get_engine
-
         zeros = lambda: torch.zeros(layer.num_directions * layer.num_layers, x.shape[1], layer.hidden_size,
                                     dtype=x.dtype, device=x.device)
         state = (zeros() if h0 is None else h0,)
-        if layer.mode == "lstm":
+        if "c" in layer.cell_class.SPEC.state:
             state = state + (zeros() if c0 is None else c0,)
         # the reference engine: plain torch operations, which the tracer can record inside the Function
         with torch.no_grad():
@@ -94,7 +92,7 @@ def _export_forward(layer: RecurrentLayer):
 
 
 def _check_onnx_layer(layer: RecurrentLayer) -> None:
-    if layer.mode not in ONNX_OP:
+    if layer.cell_class.SPEC.onnx is None:
         raise TypeError(f"model: {type(layer).__name__} has no ONNX operator (ONNX has RNN, LSTM and GRU); "
                         "expected rnnlab.RNN, rnnlab.LSTM or rnnlab.GRU layers")
     if layer.options.get("layer_norm"):

@@ -25,9 +25,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from .onnx_layout import ONNX_OP, level_weights, node_variants
-
-ACTIVATION = {"tanh": "Tanh", "relu": "Relu"}
+from .onnx_layout import level_weights
 
 
 class HelperBuilder:
@@ -100,17 +98,13 @@ def _levels(b, state, k: int, D: int, L: int):
 
 
 def node_attributes(layer) -> dict[str, Any]:
-    """Attributes of the ONNX node of every level of ``layer``."""
+    """Attributes of the ONNX node of every level of ``layer`` (the cell's own from ``SPEC.onnx``:
+    the RNN's activations, the GRU's linear_before_reset, the coupled LSTM's input_forget)."""
     D = layer.num_directions
     attrs: dict[str, Any] = {"hidden_size": layer.hidden_size}
     if D == 2:
         attrs["direction"] = "bidirectional"
-    if layer.mode == "rnn":
-        attrs["activations"] = [ACTIVATION[layer.options["nonlinearity"]]] * D
-    if layer.mode == "gru":
-        # reset="before": h̃ = tanh(W x + R (r ⊙ h) + ...) is ONNX's linear_before_reset = 0
-        attrs["linear_before_reset"] = int(layer.options["reset"] == "after")
-    attrs.update(node_variants(layer))
+    attrs.update(layer.cell_class.SPEC.onnx.attributes(layer.options, D))
     return attrs
 
 
@@ -119,28 +113,29 @@ def emit_layer(b, layer, x, h0=None, c0=None, sequence_lens=None):
     ``sequence_lens`` an int32 (B,) value or None. Returns ``out`` (T, B, D·H), ``h_n`` and ``c_n``
     (None unless LSTM), each (D·L, B, H)."""
     D, L = layer.num_directions, layer.num_layers
-    lstm = layer.mode == "lstm"
+    spec = layer.cell_class.SPEC
+    cell_state = "c" in spec.state  # ONNX's LSTM: inputs initial_c and P, output Y_c
     attrs = node_attributes(layer)
     y, hs, cs = x, [], []
     for k in range(L):
         lw = level_weights(layer, k)
         inputs = [y, b.const(f"W_l{k}", lw.W), b.const(f"R_l{k}", lw.R),
                   None if lw.B is None else b.const(f"B_l{k}", lw.B), sequence_lens, _levels(b, h0, k, D, L)]
-        if lstm:
+        if cell_state:
             inputs += [_levels(b, c0, k, D, L), None if lw.P is None else b.const(f"P_l{k}", lw.P)]
         while inputs[-1] is None:
             inputs.pop()
-        outs = b.op(ONNX_OP[layer.mode], *inputs, n_out=3 if lstm else 2, **attrs)
+        outs = b.op(spec.onnx.op, *inputs, n_out=3 if cell_state else 2, **attrs)
         y_k = outs[0]  # (T, D, B, H)
         if D == 1:
             y = b.op("Squeeze", y_k, _ints(b, "axes", [1]))
         else:
             y = b.op("Reshape", b.op("Transpose", y_k, perm=[0, 2, 1, 3]), _ints(b, "shape", [0, 0, -1]))
         hs.append(outs[1])
-        if lstm:
+        if cell_state:
             cs.append(outs[2])
     cat = lambda vs: vs[0] if len(vs) == 1 else b.op("Concat", *vs, axis=0)
-    return y, cat(hs), (cat(cs) if lstm else None)
+    return y, cat(hs), (cat(cs) if cell_state else None)
 
 
 ELEM_TYPE = {torch.float32: TensorProto.FLOAT, torch.float64: TensorProto.DOUBLE, torch.float16: TensorProto.FLOAT16}
@@ -163,7 +158,7 @@ def layer_graph(layer, initial_state: bool, lengths: bool, opset: int) -> onnx.M
     if initial_state:
         h0 = "h0"
         inputs.append(helper.make_tensor_value_info("h0", elem, state_dims))
-        if layer.mode == "lstm":
+        if "c" in layer.cell_class.SPEC.state:
             c0 = "c0"
             inputs.append(helper.make_tensor_value_info("c0", elem, state_dims))
     if lengths:

@@ -6,7 +6,8 @@ ONNX stores one level of a layer as three tensors, directions stacked first (D =
 * ``R`` (D, G·H, H) — recurrent weights, same order;
 * ``B`` (D, 2·G·H) — ``[Wb, Rb]``: a bias for the input side and one for the recurrent side.
 
-Three differences from the seed's layout (``GATES`` of each cell), all handled here:
+Three differences from the seed's layout (``GATES`` of each cell), all handled here from each
+cell's ``SPEC.onnx`` (:class:`rnnlab.cells.spec.OnnxLayout`):
 
 * gate order: LSTM ``iofc`` (c is the seed's candidate g) against (f, i, g, o); GRU ``zrh``
   (h is the seed's candidate n) against (z, r, n) — the same order;
@@ -29,14 +30,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..cells.spec import OnnxLayout
 from ..cells.variants import PEEPHOLE_GATES
-
-ONNX_OP = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
-ONNX_GATES = {"rnn": ("h",), "lstm": ("i", "o", "f", "g"), "gru": ("z", "r", "n")}
-NEGATED = {"gru": ("z",)}
-
-
-ONNX_PEEPHOLES = ("i", "o", "f")  # rows of ONNX's P
 
 
 class LevelWeights(NamedTuple):
@@ -48,20 +43,21 @@ class LevelWeights(NamedTuple):
     P: torch.Tensor | None = None
 
 
-def _source(mode: str, gates: tuple[str, ...], g: str) -> tuple[float, int | None]:
+def _source(onnx: OnnxLayout, gates: tuple[str, ...], g: str) -> tuple[float, int | None]:
     """(sign, seed block) of ONNX gate g; block None for rows ONNX ignores (f under input_forget)."""
-    if mode == "lstm" and "i" not in gates and g in ("i", "f"):  # coupled: ONNX's i rows carry 1 - f, f rows unused
-        return (-1.0, gates.index("f")) if g == "i" else (1.0, None)
-    return (-1.0 if g in NEGATED.get(mode, ()) else 1.0), gates.index(g)
+    for dropped, kept in onnx.complement.items():
+        if dropped not in gates and g in (dropped, kept):  # coupled: ONNX's i rows carry 1 - f, f rows unused
+            return (-1.0, gates.index(kept)) if g == dropped else (1.0, None)
+    return (-1.0 if g in onnx.negated else 1.0), gates.index(g)
 
 
-def _direction(mode: str, gates: tuple[str, ...], w, extra: dict):
+def _direction(onnx: OnnxLayout, gates: tuple[str, ...], w, extra: dict):
     """One direction's Weights -> (W (G·H, X), R (G·H, H), B (2·G·H) or None, P (3H) or None)."""
     H = w.hidden_size
     Wi, Wh, Rb = [], [], []
     Wb: list[torch.Tensor] = []
-    for g in ONNX_GATES[mode]:
-        sign, block = _source(mode, gates, g)
+    for g in onnx.gates:
+        sign, block = _source(onnx, gates, g)
         w_x, w_h, b = w.gate(block if block is not None else 0)
         if block is None:
             w_x, w_h, b = (None if t is None else torch.zeros_like(t) for t in (w_x, w_h, b))
@@ -69,7 +65,7 @@ def _direction(mode: str, gates: tuple[str, ...], w, extra: dict):
         Wh.append(sign * w_h)
         if w.bias is not None:
             Wb.append(sign * b)
-            hn = mode == "gru" and g == "n" and w.bias_hn is not None
+            hn = g == onnx.separate_bias and w.bias_hn is not None
             Rb.append(w.bias_hn if hn else torch.zeros(H, dtype=b.dtype, device=b.device))
     B = torch.cat(Wb + Rb) if w.bias is not None else None
     P = None
@@ -77,22 +73,17 @@ def _direction(mode: str, gates: tuple[str, ...], w, extra: dict):
         names = [g for g in PEEPHOLE_GATES if g in gates]
         p = dict(zip(names, extra["weight_peep"].chunk(len(names))))
         rows = []
-        for g in ONNX_PEEPHOLES:
-            sign, block = _source(mode, gates, g)
+        for g in onnx.peepholes:
+            sign, block = _source(onnx, gates, g)
             rows.append(torch.zeros(H, dtype=w.weight_ih.dtype) if block is None else sign * p[gates[block]])
         P = torch.cat(rows)
     return torch.cat(Wi), torch.cat(Wh), B, P
 
 
-def node_variants(layer) -> dict[str, int]:
-    """ONNX attributes of a variant: ``input_forget=1`` for the coupled LSTM."""
-    return {"input_forget": 1} if layer.options.get("coupled") else {}
-
-
 @torch.no_grad()
 def level_weights(layer, k: int) -> LevelWeights:
     """Level k of an rnnlab layer in ONNX's layout (detached copies)."""
-    per_dir = [_direction(layer.mode, layer.gates, layer.weights(k, d), layer.extras(k, d))
+    per_dir = [_direction(layer.cell_class.SPEC.onnx, layer.gates, layer.weights(k, d), layer.extras(k, d))
                for d in range(layer.num_directions)]
     W, R, B, P = (None if per_dir[0][i] is None else torch.stack([p[i] for p in per_dir]).detach().clone()
                   for i in range(4))

@@ -9,8 +9,8 @@ variant's added parameters follow the same naming (``ln_ih_weight_l{k}``, ``weig
 ``equations``' ``extra``.
 
 Everything that is not a cell's own arithmetic — stacking, directions, lengths, inter-layer dropout,
-gate traces, PackedSequence, batch_first, unbatched input — lives here and in ``runner.py``,
-written once for all cells.
+gate traces, PackedSequence, batch_first, unbatched input — lives here and in the engines' stacking
+driver (:mod:`rnnlab.engine.stack`), written once for all cells.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import _checks
 from ..cells import variants
 from ..cells.base import RecurrentCell, Weights
+from ..engine import ENGINES, get_engine
 from ..init import SCHEMES, init_weights
 from . import memory, packing
-from .runner import run_stack
+from .convert import layer_from_torch, layer_to_torch
 
 
 class RecurrentLayer(nn.Module):
@@ -67,11 +68,8 @@ class RecurrentLayer(nn.Module):
         G, H, D = len(self.gates), self.hidden_size, self.num_directions
         with_bias_hn = bias and self._has_bias_hn()
         added = self.cell_class.added_parameters(H, **options)
-        from ..analysis.parameters import closed_form_parameters
-
-        memory.guard_parameters(closed_form_parameters(
-            self.mode, self.input_size, H, self.num_layers, bidirectional, bias, options.get("reset", "before"),
-            **{k: v for k, v in options.items() if k in variants.STRUCTURAL}))
+        memory.guard_parameters(self.cell_class.SPEC.layer_parameters(self.input_size, H, self.num_layers,
+                                                                      bidirectional, bias, options))
         for k in range(self.num_layers):
             X = self.input_size if k == 0 else D * H
             for d in range(D):
@@ -90,8 +88,6 @@ class RecurrentLayer(nn.Module):
     @classmethod
     def engine_choices(cls) -> tuple[str, ...]:
         """The values ``engine=`` accepts for this layer."""
-        from ..engine import ENGINES
-
         return ENGINES
 
     def select_engine(self, x: torch.Tensor):
@@ -100,12 +96,9 @@ class RecurrentLayer(nn.Module):
         are the plain update) — the layer runs on an engine that computes them: the native engine
         where its loops do (all of the LSTM's and GRU's today: "auto" and "native" run it), else the
         reference engine ("auto" picks it, "native" and "torch" refuse)."""
-        from ..engine import get_engine
-        from ..engine.fused import unsupported_variants
-
         in_force = self.active_variants()
         if in_force:
-            if self.engine in ("auto", "native") and not unsupported_variants(self):
+            if self.engine in ("auto", "native") and not self.cell_class.SPEC.not_native(in_force):
                 return get_engine("native", self, x)
             if self.engine not in ("auto", "reference"):
                 raise ValueError(
@@ -132,11 +125,11 @@ class RecurrentLayer(nn.Module):
 
     @property
     def mode(self) -> str:
-        """The cell kind: "rnn", "lstm" or "gru"."""
-        return self.cell_class.__name__[:-4].lower()
+        """The cell kind: "rnn", "lstm", "gru", "mingru" or "minlstm" (the cell's ``SPEC.name``)."""
+        return self.cell_class.SPEC.name
 
     def _has_bias_hn(self) -> bool:
-        return self.options.get("reset") == "after"
+        return self.cell_class.SPEC.bias_hn(self.options)
 
     @staticmethod
     def _suffix(k: int, d: int) -> str:
@@ -285,12 +278,8 @@ class RecurrentLayer(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.Module, **kwargs):
         """Build the rnnlab layer computing exactly the function of a torch.nn RNN/LSTM/GRU."""
-        from .convert import layer_from_torch
-
         return layer_from_torch(cls, module, **kwargs)
 
     def to_torch(self) -> nn.Module:
         """The torch.nn module computing exactly this layer's function (not for GRU reset="before")."""
-        from .convert import layer_to_torch
-
         return layer_to_torch(self)

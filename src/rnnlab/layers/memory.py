@@ -8,9 +8,9 @@ instead the call is refused with the estimate and the fix (truncated BPTT in sho
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from .._memory import available_bytes, guard_parameters  # noqa: F401  (the parameter guard sits below the cells, which use it too)
 
 # autograd through the step-by-step reference engine keeps several intermediates per gate
 _ENGINE_FACTOR = {"reference": 3.0}
@@ -19,41 +19,23 @@ _ENGINE_FACTOR = {"reference": 3.0}
 ALWAYS_FITS = 256 * 1024**2  # calls needing less than this are never refused
 
 
-def available_bytes(device: torch.device) -> int | None:
-    """Memory free for new tensors on ``device`` (None when it cannot be read)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def bytes_per_step(layer, batch: int, element_size: int, training: bool) -> float:
-    """Activation bytes that one time step adds to a call of ``layer`` on a batch of ``batch``."""
-    G, S, H = len(layer.cell_class.GATES), len(layer.cell_class.STATE), layer.hidden_size
+    """Activation bytes that one time step adds to a call of ``layer`` on a batch of ``batch``: the
+    cell's ``SPEC.memory`` units of (B, H) per level and direction — with what layer norm and zoneout
+    keep when they are in force — three times over on the reference engine."""
+    spec, H = layer.cell_class.SPEC, layer.hidden_size
     levels = layer.num_layers * layer.num_directions
     if training:
-        units = G + S + 1
+        units = spec.memory.per_step
         engine = layer.engine
         active = getattr(layer, "active_variants", dict)()
         if active:
-            from ..engine.fused import unsupported_variants
-
-            if unsupported_variants(layer):  # "auto" runs these variants on the reference engine
+            if spec.not_native(active):  # "auto" runs these variants on the reference engine
                 engine = "reference"
-            if active.get("layer_norm"):  # x W_ihᵀ, the normalised GEMM outputs and their gradients (LSTM: C_t's too)
-                units += 3 * G + (2 if S == 2 else 0)
-            if active.get("zoneout"):  # the keep masks (LSTM: and C_t before zoneout)
-                units += S + (1 if S == 2 else 0)
+            if active.get("layer_norm"):
+                units += spec.memory.layer_norm
+            if active.get("zoneout"):
+                units += spec.memory.zoneout
         return levels * batch * H * units * element_size * _ENGINE_FACTOR.get(engine, 1.0)
     return 2 * layer.num_directions * batch * H * element_size  # one level's output in, one out
 
@@ -80,14 +62,3 @@ def guard(layer, steps: int, batch: int, dtype: torch.dtype, device: torch.devic
         f"is available on {device}; train with truncated BPTT in chunks of at most {fit} steps (pass each "
         f"chunk's final state as hx to the next), or reduce the batch"
     )
-
-
-def guard_parameters(count: int, device: torch.device | str = "cpu") -> None:
-    """Refuse to allocate a module whose parameters alone exceed available memory."""
-    need = 4 * count
-    have = available_bytes(torch.device(device))
-    if have is not None and need > have:
-        raise ValueError(
-            f"hidden_size: these sizes need {count} parameters ({need / 1024**3:.1f} GiB in float32) but only "
-            f"{have / 1024**3:.1f} GiB is available; choose a smaller hidden_size, input_size or num_layers"
-        )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..cells.minimal import MinGRUCell, MinLSTMCell
+from ..engine.linear import LinearEngine
+from ..engine.reference import ReferenceEngine
+from ..engine.scan import ScanEngine
 from .base import RecurrentLayer
 
 ENGINES = ("auto", "scan", "native", "reference")
@@ -34,10 +37,6 @@ class _MinimalLayer(RecurrentLayer):
         return ENGINES
 
     def select_engine(self, x):
-        from ..engine.linear import LinearEngine
-        from ..engine.reference import ReferenceEngine
-        from ..engine.scan import ScanEngine
-
         if self.engine == "reference":
             return ReferenceEngine()
         tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()

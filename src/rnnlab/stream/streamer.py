@@ -3,11 +3,11 @@
 Whatever the split into steps and chunks, the outputs are those of one call on the whole
 sequence: ``feed`` runs the layer's engine on the chunk from the kept state, ``step`` runs every
 level's cell once. A step is the latency path — under ``torch.inference_mode()``, argument checks
-only when the input's shape changes, and each level one call into torch's fused cell kernel
-(``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights
-converted to torch's layout once (``layers/convert.py``) — for the seed's GRU (reset="before"),
-which torch has no kernel for, the equations with fused GEMMs — or with ``fused=False`` the
-cell's own ``equations``. Structural variants (layer_norm, peepholes, coupled), which torch has no
+only when the input's shape changes, and each level one call into the fused step the cell's
+``SPEC.stream`` names: torch's fused cell kernel (``torch.lstm_cell``, ``torch.gru_cell``,
+``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights converted to torch's layout once
+(``cells/torch_layout.py``), or for the seed's GRU (reset="before"), which torch has no kernel for,
+the equations with fused GEMMs — or with ``fused=False`` the cell's own ``equations``. Structural variants (layer_norm, peepholes, coupled), which torch has no
 kernel for, always step through their equations; regularisers (recurrent_dropout, zoneout) are off,
 as at evaluation.
 
@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from .. import _checks
+from ..cells.torch_layout import weights_to_torch
+from ..cells.variants import STRUCTURAL
 from ..layers.base import RecurrentLayer
-from ..layers.convert import weights_to_torch
 
 Kernel = Callable[[torch.Tensor, tuple], tuple]
 
@@ -62,25 +63,27 @@ def _gru_before_kernel(w) -> Kernel:
     return step
 
 
+_OWN_STEPS = {"gru_before": _gru_before_kernel}  # fused steps of cells torch has no kernel for
+
+
 def _fused_kernel(layer, w) -> Kernel | None:
-    """One level's step through torch's fused cell kernel (the seed's GRU: a fused equivalent);
-    None for cells with neither (MinGRU, MinLSTM) and for structural variants (layer_norm, peepholes,
-    coupled), which step through their equations."""
-    mode, options = layer.mode, layer.options
-    if mode not in ("rnn", "lstm", "gru") or layer.extras(0, 0) or options.get("coupled"):
+    """One level's step through the fused step the cell's ``SPEC.stream`` names — torch's fused cell
+    kernel ``torch.<name>`` on weights in torch's layout, or one of ``_OWN_STEPS``; None for cells
+    with neither (MinGRU, MinLSTM) and for structural variants (layer_norm, peepholes, coupled),
+    which step through their equations."""
+    spec, options = layer.cell_class.SPEC, layer.options
+    name = spec.stream(options)
+    if name is None or any(k in STRUCTURAL for k in options):
         return None
-    if mode == "gru" and options["reset"] != "after":
-        return _gru_before_kernel(w)
+    if name in _OWN_STEPS:
+        return _OWN_STEPS[name](w)
     with torch.no_grad():
-        w_ih, w_hh, b_ih, b_hh = (None if t is None else t.detach().clone()
-                                  for t in weights_to_torch(mode, layer.cell_class.GATES, w))
-    if mode == "lstm":
-        return lambda x, s: torch.lstm_cell(x, s, w_ih, w_hh, b_ih, b_hh)
-    if mode == "gru":
-        # torch's GRU kernel: h = (1 - z_t) * n + z_t * h_prev with z_t = 1 - z_seed (negated z rows)
-        return lambda x, s: (torch.gru_cell(x, s[0], w_ih, w_hh, b_ih, b_hh),)
-    cell = torch.rnn_tanh_cell if options["nonlinearity"] == "tanh" else torch.rnn_relu_cell
-    return lambda x, s: (cell(x, s[0], w_ih, w_hh, b_ih, b_hh),)
+        w_ih, w_hh, b_ih, b_hh = (None if t is None else t.detach().clone() for t in weights_to_torch(spec, w))
+    op = getattr(torch, name)
+    if len(spec.state) == 2:  # torch.lstm_cell takes and returns (h, c)
+        return lambda x, s: op(x, s, w_ih, w_hh, b_ih, b_hh)
+    # torch's GRU kernel: h = (1 - z_t) * n + z_t * h_prev with z_t = 1 - z_seed (the negated z rows)
+    return lambda x, s: (op(x, s[0], w_ih, w_hh, b_ih, b_hh),)
 
 
 def _equations_kernel(layer, w, extra: dict) -> Kernel:
