@@ -33,6 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..cells.spec import SPECS
+from ..engine import get_engine, ops, unsupported
+from ..layers import GRU, LSTM, RNN, MinGRU, MinLSTM
+
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
 CELLS = ("rnn", "lstm", "gru-before", "gru-after")
@@ -42,7 +46,6 @@ SCALING_CELLS = ("lstm", "gru-before", "mingru", "minlstm", "mingru-scan", "minl
 SCALING_LENGTHS = (100, 1000, 10000)
 QUICK_SCALING_LENGTHS = (10, 40)
 SCALING_SHAPE = (8, 64, 64)  # B, X, H
-GATES = {"rnn": 1, "lstm": 4, "gru-before": 3, "gru-after": 3}
 # the cell variants: a training step on the native engine against the reference engine
 VARIANT_SHAPE = (200, 64, 64, 64)  # T, B, X, H
 QUICK_VARIANT_SHAPE = (10, 2, 4, 8)
@@ -66,7 +69,8 @@ class Row:
     @property
     def flops(self) -> float:
         T, B, X, H = self.shape
-        return 6.0 * GATES[self.cell] * T * B * H * (X + H)
+        G = len(SPECS[self.cell.split("-")[0]].gates)  # "gru-before" -> the GRU's
+        return 6.0 * G * T * B * H * (X + H)
 
 
 def flops(cell: str, shape) -> float:
@@ -105,21 +109,17 @@ def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def _rnnlab_layer(cell: str, X: int, H: int, engine: str):
-    import rnnlab
-
     if cell == "rnn":
-        return rnnlab.RNN(X, H, engine=engine)
+        return RNN(X, H, engine=engine)
     if cell == "lstm":
-        return rnnlab.LSTM(X, H, engine=engine)
-    return rnnlab.GRU(X, H, reset=cell.split("-")[1], engine=engine)
+        return LSTM(X, H, engine=engine)
+    return GRU(X, H, reset=cell.split("-")[1], engine=engine)
 
 
 def _scaling_layer(cell: str, X: int, H: int):
-    import rnnlab
-
     if cell.startswith("min"):
         kind, _, engine = cell.partition("-")
-        return (rnnlab.MinGRU if kind == "mingru" else rnnlab.MinLSTM)(X, H, engine=engine or "auto")
+        return (MinGRU if kind == "mingru" else MinLSTM)(X, H, engine=engine or "auto")
     return _rnnlab_layer(cell, X, H, "auto")
 
 
@@ -143,13 +143,11 @@ def variant_name(cell: str, opts: dict) -> str:
 def variants(shape=VARIANT_SHAPE, budget_s: float = 1.0) -> dict:
     """Median ms of one training step of each ``VARIANTS`` layer (training mode: dropouts on) on the
     native engine and on the reference engine: {label: {"native": ms, "reference": ms}}."""
-    import rnnlab
-
     T, B, X, H = shape
     out: dict = {}
     x = torch.randn(T, B, X)
     for cell, opts in VARIANTS:
-        cls = rnnlab.LSTM if cell == "lstm" else rnnlab.GRU
+        cls = LSTM if cell == "lstm" else GRU
         row = out.setdefault(variant_name(cell, opts), {})
         for engine in ("native", "reference"):
             row[engine] = median_ms(_train_step(cls(X, H, engine=engine, **opts), x), budget_s)
@@ -196,15 +194,13 @@ def saved_mb(module, x) -> float:
 
 def measure(cell: str, shape, budget_s: float = 1.0) -> Row:
     """Time one cell at one shape in this process (torch only; JAX is ``run_jax``)."""
-    from . import get_engine, unsupported
-
     T, B, X, H = shape
     row = Row(cell, tuple(shape))
     torch.manual_seed(0)
     x = torch.randn(T, B, X)
-    native = _rnnlab_layer(cell, X, H, "native")
-    row.train_ms["native"] = median_ms(_train_step(native, x), budget_s)
-    if unsupported(native, False) is None:
+    on_native = _rnnlab_layer(cell, X, H, "native")
+    row.train_ms["native"] = median_ms(_train_step(on_native, x), budget_s)
+    if unsupported(on_native, False) is None:
         on_torch = _rnnlab_layer(cell, X, H, "torch")
         row.train_ms["rnnlab-torch"] = median_ms(_train_step(on_torch, x), budget_s)
     peer = _torch_layer(cell, X, H)
@@ -231,7 +227,7 @@ def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float =
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
     job = json.dumps({"grid": [list(s) for s in grid], "cells": list(cells), "budget_s": budget_s})
     try:
-        proc = subprocess.run([sys.executable, "-m", "rnnlab.engine.bench_jax", job], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "rnnlab.bench.jax_peer", job], capture_output=True, text=True,
                               env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {}, f"JAX run timed out after {timeout_s:.0f} s"
@@ -265,16 +261,13 @@ def _load() -> str:
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
         scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE) -> dict:
     """Time everything; returns a report dict (``to_markdown`` renders it)."""
-    from . import native
-
     torch.set_num_threads(threads)
-    native.compiled()  # build (or fail over) before timing
     report = {
         "machine": machine(),
         "threads": threads,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "sgemm_gflops": sgemm_gflops(),
-        "native_path": native.path("cpu"),
+        "native_path": "native-cpp" if ops.available() else "reference",
         "load_before": _load(),
         "rows": [],
     }
@@ -345,7 +338,7 @@ def to_markdown(report: dict) -> str:
         "# Engine benchmark",
         "",
         "Written by `rnnlab bench --out BENCHMARKS.md` (the same code: `python benchmarks/bench_engine.py`); "
-        "see `src/rnnlab/engine/bench.py` for what is timed.",
+        "see `src/rnnlab/bench/engine.py` for what is timed.",
         "",
         f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']} "
         f"(load average {report['load_before']} before, {report.get('load_after', '?')} after).",

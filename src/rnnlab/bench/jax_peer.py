@@ -1,6 +1,6 @@
 """The JAX/Flax side of the engine benchmark, run in its own process by ``bench.run_jax``.
 
-Usage: ``python -m rnnlab.engine.bench_jax '{"grid": [[T, B, X, H], ...], "cells": [...], "budget_s": 1.0}'``;
+Usage: ``python -m rnnlab.bench.jax_peer '{"grid": [[T, B, X, H], ...], "cells": [...], "budget_s": 1.0}'``;
 prints one JSON line: a list of ``{"cell", "shape", "train", "infer", "jax"}`` (ms).
 A training step is ``jax.jit(jax.grad(loss))`` of ``loss = sum(nn.RNN(cell)(x))`` w.r.t. the
 parameters; Flax's GRUCell is the reset="after" form, so it is also gru-before's peer.

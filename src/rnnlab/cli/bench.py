@@ -1,10 +1,12 @@
-"""``rnnlab bench``: the engine benchmark (``rnnlab.engine.bench``) from the command line."""
+"""``rnnlab bench``: the engine benchmark (``rnnlab.bench.engine``) from the command line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from ..bench import engine as b
 
 
 @click.command("bench")
@@ -19,8 +21,6 @@ import click
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the raw numbers as JSON.")
 def bench(threads, quick, cells, jax, budget, out, json_out):
     """Time one training step (and inference) of each cell: rnnlab against torch.nn and JAX/Flax."""
-    from ..engine import bench as b
-
     names = tuple(c.strip() for c in cells.split(",") if c.strip())
     unknown = [c for c in names if c not in b.CELLS]
     if unknown or not names:
