@@ -74,6 +74,6 @@ def _head(x1, y1, x2, y2, size=3.0):
 
 def render_png(unrolled: list, path, view: str = "forward", *, max_columns: int | None = None, scale: float = 1.0) -> None:
     """Write the networks' pictures, one above the other, as one PNG to ``path`` (atomically)."""
-    check_view(view)
+    check_view(view, unrolled)
     target = output_path(path, ".png")
     write_atomic(target, png_bytes([layout(u, max_columns, i) for i, u in enumerate(unrolled)], view, scale=scale))

@@ -22,39 +22,38 @@ def _n(v: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
-def check_view(view) -> str:
+def check_view(view, unrolled: list) -> str:
+    """``view`` must be "forward" or "bptt", and "bptt" needs every network's gradients."""
     if view not in VIEWS:
         raise ValueError(f"view: expected one of {', '.join(repr(v) for v in VIEWS)}, got {view!r}")
+    if view == "bptt" and not all(u.tracks[0].grads for u in unrolled):
+        raise ValueError("view: 'bptt' needs gradients; unroll with a loss (unroll(model, x, loss))")
     return view
 
 
 def shapes_svg(lay: Layout, view: str, *, numbers: bool, dy: float = 0.0) -> list[str]:
     """SVG elements of one layout, shifted down by dy. ``numbers``: include the BPTT gradient numbers."""
-    out, squares = [], {}
+    boxes, squares, rest = [], {}, []
     for s in lay.shapes:
         if isinstance(s, Rect) and not s.cls and s.stroke is None:  # a square: a segment as thick as it is tall
             squares.setdefault((s.fill, s.h), []).append(f"M{_n(s.x)} {_n(s.y + s.h / 2 + dy)}h{_n(s.w)}")
-    for (fill, h), parts in squares.items():
-        out.append(f'<path stroke="{fill}" stroke-width="{_n(h)}" d="{"".join(parts)}"/>')
-    for s in lay.shapes:
-        if isinstance(s, Rect) and (s.cls or s.stroke is not None):
+        elif isinstance(s, Rect):  # boxes first: the squares are drawn inside them
             data = "".join(f' data-{k}="{v}"' for k, v in s.data.items())
             dash = ' stroke-dasharray="3 2"' if s.dash else ""
             cls = f' class="{s.cls}"' if s.cls else ""
-            out.append(f'<rect{cls} x="{_n(s.x)}" y="{_n(s.y + dy)}" width="{_n(s.w)}" height="{_n(s.h)}" '
-                       f'fill="{s.fill}" stroke="{s.stroke or "none"}"{dash}{data}/>')
+            boxes.append(f'<rect{cls} x="{_n(s.x)}" y="{_n(s.y + dy)}" width="{_n(s.w)}" height="{_n(s.h)}" '
+                         f'fill="{s.fill}" stroke="{s.stroke or "none"}"{dash}{data}/>')
         elif isinstance(s, Arrow):
             colour, width = s.forward if view == "forward" else s.bptt
             pts = " ".join(f"{_n(x)},{_n(y + dy)}" for x, y in s.points)
-            out.append(f'<polyline class="arrow {s.kind}" points="{pts}" stroke="{colour}" stroke-width="{width}" '
-                       f'data-bw="{s.bptt[0]} {s.bptt[1]}"/>')
-        elif isinstance(s, Text):
-            if s.cls == "gnum" and not numbers:
-                continue
+            rest.append(f'<polyline class="arrow {s.kind}" points="{pts}" stroke="{colour}" stroke-width="{width}" '
+                        f'data-bw="{s.bptt[0]} {s.bptt[1]}"/>')
+        elif isinstance(s, Text) and (s.cls != "gnum" or numbers):
             cls = f' class="{s.cls}"' if s.cls else ""
-            out.append(f'<text{cls} x="{_n(s.x)}" y="{_n(s.y + dy)}" font-size="{s.size}" text-anchor="{s.anchor}" '
-                       f'fill="{s.colour}">{html.escape(s.text)}</text>')
-    return out
+            rest.append(f'<text{cls} x="{_n(s.x)}" y="{_n(s.y + dy)}" font-size="{s.size}" text-anchor="{s.anchor}" '
+                        f'fill="{s.colour}">{html.escape(s.text)}</text>')
+    paths = [f'<path stroke="{fill}" stroke-width="{_n(h)}" d="{"".join(parts)}"/>' for (fill, h), parts in squares.items()]
+    return boxes + paths + rest
 
 
 def svg_document(layouts: list[Layout], view: str, *, numbers: bool, attrs: str = "") -> str:
@@ -72,9 +71,5 @@ def svg_document(layouts: list[Layout], view: str, *, numbers: bool, attrs: str 
 
 def render_svg(unrolled: list, view: str = "forward", *, max_columns: int | None = None) -> str:
     """The networks' pictures, one above the other, as a standalone SVG document (view "forward" or "bptt")."""
-    check_view(view)
-    if view == "bptt":
-        for u in unrolled:
-            if not u.tracks[0].grads:
-                raise ValueError("view: 'bptt' needs gradients; unroll with a loss (unroll(model, x, loss))")
+    check_view(view, unrolled)
     return svg_document([layout(u, max_columns, i) for i, u in enumerate(unrolled)], view, numbers=view == "bptt")
