@@ -1,4 +1,4 @@
-"""PackedSequence in and out: the runner works on padded (T, B, X) input plus lengths."""
+"""PackedSequence in and out: the engines work on padded (T, B, X) input plus lengths."""
 
 from __future__ import annotations
 
