@@ -9,11 +9,12 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from rnnlab.compare.browser import find_chromium
+BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")  # as rnnlab.compare.browser
 
 FLAGS = ["--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--no-default-browser-check",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
@@ -57,6 +58,11 @@ window.addEventListener("load", function () {
   document.body.appendChild(pre);
 });
 </script>"""
+
+
+def find_chromium() -> str | None:
+    """The path of a Chromium (or Chrome) binary, or None when there is none."""
+    return next((p for p in map(shutil.which, BINARIES) if p), None)
 
 
 def _run(args: list[str], tmp: str, timeout: float) -> subprocess.CompletedProcess:

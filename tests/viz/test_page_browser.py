@@ -11,13 +11,12 @@ import torch
 from matplotlib.image import imread
 
 import rnnlab
-from rnnlab.compare.browser import find_chromium
 from rnnlab.viz import unroll, write_page
 from rnnlab.viz.layout import layout, value_colour
 
 from viz import chromium  # tests/viz/chromium.py (tests/ is on the path)
 
-pytestmark = pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install -y chromium)")
+pytestmark = pytest.mark.skipif(chromium.find_chromium() is None, reason="no chromium on PATH (apt-get install -y chromium)")
 
 T = 12
 

@@ -19,6 +19,7 @@ from .eval import eval_command  # noqa: E402
 from .forecast import forecast_command  # noqa: E402
 from .generate import generate_command  # noqa: E402
 from .train import train_command  # noqa: E402
+from .unroll import unroll_command  # noqa: E402
 
 main.add_command(train_command)
 main.add_command(eval_command)
@@ -26,3 +27,4 @@ main.add_command(generate_command)
 main.add_command(forecast_command)
 main.add_command(compare)
 main.add_command(bench)
+main.add_command(unroll_command)

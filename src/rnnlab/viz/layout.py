@@ -155,7 +155,7 @@ def layout(u, max_columns: int | None = None, net: int = 0, title: str | None = 
     width, height = LEFT + pitch * len(cols) + 10, x_row + IO_HEIGHT + 18
     shapes: list = []
     boxes: dict = {}
-    label = title if title is not None else (u.title or _describe(u))
+    label = title if title is not None else (f"{u.title} — " if u.title else "") + _describe(u)
     shapes.append(Text(4, 16, label, size=12, colour="#111"))
     has_grads = bool(u.tracks[0].grads)
     top = max((float(np.nanmax(np.r_[tr.grads[n], 0.0])) for tr in u.tracks for n in tr.grads if n != "factor"),
@@ -272,7 +272,7 @@ def _arrows(shapes, u, tr, cols, j, x0, y0, bw, bh, strips, top, row_y, x_row, p
         xa = x0 + bw + 3
         pts = [(xa, below), (xa, y0 + bh + 4), (x0 + bw - 3, y0 + bh)]
     shapes.append(Arrow(pts, FORWARD_ARROW, bptt_style(g_in, top), "in"))
-    if k == top_level:
+    if k == top_level and not np.isnan(u.y[t0:t1]).all():  # an output arrow where there is a y_t
         g_out = _block_norm(grads["flow_out"], t0, t1) if grads else float("nan")
         if d == u.num_directions - 1:
             pts = [(x0 + bw / 2, y0), (x0 + bw / 2, TOP + IO_HEIGHT)]
