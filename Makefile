@@ -6,13 +6,19 @@ STAMP := $(VENV)/.rnnlab-installed
 
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
+# the native engine's operators are compiled into the package here, at install (setup.py); a change to
+# its C++ sources rebuilds them
+ENGINE_SOURCES := $(wildcard src/rnnlab/engine/csrc/*.cpp src/rnnlab/engine/csrc/*.h src/rnnlab/engine/csrc/cells/*.h)
+
+$(STAMP): pyproject.toml setup.py $(ENGINE_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: on these machines this is the local CPU build; letting pip resolve torch
 	# through rnnlab's dependency range could fetch a multi-GB CUDA build instead
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	# --no-build-isolation: the extension compiles against the torch just installed (an isolated build
+	# environment would fetch another torch)
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -22,4 +28,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/rnnlab/engine/_C*.so

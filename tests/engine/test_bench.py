@@ -5,7 +5,7 @@ import json
 from click.testing import CliRunner
 
 from rnnlab.cli import main
-from rnnlab.engine import bench
+from rnnlab.bench import engine as bench
 
 
 def test_bench_report_structure():
@@ -13,7 +13,7 @@ def test_bench_report_structure():
                        scaling_lengths=(3, 6), variant_shape=(3, 2, 2, 4))
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
-        assert row.path in ("native-cpp", "native-python", "torch-onednn")
+        assert row.path in ("native-cpp", "reference", "torch-onednn")
         assert set(row.train_ms) >= {"native", "torch.nn"}
         assert ("rnnlab-torch" in row.train_ms) == (row.cell != "gru-before")
         assert all(v > 0 for v in [*row.train_ms.values(), *row.infer_ms.values(), *row.saved_mb.values()])

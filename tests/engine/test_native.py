@@ -1,8 +1,8 @@
-"""The native engine against the reference engine: outputs and gradients, every layer option,
-both the compiled loops and their pure-PyTorch fallback."""
+"""The native engine against the reference engine: outputs and gradients, every layer option;
+and its fallback to the reference engine where the compiled operators are missing."""
 
-import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
-from rnnlab.engine import fused, native
+from rnnlab.engine import fused, ops
 
 CELLS = {
     "rnn-tanh": (rnnlab.RNN, dict(nonlinearity="tanh")),
@@ -23,13 +23,12 @@ CELLS = {
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
-@pytest.fixture(params=["cpp", "python"])
-def loops(request):
-    """Run the test with the compiled loops, then with the pure-PyTorch fallback."""
-    if request.param == "cpp" and native.compiled() is None:
-        pytest.skip(f"the C++ loops did not build: {native._state['error']}")
-    with native.use_compiled(request.param == "cpp"):
-        yield request.param
+@pytest.fixture
+def loops():
+    """The compiled operators (the test skips where the package was installed without them)."""
+    if not ops.available():
+        pytest.skip(f"the native operators are not built: {ops._LIBRARY['error']}")
+    return "cpp"
 
 
 def _states(h):
@@ -201,34 +200,35 @@ def test_chunked_run_equals_one_run(loops):
     torch.testing.assert_close(hx, h, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler")
-def test_extension_builds_and_keeps_denormals():
-    assert native.compiled() is not None, native._state["error"]
-    # -ffast-math is a compile flag only: loading the extension must not switch on flush-to-zero
+def test_operators_are_built_into_the_package_and_keep_denormals():
+    """The operators load from the installed package itself (nothing is built or cached at run time)."""
+    assert ops.available(), ops._LIBRARY["error"]
+    assert Path(ops.library_path()).parent == Path(rnnlab.__file__).parent / "engine"
+    # -ffast-math is a compile flag only: loading the library must not switch on flush-to-zero
     tiny = torch.tensor([1e-40], dtype=torch.float32)
     assert (tiny * 1.0).item() != 0.0
-    assert native.path("cpu") == "native-cpp"
+    assert fused.NativeEngine().path(torch.zeros(1)) == "native-cpp"
 
 
-def test_failed_build_falls_back_with_one_warning(monkeypatch):
-    def broken():
-        raise RuntimeError("no compiler here")
-
-    monkeypatch.setattr(native, "_build", broken)
-    monkeypatch.setattr(native, "_state", {"module": None, "tried": False, "error": None, "forced_off": False})
+def test_missing_operators_fall_back_to_the_reference_with_one_warning(monkeypatch):
+    monkeypatch.setattr(ops, "_LIBRARY", {"path": None, "error": "no compiler here", "warned": False})
+    layer = rnnlab.GRU(2, 3, engine="native").double()
+    x = torch.randn(4, 1, 2, dtype=torch.float64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        layer = rnnlab.RNN(2, 3, engine="native")
-        layer(torch.randn(4, 1, 2))
-        layer(torch.randn(4, 1, 2))
+        out, _ = layer(x)
+        layer(x)
     msgs = [w for w in caught if "native engine" in str(w.message)]
     assert len(msgs) == 1 and "no compiler here" in str(msgs[0].message)
-    assert native.path("cpu") == "native-python"
+    assert fused.NativeEngine().path(x) == "reference"
+    layer.engine = "reference"
+    torch.testing.assert_close(out, layer(x)[0], atol=0, rtol=0)
 
 
-def test_env_var_forces_fallback(monkeypatch):
+def test_env_var_forces_the_reference(monkeypatch):
     monkeypatch.setenv("RNNLAB_NATIVE", "0")
-    assert native.kernels("cpu") is native.loops
+    assert not ops.available()
+    assert fused.NativeEngine().path(torch.zeros(1)) == "reference"
 
 
 @pytest.mark.parametrize("name", sorted(CELLS))
@@ -250,8 +250,8 @@ def test_gradient_of_output_alone(loops, name):
 @pytest.mark.parametrize("name", ["lstm", "gru-before", "gru-after"])
 def test_directions_in_parallel_equal_one_after_the_other(name):
     """On two threads the directions of a bidirectional level run at once; the results do not change."""
-    if native.compiled() is None:
-        pytest.skip("the directions run in parallel only with the compiled loops")
+    if not ops.available():
+        pytest.skip("the directions run in parallel only in the compiled operators")
     cls, opts = CELLS[name]
     layer = cls(3, 6, num_layers=2, bidirectional=True, engine="native", **opts).double()
     x = torch.randn(9, 4, 3, dtype=torch.float64)
@@ -261,22 +261,9 @@ def test_directions_in_parallel_equal_one_after_the_other(name):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            assert fused._parallel_directions(native.kernels("cpu"), 2) == (threads == 2)
             out, _ = layer(x, lengths=lengths)
             results.append([out, *torch.autograd.grad((out**2).sum(), list(layer.parameters()))])
     finally:
         torch.set_num_threads(old)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
-
-
-def test_reverse_worker_is_per_process(monkeypatch):
-    """A forked child does not inherit the parent's worker thread: it must get its own, never a dead one.
-    (Forking itself is not exercised: with two threads torch's own OpenMP hangs in a forked child.)"""
-    parent = fused._worker()
-    assert fused._worker() is parent
-    real_pid = fused.os.getpid()
-    monkeypatch.setattr(fused.os, "getpid", lambda: real_pid + 1)
-    child = fused._worker()
-    assert child is not parent and fused._worker() is child
-    assert child.submit(lambda: 7).result(timeout=10) == 7

@@ -1,6 +1,6 @@
 """The native engine's variants — the LSTM's peepholes and coupled (CIFG), layer norm on the LSTM and GRU, and in
 training their recurrent dropout and zoneout — against the reference engine: outputs, states, traces and gradients,
-compiled loops and the pure-PyTorch fallback."""
+the compiled operators."""
 
 import pytest
 import torch
@@ -134,9 +134,12 @@ def test_auto_and_native_run_these_variants_natively(cls, opts):
 
 
 def test_native_refuses_a_variant_its_loops_do_not_compute(monkeypatch):
-    """A variant the loops lack (none today: the table lists every one) runs on the reference engine under
-    "auto", and "native" refuses it by name."""
-    monkeypatch.setitem(fused.NATIVE_VARIANTS, "lstm", ("peepholes",))
+    """A variant the operators lack (none today: the LSTM's SPEC lists every one) runs on the reference engine
+    under "auto", and "native" refuses it by name."""
+    import dataclasses
+
+    spec = dataclasses.replace(rnnlab.LSTMCell.SPEC, native_variants=("peepholes",))
+    monkeypatch.setattr(rnnlab.LSTMCell, "SPEC", spec)
     layer = rnnlab.LSTM(3, 4, zoneout=0.1)
     x = torch.randn(5, 2, 3)
     assert layer.select_engine(x).name == "reference"
@@ -165,14 +168,15 @@ def test_dropout_and_zoneout_masks_are_the_reference_engines_draws(cls, opts):
     assert torch.equal(outs[1], outs[3])
 
 
-@pytest.mark.parametrize("cls,chooser,opts", [(rnnlab.LSTM, "_lstm_variant", dict(recurrent_dropout=0.3, zoneout=0.2)),
-                                              (rnnlab.GRU, "_gru_variant", dict(recurrent_dropout=0.3, zoneout=0.2))],
-                         ids=["lstm", "gru"])
-def test_plain_cells_run_the_plain_loops(monkeypatch, cls, chooser, opts):
-    """No variant in force (or only the dropouts, at evaluation): the plain loops, not the variant ones."""
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, dict(recurrent_dropout=0.3, zoneout=0.2)),
+                                      (rnnlab.GRU, dict(recurrent_dropout=0.3, zoneout=0.2))], ids=["lstm", "gru"])
+def test_plain_cells_run_the_plain_unit(monkeypatch, cls, opts):
+    """No variant in force (or only the dropouts, at evaluation): the operator gets no variant field, so the
+    cell's unit runs with every variant flag off."""
     calls = []
-    real = getattr(fused, chooser)
-    monkeypatch.setattr(fused, chooser, lambda *a: calls.append(real(*a)) or calls[-1])
+    real = fused.level_fields
+    monkeypatch.setattr(fused, "level_fields", lambda *a: calls.append(real(*a)) or calls[-1])
     cls(3, 4)(torch.randn(5, 2, 3))
     cls(3, 4, **opts).eval()(torch.randn(5, 2, 3))
-    assert calls and not any(calls)
+    variant_fields = ("peep", "h_mask", "zone", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b")
+    assert len(calls) == 2 and not any(f[name] for f in calls for name in variant_fields)

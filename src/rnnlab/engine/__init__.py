@@ -3,23 +3,26 @@
 ``engine=`` on a layer picks one:
 
 * ``"reference"`` — the cells' equations step by step under autograd; the ground truth.
-* ``"native"`` — hand-written BPTT (``fused.py``): compiled C++ loops (``csrc/loops.cpp``), or
-  the same algorithm in PyTorch when no compiler is available (and on GPUs).
+* ``"native"`` — hand-written BPTT: the ``rnnlab::recurrent_level`` operator (``ops.py``, ``fused.py``),
+  compiled at install from ``csrc/`` — one driver (``csrc/driver.h``) and one unit per cell, each cell's
+  forward and backward side by side (``csrc/cells/rnn.h``, ``lstm.h``, ``gru.h``, ``linear.h``). Without
+  the compiled operators it runs the reference engine, with one warning.
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
   function (``choose``): native on CPU except larger float32 LSTMs on 2+ threads (oneDNN),
-  cuDNN on CUDA where it applies.
+  cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
+  that a traced model holds one operator per level and no branch on the batch size.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
 
 Cell variants (layer_norm, peepholes, coupled; recurrent_dropout and zoneout in training): the native
-engine computes every one, alone or together — its variant loops ``lstm_forward_loop`` and
-``gru_forward_loop``, with layer norm's row reductions inside the step and zoneout's masks drawn as the
-reference engine draws them, so seeded runs agree — and "auto" and "native" run a layer with variants in
+engine computes every one of the LSTM's and the GRU's, alone or together — compile-time flags of the
+cell's unit, with layer norm's row passes and zoneout in the driver; zoneout's masks are drawn as the
+reference engine draws them, so seeded runs agree. "auto" and "native" run a layer with variants in
 force (``active_variants()``) there (``RecurrentLayer.select_engine``); "torch" refuses every variant in
-force. A variant the loops did not compute (``fused.NATIVE_VARIANTS``) would run on the reference
-engine under "auto", and "native" would refuse it by name.
+force. A variant a cell's ``SPEC.native_variants`` does not list runs on the reference engine under
+"auto", and "native" refuses it by name.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ def choose(layer, x: torch.Tensor, trace: bool):
     ``TORCH_LSTM_MIN_BH`` on two or more CPU threads — else the native engine."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return _NATIVE
     if x.is_cuda:
         return _TORCH
     big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
-    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.mode == "lstm" and big:
+    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.cell_class.SPEC.name == "lstm" and big:
         if torch.get_num_threads() >= 2:
             return _TORCH
     return _NATIVE
@@ -62,8 +67,8 @@ class AutoEngine:
     name = "auto"
 
     def path(self, layer, x: torch.Tensor, trace: bool = False) -> str:
-        """Which code runs for this call: "native-cpp", "native-python", "torch-onednn",
-        "torch-aten" or "torch-cudnn"."""
+        """Which code runs for this call: "native-cpp", "reference" (no compiled operators),
+        "torch-onednn", "torch-aten" or "torch-cudnn"."""
         return choose(layer, x, trace).path(x, layer)
 
     def run(self, layer, x, hx, lengths, trace):

@@ -1,0 +1,29 @@
+"""Builds the native engine's operators (``src/rnnlab/engine/csrc``) into the package at install time.
+
+``pip install --no-build-isolation .`` (or ``-e .``; ``make`` does this) compiles ``csrc/ops.cpp`` against
+the torch already installed, into ``rnnlab/engine/_C*.so``. Without a C++ compiler, or without torch at
+build time, the package still installs: the extension is optional, and rnnlab then runs its reference
+engine and says so once, loudly (``rnnlab.engine.ops``).
+"""
+
+import sys
+
+from setuptools import setup
+
+# -ffast-math lets g++ vectorise tanh through glibc's libmvec; compile flags only, never link flags
+# (linking with it would set flush-to-zero for the whole process)
+CFLAGS = ["-O3", "-g0", "-ffast-math", "-fopenmp-simd", "-std=c++20"]
+SOURCES = ["src/rnnlab/engine/csrc/ops.cpp"]
+
+ext_modules, cmdclass = [], {}
+try:
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+except ImportError:
+    print("rnnlab: torch is not importable at build time, so the native engine is not built; install torch "
+          "first and build with `pip install --no-build-isolation .`", file=sys.stderr)
+else:
+    ext_modules = [CppExtension("rnnlab.engine._C", SOURCES, extra_compile_args=CFLAGS, optional=True)]
+    # without ninja, a failed compile is a CompileError, which setuptools forgives for an optional extension
+    cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
+
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,0 +1,200 @@
+// The GRU, forward and backward side by side (cells/gru.py: the same equations, the seed's section 3).
+//
+//   z_t = σ(W_z·[h_{t-1}, x_t] + b_z)
+//   r_t = σ(W_r·[h_{t-1}, x_t] + b_r)
+//   h̃_t = tanh(W_h·[r_t * h_{t-1}, x_t] + b_h)            reset="before" (the seed's form)
+//   h̃_t = tanh(W_xn x_t + b_n + r_t * (W_hn h_{t-1} + b_hn))  reset="after" (cuDNN's form)
+//   h_t = (1 - z_t) * h_{t-1} + z_t * h̃_t
+//
+// Gate order of the fused rows: (z, r, n = h̃). Template flag AFTER picks the form. Reset "before"
+// needs r_t before its second GEMM W_hn (r_t h_{t-1}), so it runs that GEMM (and, with layer norm, the
+// candidate's own LN of it) between its two pointwise passes, forward and backward.
+#pragma once
+
+#include "../step.h"
+
+namespace rnnlab {
+
+template <typename T, bool AFTER>
+struct GRUCell {
+  static int64_t gx(int64_t H) { return 3 * H; }
+  static int64_t first(int64_t H) { return AFTER ? 3 * H : 2 * H; }  // reset before: the z, r blocks only
+  static int64_t rec(int64_t H) { return 3 * H; }
+  static int64_t scratch(int64_t B, int64_t H) { return AFTER ? 3 * B * H : B * H; }
+  static constexpr int64_t G = 3;  // stored gates
+  static constexpr int64_t states = 1;
+
+  static void forward(const Fw<T>& s, Loop<T>& k) {
+    if (AFTER) {
+      forward_after(s, k);
+      return;
+    }
+    const int64_t B = k.B, H = k.H;
+    forward_zr(s, k);
+    if (s.live)  // rows outside their sequence: r·h = 0, so their W_hn product is 0 too
+      for (int64_t b = 0; b < B; ++b)
+        if (s.live[b] == T(0)) std::memset(s.extra + b * H, 0, H * sizeof(T));
+    T* hn = k.scratch.data();
+    k.product(s.extra, 2 * H, H, hn, H);  // W_hn (r_t h_{t-1})
+    if (k.norm.on())                      // the candidate's own LN(W_hn (r h)): gain and bias rows 2H:
+      ln_rows<T>(B, H, s.live, hn, H, k.norm.g_hh + 2 * H, k.norm.b_hh + 2 * H, k.norm.nhat + s.t * B * H,
+                 k.norm.nrstd + s.t * B);
+    forward_n(s, k, hn);
+  }
+
+  // z, r = σ(·);  rh = r h_in  (the input of the second GEMM, W_hn · rh)
+  static RNNLAB_KERNEL void forward_zr(const Fw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const T* x_ = s.xp + b * GH;
+      const T* hh_ = s.hh + b * 2 * H;
+      const T* hp = s.h_in + b * H;
+      T* g_ = s.gate + b * GH;
+      T* rh_ = s.extra + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = sigmoid(x_[j] + hh_[j]);          // z_t
+        const T r = sigmoid(x_[H + j] + hh_[H + j]);  // r_t
+        g_[j] = z;
+        g_[H + j] = r;
+        rh_[j] = r * hp[j];  // r_t * h_{t-1}
+      }
+    }
+  }
+
+  // n = tanh(W_xn x + b_n + W_hn (r h_{t-1}));  h_t = (1 - z) h_{t-1} + z n
+  static RNNLAB_KERNEL void forward_n(const Fw<T>& s, Loop<T>& k, const T* __restrict hn) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const T* x_ = s.xp + b * GH;
+      const T* hn_ = hn + b * H;
+      const T* hp = s.h_prev + b * H;
+      T* g_ = s.gate + b * GH;
+      T* h_ = s.h + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = g_[j];
+        const T n = std::tanh(x_[2 * H + j] + hn_[j]);  // h̃_t
+        g_[2 * H + j] = n;
+        h_[j] = hp[j] + z * (n - hp[j]);  // h_t = (1 - z_t) h_{t-1} + z_t h̃_t
+      }
+    }
+  }
+
+  // z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
+  static RNNLAB_KERNEL void forward_after(const Fw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const T* x_ = s.xp + b * GH;
+      const T* hh_ = s.hh + b * GH;
+      const T* hp = s.h_prev + b * H;
+      T* g_ = s.gate + b * GH;
+      T* hn_ = s.extra + b * H;
+      T* h_ = s.h + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = sigmoid(x_[j] + hh_[j]);
+        const T r = sigmoid(x_[H + j] + hh_[H + j]);
+        const T hn = hh_[2 * H + j] + k.b_hn[j];
+        const T n = std::tanh(x_[2 * H + j] + r * hn);
+        g_[j] = z;
+        g_[H + j] = r;
+        g_[2 * H + j] = n;
+        hn_[j] = hn;
+        h_[j] = hp[j] + z * (n - hp[j]);
+      }
+    }
+  }
+
+  static Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    if (AFTER) {
+      T* dhh = k.scratch.data();
+      backward_after(s, k, dhh);
+      return {dhh, GH};
+    }
+    backward_zn(s, k);
+    const T* dn = s.da + 2 * H;  // ∂ W_hn (r h): the candidate's pre-activation gradient, through its LN
+    if (k.norm.on()) {
+      T* dhh_t = k.norm.dhh + s.t * B * GH;
+      ln_rows_back<T>(B, H, s.live, s.da + 2 * H, GH, k.norm.g_hh + 2 * H, k.norm.nhat + s.t * B * H,
+                      k.norm.nrstd + s.t * B, dhh_t + 2 * H, GH, k.ngrads->g_hh.data() + 2 * H,
+                      k.ngrads->b_hh.data() + 2 * H, k.ln_step.data());
+      dn = dhh_t + 2 * H;
+    }
+    T* drh = k.scratch.data();
+    k.product_back(dn, GH, 2 * H, H, T(0), drh);  // ∂(r_t h_{t-1}) = ∂n_pre · W_hn
+    backward_r(s, k, drh);
+    return {s.da, GH};  // the z, r blocks
+  }
+
+  // first pass (before the GEMM drh = ∂n_pre · W_hn): z and n, and dh_{t-1}'s direct part (1 - z) dh
+  static RNNLAB_KERNEL void backward_zn(const Bw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const int64_t r = b * H, q = b * GH;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = s.gate[q + j], n = s.gate[q + 2 * H + j];
+        const T dz = s.dh[r + j] * (n - s.h_prev[r + j]) + s.gg[q + j];  // h_t = h_{t-1} + z_t (h̃_t - h_{t-1})
+        const T dn = s.dh[r + j] * z + s.gg[q + 2 * H + j];
+        s.da[q + j] = dz * z * (T(1) - z);
+        s.da[q + 2 * H + j] = dn * (T(1) - n * n);  // h̃_t = tanh(·)
+        s.dh_prev[r + j] = s.dh[r + j] * (T(1) - z) + s.gh_prev[r + j];
+      }
+    }
+  }
+
+  // second pass: r, from drh = ∂(r h_in); and rh's contribution r · drh to the recurrent share of ∂h_{t-1}
+  static RNNLAB_KERNEL void backward_r(const Bw<T>& s, Loop<T>& k, const T* __restrict drh) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const int64_t r = b * H, q = b * GH;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T rg = s.gate[q + H + j];
+        const T dr = drh[r + j] * s.h_in[r + j] + s.gg[q + H + j];  // r_t * h_{t-1}
+        s.da[q + H + j] = dr * rg * (T(1) - rg);
+        s.acc[r + j] += drh[r + j] * rg;
+      }
+    }
+  }
+
+  // da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn)
+  static RNNLAB_KERNEL void backward_after(const Bw<T>& s, Loop<T>& k, T* __restrict dhh) {
+    const int64_t B = k.B, H = k.H, GH = 3 * H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) {  // outside its sequence: nothing reaches W_hh or b_hn
+        std::memset(dhh + b * GH, 0, GH * sizeof(T));
+        std::memset(s.dhn + b * H, 0, H * sizeof(T));
+        continue;
+      }
+      const int64_t r = b * H, q = b * GH;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T z = s.gate[q + j], rg = s.gate[q + H + j], n = s.gate[q + 2 * H + j];
+        const T dz = s.dh[r + j] * (n - s.h_prev[r + j]) + s.gg[q + j];
+        const T dn = s.dh[r + j] * z + s.gg[q + 2 * H + j];
+        const T dn_pre = dn * (T(1) - n * n);
+        const T dr = dn_pre * s.extra[r + j] + s.gg[q + H + j];  // h̃_t = tanh(W_xn x + b_n + r_t hn)
+        const T dz_pre = dz * z * (T(1) - z);
+        const T dr_pre = dr * rg * (T(1) - rg);
+        s.da[q + j] = dz_pre;
+        s.da[q + H + j] = dr_pre;
+        s.da[q + 2 * H + j] = dn_pre;
+        dhh[q + j] = dz_pre;
+        dhh[q + H + j] = dr_pre;
+        dhh[q + 2 * H + j] = dn_pre * rg;
+        s.dhn[r + j] = dn_pre * rg;
+        s.dh_prev[r + j] = s.dh[r + j] * (T(1) - z) + s.gh_prev[r + j];
+      }
+    }
+  }
+};
+
+}  // namespace rnnlab

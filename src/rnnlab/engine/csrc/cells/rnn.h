@@ -1,0 +1,57 @@
+// The vanilla RNN, forward and backward side by side (cells/rnn.py: the same equation).
+//
+//   h_t = φ(W_ih x_t + b + W_hh h_{t-1}),  φ = tanh or relu          (one gate: the fused row is h itself)
+//
+// Template flag RELU: φ = relu (NaN kept, as torch.relu), else tanh.
+#pragma once
+
+#include "../step.h"
+
+namespace rnnlab {
+
+template <typename T, bool RELU>
+struct RNNCell {
+  static int64_t gx(int64_t H) { return H; }
+  static int64_t first(int64_t H) { return H; }
+  static int64_t rec(int64_t H) { return H; }
+  static int64_t scratch(int64_t, int64_t) { return 0; }
+  static constexpr int64_t G = 1;  // stored gates
+  static constexpr int64_t states = 1;
+
+  // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
+  static RNNLAB_KERNEL void forward(const Fw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const T* x_ = s.xp + b * H;
+      const T* hh_ = s.hh + b * H;
+      T* g_ = s.gate + b * H;
+      T* h_ = s.h + b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T y = RELU ? relu_kept(x_[j] + hh_[j]) : std::tanh(x_[j] + hh_[j]);
+        g_[j] = y;
+        h_[j] = y;
+      }
+    }
+  }
+
+  // ∂a = ∂h_t φ'(a): (1 - h_t²) for tanh, [h_t > 0] for relu; ∂h_{t-1}'s direct part is the outputs' own
+  static RNNLAB_KERNEL Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
+    const int64_t B = k.B, H = k.H;
+    for (int64_t b = 0; b < B; ++b) {
+      if (skip(s.live, b)) continue;
+      const int64_t r = b * H;
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T y = s.gate[r + j];
+        const T d = s.dh[r + j] + s.gg[r + j];
+        s.da[r + j] = RELU ? relu_kept_grad(y, d) : d * (T(1) - y * y);
+        s.dh_prev[r + j] = s.gh_prev[r + j];
+      }
+    }
+    return {s.da, H};
+  }
+};
+
+}  // namespace rnnlab

@@ -1,0 +1,279 @@
+// The one time-stepping driver: what every cell shares, written once.
+//
+// Per direction of one level, over steps s = 0 … T-1 (time t = s, or T-1-s in reverse):
+//
+//   forward   h_in = h_{t-1} (· mask under recurrent dropout)
+//             hh = h_in · W_hhᵀ[:, :first]       one GEMM (the cell may run a second, GRU reset="before")
+//             hh ← LN(hh)                         layer norm's row pass, when on
+//             Cell::forward                      the cell's pointwise maths (cells/*.h)
+//             zoneout: kept units take their previous value (h, and C for the LSTM)
+//             rows past their sequence's end keep their state; their gates are zero
+//   backward  zoneout's kept units pass their gradient straight back
+//             rows past their end: no gate gradient, the state's gradient passes through
+//             Cell::backward                     ∂ of the cell's equations → da, ∂h_{t-1}'s direct part
+//             layer norm's backward row pass, then ∂h_{t-1} += ∂hh · W_hh[:first]   one GEMM
+//
+// State layout: states[0] = h_0 and states[t+1] = h after step t for the forward direction; the
+// reverse direction runs t = T-1 … 0 and keeps states[T] = h_0, states[t] = h after step t, so its
+// output over time is the slice states[0:T] — no reversal copy. ``mask`` (T, B) is 1 where step t
+// is inside sequence b. Every buffer is allocated before the loop; nothing is allocated inside it.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "step.h"
+
+namespace rnnlab {
+
+// one direction's buffers (row-major, sizes in the comments; null where absent)
+template <typename T>
+struct Direction {
+  int64_t steps = 0;          // T
+  bool reverse = false;
+  const T* mask = nullptr;    // (T, B)
+  const T* xp = nullptr;      // (T, B, gx) the input projection of every step
+  T* states = nullptr;        // (T+1, B, H)
+  T* cells = nullptr;         // (T+1, B, H) the LSTM's C
+  T* gates = nullptr;         // (T, B, G·H) activated gates
+  T* extra = nullptr;         // (T, B, H) the GRU's r·h or W_hn h + b_hn
+  T* c_pre = nullptr;         // (T, B, H) the LSTM's C_t before zoneout (zoneout only)
+  const T* h_mask = nullptr;  // (B, H) recurrent dropout's mask
+  const T* zone = nullptr;    // (T, S, B, H) zoneout's keep masks, S = the cell's state count
+  // backward
+  const T* g_states = nullptr;  // (T+1, B, H)
+  const T* g_cells = nullptr;   // (T+1, B, H) or null: zero
+  const T* g_gates = nullptr;   // (T, B, G·H) or null: zero
+  const T* g_cpre = nullptr;    // (T, B, H) or null
+  T* da = nullptr;              // (T, B, gx)
+  T* dhn = nullptr;             // (T, B, H) GRU reset="after"
+  T* dh0 = nullptr;             // (B, H)
+  T* dc0 = nullptr;             // (B, H) LSTM
+  T* dg_hh = nullptr;           // layer norm's gains' and biases' gradients
+  T* db_hh = nullptr;
+  T* dg_c = nullptr;
+  T* db_c = nullptr;
+};
+
+// step s -> time t and the state slots it reads (p) and writes (n)
+inline void slots(int64_t steps, int64_t s, bool reverse, int64_t* t, int64_t* p, int64_t* n) {
+  *t = reverse ? steps - 1 - s : s;
+  *p = reverse ? *t + 1 : *t;
+  *n = reverse ? *t : *t + 1;
+}
+
+// zoneout, forward: each unit of the new state keeps its previous value where ``keep`` is 1
+template <typename T>
+void zoneout_rows(int64_t B, int64_t H, const T* live, const T* keep, const T* prev, const T* fresh, T* out) {
+  for (int64_t b = 0; b < B; ++b) {
+    if (skip(live, b)) continue;
+    for (int64_t j = b * H; j < (b + 1) * H; ++j) out[j] = keep[j] != T(0) ? prev[j] : fresh[j];
+  }
+}
+
+// zoneout, backward: a unit that kept its previous value passes its gradient straight back (into carry);
+// the cell's own update sees the rest
+template <typename T>
+void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d, T* carry) {
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t j = b * H; j < (b + 1) * H; ++j) {
+      const bool kept = !skip(live, b) && keep[j] != T(0);
+      carry[j] = kept ? d[j] : T(0);
+      d[j] = kept ? T(0) : d[j];
+    }
+  }
+}
+
+template <typename T, class Cell>
+void run_forward(Loop<T>& k, const Direction<T>& d) {
+  const int64_t steps = d.steps, B = k.B, H = k.H, GX = Cell::gx(H), W1 = Cell::first(H);
+  const int64_t GH = Cell::G * H;  // stored gates: the LSTM keeps (f, i, g, o) even when coupled
+  constexpr int64_t S = Cell::states;
+  k.scratch.assign(Cell::scratch(B, H), T(0));
+  std::vector<T> hh(B * W1), hin(d.h_mask ? B * H : 0);
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t, p, n;
+    slots(steps, s, d.reverse, &t, &p, &n);
+    const T* live = d.mask ? d.mask + t * B : nullptr;
+    const T* h_prev = d.states + p * B * H;
+    T* h_next = d.states + n * B * H;
+    const T* h_in = h_prev;
+    if (d.h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
+      for (int64_t j = 0; j < B * H; ++j) hin[j] = h_prev[j] * d.h_mask[j];
+      h_in = hin.data();
+    }
+    k.product(h_in, 0, W1, hh.data(), W1);
+    if (k.norm.on())
+      ln_rows<T>(B, W1, live, hh.data(), W1, k.norm.g_hh, k.norm.b_hh, k.norm.uhat + t * B * W1, k.norm.urstd + t * B);
+    const T* c_prev = d.cells ? d.cells + p * B * H : nullptr;
+    T* c_next = d.cells ? d.cells + n * B * H : nullptr;
+    T* c_new = d.cells && d.zone ? d.c_pre + t * B * H : c_next;  // C_t, before zoneout
+    T* gate = d.gates + t * B * GH;
+    T* extra = d.extra ? d.extra + t * B * H : nullptr;
+    Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, h_next, c_prev, c_new, extra}, k);
+    if (d.zone) {
+      zoneout_rows<T>(B, H, live, d.zone + (S * t) * B * H, h_prev, h_next, h_next);
+      if (S == 2) zoneout_rows<T>(B, H, live, d.zone + (S * t + 1) * B * H, c_prev, c_new, c_next);
+    }
+    if (live) {  // rows past their sequence: state unchanged, gates zero
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
+        if (c_next) std::memcpy(c_next + b * H, c_prev + b * H, H * sizeof(T));
+        std::memset(gate + b * GH, 0, GH * sizeof(T));
+        if (extra) std::memset(extra + b * H, 0, H * sizeof(T));
+        if (c_new != c_next) std::memset(c_new + b * H, 0, H * sizeof(T));
+      }
+    }
+  }
+}
+
+template <typename T, class Cell>
+void run_backward(Loop<T>& k, const Direction<T>& d) {
+  const int64_t steps = d.steps, B = k.B, H = k.H, GX = Cell::gx(H), W1 = Cell::first(H), R = Cell::rec(H);
+  const int64_t GH = Cell::G * H;
+  constexpr int64_t S = Cell::states;
+  const bool lstm = d.cells != nullptr;
+  k.scratch.assign(Cell::scratch(B, H), T(0));
+  k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
+  NormGrads grads(R, H, k.norm.on(), lstm);
+  k.ngrads = &grads;
+  // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,
+  // which is what lets g++ vectorise them (a null check inside costs 2× on large layers)
+  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H), T(0));
+  const T* zero_gates = zeros.data();
+  const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
+  std::vector<T> buf(3 * B * H), drop(d.h_mask ? 2 * B * H : 0), carry(d.zone ? S * B * H : 0);
+  T* dh = buf.data();       // ∂h_t (the state after this step)
+  T* dh_prev = dh + B * H;  // ∂h_{t-1}
+  T* dc = dh_prev + B * H;  // ∂C_t, updated in place to ∂C_{t-1}
+  T* hin = d.h_mask ? drop.data() : nullptr;        // recurrent dropout: h_{t-1} · mask
+  T* dhin = d.h_mask ? drop.data() + B * H : nullptr;  // and its gradient
+  const int64_t last = d.reverse ? 0 : steps;
+  std::memcpy(dh, d.g_states + last * B * H, B * H * sizeof(T));
+  if (d.g_cells)
+    std::memcpy(dc, d.g_cells + last * B * H, B * H * sizeof(T));
+  else
+    std::memset(dc, 0, B * H * sizeof(T));
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t, p, n;
+    slots(steps, s, d.reverse, &t, &p, &n);
+    const T* live = d.mask ? d.mask + t * B : nullptr;
+    const T* h_prev = d.states + p * B * H;
+    const T* gh_prev = d.g_states + p * B * H;
+    const T* gc_prev = d.g_cells ? d.g_cells + p * B * H : zero_cells;
+    T* da = d.da + t * B * GX;
+    if (d.zone) {
+      zoneout_rows_back<T>(B, H, live, d.zone + (S * t) * B * H, dh, carry.data());
+      if (S == 2) {
+        zoneout_rows_back<T>(B, H, live, d.zone + (S * t + 1) * B * H, dc, carry.data() + B * H);
+        if (d.g_cpre)  // the traces' C_t (before zoneout)
+          for (int64_t b = 0; b < B; ++b)
+            if (!skip(live, b))
+              for (int64_t j = b * H; j < (b + 1) * H; ++j) dc[j] += d.g_cpre[t * B * H + j];
+      }
+    }
+    if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        const int64_t r = b * H;
+        std::memset(da + b * GX, 0, GX * sizeof(T));
+        for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
+        if (lstm)
+          for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
+      }
+    }
+    const T* h_in = h_prev;
+    T* acc = dh_prev;  // where the recurrent share of ∂h_{t-1} gathers
+    if (d.h_mask) {
+      for (int64_t j = 0; j < B * H; ++j) hin[j] = h_prev[j] * d.h_mask[j];
+      h_in = hin;
+      std::memset(dhin, 0, B * H * sizeof(T));
+      acc = dhin;
+    }
+    const T* c_t = lstm ? (d.zone ? d.c_pre + t * B * H : d.cells + n * B * H) : nullptr;  // C_t before zoneout
+    const Bw<T> step{t,       live,    d.gates + t * B * GH, d.g_gates ? d.g_gates + t * B * GH : zero_gates,
+                     h_prev,  h_in,    dh,                   gh_prev,
+                     dh_prev, acc,     c_t,                  lstm ? d.cells + p * B * H : nullptr,
+                     dc,      gc_prev, d.extra ? d.extra + t * B * H : nullptr,
+                     da,      d.dhn ? d.dhn + t * B * H : nullptr};
+    Grad<T> g = Cell::backward(step, k);
+    if (k.norm.on()) {  // through LN(W_h ·) to the raw GEMM outputs, kept for ∂W_hh
+      T* dhh = k.norm.dhh + t * B * R;
+      ln_rows_back<T>(B, W1, live, g.d, g.ld, k.norm.g_hh, k.norm.uhat + t * B * W1, k.norm.urstd + t * B, dhh, R,
+                      grads.g_hh.data(), grads.b_hh.data(), k.ln_step.data());
+      g = {dhh, R};
+    }
+    k.product_back(g.d, g.ld, 0, W1, T(1), acc);
+    if (d.h_mask)
+      for (int64_t j = 0; j < B * H; ++j) dh_prev[j] += dhin[j] * d.h_mask[j];
+    if (d.zone) {
+      for (int64_t j = 0; j < B * H; ++j) dh_prev[j] += carry[j];
+      if (S == 2)
+        for (int64_t j = 0; j < B * H; ++j) dc[j] += carry[B * H + j];
+    }
+    std::swap(dh, dh_prev);
+  }
+  std::memcpy(d.dh0, dh, B * H * sizeof(T));
+  if (lstm) std::memcpy(d.dc0, dc, B * H * sizeof(T));
+  for (size_t j = 0; j < grads.g_hh.size(); ++j) d.dg_hh[j] = T(grads.g_hh[j]), d.db_hh[j] = T(grads.b_hh[j]);
+  for (size_t j = 0; j < grads.g_c.size(); ++j) d.dg_c[j] = T(grads.g_c[j]), d.db_c[j] = T(grads.b_c[j]);
+  k.ngrads = nullptr;
+}
+
+// the linear recurrences' loop (minGRU, minLSTM: cells/linear.h): no GEMM, the same slots and masks
+template <typename T, class Cell>
+void run_linear_forward(int64_t steps, int64_t B, int64_t H, bool reverse, const T* mask, const T* a, const T* b,
+                        T* hs) {
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t, p, n;
+    slots(steps, s, reverse, &t, &p, &n);
+    const int64_t q = t * B * H;
+    if (!mask) {
+      Cell::forward(B * H, a + q, b + q, hs + p * B * H, hs + n * B * H);
+      continue;
+    }
+    for (int64_t r = 0; r < B; ++r) {  // a row outside its sequence keeps its state
+      const int64_t o = r * H;
+      if (mask[t * B + r] != T(0))
+        Cell::forward(H, a + q + o, b + q + o, hs + p * B * H + o, hs + n * B * H + o);
+      else
+        std::memcpy(hs + n * B * H + o, hs + p * B * H + o, H * sizeof(T));
+    }
+  }
+}
+
+template <typename T, class Cell>
+void run_linear_backward(int64_t steps, int64_t B, int64_t H, bool reverse, const T* mask, const T* a, const T* hs,
+                         const T* g_hs, T* da, T* db, T* dh0) {
+  std::vector<T> buf(2 * B * H);
+  T* dh = buf.data();
+  T* dh_prev = dh + B * H;
+  std::memcpy(dh, g_hs + (reverse ? 0 : steps) * B * H, B * H * sizeof(T));
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t, p, n;
+    slots(steps, s, reverse, &t, &p, &n);
+    const int64_t q = t * B * H;
+    if (!mask) {
+      Cell::backward(B * H, a + q, hs + p * B * H, dh, g_hs + p * B * H, da + q, db + q, dh_prev);
+    } else {
+      for (int64_t r = 0; r < B; ++r) {
+        const int64_t o = r * H;
+        if (mask[t * B + r] != T(0)) {
+          Cell::backward(H, a + q + o, hs + p * B * H + o, dh + o, g_hs + p * B * H + o, da + q + o, db + q + o,
+                         dh_prev + o);
+        } else {  // the state passed through: so does its gradient
+          std::memset(da + q + o, 0, H * sizeof(T));
+          std::memset(db + q + o, 0, H * sizeof(T));
+          for (int64_t j = 0; j < H; ++j) dh_prev[o + j] = dh[o + j] + g_hs[p * B * H + o + j];
+        }
+      }
+    }
+    std::swap(dh, dh_prev);
+  }
+  std::memcpy(dh0, dh, B * H * sizeof(T));
+}
+
+}  // namespace rnnlab

@@ -1,0 +1,583 @@
+// The engine's operators, registered with torch.library (schemas at the bottom):
+//
+//   rnnlab::recurrent_level            one level of a stack, D = 1 or 2 directions over the same x
+//   rnnlab::recurrent_level_backward   its hand-written BPTT
+//   rnnlab::linear_recurrence          h_t = a_t h_{t-1} + b_t (minGRU, minLSTM)
+//   rnnlab::linear_recurrence_backward
+//
+// Each argument is a named field holding one tensor per direction (direction 1 is the reverse one), or
+// an empty list where the field is absent (a variant off, no bias). Per direction, the structure of
+// cuDNN, oneDNN and haste:
+//
+//   forward   xp = x · W_ihᵀ + b                   one GEMM over all T·B rows   (LN(x W_ihᵀ) + b with layer norm)
+//             the driver's loop (driver.h) over the cell's unit (cells/*.h)
+//   backward  the driver's backward loop: ∂a (T, B, gx), ∂h_0, ∂C_0
+//             ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂hhᵀ · h_{t-1}   each one GEMM over T·B rows
+//
+// What backward needs beyond the outputs travels in ``reserve`` (one flat buffer per direction; its
+// blocks are listed by ``reserve_layout``, and engine/ops.py's fake implementation sizes it the same way).
+// The two directions of a bidirectional level are independent chains: on two or more threads their
+// loops run at once, each loop's GEMMs on one BLAS thread.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <exception>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cells/gru.h"
+#include "cells/linear.h"
+#include "cells/lstm.h"
+#include "cells/rnn.h"
+#include "driver.h"
+
+namespace rnnlab {
+namespace {
+
+using at::Tensor;
+using at::TensorList;
+
+enum class Kind { RNN_TANH, RNN_RELU, LSTM, GRU_BEFORE, GRU_AFTER };
+
+Kind kind_of(c10::string_view cell) {
+  if (cell == "rnn_tanh") return Kind::RNN_TANH;
+  if (cell == "rnn_relu") return Kind::RNN_RELU;
+  if (cell == "lstm") return Kind::LSTM;
+  if (cell == "gru_before") return Kind::GRU_BEFORE;
+  if (cell == "gru_after") return Kind::GRU_AFTER;
+  TORCH_CHECK_VALUE(false, "rnnlab::recurrent_level: cell: expected one of 'rnn_tanh', 'rnn_relu', 'lstm', ",
+                    "'gru_before', 'gru_after', got '", std::string(cell), "'");
+}
+
+bool is_gru(Kind k) { return k == Kind::GRU_BEFORE || k == Kind::GRU_AFTER; }
+int64_t stored_gates(Kind k) { return k == Kind::LSTM ? 4 : is_gru(k) ? 3 : 1; }
+int64_t input_gates(Kind k, bool coupled) { return k == Kind::LSTM ? (coupled ? 3 : 4) : stored_gates(k); }
+
+// one direction's named tensors (undefined where the field is absent)
+struct Record {
+  Tensor w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, zone;
+};
+
+// the whole call's shape and variants
+struct Shape {
+  Kind kind;
+  bool coupled;
+  int64_t D, T, B, X, H, GX, GH;
+  bool peep, drop, zone, ln_hh, ln_ih, bias, bias_hn;
+  at::ScalarType dtype;
+  int64_t first() const { return kind == Kind::GRU_BEFORE ? 2 * H : GX; }
+};
+
+// the reserve's blocks per direction, each (T, B, width), in order
+std::vector<std::pair<const char*, int64_t>> reserve_layout(const Shape& s) {
+  std::vector<std::pair<const char*, int64_t>> out;
+  if (is_gru(s.kind)) out.push_back({"extra", s.H});  // r·h (before) or W_hn h + b_hn (after)
+  if (s.ln_hh) {
+    out.push_back({"uhat", s.first()});
+    out.push_back({"urstd", 1});
+    if (s.kind == Kind::GRU_BEFORE) out.push_back({"nhat", s.H}), out.push_back({"nrstd", 1});
+    if (s.kind == Kind::LSTM) out.push_back({"chat", s.H}), out.push_back({"crstd", 1});
+  }
+  if (s.ln_ih) out.push_back({"raw", s.GX}), out.push_back({"ih_mean", 1}), out.push_back({"ih_rstd", 1});
+  return out;
+}
+
+// the named blocks of one direction's reserve, as (T, B, width) views
+struct Reserve {
+  std::vector<std::pair<const char*, Tensor>> blocks;
+  Reserve(const Shape& s, const Tensor& flat) {
+    int64_t at = 0;
+    for (const auto& [name, width] : reserve_layout(s)) {
+      blocks.push_back({name, flat.narrow(0, at, s.T * s.B * width).view({s.T, s.B, width})});
+      at += s.T * s.B * width;
+    }
+  }
+  Tensor get(const char* name) const {
+    for (const auto& [n, t] : blocks)
+      if (std::string(n) == name) return t;
+    return Tensor();
+  }
+};
+
+int64_t reserve_size(const Shape& s) {
+  int64_t k = 0;
+  for (const auto& entry : reserve_layout(s)) k += entry.second;
+  return s.T * s.B * k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// argument checks: every tensor's shape, dtype, device before the loops touch memory, so a direct
+// call with bad tensors raises ValueError/TypeError instead of reading or writing out of bounds
+// ---------------------------------------------------------------------------------------------
+
+void expect(const char* fn, const std::string& name, const Tensor& t, c10::IntArrayRef shape, at::ScalarType dtype) {
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, fn, ": ", name, ": expected dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), fn, ": ", name, ": expected a CPU tensor, got one on ", t.device());
+  TORCH_CHECK_VALUE(t.sizes().equals(shape), fn, ": ", name, ": expected shape ", shape, ", got ", t.sizes());
+}
+
+// a field's list: D tensors, or (optional fields) none
+void expect_count(const char* fn, const char* name, TensorList list, int64_t D, bool optional) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(list.size()) == D || (optional && list.empty()), fn, ": ", name,
+                    ": expected ", D, " tensors (one per direction)", optional ? " or none" : "", ", got ",
+                    list.size());
+}
+
+Tensor pick(TensorList list, int64_t d) { return list.empty() ? Tensor() : list[d].contiguous(); }
+
+std::string field(const char* name, int64_t d) { return std::string(name) + "[" + std::to_string(d) + "]"; }
+
+// check the level's inputs and gather them into per-direction records
+Shape check_level(const char* fn, const Tensor& x, const c10::optional<Tensor>& mask, TensorList w_ih, TensorList w_hh,
+                  TensorList h0, TensorList c0, TensorList b, TensorList b_hn, TensorList peep, TensorList h_mask,
+                  TensorList ln_ih_w, TensorList ln_ih_b, TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w,
+                  TensorList ln_c_b, TensorList zone, c10::string_view cell, bool coupled, std::vector<Record>* recs) {
+  Shape s{};
+  s.kind = kind_of(cell);
+  s.coupled = coupled;
+  TORCH_CHECK_VALUE(!coupled || s.kind == Kind::LSTM, fn, ": coupled: expected False for cell '", std::string(cell),
+                    "' (only the LSTM couples its gates)");
+  TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected a 3-D tensor (T, B, X), got shape ", x.sizes());
+  s.dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(s.dtype == at::kFloat || s.dtype == at::kDouble, fn, ": x: expected float32 or float64, got ",
+                   s.dtype);
+  TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
+  s.D = static_cast<int64_t>(w_ih.size());
+  TORCH_CHECK_VALUE(s.D == 1 || s.D == 2, fn, ": w_ih: expected 1 or 2 tensors (directions), got ", s.D);
+  TORCH_CHECK_VALUE(!w_hh.empty(), fn, ": w_hh: expected ", s.D, " tensors (one per direction), got none");
+  TORCH_CHECK_VALUE(w_hh[0].dim() == 2, fn, ": w_hh[0]: expected a 2-D tensor (G*H, H), got shape ", w_hh[0].sizes());
+  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2), s.H = w_hh[0].size(1);
+  TORCH_CHECK_VALUE(s.H >= 1, fn, ": w_hh[0]: expected H >= 1 columns, got shape ", w_hh[0].sizes());
+  s.GX = input_gates(s.kind, coupled) * s.H;
+  s.GH = stored_gates(s.kind) * s.H;
+  const bool lstm = s.kind == Kind::LSTM;
+  expect_count(fn, "w_hh", w_hh, s.D, false);
+  expect_count(fn, "h0", h0, s.D, false);
+  expect_count(fn, "c0", c0, lstm ? s.D : 0, false);
+  expect_count(fn, "b", b, s.D, true);
+  expect_count(fn, "b_hn", b_hn, s.kind == Kind::GRU_AFTER ? s.D : 0, s.kind == Kind::GRU_AFTER);
+  expect_count(fn, "peep", peep, lstm ? s.D : 0, true);
+  expect_count(fn, "h_mask", h_mask, s.D, true);
+  expect_count(fn, "zone", zone, s.D, true);
+  const bool lstm_or_gru = lstm || is_gru(s.kind);
+  expect_count(fn, "ln_hh_w", ln_hh_w, lstm_or_gru ? s.D : 0, true);
+  expect_count(fn, "ln_hh_b", ln_hh_b, ln_hh_w.size(), false);
+  expect_count(fn, "ln_ih_w", ln_ih_w, ln_hh_w.size(), true);
+  expect_count(fn, "ln_ih_b", ln_ih_b, ln_ih_w.size(), false);
+  expect_count(fn, "ln_c_w", ln_c_w, lstm ? static_cast<int64_t>(ln_hh_w.size()) : 0, false);
+  expect_count(fn, "ln_c_b", ln_c_b, ln_c_w.size(), false);
+  s.bias = !b.empty(), s.bias_hn = !b_hn.empty(), s.peep = !peep.empty(), s.drop = !h_mask.empty();
+  s.zone = !zone.empty(), s.ln_hh = !ln_hh_w.empty(), s.ln_ih = !ln_ih_w.empty();
+  if (mask.has_value()) expect(fn, "mask", *mask, {s.T, s.B}, s.dtype);
+  const int64_t S = lstm ? 2 : 1, R = s.kind == Kind::LSTM ? s.GX : s.GH;
+  for (int64_t d = 0; d < s.D; ++d) {
+    Record r;
+    r.w_ih = pick(w_ih, d), r.w_hh = pick(w_hh, d), r.h0 = pick(h0, d), r.c0 = pick(c0, d), r.b = pick(b, d);
+    r.b_hn = pick(b_hn, d), r.peep = pick(peep, d), r.h_mask = pick(h_mask, d), r.zone = pick(zone, d);
+    r.ln_ih_w = pick(ln_ih_w, d), r.ln_ih_b = pick(ln_ih_b, d), r.ln_hh_w = pick(ln_hh_w, d);
+    r.ln_hh_b = pick(ln_hh_b, d), r.ln_c_w = pick(ln_c_w, d), r.ln_c_b = pick(ln_c_b, d);
+    expect(fn, field("w_ih", d), r.w_ih, {s.GX, s.X}, s.dtype);
+    expect(fn, field("w_hh", d), r.w_hh, {R, s.H}, s.dtype);
+    expect(fn, field("h0", d), r.h0, {s.B, s.H}, s.dtype);
+    if (lstm) expect(fn, field("c0", d), r.c0, {s.B, s.H}, s.dtype);
+    if (s.bias) expect(fn, field("b", d), r.b, {s.GX}, s.dtype);
+    if (s.bias_hn) expect(fn, field("b_hn", d), r.b_hn, {s.H}, s.dtype);
+    if (s.peep) expect(fn, field("peep", d), r.peep, {(coupled ? 2 : 3) * s.H}, s.dtype);
+    if (s.drop) expect(fn, field("h_mask", d), r.h_mask, {s.B, s.H}, s.dtype);
+    if (s.zone) expect(fn, field("zone", d), r.zone, {s.T, S, s.B, s.H}, s.dtype);
+    if (s.ln_hh) {
+      expect(fn, field("ln_hh_w", d), r.ln_hh_w, {R}, s.dtype);
+      expect(fn, field("ln_hh_b", d), r.ln_hh_b, {R}, s.dtype);
+    }
+    if (s.ln_ih) {
+      expect(fn, field("ln_ih_w", d), r.ln_ih_w, {s.GX}, s.dtype);
+      expect(fn, field("ln_ih_b", d), r.ln_ih_b, {s.GX}, s.dtype);
+    }
+    if (s.ln_hh && lstm) {
+      expect(fn, field("ln_c_w", d), r.ln_c_w, {s.H}, s.dtype);
+      expect(fn, field("ln_c_b", d), r.ln_c_b, {s.H}, s.dtype);
+    }
+    recs->push_back(std::move(r));
+  }
+  return s;
+}
+
+template <typename T>
+const T* ptr(const Tensor& t) {
+  return t.defined() && t.numel() ? t.data_ptr<T>() : nullptr;
+}
+template <typename T>
+T* mut(const Tensor& t) {
+  return t.defined() && t.numel() ? const_cast<Tensor&>(t).data_ptr<T>() : nullptr;
+}
+
+// per-step GEMMs below this many multiply-adds (B·G·H·H) run on one BLAS thread: waking a second
+// thread for a few-µs GEMM costs more than it saves, and far more on a busy machine
+constexpr int64_t PARALLEL_STEP_MACS = int64_t(1) << 20;
+
+// run job(d) for each direction: at once on two threads (each loop's GEMMs on one BLAS thread) when
+// there are two directions and two or more threads, else one after the other
+template <typename Job>
+void each_direction(const Shape& s, Job job) {
+  const int64_t threads = at::get_num_threads();
+  if (s.D == 2 && threads >= 2) {
+    std::exception_ptr error;
+    std::thread reverse([&] {
+      try {
+        BlasThreads guard(1);
+        job(1);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    });
+    {
+      BlasThreads guard(1);
+      job(0);
+    }
+    reverse.join();
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
+  BlasThreads guard(s.B * R * s.H >= PARALLEL_STEP_MACS ? threads : 1);
+  for (int64_t d = 0; d < s.D; ++d) job(d);
+}
+
+// the cell's unit, its variants as template flags, for a run-time call
+template <typename T, class F>
+void with_cell(const Shape& s, F f) {
+  switch (s.kind) {
+    case Kind::RNN_TANH: return f(RNNCell<T, false>());
+    case Kind::RNN_RELU: return f(RNNCell<T, true>());
+    case Kind::GRU_BEFORE: return f(GRUCell<T, false>());
+    case Kind::GRU_AFTER: return f(GRUCell<T, true>());
+    case Kind::LSTM: {
+      const int flags = (s.coupled ? 4 : 0) + (s.peep ? 2 : 0) + (s.ln_hh ? 1 : 0);
+      switch (flags) {
+        case 0: return f(LSTMCell<T, false, false, false>());
+        case 1: return f(LSTMCell<T, false, false, true>());
+        case 2: return f(LSTMCell<T, false, true, false>());
+        case 3: return f(LSTMCell<T, false, true, true>());
+        case 4: return f(LSTMCell<T, true, false, false>());
+        case 5: return f(LSTMCell<T, true, false, true>());
+        case 6: return f(LSTMCell<T, true, true, false>());
+        default: return f(LSTMCell<T, true, true, true>());
+      }
+    }
+  }
+}
+
+// the services of one direction's loop
+template <typename T>
+Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, std::vector<T>& zeros,
+                  const Tensor& dhh) {
+  Loop<T> k;
+  k.B = s.B, k.H = s.H, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
+  k.w_hhT = w_hhT.defined() ? w_hhT.data_ptr<T>() : nullptr;
+  k.w_hh = r.w_hh.data_ptr<T>();
+  zeros.assign(s.H, T(0));
+  k.b_hn = s.bias_hn ? r.b_hn.data_ptr<T>() : zeros.data();
+  k.pf = k.pi = k.po = zeros.data();
+  if (s.peep) {  // (p_f, p_i, p_o), or (p_f, p_o) when coupled
+    const T* p = r.peep.data_ptr<T>();
+    k.pf = p;
+    if (s.coupled) {
+      k.po = p + s.H;
+    } else {
+      k.pi = p + s.H;
+      k.po = p + 2 * s.H;
+    }
+  }
+  if (s.ln_hh) {
+    k.norm.g_hh = r.ln_hh_w.data_ptr<T>(), k.norm.b_hh = r.ln_hh_b.data_ptr<T>();
+    k.norm.g_c = ptr<T>(r.ln_c_w), k.norm.b_c = ptr<T>(r.ln_c_b);
+    k.norm.uhat = mut<T>(res.get("uhat")), k.norm.urstd = mut<T>(res.get("urstd"));
+    k.norm.nhat = mut<T>(res.get("nhat")), k.norm.nrstd = mut<T>(res.get("nrstd"));
+    k.norm.chat = mut<T>(res.get("chat")), k.norm.crstd = mut<T>(res.get("crstd"));
+    k.norm.dhh = mut<T>(dhh);
+  }
+  k.ngrads = nullptr;
+  return k;
+}
+
+using LevelOut = std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                            std::vector<Tensor>>;
+
+LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b,
+                         TensorList b_hn, const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask,
+                         TensorList ln_ih_w, TensorList ln_ih_b, TensorList ln_hh_w, TensorList ln_hh_b,
+                         TensorList ln_c_w, TensorList ln_c_b, TensorList zone, c10::string_view cell, bool coupled) {
+  const char* fn = "rnnlab::recurrent_level";
+  std::vector<Record> recs;
+  const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
+                              ln_hh_b, ln_c_w, ln_c_b, zone, cell, coupled, &recs);
+  const bool lstm = s.kind == Kind::LSTM;
+  const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
+  const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
+  std::vector<Tensor> states, cells, gates, c_pre, reserve, xps, w_hhTs;
+  for (int64_t d = 0; d < s.D; ++d) {
+    const Record& r = recs[d];
+    const bool reverse = d == 1;
+    reserve.push_back(x.new_empty({reserve_size(s)}));
+    const Reserve res(s, reserve.back());
+    Tensor xp;
+    if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
+      Tensor raw = res.get("raw").view({s.T * s.B, s.GX});
+      at::mm_out(raw, x2, r.w_ih.t());
+      const Tensor shift = s.bias ? r.ln_ih_b + r.b : r.ln_ih_b;
+      auto [y, mean, rstd] = at::native_layer_norm(raw, {s.GX}, r.ln_ih_w, shift, LN_EPS);
+      res.get("ih_mean").view({-1}).copy_(mean.view({-1}));
+      res.get("ih_rstd").view({-1}).copy_(rstd.view({-1}));
+      xp = y;
+    } else {
+      xp = s.bias ? at::addmm(r.b, x2, r.w_ih.t()) : at::mm(x2, r.w_ih.t());  // one GEMM
+    }
+    xps.push_back(xp.contiguous());
+    w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (H, rec): MKL is faster on it for small B
+    states.push_back(x.new_empty({s.T + 1, s.B, s.H}));
+    states.back()[reverse ? s.T : 0].copy_(r.h0);
+    cells.push_back(lstm ? x.new_empty({s.T + 1, s.B, s.H}) : x.new_empty({0}));
+    if (lstm) cells.back()[reverse ? s.T : 0].copy_(r.c0);
+    gates.push_back(x.new_empty({s.T, s.B, s.GH}));
+    c_pre.push_back(lstm && s.zone ? x.new_empty({s.T, s.B, s.H}) : x.new_empty({0}));
+  }
+  AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level", [&] {
+    using T = scalar_t;
+    each_direction(s, [&](int64_t d) {
+      const Record& r = recs[d];
+      const Reserve res(s, reserve[d]);
+      std::vector<T> zeros;
+      Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], zeros, Tensor());
+      Direction<T> dir;
+      dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
+      dir.states = states[d].data_ptr<T>(), dir.cells = mut<T>(cells[d]), dir.gates = gates[d].data_ptr<T>();
+      dir.extra = mut<T>(res.get("extra")), dir.c_pre = mut<T>(c_pre[d]);
+      dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone);
+      with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
+    });
+  });
+  return {states, cells, gates, c_pre, reserve};
+}
+
+using LevelGrads = std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                              std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                              std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
+                              std::vector<Tensor>>;
+
+// an output gradient: the given one (contiguous), or undefined where the list is empty
+Tensor grad_of(const char* fn, const char* name, TensorList list, int64_t d, int64_t D, c10::IntArrayRef shape,
+               at::ScalarType dtype) {
+  if (list.empty()) return Tensor();
+  expect_count(fn, name, list, D, true);
+  expect(fn, field(name, d), list[d], shape, dtype);
+  return list[d].contiguous();
+}
+
+LevelGrads recurrent_level_backward(
+    const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b, TensorList b_hn,
+    const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask, TensorList ln_ih_w, TensorList ln_ih_b,
+    TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w, TensorList ln_c_b, TensorList zone, TensorList states,
+    TensorList cells, TensorList gates, TensorList c_pre, TensorList reserve, TensorList g_states, TensorList g_cells,
+    TensorList g_gates, TensorList g_c_pre, c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
+  const char* fn = "rnnlab::recurrent_level_backward";
+  std::vector<Record> recs;
+  const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
+                              ln_hh_b, ln_c_w, ln_c_b, zone, cell, coupled, &recs);
+  const bool lstm = s.kind == Kind::LSTM;
+  const int64_t R = lstm ? s.GX : s.GH, T = s.T, B = s.B, H = s.H;
+  expect_count(fn, "states", states, s.D, false);
+  expect_count(fn, "cells", cells, s.D, false);
+  expect_count(fn, "gates", gates, s.D, false);
+  expect_count(fn, "c_pre", c_pre, s.D, false);
+  expect_count(fn, "reserve", reserve, s.D, false);
+  expect_count(fn, "g_states", g_states, s.D, false);
+  const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
+  struct Work {
+    Tensor states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates, g_c_pre, da, dhn, dh0, dc0, dhh;
+    Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
+  };
+  std::vector<Work> work(s.D);
+  for (int64_t d = 0; d < s.D; ++d) {
+    Work& w = work[d];
+    expect(fn, field("states", d), states[d], {T + 1, B, H}, s.dtype);
+    expect(fn, field("cells", d), cells[d], lstm ? c10::IntArrayRef{T + 1, B, H} : c10::IntArrayRef{0}, s.dtype);
+    expect(fn, field("gates", d), gates[d], {T, B, s.GH}, s.dtype);
+    expect(fn, field("c_pre", d), c_pre[d],
+           lstm && s.zone ? c10::IntArrayRef{T, B, H} : c10::IntArrayRef{0}, s.dtype);
+    expect(fn, field("reserve", d), reserve[d], {reserve_size(s)}, s.dtype);
+    w.states = states[d].contiguous(), w.cells = cells[d].contiguous(), w.gates = gates[d].contiguous();
+    w.c_pre = c_pre[d].contiguous(), w.reserve = reserve[d].contiguous();
+    w.g_states = grad_of(fn, "g_states", g_states, d, s.D, {T + 1, B, H}, s.dtype);
+    w.g_cells = lstm ? grad_of(fn, "g_cells", g_cells, d, s.D, {T + 1, B, H}, s.dtype) : Tensor();
+    w.g_gates = grad_of(fn, "g_gates", g_gates, d, s.D, {T, B, s.GH}, s.dtype);
+    w.g_c_pre = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, d, s.D, {T, B, H}, s.dtype) : Tensor();
+    w.da = x.new_empty({T, B, s.GX});
+    w.dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({T, B, H}) : Tensor();
+    w.dh0 = x.new_empty({B, H});
+    w.dc0 = lstm ? x.new_empty({B, H}) : x.new_empty({0});
+    if (s.ln_hh) {  // ∂ of the raw recurrent GEMM outputs; the gains' and biases' gradients
+      w.dhh = x.new_empty({T, B, R});
+      w.dln_hh_w = x.new_empty({R}), w.dln_hh_b = x.new_empty({R});
+      if (lstm) w.dln_c_w = x.new_empty({H}), w.dln_c_b = x.new_empty({H});
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level_backward", [&] {
+    using T_ = scalar_t;
+    each_direction(s, [&](int64_t d) {
+      const Record& r = recs[d];
+      Work& w = work[d];
+      const Reserve res(s, w.reserve);
+      std::vector<T_> zeros;
+      Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), zeros, w.dhh);
+      Direction<T_> dir;
+      dir.steps = T, dir.reverse = d == 1, dir.mask = ptr<T_>(m);
+      dir.states = w.states.data_ptr<T_>(), dir.cells = mut<T_>(w.cells), dir.gates = w.gates.data_ptr<T_>();
+      dir.extra = mut<T_>(res.get("extra")), dir.c_pre = mut<T_>(w.c_pre);
+      dir.h_mask = ptr<T_>(r.h_mask), dir.zone = ptr<T_>(r.zone);
+      dir.g_states = w.g_states.data_ptr<T_>(), dir.g_cells = ptr<T_>(w.g_cells);
+      dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
+      dir.da = w.da.data_ptr<T_>(), dir.dhn = ptr<T_>(w.dhn) ? mut<T_>(w.dhn) : nullptr;
+      dir.dh0 = w.dh0.data_ptr<T_>(), dir.dc0 = mut<T_>(w.dc0);
+      dir.dg_hh = mut<T_>(w.dln_hh_w), dir.db_hh = mut<T_>(w.dln_hh_b);
+      dir.dg_c = mut<T_>(w.dln_c_w), dir.db_c = mut<T_>(w.dln_c_b);
+      with_cell<T_>(s, [&](auto unit) { run_backward<T_, decltype(unit)>(k, dir); });
+    });
+  });
+  // after the loops: every weight and input gradient is one GEMM or reduction over T·B rows
+  const Tensor x2 = x.contiguous().view({T * B, s.X});
+  const Tensor none = x.new_empty({0});
+  Tensor dx;
+  std::vector<Tensor> dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c;
+  for (int64_t d = 0; d < s.D; ++d) {
+    const Record& r = recs[d];
+    Work& w = work[d];
+    const Reserve res(s, w.reserve);
+    const Tensor da2 = w.da.view({T * B, s.GX});
+    Tensor d_raw = da2, d_bias;  // ∂ of x W_ihᵀ; Σ ∂a, the gate bias's gradient
+    if (s.ln_ih) {  // through LN(x W_ihᵀ); its bias β and the gate bias b share the gradient Σ ∂a
+      Tensor dg;
+      std::tie(d_raw, dg, d_bias) = at::native_layer_norm_backward(
+          da2, res.get("raw").view({T * B, s.GX}), {s.GX}, res.get("ih_mean").reshape({T * B, 1}),
+          res.get("ih_rstd").reshape({T * B, 1}), r.ln_ih_w, r.ln_ih_b, {true, need_weights, need_weights});
+      dg_ih.push_back(need_weights ? dg : none);
+      db_ih.push_back(need_weights ? d_bias : none);
+    }
+    if (need_x) dx = dx.defined() ? dx.addmm_(d_raw, r.w_ih) : at::mm(d_raw, r.w_ih);
+    dh0.push_back(w.dh0);
+    dc0.push_back(w.dc0);
+    if (!need_weights) continue;
+    const bool reverse = d == 1;
+    Tensor h_prev = reverse ? w.states.narrow(0, 1, T) : w.states.narrow(0, 0, T);  // h_{t-1} of each step t
+    if (s.drop) h_prev = h_prev * r.h_mask;  // recurrent dropout: W_hh saw h_{t-1} · mask
+    h_prev = h_prev.reshape({T * B, H});
+    const Tensor rec = s.ln_hh ? w.dhh.view({T * B, R}) : da2;  // ∂ of the recurrent GEMMs' outputs
+    if (s.kind == Kind::GRU_BEFORE) {  // the n rows multiply r·h_{t-1}
+      const Tensor extra = res.get("extra").reshape({T * B, H});
+      dw_hh.push_back(at::cat({at::mm(rec.narrow(1, 0, 2 * H).t(), h_prev), at::mm(rec.narrow(1, 2 * H, H).t(), extra)}));
+    } else if (s.kind == Kind::GRU_AFTER && !s.ln_hh) {  // the n rows' gradient is r·∂n_pre
+      dw_hh.push_back(at::cat({at::mm(rec.narrow(1, 0, 2 * H).t(), h_prev), at::mm(w.dhn.view({T * B, H}).t(), h_prev)}));
+    } else {
+      dw_hh.push_back(at::mm(rec.t(), h_prev));
+    }
+    dw_ih.push_back(at::mm(d_raw.t(), x2));
+    if (s.bias) db.push_back(d_bias.defined() ? d_bias : da2.sum(0));
+    if (s.bias_hn) db_hn.push_back(w.dhn.view({T * B, H}).sum(0));
+    if (s.peep) {  // ∂p = Σ over T·B rows of ∂a_gate · C (C_{t-1} for f, i; C_t before zoneout for o)
+      Tensor c_prev = reverse ? w.cells.narrow(0, 1, T) : w.cells.narrow(0, 0, T);
+      Tensor c_next = s.zone ? w.c_pre : (reverse ? w.cells.narrow(0, 0, T) : w.cells.narrow(0, 1, T));
+      std::vector<int64_t> rows = coupled ? std::vector<int64_t>{0, 2} : std::vector<int64_t>{0, 1, 3};
+      std::vector<Tensor> parts;
+      for (int64_t k : rows)
+        parts.push_back((w.da.narrow(2, k * H, H) * (k == rows.back() ? c_next : c_prev)).sum({0, 1}));
+      dpeep.push_back(at::cat(parts));
+    }
+    if (s.ln_hh) {
+      dg_hh.push_back(w.dln_hh_w), db_hh.push_back(w.dln_hh_b);
+      if (lstm) dg_c.push_back(w.dln_c_w), db_c.push_back(w.dln_c_b);
+    }
+  }
+  dx = need_x ? dx.view({T, B, s.X}) : none;
+  return {dx, dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c};
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear recurrences
+// ---------------------------------------------------------------------------------------------
+
+void check_linear(const char* fn, const Tensor& a, const c10::optional<Tensor>& mask) {
+  TORCH_CHECK_VALUE(a.dim() == 3, fn, ": a: expected a 3-D tensor (T, B, H), got shape ", a.sizes());
+  const auto dtype = a.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kDouble, fn, ": a: expected float32 or float64, got ", dtype);
+  TORCH_CHECK_VALUE(a.device().is_cpu(), fn, ": a: expected a CPU tensor, got one on ", a.device());
+  if (mask.has_value()) expect(fn, "mask", *mask, {a.size(0), a.size(1)}, dtype);
+}
+
+Tensor linear_recurrence(const Tensor& a, const Tensor& b, const Tensor& h0, const c10::optional<Tensor>& mask,
+                         bool reverse) {
+  const char* fn = "rnnlab::linear_recurrence";
+  check_linear(fn, a, mask);
+  const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
+  expect(fn, "b", b, {T, B, H}, a.scalar_type());
+  expect(fn, "h0", h0, {B, H}, a.scalar_type());
+  const Tensor ac = a.contiguous(), bc = b.contiguous();
+  const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
+  Tensor states = a.new_empty({T + 1, B, H});
+  states[reverse ? T : 0].copy_(h0);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnlab::linear_recurrence", [&] {
+    run_linear_forward<scalar_t, LinearCell<scalar_t>>(T, B, H, reverse, ptr<scalar_t>(m), ac.data_ptr<scalar_t>(),
+                                                       bc.data_ptr<scalar_t>(), states.data_ptr<scalar_t>());
+  });
+  return states;
+}
+
+std::tuple<Tensor, Tensor, Tensor> linear_recurrence_backward(const Tensor& a, const c10::optional<Tensor>& mask,
+                                                              const Tensor& states, const Tensor& g_states,
+                                                              bool reverse) {
+  const char* fn = "rnnlab::linear_recurrence_backward";
+  check_linear(fn, a, mask);
+  const int64_t T = a.size(0), B = a.size(1), H = a.size(2);
+  expect(fn, "states", states, {T + 1, B, H}, a.scalar_type());
+  expect(fn, "g_states", g_states, {T + 1, B, H}, a.scalar_type());
+  const Tensor ac = a.contiguous(), sc = states.contiguous(), gc = g_states.contiguous();
+  const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
+  Tensor da = at::empty_like(ac), db = at::empty_like(ac), dh0 = a.new_empty({B, H});
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "rnnlab::linear_recurrence_backward", [&] {
+    run_linear_backward<scalar_t, LinearCell<scalar_t>>(T, B, H, reverse, ptr<scalar_t>(m), ac.data_ptr<scalar_t>(),
+                                                        sc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
+                                                        da.data_ptr<scalar_t>(), db.data_ptr<scalar_t>(),
+                                                        dh0.data_ptr<scalar_t>());
+  });
+  return {da, db, dh0};
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+#define RNNLAB_LEVEL_ARGS                                                                                          \
+  "Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor[] h0, Tensor[] c0, Tensor[] b, Tensor[] b_hn, Tensor? mask, "   \
+  "Tensor[] peep, Tensor[] h_mask, Tensor[] ln_ih_w, Tensor[] ln_ih_b, Tensor[] ln_hh_w, Tensor[] ln_hh_b, "       \
+  "Tensor[] ln_c_w, Tensor[] ln_c_b, Tensor[] zone"
+
+TORCH_LIBRARY(rnnlab, m) {
+  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", *, str cell, bool coupled=False) -> "
+        "(Tensor[] states, Tensor[] cells, Tensor[] gates, Tensor[] c_pre, Tensor[] reserve)");
+  m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor[] states, Tensor[] cells, Tensor[] gates, "
+        "Tensor[] c_pre, Tensor[] reserve, Tensor[] g_states, Tensor[] g_cells, Tensor[] g_gates, Tensor[] g_c_pre, *, "
+        "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor[] dw_ih, "
+        "Tensor[] dw_hh, Tensor[] db, Tensor[] db_hn, Tensor[] dh0, Tensor[] dc0, Tensor[] dpeep, Tensor[] dln_ih_w, "
+        "Tensor[] dln_ih_b, Tensor[] dln_hh_w, Tensor[] dln_hh_b, Tensor[] dln_c_w, Tensor[] dln_c_b)");
+  m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
+  m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
+        "-> (Tensor da, Tensor db, Tensor dh0)");
+}
+
+TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
+  m.impl("recurrent_level", &rnnlab::recurrent_level);
+  m.impl("recurrent_level_backward", &rnnlab::recurrent_level_backward);
+  m.impl("linear_recurrence", &rnnlab::linear_recurrence);
+  m.impl("linear_recurrence_backward", &rnnlab::linear_recurrence_backward);
+}

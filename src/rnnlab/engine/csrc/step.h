@@ -1,0 +1,93 @@
+// What the driver hands a cell for one time step, and the services a cell may call inside it.
+//
+// A cell unit (cells/*.h) is a struct with
+//   static int64_t gx(H)     the width of its input projection xp and of its gate gradients da
+//   static int64_t first(H)  the width of the recurrent GEMM the driver runs before the cell (h_in · W_hhᵀ)
+//   static int64_t rec(H)    the rows of W_hh
+//   static void forward(const Fw<T>&, Loop<T>&)     the step's pointwise maths (and any mid-step GEMM)
+//   static Grad<T> backward(const Bw<T>&, Loop<T>&) its derivatives; returns ∂ of the first GEMM's output
+// Everything else (time slots, direction, lengths, the recurrent GEMMs' threads, layer norm of the
+// first GEMM, recurrent dropout, zoneout) is the driver's (driver.h).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "blas.h"
+#include "norm.h"
+
+namespace rnnlab {
+
+// one forward step over B rows
+template <typename T>
+struct Fw {
+  int64_t t;        // time index
+  const T* live;    // (B) mask row, or null
+  const T* xp;      // (B, gx) x_t W_ihᵀ + b
+  T* hh;            // (B, first) h_in W_hhᵀ's first block, normalised when layer norm is on
+  const T* h_prev;  // (B, H) h_{t-1}
+  const T* h_in;    // what W_hh sees: h_{t-1}, or h_{t-1} · mask under recurrent dropout
+  T* gate;          // (B, G·H) the activated gates, written by the cell
+  T* h;             // (B, H) h_t before zoneout, written by the cell
+  const T* c_prev;  // LSTM: C_{t-1}
+  T* c;             // LSTM: C_t before zoneout, written by the cell
+  T* extra;         // GRU: (B, H) r·h_in (reset before) or W_hn h_in + b_hn (reset after), saved for backward
+};
+
+// one backward step over B rows; rows outside their sequence are already fixed up by the driver
+template <typename T>
+struct Bw {
+  int64_t t;
+  const T* live;
+  const T* gate;     // (B, G·H) saved activated gates
+  const T* gg;       // (B, G·H) the gates' own gradient (traces), zeros when absent
+  const T* h_prev;   // h_{t-1}
+  const T* h_in;     // h_{t-1} as W_hh saw it
+  const T* dh;       // ∂h_t (less what zoneout passed straight back)
+  const T* gh_prev;  // the outputs' own gradient at h_{t-1}
+  T* dh_prev;        // ∂h_{t-1}: the cell writes its direct part (incl. gh_prev) for live rows
+  T* acc;            // where the recurrent share of ∂h_{t-1} gathers (dh_prev, or the dropout scratch)
+  const T* c;        // LSTM: C_t before zoneout
+  const T* c_prev;   // LSTM: C_{t-1}
+  T* dc;             // LSTM: ∂C_t in, ∂C_{t-1} out (live rows)
+  const T* gc_prev;  // LSTM: the outputs' own gradient at C_{t-1}
+  const T* extra;    // GRU: saved r·h_in or W_hn h_in + b_hn
+  T* da;             // (B, gx) ∂ of the pre-activations: the input side's gradient
+  T* dhn;            // GRU reset="after": (B, H) ∂(W_hn h + b_hn), for ∂W_hn and ∂b_hn
+};
+
+// ∂ of the first recurrent GEMM's output (before the driver's layer-norm backward): rows of width
+// ``first`` with row stride ``ld``
+template <typename T>
+struct Grad {
+  const T* d;
+  int64_t ld;
+};
+
+// the services of one direction's loop
+template <typename T>
+struct Loop {
+  int64_t B, H;
+  int64_t ldw;       // the row stride of W_hhᵀ (H, ldw) and the row count of W_hh (ldw, H) = rec(H)
+  const T* w_hhT;    // (H, rec) forward
+  const T* w_hh;     // (rec, H) backward
+  const T* b_hn;     // GRU reset="after": (H), zeros when absent
+  const T* pf;       // LSTM peepholes (H each), zeros when absent
+  const T* pi;
+  const T* po;
+  Norm<T> norm;      // layer norm, off when norm.g_hh is null
+  NormGrads* ngrads; // backward with layer norm: the gains' and biases' gradient totals
+  std::vector<T> scratch;  // per-step buffers a cell asks for (sized by the driver)
+  std::vector<T> ln_step;  // ln_rows_back's per-step sums (2 × the widest normalised row)
+
+  // out (B, width) = in (B, H) · W_hhᵀ[:, col : col + width]
+  void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) const {
+    gemm<T>(B, width, H, in, H, w_hhT + col, ldw, T(0), out, ldo);
+  }
+  // out (B, H) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
+  void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) const {
+    gemm<T>(B, H, rows, d, ldd, w_hh + row * H, H, beta, out, H);
+  }
+};
+
+}  // namespace rnnlab

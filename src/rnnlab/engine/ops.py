@@ -1,0 +1,327 @@
+"""The native engine's operators: ``rnnlab::recurrent_level`` and ``rnnlab::linear_recurrence``.
+
+Their schemas and CPU kernels are C++ (``TORCH_LIBRARY`` at the end of ``csrc/ops.cpp``), compiled into
+``rnnlab/engine/_C*.so`` when the package is installed (``setup.py``; ``make`` does it). This file loads
+that library and registers, beside each operator, what tracing and autograd need:
+
+* a fake implementation (``register_fake``): the outputs' shapes only, so that torch.compile,
+  torch.export and the ONNX exporter see one node with named arguments;
+* its backward (``register_autograd``): the hand-written BPTT operator
+  (``recurrent_level_backward``, ``linear_recurrence_backward``); a double backward
+  (``create_graph=True``) recomputes the forward through the cells' own ``equations`` — the
+  reference engine's arithmetic — and differentiates that.
+
+Each list argument holds one tensor per direction of the level (direction 1 runs in reverse), or none
+where the field is absent (no bias, a variant off). Without the compiled library (no compiler at
+install, or ``RNNLAB_NATIVE=0``) ``available()`` is False and the layers run the reference engine,
+with one warning.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..cells.gru import GRUCell
+from ..cells.lstm import LSTMCell
+from ..cells.rnn import RNNCell
+from ..cells.weights import Weights
+
+_LIBRARY = {"path": None, "error": None, "warned": False}
+
+
+def _load() -> None:
+    here = Path(__file__).parent
+    found = sorted(here.glob("_C*.so")) + sorted(here.glob("_C*.pyd"))
+    if not found:
+        _LIBRARY["error"] = (f"no compiled library in {here} (the package was installed without a C++ compiler, "
+                             "or from a source tree that was never built: run `make` or "
+                             "`pip install --no-build-isolation -e .`)")
+        return
+    try:
+        torch.ops.load_library(str(found[0]))
+        _LIBRARY["path"] = str(found[0])
+    except (OSError, RuntimeError) as e:  # a library built against another torch, a broken file
+        _LIBRARY["error"] = f"{found[0].name} could not be loaded: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+
+
+_load()
+
+
+def library_path() -> str | None:
+    """The compiled library this process loaded (inside the package), or None."""
+    return _LIBRARY["path"]
+
+
+def available() -> bool:
+    """Whether the native operators can run: the library loaded and ``RNNLAB_NATIVE`` is not 0."""
+    return _LIBRARY["path"] is not None and os.environ.get("RNNLAB_NATIVE", "1") != "0"
+
+
+def warn_unavailable() -> None:
+    """Say once per process that the native engine is missing and the reference engine runs instead."""
+    if _LIBRARY["warned"]:
+        return
+    _LIBRARY["warned"] = True
+    reason = "RNNLAB_NATIVE=0 is set" if _LIBRARY["path"] else _LIBRARY["error"]
+    warnings.warn(f"rnnlab: the native engine is not available ({reason}); running the reference engine "
+                  "instead (same results, several times slower).", RuntimeWarning, stacklevel=3)
+
+
+# the per-direction fields of a level, in the operators' argument order (x first, then these)
+FIELDS = ("w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "peep", "h_mask", "ln_ih_w", "ln_ih_b",
+          "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b", "zone")
+OUTPUTS = ("states", "cells", "gates", "c_pre", "reserve")
+STORED_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru_before": 3, "gru_after": 3}
+
+
+def reserve_width(cell: str, H: int, coupled: bool, ln_hh: bool, ln_ih: bool) -> int:
+    """Values per (t, b) row in a direction's ``reserve`` (csrc/ops.cpp's ``reserve_layout``): the GRU's
+    r·h or W_hn h + b_hn, layer norm's saved normalised values and 1/σ, and LN(x W_ihᵀ)'s input, μ, 1/σ."""
+    G = 3 if cell == "lstm" and coupled else STORED_GATES[cell]
+    k = H if cell.startswith("gru") else 0
+    if ln_hh:
+        k += (2 * H if cell == "gru_before" else G * H) + 1
+        k += H + 1 if cell in ("gru_before", "lstm") else 0
+    if ln_ih:
+        k += G * H + 2
+    return k
+
+
+if _LIBRARY["path"] is not None:
+
+    @torch.library.register_fake("rnnlab::recurrent_level")
+    def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
+                    ln_c_w, ln_c_b, zone, *, cell, coupled=False):
+        T, B, _ = x.shape
+        H, D, lstm = w_hh[0].shape[1], len(w_ih), cell == "lstm"
+        K = reserve_width(cell, H, coupled, bool(ln_hh_w), bool(ln_ih_w))
+        return ([x.new_empty(T + 1, B, H) for _ in range(D)],
+                [x.new_empty(T + 1, B, H) if lstm else x.new_empty(0) for _ in range(D)],
+                [x.new_empty(T, B, STORED_GATES[cell] * H) for _ in range(D)],
+                [x.new_empty(T, B, H) if lstm and zone else x.new_empty(0) for _ in range(D)],
+                [x.new_empty(T * B * K) for _ in range(D)])
+
+    @torch.library.register_fake("rnnlab::recurrent_level_backward")
+    def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
+                             ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
+                             g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True):
+        like = lambda ts: [torch.empty_like(t) for t in ts] if need_weights else []  # noqa: E731
+        return (torch.empty_like(x) if need_x else x.new_empty(0), like(w_ih), like(w_hh), like(b), like(b_hn),
+                [torch.empty_like(t) for t in h0], [torch.empty_like(t) for t in c0] or [x.new_empty(0) for _ in h0],
+                like(peep), like(ln_ih_w), like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b))
+
+    @torch.library.register_fake("rnnlab::linear_recurrence")
+    def _linear_fake(a, b, h0, mask, *, reverse=False):
+        T, B, H = a.shape
+        return a.new_empty(T + 1, B, H)
+
+    @torch.library.register_fake("rnnlab::linear_recurrence_backward")
+    def _linear_backward_fake(a, mask, states, g_states, *, reverse=False):
+        return torch.empty_like(a), torch.empty_like(a), a.new_empty(a.shape[1], a.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd: rnnlab::recurrent_level
+# ---------------------------------------------------------------------------------------------
+
+def _level_setup(ctx, inputs, keyword_only_inputs, output):
+    ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
+    x, *fields = inputs
+    flat, counts = [x], []
+    for f in list(fields) + list(output):
+        if isinstance(f, (list, tuple)):
+            flat += list(f)
+            counts.append(len(f))
+        else:  # mask: a tensor or None
+            flat.append(f)
+            counts.append(None)
+    ctx.counts = counts
+    ctx.save_for_backward(*flat)
+    ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
+
+
+def _saved(ctx):
+    """(x, {field: list or tensor}) from what ``_level_setup`` saved: the inputs' fields, then the outputs."""
+    flat = ctx.saved_tensors
+    x, at, out = flat[0], 1, {}
+    for name, n in zip(FIELDS + OUTPUTS, ctx.counts):
+        if n is None:
+            out[name] = flat[at]
+            at += 1
+        else:
+            out[name] = list(flat[at : at + n])
+            at += n
+    return x, out
+
+
+def _grads(given, like, zeros: bool):
+    """An output's per-direction gradients for the backward operator: [] when none was given, else the
+    given ones with zeros where a direction got none (``zeros``: never [], e.g. the states')."""
+    if not zeros and all(g is None for g in given):
+        return []
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(given, like)]
+
+
+def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
+    x, v = _saved(ctx)
+    if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
+        return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
+    need = ctx.needs_input_grad  # (x, then one entry per field: a list of bools, or a bool for mask)
+    weights = [n for n in ("w_ih", "w_hh", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b",
+                           "ln_c_w", "ln_c_b")]
+    need_weights = any(any(need[1 + FIELDS.index(n)]) for n in weights)
+    lstm = ctx.cell == "lstm"
+    got = torch.ops.rnnlab.recurrent_level_backward(
+        x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
+        _grads(g_states, v["states"], True), _grads(g_cells, v["cells"], False) if lstm else [],
+        _grads(g_gates, v["gates"], False), _grads(g_c_pre, v["c_pre"], False) if v["zone"] and lstm else [],
+        cell=ctx.cell, coupled=ctx.coupled, need_x=bool(need[0]), need_weights=need_weights)
+    dx, dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dln_ih_w, dln_ih_b, dln_hh_w, dln_hh_b, dln_c_w, dln_c_b = got
+    D = len(v["w_ih"])
+
+    def per(field, grads):  # the gradient list for an input field: one per direction, or [] where absent
+        if not v[field]:
+            return []
+        return list(grads) if grads else [None] * D
+
+    return (dx if need[0] else None, per("w_ih", dw_ih), per("w_hh", dw_hh), list(dh0), list(dc0) if lstm else [],
+            per("b", db), per("b_hn", db_hn), None, per("peep", dpeep), per("h_mask", []), per("ln_ih_w", dln_ih_w),
+            per("ln_ih_b", dln_ih_b), per("ln_hh_w", dln_hh_w), per("ln_hh_b", dln_hh_b), per("ln_c_w", dln_c_w),
+            per("ln_c_b", dln_c_b), per("zone", []))
+
+
+# the cell whose ``equations`` a kernel computes, and the options that select it
+EQUATIONS = {"rnn_tanh": (RNNCell, {"nonlinearity": "tanh"}), "rnn_relu": (RNNCell, {"nonlinearity": "relu"}),
+             "lstm": (LSTMCell, {}), "gru_before": (GRUCell, {"reset": "before"}),
+             "gru_after": (GRUCell, {"reset": "after"})}
+LN_NAMES = {"ln_ih_w": "ln_ih_weight", "ln_ih_b": "ln_ih_bias", "ln_hh_w": "ln_hh_weight", "ln_hh_b": "ln_hh_bias",
+            "ln_c_w": "ln_c_weight", "ln_c_b": "ln_c_bias"}
+
+
+def _slots(T: int, s: int, reverse: bool) -> tuple[int, int, int]:
+    """Step s of the loop -> (time t, previous state slot, next state slot)."""
+    t = T - 1 - s if reverse else s
+    return (t, t + 1, t) if reverse else (t, t, t + 1)
+
+
+def reference_level(cell: str, coupled: bool, reverse: bool, x, mask, h0, c0, w: Weights, step: dict, zone):
+    """One direction's operator outputs (states, cells, gates, c_pre) computed from the cells' equations under
+    autograd (``step``: ``equations``' further keyword arguments, a variant's ``extra`` and ``h_mask``; ``zone``:
+    zoneout's keep masks (T, S, B, H), and then c_pre is the LSTM's C_t before zoneout)."""
+    cell_class, options = EQUATIONS[cell]
+    extra = step.get("extra", {})
+    if cell == "lstm":
+        options = {"coupled": coupled, "peepholes": "weight_peep" in extra, "layer_norm": "ln_hh_weight" in extra}
+    elif cell.startswith("gru"):
+        options = {**options, "layer_norm": "ln_hh_weight" in extra}
+    T = x.shape[0]
+    state = (h0,) if c0 is None else (h0, c0)
+    first = T if reverse else 0
+    hs, cs, gs, pre = [None] * (T + 1), [None] * (T + 1), [None] * T, [None] * T
+    hs[first], cs[first] = h0, c0
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        new, tr = cell_class.equations(x[t], state, w, **options, **step)
+        g = torch.cat([tr[name] for name in cell_class.GATES], 1)
+        c_pre = tr.get("c")
+        if zone is not None:
+            new = tuple(torch.where(zone[t, k] != 0, old, val) for k, (old, val) in enumerate(zip(state, new)))
+        if mask is not None:
+            live = (mask[t] != 0).unsqueeze(1)
+            new = tuple(torch.where(live, a, b) for a, b in zip(new, state))
+            g = torch.where(live, g, 0.0)
+            c_pre = None if c_pre is None else torch.where(live, c_pre, 0.0)
+        state = new
+        hs[n], gs[t], pre[t] = new[0], g, c_pre
+        if c0 is not None:
+            cs[n] = new[1]
+    c_pres = torch.stack(pre) if zone is not None and c0 is not None else None
+    return torch.stack(hs), (torch.stack(cs) if c0 is not None else None), torch.stack(gs), c_pres
+
+
+def _level_double_backward(ctx, x, v, grads):
+    D = len(v["w_ih"])
+    one = lambda name, d: v[name][d] if v[name] else None  # noqa: E731
+    outs, outgrads = [], []
+    for d in range(D):
+        extra = {LN_NAMES[k]: one(k, d) for k in LN_NAMES if v[k]}
+        if v["peep"]:
+            extra["weight_peep"] = one("peep", d)
+        step = {"extra": extra} if extra else {}
+        if v["h_mask"]:
+            step["h_mask"] = one("h_mask", d)
+        w = Weights(one("w_ih", d), one("w_hh", d), one("b", d), one("b_hn", d))
+        res = reference_level(ctx.cell, ctx.coupled, d == 1, x, v["mask"], one("h0", d), one("c0", d), w, step,
+                              one("zone", d))
+        for out, g in zip(res, grads):
+            if out is not None and g[d] is not None:
+                outs.append(out)
+                outgrads.append(g[d])
+    need = ctx.needs_input_grad
+    inputs, where = [], []  # the inputs that want a gradient, and (field, direction) of each
+    if need[0]:
+        inputs.append(x)
+        where.append(("x", None))
+    for i, name in enumerate(FIELDS):
+        if name in ("mask", "h_mask", "zone") or not v[name]:
+            continue
+        for d, t in enumerate(v[name]):
+            if need[1 + i][d]:
+                inputs.append(t)
+                where.append((name, d))
+    got = torch.autograd.grad(outs, inputs, outgrads, create_graph=True, allow_unused=True) if inputs else ()
+    result = {name: ([None] * D if v[name] else []) for name in FIELDS if name != "mask"}
+    dx = None
+    for (name, d), g in zip(where, got):
+        if name == "x":
+            dx = g
+        else:
+            result[name][d] = g
+    return (dx, *(result[n] if n != "mask" else None for n in FIELDS))
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd: rnnlab::linear_recurrence
+# ---------------------------------------------------------------------------------------------
+
+def linear_states(a, b, h0, mask, reverse):
+    """States (T+1, B, H) of h_t = a_t h_{t-1} + b_t for a, b (T, B, H), in differentiable torch operations
+    (``mask`` (T, B) or None: a row past its end keeps its state); slots as the operator's."""
+    T = a.shape[0]
+    hs = [None] * (T + 1)
+    hs[T if reverse else 0] = h0
+    for s in range(T):
+        t, p, n = _slots(T, s, reverse)
+        h = a[t] * hs[p] + b[t]
+        hs[n] = h if mask is None else torch.where((mask[t] == 0).unsqueeze(1), hs[p], h)
+    return torch.stack(hs)
+
+
+def _linear_setup(ctx, inputs, keyword_only_inputs, output):
+    a, b, h0, mask = inputs
+    ctx.reverse = keyword_only_inputs["reverse"]
+    ctx.save_for_backward(a, b, h0, mask, output)
+
+
+def _linear_backward(ctx, g_states):
+    a, b, h0, mask, states = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: differentiate the same loop written in torch operations
+        inputs = (a, b, h0)
+        wanted = [k for k in range(3) if ctx.needs_input_grad[k]]
+        out = linear_states(a, b, h0, mask, ctx.reverse)
+        got = torch.autograd.grad(out, [inputs[k] for k in wanted], g_states, create_graph=True, allow_unused=True)
+        result = [None, None, None, None]
+        for k, g in zip(wanted, got):
+            result[k] = g
+        return tuple(result)
+    da, db, dh0 = torch.ops.rnnlab.linear_recurrence_backward(a, mask, states, g_states, reverse=ctx.reverse)
+    return da, db, dh0, None
+
+
+if _LIBRARY["path"] is not None:
+    torch.library.register_autograd("rnnlab::recurrent_level", _level_backward, setup_context=_level_setup)
+    torch.library.register_autograd("rnnlab::linear_recurrence", _linear_backward, setup_context=_linear_setup)

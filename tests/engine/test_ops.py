@@ -1,0 +1,77 @@
+"""The native engine's operators under torch.library.opcheck: schema, fake (meta) shapes, autograd
+registration and AOT dispatch with dynamic shapes, for every cell, both dtypes, with and without lengths,
+one and two directions, and the variants (layer norm, peepholes, coupled, recurrent dropout, zoneout)."""
+
+import pytest
+import torch
+
+from rnnlab.engine import ops
+
+pytestmark = pytest.mark.skipif(not ops.available(), reason="the native operators are not built")
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")
+G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru_before": 3, "gru_after": 3}
+
+
+def level_args(cell, dtype, lengths, D, variants, coupled=False, T=4, B=3, H=3, X=2):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, grad=True: (torch.rand(*s, dtype=dtype, generator=g) - 0.5).requires_grad_(grad)  # noqa: E731
+    lstm, on = cell == "lstm", variants and cell in ("lstm", "gru_before", "gru_after")
+    GX, GH = (3 * H if coupled else G[cell] * H), G[cell] * H
+    R = GX if lstm else GH
+    per = lambda make: [make() for _ in range(D)]  # noqa: E731
+    keep = lambda S: (torch.rand(T, S, B, H, generator=g) < 0.3).to(dtype)  # noqa: E731
+    mask = (torch.arange(T).unsqueeze(1) < torch.tensor([T, 2, 1][:B]).unsqueeze(0)).to(dtype) if lengths else None
+    args = (r(T, B, X), per(lambda: r(GX, X)), per(lambda: r(R, H)), per(lambda: r(B, H)),
+            per(lambda: r(B, H)) if lstm else [], per(lambda: r(GX)), per(lambda: r(H)) if cell == "gru_after" else [],
+            mask, per(lambda: r((2 if coupled else 3) * H)) if on and lstm else [],
+            per(lambda: r(B, H, grad=False)) if on else [], per(lambda: r(GX)) if on else [],
+            per(lambda: r(GX)) if on else [], per(lambda: r(R)) if on else [], per(lambda: r(R)) if on else [],
+            per(lambda: r(H)) if on and lstm else [], per(lambda: r(H)) if on and lstm else [],
+            per(lambda: keep(2 if lstm else 1)) if on else [])
+    return args, {"cell": cell, "coupled": coupled}
+
+
+CASES = [(cell, dtype, lengths, D, False) for cell in CELLS for dtype in (torch.float32, torch.float64)
+         for lengths in (False, True) for D in (1, 2) if not (dtype == torch.float32 and D == 2)]
+CASES += [(cell, torch.float64, True, 2, True) for cell in ("lstm", "gru_before", "gru_after")]
+
+
+@pytest.mark.parametrize("cell,dtype,lengths,D,variants", CASES, ids=str)
+def test_opcheck_recurrent_level(cell, dtype, lengths, D, variants):
+    args, kwargs = level_args(cell, dtype, lengths, D, variants)
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, kwargs)
+
+
+@pytest.mark.parametrize("peepholes", [False, True])
+def test_opcheck_coupled_lstm(peepholes):
+    args, kwargs = level_args("lstm", torch.float64, True, 2, peepholes, coupled=True)
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_opcheck_linear_recurrence(dtype, lengths, reverse):
+    g = torch.Generator().manual_seed(1)
+    a, b, h0 = (torch.rand(*s, dtype=dtype, generator=g).requires_grad_() for s in ((5, 3, 4), (5, 3, 4), (3, 4)))
+    mask = (torch.arange(5).unsqueeze(1) < torch.tensor([5, 2, 3]).unsqueeze(0)).to(dtype) if lengths else None
+    torch.library.opcheck(torch.ops.rnnlab.linear_recurrence.default, (a, b, h0, mask), {"reverse": reverse})
+
+
+def test_backward_operator_shapes_match_its_fake():
+    """The backward operator's fake (used when torch.compile traces a training step) gives its real shapes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args, kwargs = level_args("lstm", torch.float64, True, 2, True)
+    args = tuple([t.detach() for t in a] if isinstance(a, list) else (a.detach() if a is not None else None) for a in args)
+    out = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
+    grads = ([torch.ones_like(s) for s in out[0]], [torch.ones_like(c) for c in out[1]], [], [])
+    real = torch.ops.rnnlab.recurrent_level_backward(*args, *out, *grads, **kwargs)
+    with FakeTensorMode() as mode:
+        conv = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        fake_in = [[conv(t) for t in a] if isinstance(a, (list, tuple)) else conv(a) for a in (*args, *out, *grads)]
+        fake = torch.ops.rnnlab.recurrent_level_backward(*fake_in, **kwargs)
+    for r, f in zip(real, fake):
+        rs, fs = (r, f) if isinstance(r, (list, tuple)) else ([r], [f])
+        assert [t.shape for t in rs] == [t.shape for t in fs]
