@@ -28,10 +28,10 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def guard_parameters(count: int, device: torch.device | str = "cpu") -> None:
-    """Refuse to allocate a module whose parameters alone exceed available memory."""
+def guard_parameters(count: int, device: torch.device | str = "cpu", available=available_bytes) -> None:
+    """Refuse to allocate a module whose parameters alone exceed available memory (``available(device)``)."""
     need = 4 * count
-    have = available_bytes(torch.device(device))
+    have = available(torch.device(device))
     if have is not None and need > have:
         raise ValueError(
             f"hidden_size: these sizes need {count} parameters ({need / 1024**3:.1f} GiB in float32) but only "

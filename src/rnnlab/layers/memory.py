@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .._memory import available_bytes, guard_parameters  # noqa: F401  (the parameter guard sits below the cells, which use it too)
+from .. import _memory
+from .._memory import available_bytes
 
 # autograd through the step-by-step reference engine keeps several intermediates per gate
 _ENGINE_FACTOR = {"reference": 3.0}
@@ -62,3 +63,9 @@ def guard(layer, steps: int, batch: int, dtype: torch.dtype, device: torch.devic
         f"is available on {device}; train with truncated BPTT in chunks of at most {fit} steps (pass each "
         f"chunk's final state as hx to the next), or reduce the batch"
     )
+
+
+def guard_parameters(count: int, device: torch.device | str = "cpu") -> None:
+    """Refuse to allocate a layer whose parameters alone exceed available memory (the cells' guard,
+    ``rnnlab._memory``, reading this module's ``available_bytes``)."""
+    _memory.guard_parameters(count, device, available_bytes)
