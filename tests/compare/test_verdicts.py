@@ -1,18 +1,21 @@
 """Verdicts follow the measurements: the same rule gives opposite verdicts on opposite numbers."""
 
-import copy
+from types import SimpleNamespace as NS
 
+import pytest
+
+from rnnlab.compare.measure import SpeedRow, Stat, speed_ratios
 from rnnlab.compare.verdicts import CONFIRMED, OPEN, REFUTED, combine, long_term_memory, performance, training_speed
-
-
-def _ladder(solved_by_cell):
-    """{cell: [solved flags at T=10, seeds...]} -> the measurements' ladder layout."""
-    return {"adding": {c: {"10": {"solved": flags}} for c, flags in solved_by_cell.items()}}
+from rnnlab.compare.yardsticks import BETTER, MATCHES, WORSE, verdict
 
 
 def _memory(solved_by_cell):
-    lad = _ladder(solved_by_cell)
-    return {"memory": {"ladder": lad, "budget": lad, "longest": {"adding": {c: None for c in solved_by_cell}}}}
+    """{cell: [solved flags at one rung, one per seed]} -> the memory section's solve counts."""
+    counts = {c: sum(flags) for c, flags in solved_by_cell.items()}
+    runs = len(next(iter(solved_by_cell.values())))
+    mem = NS(solved_runs=counts, budget_solved_runs=counts, runs_per_cell=runs, budget_runs_per_cell=runs,
+             longest={"adding": {c: None for c in solved_by_cell}})
+    return NS(memory=mem)
 
 
 def test_combine():
@@ -36,13 +39,17 @@ def test_long_term_memory_follows_solve_counts():
 
 
 def _speed(native, torch_nn):
-    rows = []
-    for cell in ("rnn", "lstm", "gru", "gru-after"):
-        row = {"task": "adding", "T": 10, "cell": cell, "native": native[cell]}
-        if cell in torch_nn:
-            row["torch_nn"] = torch_nn[cell]
-        rows.append(row)
-    return {"speed": {"rows": rows}, **_memory({"rnn": [0], "lstm": [1], "gru": [1]})}
+    rows = [SpeedRow("adding", 10, cell, "x", 10, native[cell], native[cell], torch_nn.get(cell))
+            for cell in ("rnn", "lstm", "gru", "gru-after")]
+    ratios = {impl: speed_ratios(rows, impl) for impl in ("native", "torch_nn")}
+    return NS(speed=NS(ratios=ratios), memory=_memory({"rnn": [0], "lstm": [1], "gru": [1]}).memory)
+
+
+def test_speed_ratios_are_relative_to_the_lstm():
+    rows = [SpeedRow("adding", T, cell, "x", 10, t * (1 + T), t * (1 + T), None)
+            for T in (10, 20) for cell, t in (("rnn", 1.0), ("lstm", 4.0), ("gru", 3.0), ("gru-after", 3.0))]
+    assert speed_ratios(rows, "native") == pytest.approx({"rnn": 0.25, "lstm": 1.0, "gru": 0.75})
+    assert speed_ratios(rows, "torch_nn") is None  # nothing timed on torch.nn
 
 
 def test_training_speed_verdict_per_implementation():
@@ -55,14 +62,37 @@ def test_training_speed_verdict_per_implementation():
     assert "native engine (seed's GRU): partly: RNN fastest confirmed; GRU faster than LSTM not resolved" in v2
 
 
+def _real(bpc, ngram=2.3):
+    lm = NS(bpc={c: Stat.of(v) for c, v in bpc.items()}, ngram_bpc=ngram, ngram_order=5, hidden=8)
+    fc = NS(mse={c: Stat.of([10.0]) for c in ("rnn", "lstm", "gru")}, best="lstm", ar_p=3, ar_mse=5.0, naive_mse=20.0)
+    return NS(real=NS(charlm=lm, forecast=fc))
+
+
 def test_performance_follows_bits_per_char():
-    m = {"real": {"charlm": {"cells": {"rnn": [2.5, 2.5], "lstm": [2.0, 2.0], "gru": [2.02, 2.02]},
-                             "ngram": {"bpc": 2.3, "order": 5}},
-                  "forecast": {"cells": {c: {"mse": [10.0]} for c in ("rnn", "lstm", "gru")},
-                               "ar": {"p": 3, "mse": 5.0}, "naive": {"mse": 20.0}}}}
-    measured, v = performance(m)
+    measured, v = performance(_real({"rnn": [2.5, 2.5], "lstm": [2.0, 2.0], "gru": [2.02, 2.02]}))
     assert v == CONFIRMED and "AR(p) wins" in measured
-    worse = copy.deepcopy(m)
-    worse["real"]["charlm"]["cells"] = {"rnn": [1.5, 1.5], "lstm": [2.5, 2.5], "gru": [1.9, 1.9]}
+    worse = _real({"rnn": [1.5, 1.5], "lstm": [2.5, 2.5], "gru": [1.9, 1.9]})
     assert performance(worse)[1] == ("partly: RNN worse than LSTM refuted; GRU within margin of LSTM refuted; "
                                      "LSTM beats the n-gram not resolved at this budget")
+    # beating the n-gram must clear the margin too: 2.29 against 2.30 decides nothing
+    close = _real({"rnn": [2.5, 2.5], "lstm": [2.29, 2.29], "gru": [2.3, 2.3]})
+    assert "LSTM beats the n-gram not resolved" in performance(close)[1]
+
+
+def test_yardstick_verdict_rule():
+    # margin = max(2 sd, tolerance)
+    assert verdict([0.90, 0.92, 0.91], 0.91, True, 0.02) == (MATCHES, pytest.approx(0.02))
+    assert verdict([0.95, 0.95, 0.95], 0.91, True, 0.02)[0] == BETTER
+    assert verdict([0.80, 0.80, 0.80], 0.91, True, 0.02)[0] == WORSE
+    v, margin = verdict([0.70, 0.90, 1.10], 0.91, True, 0.02)  # seeds that scatter widely: a wide margin
+    assert v == MATCHES and margin == pytest.approx(0.4)
+    assert verdict([0.17, 0.17], 5.3e-5, False, 0.01)[0] == WORSE  # lower is better: a larger loss is worse
+    assert verdict([1e-4, 1e-4], 0.164, False, 0.01)[0] == BETTER
+    with pytest.raises(ValueError, match="ours"):
+        verdict([], 0.5, True, 0.01)
+
+
+def test_stat_ignores_missing_values():
+    s = Stat.of([1.0, None, float("nan"), 3.0])
+    assert s.values == [1.0, 3.0] and s.mean == 2.0 and s.sd == pytest.approx(2 ** 0.5)
+    assert Stat.of([2.0]).sd == 0.0 and Stat.of([]).text() == "—"

@@ -6,9 +6,11 @@ import click
 
 
 @click.command("compare")
-@click.option("--profile", type=click.Choice(["tiny", "quick", "full"]), default="quick", show_default=True,
-              help="Scale: quick (default; about 10 minutes on 2 busy cores), full (the larger ladder and budgets; "
-                   "hours), tiny (a structural check in well under a minute, for the tests).")
+@click.option("--profile", type=click.Choice(["tiny", "quick", "standard", "full"]), default="quick", show_default=True,
+              help="Scale: quick (default; about 10 minutes on 2 busy cores, no yardsticks), standard (the project's "
+                   "report: quick's sections, a char-LM at H = 256 and the published yardsticks; at most 60 minutes on "
+                   "2 quiet cores from an empty cache), full (5 seeds, the larger ladder and the yardsticks at their "
+                   "sources' budgets; days on 2 cores, for bigger machines), tiny (a structural check for the tests).")
 @click.option("--full", "full", is_flag=True, help="Shorthand for --profile full.")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False), help="Where to write the report.")
 @click.option("--cache", default="runs/compare", show_default=True, type=click.Path(file_okay=False),

@@ -7,9 +7,11 @@ a self-contained ``report.html`` (``report.py``, ``document.py``, ``plots.py``, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,18 +57,24 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
         sched = schedule(profile)
         runs = RunCache(cache)
         done = run_missing(sched, runs, jobs=jobs, log=log)
+        training_minutes = (time.perf_counter() - start) / 60
         measurements = measure_all(profile, sched, runs, log=log)
     finally:
         torch.set_num_threads(threads)
     info = {"trained": done["trained"], "cached": done["cached"], "elapsed": time.perf_counter() - start,
+            "training_minutes": training_minutes,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "engine": ", ".join(f"{cell}: {runs.result(spec)['engine']}" for cell, spec in
                                 {info["cell"]: spec for info, spec in sched["memory"]}.items())}
     doc = build_report(profile, measurements, info)
     paths = doc.write(out)
-    slim = {**measurements, "gates": {k: v for k, v in measurements["gates"].items() if k != "text_traces"},
-            "seed_table": seed_table(measurements), "run": info}
-    (Path(out) / "measurements.json").write_text(json.dumps(_rounded(slim), allow_nan=False), encoding="utf-8")
-    paths["measurements"] = Path(out) / "measurements.json"
+    slim = dataclasses.asdict(dataclasses.replace(
+        measurements, gates=dataclasses.replace(measurements.gates, text_traces={})))  # the traces are the HTML's
+    slim = {**slim, "seed_table": [dataclasses.asdict(r) for r in seed_table(measurements)], "run": info}
+    target = Path(out) / "measurements.json"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(_rounded(slim), allow_nan=False), encoding="utf-8")
+    os.replace(tmp, target)
+    paths["measurements"] = target
     print(f"compare: wrote {paths['markdown']} and {paths['html']} in {info['elapsed'] / 60:.1f} minutes", file=log, flush=True)
     return paths

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,11 +151,18 @@ class Document:
         for old in plots.glob("*.png"):
             old.unlink()
         for f in self.figures():
-            (plots / f.name).write_bytes(f.png)
+            _atomic_write(plots / f.name, f.png)
         md, page = folder / "report.md", folder / "report.html"
-        md.write_text(self.markdown(), encoding="utf-8")
-        page.write_text(self.html(), encoding="utf-8")
+        _atomic_write(md, self.markdown().encode("utf-8"))
+        _atomic_write(page, self.html().encode("utf-8"))
         return {"markdown": md, "html": page, "plots": plots}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it into place: a reader sees the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _fmt(c) -> str:

@@ -1,10 +1,15 @@
-"""From finished runs to numbers: every measurement the report shows, as one JSON-able dict.
+"""From finished runs to numbers: one dataclass per report section, every statistic computed here.
+
+The report's renderers (``report.py``) only lay these out; the verdicts (``verdicts.py``) only
+compare them. ``Measurements`` holds one of each section; ``measurements.json`` is its
+``dataclasses.asdict`` (minus the text view's per-character traces), so the schema is this file.
 
 Sections: parameters, memory (solve shares over the ladders, both size views), gradients
 (‖∂L/∂h_t‖ profiles, decay rates, pre-clipping norms), speed (time per step on rnnlab's engine and
 on torch.nn, tokens per second, time to solve), gates (saturation on the char-LM, histograms, the
-text view's traces), real data (char-LM against n-grams, forecasting against naive and AR(p)) and
-variants (depth and direction on the tagging task).
+text view's traces), real data (char-LM against n-grams, forecasting against naive and AR(p)),
+variants (depth and direction on the tagging task; the LSTM variants) and yardsticks (published
+protocols, our mean ± sd beside the published numbers).
 """
 
 from __future__ import annotations
@@ -12,88 +17,200 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..analysis import (NGramLM, best_order, closed_form_parameters, count_parameters, fit_ar, fit_decay_rate,
                         gate_saturation, hidden_gradient_norms)
-from ..analysis.autoregressive import lagged
 from ..layers import GRU, LSTM, RNN
-from ..tasks import Batch
+from ..tasks import Batch, get_task
 from .protocol import CELL_OPTIONS, CELLS, SOLVE, Profile, memory_specs
 from .training import RunCache, RunSpec, build, engine_path
+from .yardsticks import Published, Yardstick, verdict
 
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 GRADIENT_BATCH = 16
 TEXT_VIEW_CHARS = 480
+HIST_BINS = 40
 
 
-def _mean(xs):
+@dataclass
+class Stat:
+    """Values over seeds with their mean and sample sd (sd 0 for one value; NaN-free values only)."""
+
+    values: list[float]
+    mean: float
+    sd: float
+
+    @classmethod
+    def of(cls, values) -> "Stat":
+        xs = [float(x) for x in values if x is not None and x == x]
+        if not xs:
+            return cls([], float("nan"), float("nan"))
+        return cls(xs, statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+    def text(self, digits: int = 3) -> str:
+        if not self.values:
+            return "—"
+        if len(self.values) == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
+
+
+def _median(xs) -> float:
     xs = [x for x in xs if x is not None and x == x]
-    return statistics.fmean(xs) if xs else float("nan")
-
-
-def _sd(xs):
-    xs = [x for x in xs if x is not None and x == x]
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return statistics.median(xs) if xs else float("nan")
 
 
 # -- parameters -------------------------------------------------------------------------------------
-def parameters(p: Profile, schedule) -> dict:
+@dataclass
+class CellCount:
+    counted: int
+    closed_form: int
+    ratio_to_rnn: float
+
+
+@dataclass
+class BudgetSize:
+    hidden: int
+    params: int
+
+
+@dataclass
+class ParametersSection:
+    X: int
+    H: int
+    cells: dict[str, CellCount]
+    budget: dict[str, dict[str, BudgetSize]]  # task -> cell -> size
+
+    @property
+    def exact(self) -> bool:
+        return all(c.counted == c.closed_form for c in self.cells.values())
+
+
+def parameters(p: Profile, sched) -> ParametersSection:
     X, H = p.embedding, p.hidden
-    cells = {}
+    counts = {}
     for cell in CELLS:
         opts = dict(CELL_OPTIONS[cell])
-        layer = LAYERS[cell](X, H, **opts)
-        cells[cell] = {"counted": count_parameters(layer),
-                       "closed_form": closed_form_parameters(cell, X, H, reset=opts.get("reset", "before"))}
-    for cell in CELLS:
-        cells[cell]["ratio_to_rnn"] = cells[cell]["counted"] / cells["rnn"]["counted"]
+        counts[cell] = (count_parameters(LAYERS[cell](X, H, **opts)),
+                        closed_form_parameters(cell, X, H, reset=opts.get("reset", "before")))
+    cells = {c: CellCount(n, cf, n / counts["rnn"][0]) for c, (n, cf) in counts.items()}
     budget: dict = {}
-    for info, spec in schedule["budget"]:
+    for info, spec in sched["budget"]:
         if info["seed"] == p.seeds[0]:
-            task, model = build(spec)
-            budget.setdefault(info["task"], {})[info["cell"]] = {"hidden": info["hidden"], "params": count_parameters(model)}
-    return {"X": X, "H": H, "cells": cells, "budget": budget}
+            _, model = build(spec)
+            budget.setdefault(info["task"], {})[info["cell"]] = BudgetSize(info["hidden"], count_parameters(model))
+    return ParametersSection(X, H, cells, budget)
 
 
 # -- long-term memory --------------------------------------------------------------------------------
+@dataclass
+class LadderEntry:
+    """One (task, cell, T) rung over seeds."""
+
+    hidden: int
+    solved: list[bool] = field(default_factory=list)
+    solved_at: list = field(default_factory=list)  # step or None, per seed
+    final: list[float] = field(default_factory=list)
+    curves: list = field(default_factory=list)  # per seed: (steps, metric values)
+
+    @property
+    def share(self) -> float:
+        return sum(self.solved) / len(self.solved)
+
+    @property
+    def share_text(self) -> str:
+        return f"{sum(self.solved)}/{len(self.solved)}"
+
+
+@dataclass
+class MemorySection:
+    ladder: dict[str, dict[str, dict[int, LadderEntry]]]  # task -> cell -> T -> entry (same H)
+    budget: dict[str, dict[str, dict[int, LadderEntry]]]  # equal parameters, at each task's second rung
+    longest: dict[str, dict[str, int | None]]  # longest T solved by a majority of seeds
+    solved_runs: dict[str, int]  # per cell, over every ladder
+    budget_solved_runs: dict[str, int]
+    runs_per_cell: int
+    budget_runs_per_cell: int
+    baselines: dict[str, float]  # the memoryless score of each task's solve metric
+    thresholds: dict[str, str]  # e.g. "mse < 0.01"
+    metric: dict[str, str]
+    threshold_value: dict[str, float]
+    lengths: dict[str, list[int]]
+    steps: dict[str, int]
+    lr: dict[str, float]
+    settings: dict[str, dict]
+
+
 def _ladder(p: Profile, runs, cache: RunCache) -> dict:
     out: dict = {}
     for info, spec in runs:
         r = cache.result(spec)
         metric = SOLVE[info["task"]].metric
-        entry = out.setdefault(info["task"], {}).setdefault(info["cell"], {}).setdefault(str(info["T"]), {
-            "solved": [], "solved_at": [], "final": [], "curves": [], "hidden": info.get("hidden", p.hidden)})
-        entry["solved"].append(r["solved_at"] is not None)
-        entry["solved_at"].append(r["solved_at"])
-        entry["final"].append(r["final"][metric])
-        entry["curves"].append([[h["step"] for h in r["history"]], [h[metric] for h in r["history"]]])
-    for task in out.values():
-        for cell in task.values():
-            for e in cell.values():
-                e["share"] = sum(e["solved"]) / len(e["solved"])
+        entry = out.setdefault(info["task"], {}).setdefault(info["cell"], {}).setdefault(
+            int(info["T"]), LadderEntry(info.get("hidden", p.hidden)))
+        entry.solved.append(r["solved_at"] is not None)
+        entry.solved_at.append(r["solved_at"])
+        entry.final.append(r["final"][metric])
+        entry.curves.append(([h["step"] for h in r["history"]], [h[metric] for h in r["history"]]))
     return out
 
 
-def memory(p: Profile, schedule, cache: RunCache) -> dict:
-    ladder = _ladder(p, schedule["memory"], cache)
-    longest = {}
-    for task, by_cell in ladder.items():
+def _solved_runs(ladder) -> dict[str, int]:
+    out = {c: 0 for c in CELLS}
+    for by_cell in ladder.values():
         for cell, by_T in by_cell.items():
-            ok = [int(T) for T, e in by_T.items() if e["share"] > 0.5]  # a majority of seeds
-            longest.setdefault(task, {})[cell] = max(ok) if ok else None
+            out[cell] += sum(sum(e.solved) for e in by_T.values())
+    return out
+
+
+def memory(p: Profile, sched, cache: RunCache) -> MemorySection:
+    ladder, budget = _ladder(p, sched["memory"], cache), _ladder(p, sched["budget"], cache)
+    longest = {task: {cell: max((T for T, e in by_T.items() if e.share > 0.5), default=None)  # a majority of seeds
+                      for cell, by_T in by_cell.items()} for task, by_cell in ladder.items()}
     baselines = {}
-    for info, spec in schedule["memory"]:
+    for info, spec in sched["memory"]:
         baselines.setdefault(info["task"], cache.result(spec)["baselines"][SOLVE[info["task"]].metric])
-    return {"ladder": ladder, "longest": longest, "budget": _ladder(p, schedule["budget"], cache), "baselines": baselines,
-            "thresholds": {t: SOLVE[t].text() for t in ladder},
-            "steps": {m.name: m.steps for m in p.memory}, "lr": {m.name: m.lr for m in p.memory},
-            "settings": {m.name: dict(m.settings) for m in p.memory}}
+    per_cell = lambda lad: sum(len(e.solved) for by_cell in lad.values() for e in by_cell.get("lstm", {}).values())
+    return MemorySection(
+        ladder=ladder, budget=budget, longest=longest, solved_runs=_solved_runs(ladder),
+        budget_solved_runs=_solved_runs(budget), runs_per_cell=per_cell(ladder), budget_runs_per_cell=per_cell(budget),
+        baselines=baselines, thresholds={t: SOLVE[t].text() for t in ladder}, metric={t: SOLVE[t].metric for t in ladder},
+        threshold_value={t: SOLVE[t].threshold for t in ladder}, lengths={m.name: list(m.lengths) for m in p.memory},
+        steps={m.name: m.steps for m in p.memory}, lr={m.name: m.lr for m in p.memory},
+        settings={m.name: dict(m.settings) for m in p.memory})
 
 
 # -- gradients -----------------------------------------------------------------------------------------
+@dataclass
+class GradientEntry:
+    init: list  # per seed: ‖∂L/∂h_t‖ for t = 1..T at initialisation
+    trained: list  # the same after training
+    rate_init: list[float]  # per seed: the fitted per-step factor γ
+    rate_trained: list[float]
+    clip_norms: list  # per seed: the pre-clipping gradient norm at every training step
+    solved: list[bool]
+    rate_init_mean: float
+    rate_trained_mean: float
+    ratio_init: float  # median over seeds of ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖
+    ratio_trained: float
+
+    @property
+    def solved_text(self) -> str:
+        return f"{sum(self.solved)}/{len(self.solved)}"
+
+
+@dataclass
+class GradientsSection:
+    task: str
+    T: int
+    batch: int
+    cells: dict[str, GradientEntry]
+
+
 def _profile_norms(model, task, batch) -> np.ndarray:
     """‖∂L/∂h_t‖ of a "last"-head model on one batch, in float64 (so that tiny norms do not underflow)."""
     model = model.double()
@@ -103,12 +220,16 @@ def _profile_norms(model, task, batch) -> np.ndarray:
     return hidden_gradient_norms(model.rnn, model.input_map(batch.x), loss_fn).numpy()
 
 
-def gradients(p: Profile, cache: RunCache) -> dict:
+def _first_over_last(norms) -> float:
+    return norms[0] / norms[-1] if norms[-1] > 0 else float("nan")
+
+
+def gradients(p: Profile, cache: RunCache) -> GradientsSection:
     task_cfg = p.memory_task("adding")
     T = max(task_cfg.lengths)
-    out = {"task": "adding", "T": T, "cells": {}}
+    cells = {}
     for cell in CELLS:
-        entry = {"init": [], "trained": [], "rate_init": [], "rate_trained": [], "clip_norms": [], "solved": []}
+        per = {"init": [], "trained": [], "rate_init": [], "rate_trained": [], "clip_norms": [], "solved": []}
         for seed in p.seeds:
             spec = memory_specs(p, task_cfg, T, cell, seed)
             task, fresh = build(spec)
@@ -116,19 +237,69 @@ def gradients(p: Profile, cache: RunCache) -> dict:
             trained, _ = cache.model(spec)
             for stage, model in (("init", fresh), ("trained", trained)):
                 norms = _profile_norms(model, task, batch)
-                entry[stage].append(norms.tolist())
+                per[stage].append(norms.tolist())
                 try:
-                    entry[f"rate_{stage}"].append(fit_decay_rate(norms))
+                    per[f"rate_{stage}"].append(fit_decay_rate(norms))
                 except ValueError:  # every norm underflowed to zero
-                    entry[f"rate_{stage}"].append(0.0)
+                    per[f"rate_{stage}"].append(0.0)
             r = cache.result(spec)
-            entry["clip_norms"].append(r["grad_norms"])
-            entry["solved"].append(r["solved_at"] is not None)
-        out["cells"][cell] = entry
-    return out
+            per["clip_norms"].append(r["grad_norms"])
+            per["solved"].append(r["solved_at"] is not None)
+        cells[cell] = GradientEntry(**per, rate_init_mean=statistics.fmean(per["rate_init"]),
+                                    rate_trained_mean=statistics.fmean(per["rate_trained"]),
+                                    ratio_init=_median(_first_over_last(n) for n in per["init"]),
+                                    ratio_trained=_median(_first_over_last(n) for n in per["trained"]))
+    return GradientsSection("adding", T, GRADIENT_BATCH, cells)
 
 
 # -- speed ------------------------------------------------------------------------------------------------
+@dataclass
+class SpeedRow:
+    task: str
+    T: int
+    cell: str  # "rnn", "lstm", "gru" (the seed's) or "gru-after" (cuDNN's form)
+    auto_path: str
+    tokens: int
+    native: float  # seconds per training step
+    auto: float
+    torch_nn: float | None  # None: no torch.nn twin (the seed's GRU)
+
+
+@dataclass
+class SolveTime:
+    task: str
+    T: int
+    cell: str
+    seeds: int
+    median_steps: float
+    median_seconds_native: float
+    median_seconds_torch_nn: float | None
+
+
+@dataclass
+class SpeedSection:
+    rows: list[SpeedRow]
+    solve: list[SolveTime]
+    ratios: dict[str, dict[str, float] | None]  # implementation -> cell -> median time relative to the LSTM
+    auto_paths: list[str]
+    threads: int
+    cpus: int
+    load_before: float
+    load_after: float
+    batch: int
+    hidden: int
+    timing_steps: int
+
+    @property
+    def disturbed(self) -> bool:
+        return max(self.load_before, self.load_after) > 1.2 * self.threads
+
+    def timing_note(self) -> str:
+        return (f"taken with {self.threads} thread(s) on {self.cpus} CPUs; the 1-minute load average was "
+                f"{self.load_before:.1f} before and {self.load_after:.1f} after the timing runs"
+                + (" — the machine was busy with other work, so timings are disturbed." if self.disturbed else "."))
+
+
 def _time_steps(model, task, batch, steps: int) -> float:
     """Median seconds of one training step (forward, backward, Adam) on a fixed batch, after warm-up."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -145,10 +316,29 @@ def _time_steps(model, task, batch, steps: int) -> float:
     return statistics.median(times)
 
 
-def speed(p: Profile, cache: RunCache, schedule) -> dict:
+def speed_ratios(rows: list[SpeedRow], impl: str) -> dict[str, float] | None:
+    """Median over the timed configurations of each cell's time per step relative to the LSTM's
+    (the GRU is the seed's on the native engine, cuDNN's form on torch.nn)."""
+    gru = "gru" if impl == "native" else "gru-after"
+    by = {}
+    for cell in ("rnn", "lstm", gru):
+        ratios = []
+        for r in rows:
+            if r.cell != cell or getattr(r, impl) is None:
+                continue
+            lstm = next(x for x in rows if x.task == r.task and x.T == r.T and x.cell == "lstm")
+            if getattr(lstm, impl) is not None:
+                ratios.append(getattr(r, impl) / getattr(lstm, impl))
+        if not ratios:
+            return None
+        by[cell.split("-")[0]] = statistics.median(ratios)
+    return by
+
+
+def speed(p: Profile, cache: RunCache, sched) -> SpeedSection:
     """Time per training step of each cell on rnnlab's own engine (native), on what engine="auto"
     picks, and on torch.nn (the same model with ``layer.to_torch()``), at every ladder length."""
-    load_before = os.getloadavg()
+    load_before = os.getloadavg()[0]
     variants = [("rnn", CELL_OPTIONS["rnn"]), ("lstm", ()), ("gru", CELL_OPTIONS["gru"]), ("gru-after", (("reset", "after"),))]
     rows = []
     for task_cfg in p.memory:
@@ -161,34 +351,63 @@ def speed(p: Profile, cache: RunCache, schedule) -> dict:
                 batch = next(task.train_stream(p.batch, 0))
                 with torch.no_grad():
                     auto_path = engine_path(model.rnn, model.input_map(batch.x).transpose(0, 1))
-                row = {"task": task_cfg.name, "T": T, "cell": name, "auto_path": auto_path,
-                       "tokens": int(batch.x.shape[0] * batch.x.shape[1])}
-                for impl, engine in (("native", "native"), ("auto", "auto")):
-                    _, m = build(RunSpec(**{**spec.__dict__, "model": spec.model + (("engine", engine),)}))
-                    row[impl] = _time_steps(m, task, batch, p.timing_steps)
+                timed = {}
+                for impl in ("native", "auto"):
+                    _, m = build(RunSpec(**{**spec.__dict__, "model": spec.model + (("engine", impl),)}))
+                    timed[impl] = _time_steps(m, task, batch, p.timing_steps)
+                torch_nn = None
                 if name != "gru":  # the seed's GRU (reset before W_h) has no torch.nn twin
                     _, m = build(spec)
                     m.rnn = m.rnn.to_torch()
-                    row["torch_nn"] = _time_steps(m, task, batch, p.timing_steps)
-                rows.append(row)
+                    torch_nn = _time_steps(m, task, batch, p.timing_steps)
+                rows.append(SpeedRow(task_cfg.name, T, name, auto_path, int(batch.x.shape[0] * batch.x.shape[1]),
+                                     timed["native"], timed["auto"], torch_nn))
     # time to solve: steps to solve (the same for any implementation of the same function) × time per step
-    solve = []
-    for info, spec in schedule["memory"]:
+    solved: dict = {}
+    for info, spec in sched["memory"]:
         r = cache.result(spec)
-        if r["solved_at"] is None:
-            continue
-        row = next(x for x in rows if x["task"] == info["task"] and x["T"] == info["T"] and x["cell"] == info["cell"])
-        solve.append({**info, "steps": r["solved_at"], "seconds_native": r["solved_at"] * row["native"],
-                      "seconds_torch_nn": r["solved_at"] * row["torch_nn"] if "torch_nn" in row else None})
-    return {"rows": rows, "solve": solve, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "load_before": list(load_before), "load_after": list(os.getloadavg()), "batch": p.batch,
-            "hidden": p.hidden, "timing_steps": p.timing_steps}
+        if r["solved_at"] is not None:
+            solved.setdefault((info["task"], info["T"], info["cell"]), []).append(r["solved_at"])
+    solve = []
+    for (task, T, cell), steps in sorted(solved.items()):
+        row = next(x for x in rows if x.task == task and x.T == T and x.cell == cell)
+        solve.append(SolveTime(task, T, cell, len(steps), _median(steps), _median(s * row.native for s in steps),
+                               None if row.torch_nn is None else _median(s * row.torch_nn for s in steps)))
+    return SpeedSection(rows, solve, {impl: speed_ratios(rows, impl) for impl in ("native", "torch_nn")},
+                        sorted({f"{r.cell}: {r.auto_path}" for r in rows}), torch.get_num_threads(), os.cpu_count() or 1,
+                        load_before, os.getloadavg()[0], p.batch, p.hidden, p.timing_steps)
 
 
 # -- gates on the char-LM ------------------------------------------------------------------------------------
-def gates(p: Profile, schedule, cache: RunCache) -> dict:
-    out = {"cells": {}, "text": None, "text_traces": {}}
-    for info, spec in schedule["charlm"]:
+@dataclass
+class GateSaturation:
+    left: Stat  # over seeds: the mean (over units) fraction of steps below 0.1
+    right: Stat  # ... above 0.9
+    left_units: list[float]  # seed 0, per unit
+    right_units: list[float]
+    units_left_mostly: int  # seed 0: units left-saturated more than half the time
+    units_right_mostly: int
+
+
+@dataclass
+class CellGates:
+    saturation: dict[str, GateSaturation]
+    hist: dict[str, list[int]]  # seed 0: counts of activations in HIST_BINS equal bins of [0, 1]
+    cell_state_max_abs: float | None  # LSTM only: the largest |C_t| over seeds
+    cell_state_beyond_1: float | None  # LSTM only: the mean share of |C_t| > 1
+
+
+@dataclass
+class GatesSection:
+    cells: dict[str, CellGates]
+    text: str | None  # the held-out passage of the text view
+    text_traces: dict = field(default_factory=dict)  # cell -> gate -> (T, H) values, seed 0 (not in the JSON)
+
+
+def gates(p: Profile, sched, cache: RunCache) -> GatesSection:
+    raw: dict = {}
+    text, traces_out = None, {}
+    for info, spec in sched["charlm"]:
         cell, seed = info["cell"], info["seed"]
         model, task = cache.model(spec)
         model.eval()
@@ -198,62 +417,112 @@ def gates(p: Profile, schedule, cache: RunCache) -> dict:
         with torch.no_grad():
             _, _, traces = model.rnn(model.input_map(block), return_gates=True)
         level = traces["l0"]
-        sat = gate_saturation(level)
-        e = out["cells"].setdefault(cell, {"saturation": {}, "hist": {}, "cell_state": []})
-        for g, s in sat.items():
-            e["saturation"].setdefault(g, {"left": [], "right": [], "left_units": None, "right_units": None})
-            e["saturation"][g]["left"].append(float(s.left.mean()))
-            e["saturation"][g]["right"].append(float(s.right.mean()))
+        e = raw.setdefault(cell, {"left": {}, "right": {}, "units": {}, "hist": {}, "c_max": [], "c_beyond": []})
+        for g, s in gate_saturation(level).items():
+            e["left"].setdefault(g, []).append(float(s.left.mean()))
+            e["right"].setdefault(g, []).append(float(s.right.mean()))
             if seed == p.seeds[0]:
-                e["saturation"][g]["left_units"] = s.left.tolist()
-                e["saturation"][g]["right_units"] = s.right.tolist()
-                hist, _ = np.histogram(level[g].numpy().ravel(), bins=40, range=(0.0, 1.0))
-                e["hist"][g] = hist.tolist()
+                e["units"][g] = (s.left.tolist(), s.right.tolist())
+                e["hist"][g] = np.histogram(level[g].numpy().ravel(), bins=HIST_BINS, range=(0.0, 1.0))[0].tolist()
         if "c" in level:
             c = level["c"]
-            e["cell_state"].append({"max_abs": float(c.abs().max()), "share_beyond_1": float((c.abs() > 1).double().mean())})
+            e["c_max"].append(float(c.abs().max()))
+            e["c_beyond"].append(float((c.abs() > 1).double().mean()))
         if seed == p.seeds[0]:
             n = min(TEXT_VIEW_CHARS, ids.numel())
             passage = ids[:n].view(1, n)
             with torch.no_grad():
                 _, _, tr = model.rnn(model.input_map(passage), return_gates=True)
-            out["text"] = "".join(task.vocab[i] for i in passage[0].tolist())
-            out["text_traces"][cell] = {g: v[:, 0].tolist() for g, v in tr["l0"].items()}  # (T, B=1, H) -> (T, H)
-    return out
+            text = "".join(task.vocab[i] for i in passage[0].tolist())
+            traces_out[cell] = {g: v[:, 0].numpy() for g, v in tr["l0"].items()}  # (T, B=1, H) -> (T, H)
+    cells = {}
+    for cell, e in raw.items():
+        sat = {}
+        for g in e["left"]:
+            left_u, right_u = e["units"][g]
+            sat[g] = GateSaturation(Stat.of(e["left"][g]), Stat.of(e["right"][g]), left_u, right_u,
+                                    int((np.asarray(left_u) > 0.5).sum()), int((np.asarray(right_u) > 0.5).sum()))
+        cells[cell] = CellGates(sat, e["hist"], max(e["c_max"]) if e["c_max"] else None,
+                                statistics.fmean(e["c_beyond"]) if e["c_beyond"] else None)
+    return GatesSection(cells, text, traces_out)
 
 
 # -- real data --------------------------------------------------------------------------------------------------
-def real_data(p: Profile, schedule, cache: RunCache) -> dict:
-    from ..tasks import get_task
+@dataclass
+class CharLMSection:
+    bpc: dict[str, Stat]  # per cell, held-out bits per character over seeds
+    params: dict[str, int]
+    hidden: int
+    ngram_order: int
+    ngram_dev_bpc: float
+    ngram_bpc: float
+    ngram_by_order: dict[int, float]
+    unigram_bpc: float
+    train_chars: int
+    val_chars: int
+    vocab: int
+    best: str  # the cell with the lowest mean
+    best_beats_ngram: bool
 
-    lm = {"cells": {}}
-    for info, spec in schedule["charlm"]:
+
+@dataclass
+class ForecastSection:
+    mse: dict[str, Stat]
+    mae: dict[str, Stat]
+    naive_mse: float
+    naive_mae: float
+    ar_p: int
+    ar_mse: float
+    ar_mae: float
+    length: int
+    held_out: int
+    seq_len: int
+    best: str
+    losers: list[str]  # cells whose mean MSE is not below AR(p)'s
+
+
+@dataclass
+class RealDataSection:
+    charlm: CharLMSection
+    forecast: ForecastSection
+
+
+def real_data(p: Profile, sched, cache: RunCache) -> RealDataSection:
+    bpc: dict = {}
+    params: dict = {}
+    for info, spec in sched["charlm"]:
         r = cache.result(spec)
-        lm["cells"].setdefault(info["cell"], []).append(r["final"]["bpc"])
-        lm.setdefault("params", {})[info["cell"]] = r["params"]
+        bpc.setdefault(info["cell"], []).append(r["final"]["bpc"])
+        params[info["cell"]] = r["params"]
     task = get_task(p.charlm.task, **dict(p.charlm.settings))
     decode = lambda ids: "".join(task.vocab[i] for i in ids.tolist())
     train_text, val_text = decode(task.train_ids), decode(task.val_ids)
     cut = int(len(train_text) * 0.9)
     order, dev_bpc = best_order(train_text[:cut], train_text[cut:], task.vocab)
-    lm["ngram"] = {"order": order, "dev_bpc": dev_bpc,
-                   "bpc": NGramLM(order, task.vocab).fit(train_text).bits_per_char(val_text),
-                   "by_order": {n: NGramLM(n, task.vocab).fit(train_text).bits_per_char(val_text) for n in range(1, 7)}}
-    lm["unigram_bpc"] = task.baselines()["bpc"]
-    lm["chars"] = {"train": len(train_text), "val": len(val_text), "vocab": len(task.vocab)}
+    ngram = NGramLM(order, task.vocab).fit(train_text).bits_per_char(val_text)
+    stats = {c: Stat.of(v) for c, v in bpc.items()}
+    best = min(stats, key=lambda c: stats[c].mean)
+    lm = CharLMSection(stats, params, p.charlm.hidden, order, dev_bpc, ngram,
+                       {n: NGramLM(n, task.vocab).fit(train_text).bits_per_char(val_text) for n in range(1, 7)},
+                       task.baselines()["bpc"], len(train_text), len(val_text), len(task.vocab), best,
+                       stats[best].mean < ngram)
 
-    fc = {"cells": {}}
-    for info, spec in schedule["forecast"]:
+    mse: dict = {}
+    mae: dict = {}
+    for info, spec in sched["forecast"]:
         r = cache.result(spec)
-        fc["cells"].setdefault(info["cell"], {"mse": [], "mae": []})
-        fc["cells"][info["cell"]]["mse"].append(r["final"]["mse"])
-        fc["cells"][info["cell"]]["mae"].append(r["final"]["mae"])
+        mse.setdefault(info["cell"], []).append(r["final"]["mse"])
+        mae.setdefault(info["cell"], []).append(r["final"]["mae"])
     ftask = get_task(p.forecast.task, **dict(p.forecast.settings))
     series, split = ftask.series.numpy(), ftask.split
-    fc["naive"] = ftask.baselines()
-    fc["ar"] = _ar_baseline(series, split, dict(p.forecast.settings)["seq_len"])
-    fc["length"], fc["held_out"] = int(series.size), int(series.size - split)
-    return {"charlm": lm, "forecast": fc}
+    naive = ftask.baselines()
+    seq_len = dict(p.forecast.settings)["seq_len"]
+    ar = _ar_baseline(series, split, seq_len)
+    mse_s = {c: Stat.of(v) for c, v in mse.items()}
+    fc = ForecastSection(mse_s, {c: Stat.of(v) for c, v in mae.items()}, naive["mse"], naive["mae"], ar["p"], ar["mse"],
+                         ar["mae"], int(series.size), int(series.size - split), seq_len,
+                         min(mse_s, key=lambda c: mse_s[c].mean), [c for c, s in mse_s.items() if s.mean >= ar["mse"]])
+    return RealDataSection(lm, fc)
 
 
 def _ar_baseline(series: np.ndarray, split: int, max_p: int) -> dict:
@@ -273,48 +542,160 @@ def _ar_baseline(series: np.ndarray, split: int, max_p: int) -> dict:
 
 
 # -- variants ------------------------------------------------------------------------------------------------------
-def variants(p: Profile, schedule, cache: RunCache) -> dict:
-    out: dict = {}
+@dataclass
+class VariantsSection:
+    configs: list[str]  # "uni-1", "bi-2", ...
+    accuracy: dict[str, dict[str, Stat]]  # cell -> config -> held-out accuracy over seeds
+    params: dict[str, dict[str, int]]
+    chance: float
+    settings: dict
+    solved: dict[str, bool]  # config -> every cell and seed above 0.99
+    forward_at_chance: bool  # every forward-only mean within 0.05 of chance
+
+
+@dataclass
+class CellVariantRow:
+    params: int
+    engine: str
+    solved: list[bool]
+    final: Stat
+    mean_solve_step: float | None
+
+    @property
+    def solved_text(self) -> str:
+        return f"{sum(self.solved)}/{len(self.solved)}"
+
+
+@dataclass
+class CellVariantsSection:
+    task: str
+    T: int
+    threshold: str
+    rows: dict[str, CellVariantRow]  # "plain", "layer norm", ...
+
+
+def variants(p: Profile, sched, cache: RunCache) -> VariantsSection:
+    acc: dict = {}
     params: dict = {}
-    for info, spec in schedule["variants"]:
+    for info, spec in sched["variants"]:
         r = cache.result(spec)
         key = f"{'bi' if info['bidirectional'] else 'uni'}-{info['layers']}"
-        out.setdefault(info["cell"], {}).setdefault(key, []).append(r["final"]["accuracy"])
+        acc.setdefault(info["cell"], {}).setdefault(key, []).append(r["final"]["accuracy"])
         params.setdefault(info["cell"], {})[key] = r["params"]
-    from ..tasks import get_task
+    configs = [f"{'bi' if b else 'uni'}-{n}" for n, b in p.variants]
+    chance = get_task(p.tagging.task, **dict(p.tagging.settings)).baselines()["accuracy"]
+    stats = {c: {k: Stat.of(v) for k, v in by.items()} for c, by in acc.items()}
+    return VariantsSection(configs, stats, params, chance, dict(p.tagging.settings),
+                           {k: all(min(acc[c][k]) > 0.99 for c in acc) for k in configs},
+                           all(abs(stats[c][k].mean - chance) < 0.05 for c in stats for k in configs if k.startswith("uni")))
 
-    return {"accuracy": out, "params": params, "chance": get_task(p.tagging.task, **dict(p.tagging.settings)).baselines()["accuracy"],
-            "settings": dict(p.tagging.settings), "configs": [f"{'bi' if b else 'uni'}-{l}" for l, b in p.variants]}
 
-
-def cell_variants(p: Profile, schedule, cache: RunCache) -> dict:
+def cell_variants(p: Profile, sched, cache: RunCache) -> CellVariantsSection:
     """The LSTM variants beside the plain LSTM on the adding problem's longest rung."""
     T = max(p.memory_task("adding").lengths)
-    runs = [("plain", spec) for info, spec in schedule["memory"]
+    runs = [("plain", spec) for info, spec in sched["memory"]
             if info["task"] == "adding" and info["T"] == T and info["cell"] == "lstm"]
-    runs += [(info["variant"], spec) for info, spec in schedule["cell_variants"]]
-    rows: dict = {}
+    runs += [(info["variant"], spec) for info, spec in sched["cell_variants"]]
+    raw: dict = {}
     for name, spec in runs:
         r = cache.result(spec)
-        row = rows.setdefault(name, {"solved": [], "solved_at": [], "final": [], "params": r["params"],
-                                     "engine": r["engine"]})
-        row["solved"].append(r["solved_at"] is not None)
-        row["solved_at"].append(r["solved_at"])
-        row["final"].append(r["final"]["mse"])
-    return {"task": "adding", "T": T, "threshold": SOLVE["adding"].text(), "rows": rows}
+        e = raw.setdefault(name, {"params": r["params"], "engine": r["engine"], "solved_at": [], "final": []})
+        e["solved_at"].append(r["solved_at"])
+        e["final"].append(r["final"]["mse"])
+    rows = {}
+    for name, e in raw.items():
+        steps = [s for s in e["solved_at"] if s is not None]
+        rows[name] = CellVariantRow(e["params"], e["engine"], [s is not None for s in e["solved_at"]], Stat.of(e["final"]),
+                                    statistics.fmean(steps) if steps else None)
+    return CellVariantsSection("adding", T, SOLVE["adding"].text(), rows)
 
 
-def measure_all(p: Profile, schedule, cache: RunCache, log=None) -> dict:
+# -- yardsticks ------------------------------------------------------------------------------------------------------
+@dataclass
+class YardstickCell:
+    """One cell under one yardstick's protocol, beside the published number for that cell (if any)."""
+
+    cell: str
+    hidden: int
+    params: int
+    result: Stat  # the yardstick's metric at the end of training, over seeds
+    median_step_seconds: float  # over every step of every seed
+    published: Published | None
+    verdict: str | None  # yardsticks.verdict's rule; None without a published number
+    margin: float | None
+    difference: float | None  # ours (mean) - published
+
+
+@dataclass
+class YardstickResult:
+    yardstick: Yardstick
+    cells: list[YardstickCell]
+    others: list[Published]  # published numbers of other models (context, no verdict)
+    baseline: float  # the task's trivial score on the same metric
+    seeds: int
+    paper_hours_per_run: float | None  # the source's budget at our measured median step time, per run
+
+
+@dataclass
+class YardsticksSection:
+    results: list[YardstickResult]
+
+
+def yardsticks(p: Profile, sched, cache: RunCache) -> YardsticksSection:
+    by: dict = {}
+    for info, spec in sched["yardsticks"]:
+        by.setdefault(info["yardstick"], {}).setdefault(info["cell"], []).append(cache.result(spec))
+    results = []
+    for y in p.yardsticks:
+        cells, slowest, baseline = [], 0.0, float("nan")
+        for cell in CELLS:
+            runs = by[y.key][cell]
+            stat = Stat.of(r["final"][y.metric] for r in runs)
+            step = _median([s for r in runs for s in r["step_seconds"]])
+            slowest = max(slowest, step)
+            baseline = runs[0]["baselines"].get(y.metric, float("nan"))
+            pub = y.published_for(cell)
+            v = margin = diff = None
+            if pub is not None:
+                v, margin = verdict(stat.values, pub.value, y.higher_is_better, y.tolerance)
+                diff = stat.mean - pub.value
+            cells.append(YardstickCell(cell, y.hidden_of(cell), runs[0]["params"], stat, step, pub, v, margin, diff))
+        others = [q for q in y.published if q.model not in CELLS]
+        hours = y.paper_steps * slowest / 3600 if y.paper_steps else None
+        results.append(YardstickResult(y, cells, others, baseline, len(p.seeds), hours))
+    return YardsticksSection(results)
+
+
+# -- all of it ------------------------------------------------------------------------------------------------------
+@dataclass
+class Measurements:
+    profile: str
+    seeds: list[int]
+    hidden: int
+    embedding: int
+    batch: int
+    clip: float
+    parameters: ParametersSection
+    memory: MemorySection
+    gradients: GradientsSection
+    gates: GatesSection
+    real: RealDataSection
+    variants: VariantsSection
+    cell_variants: CellVariantsSection
+    yardsticks: YardsticksSection
+    speed: SpeedSection
+
+
+def measure_all(p: Profile, sched, cache: RunCache, log=None) -> Measurements:
     """Every section's measurements (speed last, so that its timings run with no training beside them)."""
-    out = {"profile": p.name, "seeds": list(p.seeds), "hidden": p.hidden, "embedding": p.embedding, "batch": p.batch,
-           "clip": p.clip}
-    for name, fn in (("parameters", lambda: parameters(p, schedule)), ("memory", lambda: memory(p, schedule, cache)),
-                     ("gradients", lambda: gradients(p, cache)), ("gates", lambda: gates(p, schedule, cache)),
-                     ("real", lambda: real_data(p, schedule, cache)), ("variants", lambda: variants(p, schedule, cache)),
-                     ("cell_variants", lambda: cell_variants(p, schedule, cache)),
-                     ("speed", lambda: speed(p, cache, schedule))):
+    out = {}
+    for name, fn in (("parameters", lambda: parameters(p, sched)), ("memory", lambda: memory(p, sched, cache)),
+                     ("gradients", lambda: gradients(p, cache)), ("gates", lambda: gates(p, sched, cache)),
+                     ("real", lambda: real_data(p, sched, cache)), ("variants", lambda: variants(p, sched, cache)),
+                     ("cell_variants", lambda: cell_variants(p, sched, cache)),
+                     ("yardsticks", lambda: yardsticks(p, sched, cache)), ("speed", lambda: speed(p, cache, sched))):
         t0 = time.perf_counter()
         out[name] = fn()
         if log is not None:
             print(f"compare: measured {name} in {time.perf_counter() - t0:.1f} s", file=log, flush=True)
-    return out
+    return Measurements(p.name, list(p.seeds), p.hidden, p.embedding, p.batch, p.clip, **out)

@@ -82,13 +82,15 @@ def gradient_profiles(panels: list[tuple[str, dict[str, list[np.ndarray]]]]) -> 
     return _png(fig)
 
 
-def gate_histograms(by_cell: dict[str, dict[str, np.ndarray]], bins: int = 40) -> bytes:
-    """Histograms of every σ gate's activations, one panel per cell kind."""
+def gate_histograms(by_cell: dict[str, dict[str, list[int]]]) -> bytes:
+    """Histograms of every σ gate's activations from their counts in equal bins of [0, 1], one panel per cell kind."""
     cells = [c for c in by_cell if by_cell[c]]
     fig, axes = plt.subplots(1, max(len(cells), 1), figsize=(4.0 * max(len(cells), 1), 2.9), squeeze=False)
     for ax, cell in zip(axes[0], cells):
-        for gate, values in by_cell[cell].items():
-            ax.hist(np.asarray(values).ravel(), bins=bins, range=(0, 1), histtype="step", lw=1.4, density=True, label=gate)
+        for gate, counts in by_cell[cell].items():
+            counts = np.asarray(counts, dtype=float)
+            edges = np.linspace(0.0, 1.0, counts.size + 1)
+            ax.stairs(counts / (counts.sum() * np.diff(edges)), edges, lw=1.4, label=gate)  # a density
         ax.axvline(0.1, color="k", ls=":", lw=1)
         ax.axvline(0.9, color="k", ls=":", lw=1)
         ax.set_title(f"{cell.upper()} gates", fontsize=10)

@@ -123,7 +123,7 @@ PROFILES = {
         Stage("forecast", (("seq_len", 20),), 32, 16, 1000, 3e-3, 100),
         Stage("tagging", (("seq_len", 20), ("vocab", 8), ("shift", 3)), 32, 16, 300, 1e-2, 100),
         ((1, False), (2, False), (3, False), (1, True), (2, True), (3, True)), 30, 2,
-        yardsticks=(ys.mnist1d(), ys.japanese_vowels(), ys.bai_adding(200), ys.bai_copy(300)),
+        yardsticks=(ys.mnist1d(), ys.japanese_vowels(), ys.bai_adding(100), ys.bai_copy(200)),
     ),
     "full": _profile(
         "full", (0, 1, 2, 3, 4), 64, 32, ((10, 30, 100, 200, 400, 750), (10, 20, 40, 80, 160), (10, 30, 100, 200, 400)),

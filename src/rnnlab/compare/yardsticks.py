@@ -125,11 +125,11 @@ def japanese_vowels(steps: int = 600) -> Yardstick:
         paper_steps=0)
 
 
-def bai_adding(steps: int = 200) -> Yardstick:
+def bai_adding(steps: int = 100) -> Yardstick:
     return Yardstick(
         key="adding600", title="Adding problem, T = 600", task="adding",
         settings=(("seq_len", 600), ("placement", "anywhere")), model=(("embedding", 2), ("reset", "after")),
-        hidden=(("rnn", 263), ("lstm", 131), ("gru", 151)), parameters=70_000, steps=steps, batch=32, lr=2e-3, clip=1.0, eval_every=100,
+        hidden=(("rnn", 263), ("lstm", 131), ("gru", 151)), parameters=70_000, steps=steps, batch=32, lr=2e-3, clip=1.0, eval_every=50,
         metric="mse", higher_is_better=False, tolerance=0.01,
         published=(Published("lstm", 0.164, BAI_SOURCE, False, BAI_UNVERIFIED),
                    Published("gru", 5.3e-5, BAI_SOURCE, False, BAI_UNVERIFIED),
@@ -147,7 +147,7 @@ def bai_adding(steps: int = 200) -> Yardstick:
         paper_steps=15_625)
 
 
-def bai_copy(steps: int = 300) -> Yardstick:
+def bai_copy(steps: int = 200) -> Yardstick:
     return Yardstick(
         key="copy1000", title="Copy memory, T = 1000", task="copy",
         settings=(("seq_len", 1000), ("length", 10), ("alphabet", 8)), model=(("embedding", 8), ("reset", "after")),
