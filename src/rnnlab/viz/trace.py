@@ -146,17 +146,13 @@ def _check_plain(layer: RecurrentLayer) -> str:
 
 
 def _pre_activations(cell: str, options: dict, x_t, h_prev, w, gates) -> dict[str, torch.Tensor]:
-    """Each gate's argument of σ/tanh at one step, from the seed's W·[h_{t-1}, x_t] + b, per gate (B, H)."""
+    """Each gate's argument of σ/tanh at one step, W·[h_{t-1}, x_t] + b for every gate at once, split (B, H)."""
     H = w.weight_hh.shape[1]
-    out = {}
-    for j, g in enumerate(gates):
-        rows = slice(j * H, (j + 1) * H)
-        w_x, w_h = w.weight_ih[rows], w.weight_hh[rows]
-        b = 0.0 if w.bias is None else w.bias[rows]
-        if cell == "gru" and g == "n":
-            continue
-        out[g] = x_t @ w_x.T + h_prev @ w_h.T + b  # W·[h_{t-1}, x_t] + b
-    if cell == "gru":
+    a = x_t @ w.weight_ih.T + h_prev @ w.weight_hh.T  # (B, G·H)
+    if w.bias is not None:
+        a = a + w.bias
+    out = {g: a[:, j * H:(j + 1) * H] for j, g in enumerate(gates)}
+    if cell == "gru":  # the candidate sees r_t: recompute its part
         rows = slice(2 * H, 3 * H)
         w_x, w_h = w.weight_ih[rows], w.weight_hh[rows]
         b = 0.0 if w.bias is None else w.bias[rows]
