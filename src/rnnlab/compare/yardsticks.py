@@ -134,8 +134,8 @@ def bai_adding(steps: int = 100) -> Yardstick:
         published=(Published("lstm", 0.164, BAI_SOURCE, False, BAI_UNVERIFIED),
                    Published("gru", 5.3e-5, BAI_SOURCE, False, BAI_UNVERIFIED),
                    Published("rnn", 0.177, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("TCN", 5.8e-5, BAI_SOURCE, False, "as quoted by a secondary summary of the paper; not "
-                             "read in the paper itself")),
+                   Published("TCN", 5.8e-5, BAI_SOURCE, False, "not verified in the paper itself: as quoted by a "
+                             "secondary summary of it")),
         protocol=("Bai et al.'s adding problem (their code, `TCN/adding_problem`): two markers at distinct steps drawn "
                   "anywhere in T = 600, target the sum of the two marked values, MSE on 1000 held-out sequences; "
                   "models of about 70K parameters (Table 1), batches of 32, 10 epochs of 50 000 sequences (about "
@@ -156,8 +156,8 @@ def bai_copy(steps: int = 200) -> Yardstick:
         published=(Published("lstm", 0.0204, BAI_SOURCE, False, BAI_UNVERIFIED),
                    Published("gru", 0.0197, BAI_SOURCE, False, BAI_UNVERIFIED),
                    Published("rnn", 0.0202, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("TCN", 3.5e-5, BAI_SOURCE, False, "as quoted by a secondary summary of the paper; not "
-                             "read in the paper itself")),
+                   Published("TCN", 3.5e-5, BAI_SOURCE, False, "not verified in the paper itself: as quoted by a "
+                             "secondary summary of it")),
         protocol=("Bai et al.'s copy memory task (their code, `TCN/copy_memory`): 10 symbols of 8, T = 1000 blanks, "
                   "then the marker; the metric is the cross-entropy over all T + 20 steps, for which the memoryless "
                   "answer scores 10·ln 8 / 1020 = 0.0204; models of about 16K parameters (Table 1), batches of 32, "
