@@ -43,7 +43,8 @@ def test_html_is_self_contained(tiny):
     srcs = re.findall(r'\bsrc\s*=\s*"([^"]*)"', page)
     hrefs = re.findall(r'\bhref\s*=\s*"([^"]*)"', page)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
-    assert all(h.startswith("#") for h in hrefs)
+    assert all(h.startswith("#") or h == "unroll.html" for h in hrefs)  # the interactive page beside it
+    assert paths["unrolled"].name == "unroll.html" and paths["unrolled"].parent == paths["html"].parent
     assert "<link" not in page and "@import" not in page and "url(http" not in page
     assert "gate-text" in page  # the gate-coloured text view is inlined
     # the markdown's plots exist beside it

@@ -22,6 +22,7 @@ from .execute import run_missing
 from .measure import measure_all
 from .protocol import PROFILES, Profile, schedule
 from .report import SECTIONS, build_report
+from .unrolled import write_unrolled_page
 from .training import RunCache
 from .verdicts import SEED_TABLE, seed_table
 
@@ -68,8 +69,10 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
                                 {info["cell"]: spec for info, spec in sched["memory"]}.items())}
     doc = build_report(profile, measurements, info)
     paths = doc.write(out)
+    paths["unrolled"] = write_unrolled_page(measurements.unrolled, out)
     slim = dataclasses.asdict(dataclasses.replace(
-        measurements, gates=dataclasses.replace(measurements.gates, text_traces={})))  # the traces are the HTML's
+        measurements, gates=dataclasses.replace(measurements.gates, text_traces={}),  # the traces are the HTML's
+        unrolled=dataclasses.replace(measurements.unrolled, nets=[])))  # so are the unrolled networks' (unroll.html)
     slim = {**slim, "seed_table": [dataclasses.asdict(r) for r in seed_table(measurements)], "run": info}
     target = Path(out) / "measurements.json"
     tmp = target.with_name(target.name + ".tmp")

@@ -28,6 +28,7 @@ from ..layers import GRU, LSTM, RNN
 from ..tasks import Batch, get_task
 from .protocol import CELL_OPTIONS, CELLS, SOLVE, Profile, memory_specs
 from .training import RunCache, RunSpec, build, engine_path
+from .unrolled import UnrolledSection, measure_unrolled
 from .yardsticks import Published, Yardstick, verdict
 
 LAYERS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
@@ -683,6 +684,7 @@ class Measurements:
     variants: VariantsSection
     cell_variants: CellVariantsSection
     yardsticks: YardsticksSection
+    unrolled: UnrolledSection
     speed: SpeedSection
 
 
@@ -693,7 +695,8 @@ def measure_all(p: Profile, sched, cache: RunCache, log=None) -> Measurements:
                      ("gradients", lambda: gradients(p, cache)), ("gates", lambda: gates(p, sched, cache)),
                      ("real", lambda: real_data(p, sched, cache)), ("variants", lambda: variants(p, sched, cache)),
                      ("cell_variants", lambda: cell_variants(p, sched, cache)),
-                     ("yardsticks", lambda: yardsticks(p, sched, cache)), ("speed", lambda: speed(p, cache, sched))):
+                     ("yardsticks", lambda: yardsticks(p, sched, cache)), ("unrolled", lambda: measure_unrolled(p, cache)),
+                     ("speed", lambda: speed(p, cache, sched))):
         t0 = time.perf_counter()
         out[name] = fn()
         if log is not None:

@@ -15,6 +15,7 @@ from .document import Document
 from .measure import Measurements, Stat
 from .protocol import CELLS, Profile
 from .textview import gate_text_html
+from .unrolled import TITLE as UNROLLED, render_unrolled
 from .verdicts import SeedRow, seed_table
 from .yardsticks import BETTER, MATCHES, WORSE
 
@@ -363,6 +364,7 @@ RENDERERS = (
     ("Parameters", parameters_section),
     ("Long-term memory", memory_section),
     ("Vanishing and exploding gradients", gradients_section),
+    (UNROLLED, render_unrolled),
     ("Training speed", speed_section),
     ("Gates", gates_section),
     ("Real data", real_data_section),
