@@ -64,6 +64,8 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
         torch.set_num_threads(threads)
     info = {"trained": done["trained"], "cached": done["cached"], "elapsed": time.perf_counter() - start,
             "training_minutes": training_minutes,
+            "train_core_minutes": sum(sum(runs.result(spec)["step_seconds"]) for spec in
+                                      {spec.key(): spec for part in sched.values() for _, spec in part}.values()) / 60,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "engine": ", ".join(f"{cell}: {runs.result(spec)['engine']}" for cell, spec in
                                 {info["cell"]: spec for info, spec in sched["memory"]}.items())}

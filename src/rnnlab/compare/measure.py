@@ -26,7 +26,7 @@ from ..analysis import (NGramLM, best_order, closed_form_parameters, count_param
                         gate_saturation, hidden_gradient_norms)
 from ..layers import GRU, LSTM, RNN
 from ..tasks import Batch, get_task
-from .protocol import CELL_OPTIONS, CELLS, SOLVE, Profile, memory_specs
+from .protocol import CELL_OPTIONS, CELLS, PROFILES, SOLVE, Profile, memory_specs
 from .training import RunCache, RunSpec, build, engine_path
 from .unrolled import UnrolledSection, measure_unrolled
 from .yardsticks import Published, Yardstick, verdict
@@ -640,9 +640,14 @@ class YardstickResult:
 @dataclass
 class YardsticksSection:
     results: list[YardstickResult]
+    full_hours: float | None  # the full profile's yardstick runs at our measured step times, on ``jobs`` cores
+    full_seeds: int
+    jobs: int
 
 
-def yardsticks(p: Profile, sched, cache: RunCache) -> YardsticksSection:
+def yardsticks(p: Profile, sched, cache: RunCache, full: Profile | None = None) -> YardsticksSection:
+    """Our results beside the published ones; with ``full``, also the time that profile's yardstick runs
+    (the sources' budgets) would take at the step times measured here."""
     by: dict = {}
     for info, spec in sched["yardsticks"]:
         by.setdefault(info["yardstick"], {}).setdefault(info["cell"], []).append(cache.result(spec))
@@ -664,7 +669,13 @@ def yardsticks(p: Profile, sched, cache: RunCache) -> YardsticksSection:
         others = [q for q in y.published if q.model not in CELLS]
         hours = y.paper_steps * slowest / 3600 if y.paper_steps else None
         results.append(YardstickResult(y, cells, others, baseline, len(p.seeds), hours))
-    return YardsticksSection(results)
+    full_hours = None
+    if full is not None and full.yardsticks:
+        step = {(r.yardstick.key, c.cell): c.median_step_seconds for r in results for c in r.cells}
+        if all((y.key, c) in step for y in full.yardsticks for c in CELLS):
+            full_hours = sum(y.steps * step[(y.key, c)] for y in full.yardsticks for c in CELLS) * len(full.seeds) / 3600 / full.jobs
+    return YardsticksSection(results, full_hours, len(full.seeds) if full is not None else 0,
+                             full.jobs if full is not None else 1)
 
 
 # -- all of it ------------------------------------------------------------------------------------------------------

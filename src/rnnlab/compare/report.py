@@ -97,6 +97,8 @@ def protocol_section(doc: Document, ctx: Context) -> None:
     doc.paragraph(f"This report: {info.get('trained', 0)} runs trained and {info.get('cached', 0)} taken from the run "
                   f"cache; written {info.get('date', '')} in {info.get('elapsed', 0) / 60:.1f} minutes"
                   + (f" (training {info['training_minutes']:.1f} of them)" if "training_minutes" in info else "")
+                  + (f"; the runs' own training steps add up to {info['train_core_minutes']:.0f} core-minutes"
+                     if "train_core_minutes" in info else "")
                   + f". Timings {ctx.m.speed.timing_note()}")
 
 
@@ -153,6 +155,11 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
                    + (f"; {q.note}" if q.note else "") + (" (read in the source)" if q.verified else "")
                    for q in y.published]
         doc.bullets(sources)
+    ys_ = ctx.m.yardsticks
+    if ys_.full_hours is not None:
+        doc.paragraph(f"`rnnlab compare --full` runs these yardsticks at their sources' budgets with {ys_.full_seeds} "
+                      f"seeds: at the median step times measured here, about {ys_.full_hours:.0f} hours on "
+                      f"{ys_.jobs} cores for the yardsticks alone — a job for a bigger machine.")
 
 
 def parameters_section(doc: Document, ctx: Context) -> None:
