@@ -63,7 +63,7 @@ def measure_unrolled(p: Profile, cache: RunCache, sample: int = 0) -> UnrolledSe
         one = Batch(batch.x[sample:sample + 1].double(), batch.y[sample:sample + 1].double())
         solved = cache.result(spec)["solved_at"] is not None
         u = unroll(model, batch.x, lambda y: task.loss(y, one), sample=sample,
-                   title=f"{cell.upper()} trained{' (solved)' if solved else ' (not solved)'}")
+                   title=f"trained, {'solved' if solved else 'not solved'}")
         g = u.tracks[0].grads
         ratio = _far_over_near(g["h"])
         cells.append(UnrolledCell(cell, u.loss, solved, ratio, _far_over_near(g["c"]) if "c" in g else None,
@@ -72,12 +72,17 @@ def measure_unrolled(p: Profile, cache: RunCache, sample: int = 0) -> UnrolledSe
     return UnrolledSection("adding", T, seed, sample, cells, nets)
 
 
+def _blocks(T: int) -> str:
+    size = math.ceil(T / STATIC_COLUMNS)
+    return "" if size == 1 else f" (in the images, blocks of {size} steps: the block's mean values, its arrows' flows together)"
+
+
 def render_unrolled(doc, ctx) -> None:
     s: UnrolledSection = ctx.m.unrolled
     doc.paragraph(
         f"The seed's picture of an RNN, \"a deep feedforward network over time steps\", drawn from the trained models' "
         f"own numbers (`rnnlab.viz.unroll`): held-out adding sequence {s.sample} at T = {s.T}, seed {s.seed}'s run of each "
-        f"cell. One column per step (here blocks of {math.ceil(s.T / STATIC_COLUMNS)} steps), x_t below, the prediction "
+        f"cell. One column per step{_blocks(s.T)}, x_t below, the prediction "
         f"above the last step; each box stacks its gates and states (LSTM f, i, C̃, o, C, h; GRU z, r, h̃, h; RNN h), "
         f"one square per drawn unit, blue low, white middle, red high. The LSTM's cell state is the orange line running "
         f"through.")

@@ -29,6 +29,7 @@ padding:.4em 1em .8em;font-size:.88em;display:none;z-index:3} #panel.open{displa
 #panel .eqs div{font-family:Menlo,Consolas,monospace;margin:.25em 0} #panel td{padding:0 .6em 0 0} .v{color:#a93226}
 .note{color:#555} .legend span{display:inline-block;width:1.6em;height:.8em;vertical-align:middle}
 """
+ZOOM_WIDTH = 1200  # the initial zoom fits the widest drawing to about this many pixels (100 % to 250 %)
 
 
 def _number(v) -> float | None:
@@ -76,8 +77,7 @@ def summary_rows(u) -> list[list[str]]:
     return rows
 
 
-def _section(u, i: int, max_columns) -> str:
-    lay = layout(u, max_columns, i)
+def _section(u, i: int, lay) -> str:
     svg = svg_document([lay], "forward", numbers=True, attrs=f' class="net" id="net-{i}" data-net="{i}"')
     blocks = len(lay.columns) < u.T
     note = (f'<p class="note">{u.T} steps drawn as {len(lay.columns)} columns of up to '
@@ -101,18 +101,20 @@ def page_html(unrolled: list, *, title: str | None = None, max_columns: int | No
     data = {"nets": [net_data(u) for u in unrolled], "gradients": grads}
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     title = title or "Unrolled: " + ", ".join(u.label for u in unrolled)
+    layouts = [layout(u, max_columns, i) for i, u in enumerate(unrolled)]
+    zoom = min(max(round(ZOOM_WIDTH / max(lay.width for lay in layouts) * 10) * 10, 100), 250)  # short sequences start larger
     legend = ('<span class="legend">values: <span style="background:#3b6fb6"></span> low '
               '<span style="background:#fff;border:1px solid #ccc"></span> middle '
               '<span style="background:#d64533"></span> high (σ gates on [0, 1], tanh values on [−1, 1])</span>')
     controls = (f'<div class="controls"><button id="view"{"" if grads else " disabled"}>Replay BPTT (gradients)</button>'
-                '<label>zoom <input id="zoom" type="range" min="10" max="200" value="100"></label>'
+                f'<label>zoom <input id="zoom" type="range" min="10" max="250" value="{zoom}"></label>'
                 '<label><input id="pin" type="checkbox"> show on click only</label>' + legend + "</div>")
     intro = ('<p class="note">The network unrolled over its time steps, as in the seed: one column per step, one row per '
              "level (reverse directions drawn with their arrows reversed), x_t below and y_t above. Each box stacks its "
              "gates and states, one square per drawn unit. Hover or click a box for its equations with this step's "
              "numbers. <b>Replay BPTT</b> colours and sizes every arrow by the gradient flowing along it, on a log scale "
              f"over {DECADES} decades below the largest; the numbers under the boxes are ‖∂L/∂h_t‖.</p>")
-    body = "".join(_section(u, i, max_columns) for i, u in enumerate(unrolled))
+    body = "".join(_section(u, i, lay) for i, (u, lay) in enumerate(zip(unrolled, layouts)))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
