@@ -16,7 +16,7 @@ from rnnlab.models import ModelConfig, SequenceModel
 from rnnlab.tasks import Batch, get_task
 from rnnlab.viz import unroll, write_page
 from rnnlab.viz.files import write_atomic
-from rnnlab.viz.layout import DEFAULT_COLUMNS, bptt_style, columns, layout
+from rnnlab.viz.layout import DEFAULT_COLUMNS, Rect, bptt_style, columns, layout, value_colour
 
 NS = "{http://www.w3.org/2000/svg}"
 
@@ -146,3 +146,25 @@ def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
         write_atomic(target, b"new")
     assert target.read_text() == "the user's old page"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html"]  # no temporary file left behind
+
+
+def test_scale_long_deep_bidirectional_padded_and_wide(tmp_path):
+    """T = 1000 in 200 columns of 5 steps, 4 levels both ways, a padded sample; H = 512 drawn as 8 units."""
+    torch.manual_seed(9)
+    layer = rnnlab.GRU(2, 2, num_layers=4, bidirectional=True)
+    u = unroll(layer, torch.randn(1000, 2, 2), lambda out: out[-1].pow(2).sum(), lengths=torch.tensor([1000, 777]), sample=1)
+    boxes = _boxes(_svg(u.to_svg("bptt")))
+    assert len(boxes) == 200 * 4 * 2
+    assert len([b for b in boxes if "pad" in b.get("class")]) == (1000 - 780) // 5 * 8  # the block 775–779 holds real steps
+    lay = layout(u)
+    j = 10  # column 10: steps 50–54; its squares are the block's means
+    squares = [s for s in lay.shapes if isinstance(s, Rect) and s.stroke is None
+               and lay.boxes[(0, 0, j)].x < s.x < lay.boxes[(0, 0, j)].x + lay.boxes[(0, 0, j)].w
+               and lay.boxes[(0, 0, j)].y < s.y < lay.boxes[(0, 0, j)].y + lay.boxes[(0, 0, j)].h]
+    means = u.track(0, 0).values["z"][50:55, u.units].mean(axis=0)
+    assert [s.fill for s in squares[:len(u.units)]] == [value_colour("z", m) for m in means]
+    size = u.to_html(tmp_path / "long.html")
+    assert size < 3_000_000
+    wide = unroll(rnnlab.LSTM(2, 512), torch.randn(4, 1, 2), lambda out: out[-1].sum())
+    assert len(wide.units) == 8 and wide.tracks[0].values["f"].shape == (4, 512)
+    assert wide.to_html(tmp_path / "wide.html") < 60_000
