@@ -3,7 +3,6 @@
 import re
 
 import numpy as np
-import torch
 from click.testing import CliRunner
 
 from rnnlab.cli import main

@@ -197,6 +197,8 @@ def test_bad_arguments_name_themselves():
         unroll(rnnlab.MinGRU(3, 4), x)
     with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
         unroll(layer, [[1.0]])
+    with pytest.raises(TypeError, match="x: expected a floating-point tensor"):
+        unroll(layer, torch.ones(5, 2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"x: expected \(T, B, 3\)"):
         unroll(layer, torch.randn(5, 2, 4))
     with pytest.raises(ValueError, match=r"sample: expected an index in \[-2, 1\].*got 2"):

@@ -144,7 +144,6 @@ def layout(u, max_columns: int | None = None, net: int = 0, title: str | None = 
     bw = max(K * UNIT, 18) + 4
     bh = len(strips) * (STRIP + GAP) + 3
     pitch = bw + COL_GAP
-    n_rows = u.num_layers * D
     row_y = {}  # (level, direction) -> top y of its boxes; reverse above forward, top level first
     y = TOP + IO_HEIGHT + ROW_GAP
     for k in reversed(range(u.num_layers)):

@@ -41,7 +41,6 @@ from .svg import render_svg
 CELLS = {RNNCell: "rnn", LSTMCell: "lstm", GRUCell: "gru"}
 LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 STATES = {"rnn": ("h",), "lstm": ("c", "h"), "gru": ("h",)}  # drawn after the gates, in this order
-FLOWS = ("h", "c", "flow_h", "flow_c", "flow_in", "flow_out", "factor")  # Track.grads keys (c ones: LSTM only)
 MAX_UNITS = 8  # units drawn per strip when the caller does not choose
 
 
@@ -220,6 +219,8 @@ def _check_input(layer: RecurrentLayer, model, x, lengths, sample):
         if x.dim() == 2:
             x = x.unsqueeze(0 if layer.batch_first else 1)
         batch_dim, time_dim = (0, 1) if layer.batch_first else (1, 0)
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point tensor (the layer's input), got dtype {x.dtype}")
     else:
         want = 2 if model.spec.inputs == "symbols" else 3
         if x.dim() != want:
@@ -260,7 +261,8 @@ def unroll(model_or_layer: nn.Module, x: torch.Tensor, loss: Callable[[torch.Ten
     ``loss``: optional callable from the drawn sequence's output — the layer's ``out`` (batch 1, in
     the layer's layout) or the model's ``y`` (batch 1) — to a scalar L; with it, BPTT's gradients
     are recorded (see the module's docstring). ``units``: the hidden units to draw (default: all
-    when H <= 8, else the 8 whose h varies most over time).
+    when H <= 8, else the 8 whose h varies most over time). ``title``: a caption the drawings put before
+    the network's description.
 
     The network runs on a float64 copy in evaluation mode, so its values agree with the float32
     model's own to about 1e-7 and tiny gradients do not underflow.
