@@ -38,6 +38,8 @@ SHARED_TIERS = (0, 4)  # tiers whose subpackages may import one another
 DEFERRED = {
     ("export/__init__.py", "rnnlab.export.onnx_export"):
         "onnx is an optional dependency: to_onnx's module imports it, so rnnlab.export loads it on first use",
+    ("export/__init__.py", "rnnlab.export.onnx_dynamo"):
+        "onnxscript is optional and slow to import: the translation registers when torch's ONNX exporter loads",
 }
 
 

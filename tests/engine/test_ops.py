@@ -66,11 +66,12 @@ def test_backward_operator_shapes_match_its_fake():
     args, kwargs = level_args("lstm", torch.float64, True, 2, True)
     args = tuple([t.detach() for t in a] if isinstance(a, list) else (a.detach() if a is not None else None) for a in args)
     out = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
-    grads = ([torch.ones_like(s) for s in out[0]], [torch.ones_like(c) for c in out[1]], [], [])
+    grads = (torch.ones_like(out[0]), torch.ones_like(out[1]), None, None)
     real = torch.ops.rnnlab.recurrent_level_backward(*args, *out, *grads, **kwargs)
     with FakeTensorMode() as mode:
         conv = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
         fake_in = [[conv(t) for t in a] if isinstance(a, (list, tuple)) else conv(a) for a in (*args, *out, *grads)]
+        kwargs = dict(kwargs)
         fake = torch.ops.rnnlab.recurrent_level_backward(*fake_in, **kwargs)
     for r, f in zip(real, fake):
         rs, fs = (r, f) if isinstance(r, (list, tuple)) else ([r], [f])

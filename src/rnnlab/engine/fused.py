@@ -103,7 +103,7 @@ def run_levels(layer, x, hx, lengths, trace):
         f = level_fields(layer, k, inp, states, T)
         res = torch.ops.rnnlab.recurrent_level(inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS),
                                                cell=cell, coupled=coupled)
-        out_states, cells, gates, c_pre, _ = res
+        out_states, cells, gates, c_pre, _ = res  # each (D, ...)
         lstm = cell == "lstm"
         return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if f["zone"] and lstm else None,
                        live, d == 1, trace) for d in range(D)]

@@ -99,17 +99,16 @@ if _LIBRARY["path"] is not None:
         T, B, _ = x.shape
         H, D, lstm = w_hh[0].shape[1], len(w_ih), cell == "lstm"
         K = reserve_width(cell, H, coupled, bool(ln_hh_w), bool(ln_ih_w))
-        return ([x.new_empty(T + 1, B, H) for _ in range(D)],
-                [x.new_empty(T + 1, B, H) if lstm else x.new_empty(0) for _ in range(D)],
-                [x.new_empty(T, B, STORED_GATES[cell] * H) for _ in range(D)],
-                [x.new_empty(T, B, H) if lstm and zone else x.new_empty(0) for _ in range(D)],
-                [x.new_empty(T * B * K) for _ in range(D)])
+        return (x.new_empty(D, T + 1, B, H), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
+                x.new_empty(D, T, B, STORED_GATES[cell] * H), x.new_empty(D, T, B, H) if lstm and zone else x.new_empty(0),
+                x.new_empty(D, T * B * K))
 
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
                              g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True):
         like = lambda ts: [torch.empty_like(t) for t in ts] if need_weights else []  # noqa: E731
+        h0 = list(h0)
         return (torch.empty_like(x) if need_x else x.new_empty(0), like(w_ih), like(w_hh), like(b), like(b_hn),
                 [torch.empty_like(t) for t in h0], [torch.empty_like(t) for t in c0] or [x.new_empty(0) for _ in h0],
                 like(peep), like(ln_ih_w), like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b))
@@ -132,7 +131,7 @@ def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
     x, *fields = inputs
     flat, counts = [x], []
-    for f in list(fields) + list(output):
+    for f in list(fields):
         if isinstance(f, (list, tuple)):
             flat += list(f)
             counts.append(len(f))
@@ -140,30 +139,23 @@ def _level_setup(ctx, inputs, keyword_only_inputs, output):
             flat.append(f)
             counts.append(None)
     ctx.counts = counts
-    ctx.save_for_backward(*flat)
+    ctx.save_for_backward(*flat, *output)
     ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
 
 
 def _saved(ctx):
-    """(x, {field: list or tensor}) from what ``_level_setup`` saved: the inputs' fields, then the outputs."""
+    """(x, {name: list or tensor}) from what ``_level_setup`` saved: the inputs' fields, then the outputs."""
     flat = ctx.saved_tensors
     x, at, out = flat[0], 1, {}
-    for name, n in zip(FIELDS + OUTPUTS, ctx.counts):
+    for name, n in zip(FIELDS, ctx.counts):
         if n is None:
             out[name] = flat[at]
             at += 1
         else:
             out[name] = list(flat[at : at + n])
             at += n
+    out.update(zip(OUTPUTS, flat[at:]))
     return x, out
-
-
-def _grads(given, like, zeros: bool):
-    """An output's per-direction gradients for the backward operator: [] when none was given, else the
-    given ones with zeros where a direction got none (``zeros``: never [], e.g. the states')."""
-    if not zeros and all(g is None for g in given):
-        return []
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(given, like)]
 
 
 def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
@@ -177,9 +169,8 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
     lstm = ctx.cell == "lstm"
     got = torch.ops.rnnlab.recurrent_level_backward(
         x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
-        _grads(g_states, v["states"], True), _grads(g_cells, v["cells"], False) if lstm else [],
-        _grads(g_gates, v["gates"], False), _grads(g_c_pre, v["c_pre"], False) if v["zone"] and lstm else [],
-        cell=ctx.cell, coupled=ctx.coupled, need_x=bool(need[0]), need_weights=need_weights)
+        torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
+        g_c_pre if v["zone"] and lstm else None, cell=ctx.cell, coupled=ctx.coupled, need_x=bool(need[0]), need_weights=need_weights)
     dx, dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dln_ih_w, dln_ih_b, dln_hh_w, dln_hh_b, dln_c_w, dln_c_b = got
     D = len(v["w_ih"])
 
@@ -258,7 +249,7 @@ def _level_double_backward(ctx, x, v, grads):
         res = reference_level(ctx.cell, ctx.coupled, d == 1, x, v["mask"], one("h0", d), one("c0", d), w, step,
                               one("zone", d))
         for out, g in zip(res, grads):
-            if out is not None and g[d] is not None:
+            if out is not None and g is not None:
                 outs.append(out)
                 outgrads.append(g[d])
     need = ctx.needs_input_grad

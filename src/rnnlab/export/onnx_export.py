@@ -1,13 +1,13 @@
 """``to_onnx``: rnnlab layers as ONNX's own RNN / LSTM / GRU operators, so runtimes use their fused kernels.
 
-Two routes, one emitter (``onnx_graph.emit_layer``):
+Two routes:
 
-* a bare layer with no ``example_inputs`` is written directly with ``onnx.helper`` — no torch
-  exporter involved;
-* any other ``nn.Module`` (a layer inside embeddings, linears, activations, ...) goes through
-  torch.onnx's TorchScript exporter (``dynamo=False``). While it traces, every rnnlab layer in the
-  model runs as an autograd.Function whose ``symbolic`` emits the recurrent nodes; the rest of the
-  model is exported by torch as usual.
+* a bare layer with no ``example_inputs`` is written directly with ``onnx.helper``
+  (``onnx_graph.emit_layer``) — no torch exporter involved;
+* any other ``nn.Module`` (a layer inside embeddings, linears, activations, ...) goes through torch.onnx's
+  default exporter (``dynamo=True``): the model traces under torch.export to one
+  ``rnnlab::recurrent_level`` node per level, which ``onnx_dynamo`` translates into the ONNX node; the
+  rest of the model is exported by torch as usual.
 
 The exported model is for inference: dropout between levels is off (torch exports in eval mode), and
 so are recurrent_dropout and zoneout. LSTM peepholes and the coupled gate map to ONNX LSTM's ``P``
@@ -17,7 +17,10 @@ input and ``input_forget`` (``onnx_layout``); layer norm has no ONNX counterpart
 from __future__ import annotations
 
 import contextlib
+import inspect
+import io
 import os
+import traceback
 import warnings
 from typing import Any
 
@@ -27,42 +30,15 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .. import _checks
-from ..engine import get_engine
 from ..layers.base import RecurrentLayer
-from .onnx_graph import TorchScriptBuilder, emit_layer, layer_graph
+from .onnx_dynamo import TRANSLATIONS
+from .onnx_graph import layer_graph
 
-OPSETS = range(14, 21)  # 14 is the first with today's RNN operators; 20 the TorchScript exporter's newest
-
-_ACTIVE: dict[int, RecurrentLayer] = {}  # layers being exported, by id, for the symbolic to find
-
-
-class _RecurrentOp(torch.autograd.Function):
-    """An rnnlab layer on time-major input, as one traced operation with an ONNX symbolic."""
-
-    @staticmethod
-    def forward(ctx, key: int, x, h0, c0, lengths):
-        layer = _ACTIVE[key]
-        zeros = lambda: torch.zeros(layer.num_directions * layer.num_layers, x.shape[1], layer.hidden_size,
-                                    dtype=x.dtype, device=x.device)
-        state = (zeros() if h0 is None else h0,)
-        if "c" in layer.cell_class.SPEC.state:
-            state = state + (zeros() if c0 is None else c0,)
-        # the reference engine: plain torch operations, which the tracer can record inside the Function
-        with torch.no_grad():
-            out, state_n, _ = get_engine("reference", layer, x).run(layer, x, state, lengths, False)
-        return (out, *state_n)
-
-    @staticmethod
-    def symbolic(g, key: int, x, h0, c0, lengths):
-        layer = _ACTIVE[key]
-        b = TorchScriptBuilder(g)
-        seq = None if lengths is None else b.op("Cast", lengths, to=onnx.TensorProto.INT32)
-        out, h_n, c_n = emit_layer(b, layer, x, h0, c0, seq)
-        return (out, h_n) if c_n is None else (out, h_n, c_n)
-
+OPSETS = range(14, 21)  # 14 is the first with today's RNN operators
 
 def _export_forward(layer: RecurrentLayer):
-    """The forward an rnnlab layer has while its model is exported: torch.nn's signature and shapes."""
+    """The layer's forward while its model is exported: the same call, refusing what ONNX cannot express."""
+    run = type(layer).forward
 
     def forward(x, hx=None, lengths=None, return_gates: bool = False):
         if isinstance(x, PackedSequence):
@@ -70,23 +46,7 @@ def _export_forward(layer: RecurrentLayer):
                             "pad it with torch.nn.utils.rnn.pad_packed_sequence and pass the lengths")
         if return_gates:
             raise ValueError("return_gates: ONNX's recurrent operators do not output gate traces; expected False")
-        xs, unbatched = layer._check_input(x)
-        h0 = c0 = None
-        if hx is not None:
-            parts = layer._check_hx(hx, int(xs.shape[1]), unbatched)
-            h0 = parts[0]
-            c0 = parts[1] if len(parts) > 1 else None
-        if lengths is not None:
-            lengths = _checks.tensor("lengths", lengths)
-            if lengths.is_floating_point() or lengths.dim() != 1:
-                raise TypeError(f"lengths: expected a 1-D integer tensor, got dtype {lengths.dtype}, shape {_checks.shape_str(lengths)}")
-        outs = _RecurrentOp.apply(id(layer), xs, h0, c0, lengths)
-        out, state = outs[0], outs[1:]
-        if unbatched:
-            out, state = out.squeeze(1), tuple(s.squeeze(1) for s in state)
-        elif layer.batch_first:
-            out = out.transpose(0, 1)
-        return out, (state if len(state) > 1 else state[0])
+        return run(layer, x, hx, lengths=lengths)
 
     return forward
 
@@ -103,19 +63,61 @@ def _check_onnx_layer(layer: RecurrentLayer) -> None:
 
 @contextlib.contextmanager
 def _recurrent_ops(model: nn.Module):
-    """Within: every rnnlab layer of ``model`` runs as ``_RecurrentOp``."""
+    """Within: every rnnlab layer of ``model`` checked for ONNX and refusing traces and packed input."""
     layers = [m for m in model.modules() if isinstance(m, RecurrentLayer)]
     for layer in layers:
         _check_onnx_layer(layer)
     for layer in layers:
-        _ACTIVE[id(layer)] = layer
         layer.forward = _export_forward(layer)
     try:
         yield
     finally:
         for layer in layers:
             del layer.forward
-            _ACTIVE.pop(id(layer), None)
+
+
+def _dynamic_shapes(model: nn.Module, example_inputs: tuple, input_names, dynamic_axes):
+    """torch.export's ``dynamic_shapes`` for the inputs from the ``dynamic_axes`` of their names (one
+    ``torch.export.Dim`` per axis name, shared by every input that names it), shaped like ``forward``'s
+    parameters (a ``*args`` parameter takes a tuple of the rest)."""
+    if not dynamic_axes:
+        return None
+    params = list(inspect.signature(model.forward).parameters.values())
+    names = list(input_names or [p.name for p in params])
+    dims: dict[str, torch.export.Dim] = {}
+
+    def spec(k: int):
+        axes = dynamic_axes.get(names[k]) if k < len(names) else None
+        if not axes:
+            return None
+        if not isinstance(axes, dict):
+            axes = {a: f"{names[k]}_{a}" for a in axes}
+        return {a: dims.setdefault(n, torch.export.Dim(n)) for a, n in axes.items()}
+
+    out, k = [], 0
+    for p in params:
+        if k >= len(example_inputs):
+            break
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            out.append(tuple(spec(j) for j in range(k, len(example_inputs))))
+            k = len(example_inputs)
+        else:
+            out.append(spec(k))
+            k += 1
+    return tuple(out)
+
+
+def _rnnlab_error(e: BaseException) -> BaseException | None:
+    """The ValueError/TypeError that rnnlab raised somewhere in ``e``'s chain of causes, or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (ValueError, TypeError)) and e.__traceback__ is not None:
+            frames = traceback.extract_tb(e.__traceback__)
+            if frames and f"{os.sep}rnnlab{os.sep}" in frames[-1].filename:
+                return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _check_opset(opset: Any) -> int:
@@ -144,7 +146,7 @@ def to_onnx(
     ``h_n`` (and ``c_n``). Batch and time are dynamic axes.
 
     Any other module: ``example_inputs`` is the tuple of arguments of one call, exported by
-    torch.onnx's TorchScript exporter; ``input_names``, ``output_names`` and ``dynamic_axes``
+    torch.onnx's default (dynamo) exporter; ``input_names``, ``output_names`` and ``dynamic_axes``
     are passed to it (name the batch and time axes of every input and output you want dynamic).
     The rnnlab layers inside may be called with ``hx`` and ``lengths``; PackedSequence input and
     ``return_gates`` are refused. rnnlab *cells* stepped in a Python loop are exported as their
@@ -181,16 +183,20 @@ def to_onnx(
     was_training = model.training
     model.eval()
     try:
-        with _recurrent_ops(model), warnings.catch_warnings():
-            # the TorchScript exporter is the one that runs a Function's ONNX symbolic; its deprecation is known
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            # rnnlab's own shape checks read traced shapes; they hold for the example and are not data flow
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"rnnlab\.")
-            torch.onnx.export(model, example_inputs, path, dynamo=False, opset_version=opset,
-                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                              # inlining would trace the Function's body, whose parameters are no inputs of
-                              # it; the symbolic stands for the whole body anyway
-                              autograd_inlining=False)
+        with _recurrent_ops(model), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch's own pytree deprecations
+            warnings.filterwarnings("ignore", message=r".*axis name.*will not be used")
+            try:
+                torch.onnx.export(model, example_inputs, path, dynamo=True, opset_version=opset,
+                                  input_names=input_names, output_names=output_names, external_data=False,
+                                  custom_translation_table=TRANSLATIONS,
+                                  dynamic_shapes=_dynamic_shapes(model, example_inputs, input_names, dynamic_axes),
+                                  verbose=False)
+            except Exception as e:  # torch wraps what rnnlab refused in its own errors: raise rnnlab's
+                ours = _rnnlab_error(e)
+                if ours is None:
+                    raise
+                raise ours.with_traceback(None) from None
     finally:
         model.train(was_training)
     proto = onnx.load(path)

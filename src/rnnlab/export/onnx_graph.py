@@ -1,12 +1,8 @@
-"""An rnnlab layer as a chain of ONNX RNN / LSTM / GRU nodes, written once for two graph builders.
+"""A bare rnnlab layer as a chain of ONNX RNN / LSTM / GRU nodes, built with ``onnx.helper``.
 
-``emit_layer`` speaks to a small builder interface (``op``, ``const``) with two implementations:
-
-* ``HelperBuilder`` builds an ``onnx.GraphProto`` with ``onnx.helper`` — used for a bare layer,
-  no torch exporter involved;
-* ``TorchScriptBuilder`` wraps the graph context ``g`` of torch.onnx's TorchScript exporter — used
-  from the ``symbolic`` of the autograd.Function an rnnlab layer becomes while a whole model is
-  exported.
+``emit_layer`` speaks to a small builder interface (``op``, ``const``), ``HelperBuilder``, which builds an
+``onnx.GraphProto`` — no torch exporter involved. (A whole model goes through torch's exporter instead,
+where ``onnx_dynamo`` translates each level's operator into the same nodes.)
 
 Per level k of a layer with D directions (all time-major; ONNX's own ``layout=0``)::
 
@@ -53,37 +49,6 @@ class HelperBuilder:
 
     def rename(self, value: str, name: str) -> None:
         self.nodes.append(helper.make_node("Identity", [value], [name], name=self._name("Identity")))
-
-
-def _suffixed(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Python attributes -> the TorchScript exporter's typed keywords (hidden_size_i, direction_s, ...)."""
-    out = {}
-    for key, v in attrs.items():
-        first = v[0] if isinstance(v, (list, tuple)) else v
-        kind = "s" if isinstance(first, str) else "f" if isinstance(first, float) else "i"
-        out[f"{key}_{kind}"] = v
-    return out
-
-
-class TorchScriptBuilder:
-    """The same interface over torch.onnx's TorchScript graph context ``g``; values are graph values."""
-
-    def __init__(self, g):
-        self.g = g
-
-    def op(self, op_type: str, *inputs, n_out: int = 1, **attrs):
-        values = [self._missing() if v is None else v for v in inputs]
-        return self.g.op(op_type, *values, outputs=n_out, **_suffixed(attrs))
-
-    def const(self, hint: str, value: torch.Tensor | np.ndarray):
-        t = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
-        return self.g.op("Constant", value_t=t)
-
-    def _missing(self):
-        # an absent optional input, as torch's own RNN symbolics write it
-        n = self.g.op("prim::Constant")
-        n.setType(torch._C.OptionalType.ofTensor())
-        return n
 
 
 def _ints(b, hint: str, values) -> Any:

@@ -2,20 +2,20 @@
 
 Which engines trace (``rnnlab.engine``):
 
+* ``"native"`` (and ``"auto"``, which picks it while torch traces) — the ``rnnlab::recurrent_level``
+  operator, one node per level with a fake (shape) implementation and a registered backward:
+  ``torch.compile(..., fullgraph=True)`` compiles training and inference with no graph break, and
+  ``torch.export`` keeps one node per level with a dynamic batch and time axis (no loop unrolled).
+  MinGRU/MinLSTM's ``"auto"`` runs their parallel scan while torch traces (plain torch operations,
+  dynamic time axis too).
 * ``"reference"`` — the cells' equations, plain torch operations: compiles and exports, for every
   layer. The time loop is unrolled, so a new sequence length means a new graph, and compile time
   grows with T.
 * ``"torch"`` — torch's own fused RNN operators: exports too (time length fixed by the example);
   compiles for inference only (torch 2.13 cannot compile the backward of its CPU mkldnn operator).
-* ``"scan"`` (MinGRU/MinLSTM, also their ``"auto"``, which runs the scan while torch traces) — a parallel
-  scan of plain torch operations:
-  exports with a dynamic time axis.
-* ``"native"`` (and ``"auto"`` of RNN/LSTM/GRU, which may pick it) — compiled C++ loops inside an
-  autograd.Function: torch.compile runs them eagerly between compiled regions (graph breaks), so
-  ``fullgraph=True`` fails; torch.export cannot trace them at all.
 
-``compile_model`` and ``export_program`` therefore put every rnnlab layer on ``engine`` (default
-"reference") and refuse, before any tracing, the combinations that cannot work.
+``compile_model`` and ``export_program`` are ``torch.compile`` and ``torch.export.export`` with, optionally,
+every rnnlab layer put on one ``engine`` first (default None: each layer keeps its own).
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from .. import _checks
 from ..layers.base import RecurrentLayer
-
-UNTRACEABLE = "native"  # compiled C++ loops; "auto" may pick it wherever a layer offers it
-
 
 def _layers(model: Any) -> list[RecurrentLayer]:
     if not isinstance(model, nn.Module):
@@ -44,20 +42,6 @@ def _check_engine(engine: Any, layers: list[RecurrentLayer]) -> str | None:
         if engine is not None:
             _checks.choice("engine", engine, layer.engine_choices())
     return engine
-
-
-def _untraceable(layers: list[RecurrentLayer]) -> list[str]:
-    def may_run_native(layer):
-        auto_may = UNTRACEABLE in layer.engine_choices() and not getattr(layer, "AUTO_TRACES", False)
-        return layer.engine == UNTRACEABLE or (layer.engine == "auto" and auto_may)
-
-    return sorted({layer.engine for layer in layers if may_run_native(layer)})
-
-
-def _advice(what: str, engines: list[str]) -> str:
-    return (f"{what}: rnnlab layers on engine {', '.join(repr(e) for e in engines)} run compiled C++ loops that "
-            f"torch cannot trace; select engine='reference' (plain torch operations), e.g. "
-            f"{what.split(':')[0]}(model, ..., engine='reference')")
 
 
 @contextlib.contextmanager
@@ -74,31 +58,29 @@ def _engines(layers: list[RecurrentLayer], engine: str | None):
             layer.engine = e
 
 
-def compile_model(model: nn.Module, *, engine: str | None = "reference", **compile_kwargs):
+def compile_model(model: nn.Module, *, engine: str | None = None, **compile_kwargs):
     """``torch.compile(model, **compile_kwargs)`` after setting every rnnlab layer's engine to
-    ``engine`` (a lasting change; None keeps each layer's own).
+    ``engine`` (a lasting change; None, the default, keeps each layer's own).
 
-    With the default "reference" engine the recurrence itself is compiled. With "native" (or an
-    "auto" that may pick it) the C++ loops run eagerly between compiled regions, and
-    ``fullgraph=True`` is refused. Returns the compiled module, which computes what ``model`` computes.
+    On the default engine each level is one native operator inside the compiled graph
+    (``fullgraph=True`` works); with "reference" the recurrence itself is compiled, one graph per
+    sequence length. Returns the compiled module, which computes what ``model`` computes.
     """
     layers = _layers(model)
     engine = _check_engine(engine, layers)
     if engine is not None:
         for layer in layers:
             layer.engine = engine
-    bad = _untraceable(layers)
-    if bad and compile_kwargs.get("fullgraph", False):
-        raise ValueError(_advice("compile_model: fullgraph=True", bad))
     return torch.compile(model, **compile_kwargs)
 
 
-def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *, engine: str | None = "reference",
+def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *, engine: str | None = None,
                    dynamic_shapes=None, strict: bool = False) -> torch.export.ExportedProgram:
     """``torch.export.export(model, args, kwargs, ...)`` with every rnnlab layer on ``engine`` while
-    it traces (restored afterwards; None keeps each layer's own). With the reference engine the
-    program holds the unrolled time loop: the time length is fixed by the example; the batch may be made
-    dynamic with ``dynamic_shapes`` (e.g. ``{"x": {1: torch.export.Dim("batch")}}``), and ``lengths=``
+    it traces (restored afterwards; None, the default, keeps each layer's own). On the default engine
+    the program holds one native operator per level, and both the batch and the time axis may be made
+    dynamic with ``dynamic_shapes`` (e.g. ``{"x": {0: torch.export.Dim("time"), 1: torch.export.Dim("batch")}}``).
+    With "reference" it holds the unrolled time loop: the time length is fixed by the example. ``lengths=``
     exports too (their range is checked when the program is traced, not when it runs).
     """
     layers = _layers(model)
@@ -106,11 +88,6 @@ def export_program(model: nn.Module, args: tuple, kwargs: dict | None = None, *,
     if not isinstance(args, tuple):
         raise TypeError(f"args: expected a tuple of the model's positional arguments, got {type(args).__name__}")
     with _engines(layers, engine):
-        bad = _untraceable(layers)
-        if bad:
-            raise ValueError(_advice("export_program", bad))
-        from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
-
         try:
             return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=strict)
         except GuardOnDataDependentSymNode as e:

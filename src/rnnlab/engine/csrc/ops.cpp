@@ -14,8 +14,10 @@
 //   backward  the driver's backward loop: ∂a (T, B, gx), ∂h_0, ∂C_0
 //             ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂hhᵀ · h_{t-1}   each one GEMM over T·B rows
 //
-// What backward needs beyond the outputs travels in ``reserve`` (one flat buffer per direction; its
-// blocks are listed by ``reserve_layout``, and engine/ops.py's fake implementation sizes it the same way).
+// The outputs hold the directions first: states (D, T+1, B, H), cells (D, T+1, B, H) (LSTM), gates
+// (D, T, B, G·H), c_pre (D, T, B, H) (LSTM with zoneout: C_t before zoneout) and reserve (D, ·): what backward
+// needs beyond the outputs, one flat buffer per direction whose blocks ``reserve_layout`` lists (engine/ops.py's
+// fake implementation sizes it the same way).
 // The two directions of a bidirectional level are independent chains: on two or more threads their
 // loops run at once, each loop's GEMMs on one BLAS thread.
 
@@ -304,8 +306,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   return k;
 }
 
-using LevelOut = std::tuple<std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
-                            std::vector<Tensor>>;
+using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b,
                          TensorList b_hn, const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask,
@@ -318,12 +319,17 @@ LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, Tens
   const bool lstm = s.kind == Kind::LSTM;
   const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
-  std::vector<Tensor> states, cells, gates, c_pre, reserve, xps, w_hhTs;
+  // the outputs, directions first: each direction's slice is contiguous
+  Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.H});
+  Tensor cells = lstm ? x.new_empty({s.D, s.T + 1, s.B, s.H}) : x.new_empty({0});
+  Tensor gates = x.new_empty({s.D, s.T, s.B, s.GH});
+  Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
+  Tensor reserve = x.new_empty({s.D, reserve_size(s)});
+  std::vector<Tensor> xps, w_hhTs;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     const bool reverse = d == 1;
-    reserve.push_back(x.new_empty({reserve_size(s)}));
-    const Reserve res(s, reserve.back());
+    const Reserve res(s, reserve[d]);
     Tensor xp;
     if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
       Tensor raw = res.get("raw").view({s.T * s.B, s.GX});
@@ -338,12 +344,8 @@ LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, Tens
     }
     xps.push_back(xp.contiguous());
     w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (H, rec): MKL is faster on it for small B
-    states.push_back(x.new_empty({s.T + 1, s.B, s.H}));
-    states.back()[reverse ? s.T : 0].copy_(r.h0);
-    cells.push_back(lstm ? x.new_empty({s.T + 1, s.B, s.H}) : x.new_empty({0}));
-    if (lstm) cells.back()[reverse ? s.T : 0].copy_(r.c0);
-    gates.push_back(x.new_empty({s.T, s.B, s.GH}));
-    c_pre.push_back(lstm && s.zone ? x.new_empty({s.T, s.B, s.H}) : x.new_empty({0}));
+    states[d][reverse ? s.T : 0].copy_(r.h0);
+    if (lstm) cells[d][reverse ? s.T : 0].copy_(r.c0);
   }
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level", [&] {
     using T = scalar_t;
@@ -354,8 +356,9 @@ LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, Tens
       Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], zeros, Tensor());
       Direction<T> dir;
       dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
-      dir.states = states[d].data_ptr<T>(), dir.cells = mut<T>(cells[d]), dir.gates = gates[d].data_ptr<T>();
-      dir.extra = mut<T>(res.get("extra")), dir.c_pre = mut<T>(c_pre[d]);
+      dir.states = states[d].data_ptr<T>(), dir.cells = lstm ? cells[d].data_ptr<T>() : nullptr;
+      dir.gates = gates[d].data_ptr<T>(), dir.extra = mut<T>(res.get("extra"));
+      dir.c_pre = lstm && s.zone ? c_pre[d].data_ptr<T>() : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone);
       with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
     });
@@ -368,33 +371,39 @@ using LevelGrads = std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>, 
                               std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
                               std::vector<Tensor>>;
 
-// an output gradient: the given one (contiguous), or undefined where the list is empty
-Tensor grad_of(const char* fn, const char* name, TensorList list, int64_t d, int64_t D, c10::IntArrayRef shape,
+// an output's gradient (D, ...): the given one (contiguous), or undefined where none was given
+Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g, c10::IntArrayRef shape,
                at::ScalarType dtype) {
-  if (list.empty()) return Tensor();
-  expect_count(fn, name, list, D, true);
-  expect(fn, field(name, d), list[d], shape, dtype);
-  return list[d].contiguous();
+  if (!g.has_value()) return Tensor();
+  expect(fn, name, *g, shape, dtype);
+  return g->contiguous();
 }
 
 LevelGrads recurrent_level_backward(
     const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b, TensorList b_hn,
     const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask, TensorList ln_ih_w, TensorList ln_ih_b,
-    TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w, TensorList ln_c_b, TensorList zone, TensorList states,
-    TensorList cells, TensorList gates, TensorList c_pre, TensorList reserve, TensorList g_states, TensorList g_cells,
-    TensorList g_gates, TensorList g_c_pre, c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
+    TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w, TensorList ln_c_b, TensorList zone, const Tensor& states,
+    const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
+    const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
+    c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
                               ln_hh_b, ln_c_w, ln_c_b, zone, cell, coupled, &recs);
   const bool lstm = s.kind == Kind::LSTM;
   const int64_t R = lstm ? s.GX : s.GH, T = s.T, B = s.B, H = s.H;
-  expect_count(fn, "states", states, s.D, false);
-  expect_count(fn, "cells", cells, s.D, false);
-  expect_count(fn, "gates", gates, s.D, false);
-  expect_count(fn, "c_pre", c_pre, s.D, false);
-  expect_count(fn, "reserve", reserve, s.D, false);
-  expect_count(fn, "g_states", g_states, s.D, false);
+  const int64_t D = s.D;
+  expect(fn, "states", states, {D, T + 1, B, H}, s.dtype);
+  expect(fn, "cells", cells, lstm ? c10::IntArrayRef{D, T + 1, B, H} : c10::IntArrayRef{0}, s.dtype);
+  expect(fn, "gates", gates, {D, T, B, s.GH}, s.dtype);
+  expect(fn, "c_pre", c_pre, lstm && s.zone ? c10::IntArrayRef{D, T, B, H} : c10::IntArrayRef{0}, s.dtype);
+  expect(fn, "reserve", reserve, {D, reserve_size(s)}, s.dtype);
+  expect(fn, "g_states", g_states, {D, T + 1, B, H}, s.dtype);
+  const Tensor states_c = states.contiguous(), cells_c = cells.contiguous(), gates_c = gates.contiguous();
+  const Tensor c_pre_c = c_pre.contiguous(), reserve_c = reserve.contiguous(), g_states_c = g_states.contiguous();
+  const Tensor g_cells_c = lstm ? grad_of(fn, "g_cells", g_cells, {D, T + 1, B, H}, s.dtype) : Tensor();
+  const Tensor g_gates_c = grad_of(fn, "g_gates", g_gates, {D, T, B, s.GH}, s.dtype);
+  const Tensor g_c_pre_c = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, {D, T, B, H}, s.dtype) : Tensor();
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   struct Work {
     Tensor states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates, g_c_pre, da, dhn, dh0, dc0, dhh;
@@ -403,18 +412,11 @@ LevelGrads recurrent_level_backward(
   std::vector<Work> work(s.D);
   for (int64_t d = 0; d < s.D; ++d) {
     Work& w = work[d];
-    expect(fn, field("states", d), states[d], {T + 1, B, H}, s.dtype);
-    expect(fn, field("cells", d), cells[d], lstm ? c10::IntArrayRef{T + 1, B, H} : c10::IntArrayRef{0}, s.dtype);
-    expect(fn, field("gates", d), gates[d], {T, B, s.GH}, s.dtype);
-    expect(fn, field("c_pre", d), c_pre[d],
-           lstm && s.zone ? c10::IntArrayRef{T, B, H} : c10::IntArrayRef{0}, s.dtype);
-    expect(fn, field("reserve", d), reserve[d], {reserve_size(s)}, s.dtype);
-    w.states = states[d].contiguous(), w.cells = cells[d].contiguous(), w.gates = gates[d].contiguous();
-    w.c_pre = c_pre[d].contiguous(), w.reserve = reserve[d].contiguous();
-    w.g_states = grad_of(fn, "g_states", g_states, d, s.D, {T + 1, B, H}, s.dtype);
-    w.g_cells = lstm ? grad_of(fn, "g_cells", g_cells, d, s.D, {T + 1, B, H}, s.dtype) : Tensor();
-    w.g_gates = grad_of(fn, "g_gates", g_gates, d, s.D, {T, B, s.GH}, s.dtype);
-    w.g_c_pre = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, d, s.D, {T, B, H}, s.dtype) : Tensor();
+    w.states = states_c[d], w.cells = lstm ? cells_c[d] : Tensor(), w.gates = gates_c[d];
+    w.c_pre = lstm && s.zone ? c_pre_c[d] : Tensor(), w.reserve = reserve_c[d], w.g_states = g_states_c[d];
+    w.g_cells = g_cells_c.defined() ? g_cells_c[d] : Tensor();
+    w.g_gates = g_gates_c.defined() ? g_gates_c[d] : Tensor();
+    w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
     w.da = x.new_empty({T, B, s.GX});
     w.dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({T, B, H}) : Tensor();
     w.dh0 = x.new_empty({B, H});
@@ -564,9 +566,9 @@ std::tuple<Tensor, Tensor, Tensor> linear_recurrence_backward(const Tensor& a, c
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", *, str cell, bool coupled=False) -> "
-        "(Tensor[] states, Tensor[] cells, Tensor[] gates, Tensor[] c_pre, Tensor[] reserve)");
-  m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor[] states, Tensor[] cells, Tensor[] gates, "
-        "Tensor[] c_pre, Tensor[] reserve, Tensor[] g_states, Tensor[] g_cells, Tensor[] g_gates, Tensor[] g_c_pre, *, "
+        "(Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
+  m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
+        "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, *, "
         "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor[] dw_ih, "
         "Tensor[] dw_hh, Tensor[] db, Tensor[] db_hn, Tensor[] dh0, Tensor[] dc0, Tensor[] dpeep, Tensor[] dln_ih_w, "
         "Tensor[] dln_ih_b, Tensor[] dln_hh_w, Tensor[] dln_hh_b, Tensor[] dln_c_w, Tensor[] dln_c_b)");
