@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 import click
 
-from .. import __version__
+try:
+    __version__ = version("rnnlab")
+except PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0+unknown"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

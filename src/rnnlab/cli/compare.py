@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..compare import run_comparison
+from ..compare.browser import check_page
+
 
 @click.command("compare")
 @click.option("--profile", type=click.Choice(["tiny", "quick", "standard", "full"]), default="quick", show_default=True,
@@ -19,12 +22,8 @@ import click
 @click.option("--check-html", is_flag=True, help="Afterwards, open report.html in headless Chromium and fail on errors.")
 def compare(profile: str, full: bool, out: str, cache: str, jobs: int | None, check_html: bool) -> None:
     """Train the three cells, measure them and write OUT/report.md and OUT/report.html."""
-    from ..compare import run_comparison
-
     paths = run_comparison("full" if full else profile, out=out, cache=cache, jobs=jobs)
     if check_html:
-        from ..compare.browser import check_page
-
         result = check_page(paths["html"])
         click.echo(f"chromium: {result.loaded}/{result.images} images loaded, {len(result.errors)} script errors, "
                    f"{len(result.console)} console messages")

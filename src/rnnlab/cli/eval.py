@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..train import evaluate, load_run
+
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
@@ -14,7 +16,6 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def eval_command(run_dir, checkpoint, as_json):
     """Evaluate the run in RUN_DIR (e.g. runs/adding-lstm-s0) on its task's held-out set."""
-    from ..train import evaluate, load_run
 
     try:
         run = load_run(run_dir, checkpoint)

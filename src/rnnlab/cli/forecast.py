@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..train import evaluate, load_run
+
 
 @click.command("forecast")
 @click.argument("run_dir", type=click.Path(file_okay=False))
@@ -12,7 +14,6 @@ import click
 def forecast_command(run_dir, horizon, checkpoint):
     """Score the forecast run in RUN_DIR against the naive last-value forecast on its held-out
     tail, then forecast HORIZON values after the series' end (each fed back as input)."""
-    from ..train import evaluate, load_run
 
     try:
         run = load_run(run_dir, checkpoint)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..tasks import sample
+from ..train import load_run
+
 
 @click.command("generate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
@@ -14,8 +17,6 @@ import click
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 def generate_command(run_dir, prime, length, temperature, seed, checkpoint):
     """Sample LENGTH characters from the char_lm run in RUN_DIR, after PRIME."""
-    from ..tasks import sample
-    from ..train import load_run
 
     try:
         run = load_run(run_dir, checkpoint)

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from ..tasks import TASKS
+from ..train import Trainer, load_config
+from ..train.trainer import Interrupted
 
 # command-line options that set one config key each; None (not given) leaves the config's value
 OPTION_KEYS = {
@@ -80,9 +82,6 @@ def train_command(config_path, runs_dir, sets, resume, overwrite, **options):
     checkpoint that could not be written (the previous one is intact); 2 bad arguments, config or
     data (nothing written); 130 Ctrl-C (checkpoint 'last' saved at the current step; --resume).
     """
-    from ..train import Trainer, load_config
-    from ..train.trainer import Interrupted
-
     overrides = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_sets(sets))
     if resume and overwrite:
