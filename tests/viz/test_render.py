@@ -168,3 +168,11 @@ def test_scale_long_deep_bidirectional_padded_and_wide(tmp_path):
     wide = unroll(rnnlab.LSTM(2, 512), torch.randn(4, 1, 2), lambda out: out[-1].sum())
     assert len(wide.units) == 8 and wide.tracks[0].values["f"].shape == (4, 512)
     assert wide.to_html(tmp_path / "wide.html") < 60_000
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    plain = tmp_path / "plain.html"
+    plain.write_bytes(b"x")
+    atomic = tmp_path / "atomic.html"
+    write_atomic(atomic, b"x")
+    assert atomic.stat().st_mode == plain.stat().st_mode

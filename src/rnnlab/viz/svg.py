@@ -13,8 +13,8 @@ import html
 from .layout import Arrow, Layout, Rect, Text, layout
 
 VIEWS = ("forward", "bptt")
-MARKER = ('<style>.arrow{fill:none;marker-end:url(#head)}</style><defs><marker id="head" viewBox="0 0 6 6" refX="5" refY="3" markerWidth="4" markerHeight="4" '
-          'orient="auto-start-reverse"><path d="M0,0L6,3L0,6z" fill="#777"/></marker></defs>')
+MARKER = ('<style>.arrow{fill:none;marker-end:url(#head)}</style><defs><marker id="head" viewBox="0 0 6 6" refX="5" refY="3" markerWidth="5" markerHeight="5" '
+          'markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path d="M0,0L6,3L0,6z" fill="#777"/></marker></defs>')
 
 
 def _n(v: float) -> str:
