@@ -167,7 +167,7 @@ def _pre_activations(cell: str, options: dict, x_t, h_prev, w, gates) -> dict[st
 def _biases(w, gates, H: int) -> dict[str, np.ndarray]:
     if w.bias is None:
         return {g: np.zeros(H) for g in gates}
-    return {g: w.bias[j * H:(j + 1) * H].detach().numpy().copy() for j, g in enumerate(gates)}
+    return {g: w.bias[j * H:(j + 1) * H].detach().cpu().numpy().copy() for j, g in enumerate(gates)}
 
 
 def _pad(a: np.ndarray, T: int) -> np.ndarray:
@@ -189,7 +189,7 @@ def _run(layer: RecurrentLayer, cell: str, xs: torch.Tensor, differentiate: bool
         for d in range(D):
             w = layer.weights(k, d)
             inp_d = inp.clone() if differentiate else inp  # this direction's own copy: the input arrows
-            state = tuple(torch.zeros(1, H, dtype=xs.dtype, requires_grad=differentiate) for _ in names)  # h_0 (, C_0)
+            state = tuple(torch.zeros(1, H, dtype=xs.dtype, device=xs.device, requires_grad=differentiate) for _ in names)  # h_0 (, C_0)
             rec = {"state_in": [None] * ell, "state": [None] * ell, "traces": [None] * ell, "pre": [None] * ell,
                    "inp": inp_d, "w": w}
             for t in reversed(range(ell)) if d == 1 else range(ell):
@@ -315,9 +315,9 @@ def unroll(model_or_layer: nn.Module, x: torch.Tensor, loss: Callable[[torch.Ten
             grads = dict(zip(map(id, wanted), got))
     tracks = [_track(rec, i, net, cell, T, ell, grads if differentiate else None) for i, rec in enumerate(recs)]
     if model is None:
-        x_np = (one.transpose(0, 1) if net.batch_first else one)[:, 0].detach().double().numpy()  # (ℓ, X)
+        x_np = (one.transpose(0, 1) if net.batch_first else one)[:, 0].detach().double().cpu().numpy()  # (ℓ, X)
     else:
-        x_np = one[0].detach().double().reshape(ell, -1).numpy()  # (ℓ, C), symbols (ℓ, 1)
+        x_np = one[0].detach().double().reshape(ell, -1).cpu().numpy()  # (ℓ, C), symbols (ℓ, 1)
     y_np = _outputs(y_out, model, net, T, ell)
     H = net.hidden_size
     return Unrolled(cell=cell, options=dict(net.options), gates=tuple(net.gates), T=T, length=ell, hidden_size=H,
@@ -328,7 +328,7 @@ def unroll(model_or_layer: nn.Module, x: torch.Tensor, loss: Callable[[torch.Ten
 
 def _outputs(y, model, net, T: int, ell: int) -> np.ndarray:
     """y as (T, K): per step, or (for a "last" head) at the last real step only."""
-    y = y.detach()
+    y = y.detach().cpu()
     if model is None:
         steps = (y.transpose(0, 1) if net.batch_first else y)[:, 0]  # (ℓ, D·H)
         return _pad(steps.numpy(), T)
@@ -346,10 +346,10 @@ def _track(rec, i: int, net, cell: str, T: int, ell: int, grads) -> Track:
     values = {}
     traces = rec["traces"]
     for g in (() if cell == "rnn" else net.gates):
-        values[g] = _pad(torch.cat([tr[g] for tr in traces]).detach().numpy(), T)
+        values[g] = _pad(torch.cat([tr[g] for tr in traces]).detach().cpu().numpy(), T)
     for j, s in enumerate(names):
-        values[s] = _pad(torch.cat([st[j] for st in rec["state"]]).detach().numpy(), T)
-    pre = {g: _pad(torch.cat([p[g] for p in rec["pre"]]).detach().numpy(), T) for g in net.gates}
+        values[s] = _pad(torch.cat([st[j] for st in rec["state"]]).detach().cpu().numpy(), T)
+    pre = {g: _pad(torch.cat([p[g] for p in rec["pre"]]).detach().cpu().numpy(), T) for g in net.gates}
     track = Track(level=k, direction=d, values=values, pre=pre, bias=_biases(rec["w"], net.gates, net.hidden_size))
     if grads is not None:
         norm = lambda t: 0.0 if grads.get(id(t)) is None else float(grads[id(t)].norm())
@@ -357,8 +357,8 @@ def _track(rec, i: int, net, cell: str, T: int, ell: int, grads) -> Track:
             track.grads[s] = _pad(np.array([norm(st[j]) for st in rec["state"]]), T)
             track.grads["flow_" + s] = _pad(np.array([norm(st[j]) for st in rec["state_in"]]), T)
         g_in, g_out = grads.get(id(rec["inp"])), grads.get(id(rec["out"]))
-        track.grads["flow_in"] = _pad(np.zeros(ell) if g_in is None else g_in[:, 0].norm(dim=-1).numpy(), T)
-        track.grads["flow_out"] = _pad(np.zeros(ell) if g_out is None else g_out[:, 0].norm(dim=-1).numpy(), T)
+        track.grads["flow_in"] = _pad(np.zeros(ell) if g_in is None else g_in[:, 0].norm(dim=-1).cpu().numpy(), T)
+        track.grads["flow_out"] = _pad(np.zeros(ell) if g_out is None else g_out[:, 0].norm(dim=-1).cpu().numpy(), T)
         gh = track.grads["h"][:ell]
         factor = np.full(ell, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
