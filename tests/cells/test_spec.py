@@ -47,6 +47,16 @@ def test_kernel_names(name, options, kernel):
     assert kernel in KERNELS and SPECS[name].kernel(options) == kernel
 
 
+@pytest.mark.parametrize("name", list(SPECS))
+def test_each_listed_kernel_is_what_its_options_select(name):
+    """``kernels`` (read by the native engine's double backward and ONNX translation) inverts ``kernel``."""
+    spec = SPECS[name]
+    assert spec.kernels, name
+    for kernel, options in spec.kernels.items():
+        assert spec.kernel(options) == kernel
+    assert set().union(*(SPECS[n].kernels for n in SPECS)) == set(KERNELS)
+
+
 def test_native_variants():
     assert set(SPECS["lstm"].native_variants) == {"layer_norm", "peepholes", "coupled", "recurrent_dropout", "zoneout"}
     assert set(SPECS["gru"].native_variants) == {"layer_norm", "recurrent_dropout", "zoneout"}

@@ -28,6 +28,7 @@ SPEC = CellSpec(
     traces=("z", "r", "n"),
     gate_bias={"z": -1.0},
     kernel=lambda options: "gru_" + options.get("reset", "before"),
+    kernels={"gru_before": {"reset": "before"}, "gru_after": {"reset": "after"}},
     # the gates, h, the output; layer norm: x W_ihᵀ, the normalised GEMM outputs and their gradients (3G);
     # zoneout: h's keep masks
     memory=Memory(per_step=3 + 1 + 1, layer_norm=3 * 3, zoneout=1),

@@ -37,6 +37,7 @@ SPEC = CellSpec(
     traces=("f", "i", "g", "o", "c"),
     gate_bias={"f": 1.0},
     kernel=lambda options: "lstm",
+    kernels={"lstm": {}},
     # the gates (4H, even when coupled), h and C, the output; layer norm: x W_ihᵀ, the normalised GEMM
     # outputs and their gradients (3G) and LN(C_t)'s two; zoneout: the keep masks of h and C, and C_t before it
     memory=Memory(per_step=4 + 2 + 1, layer_norm=3 * 4 + 2, zoneout=2 + 1),

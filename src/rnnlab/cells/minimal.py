@@ -22,9 +22,9 @@ from .spec import CellSpec, Memory
 # no torch.nn, ONNX or fused streaming counterpart: their layers run the scan or the linear loop,
 # and a stream steps their equations
 MINGRU = CellSpec(name="mingru", gates=("z", "h"), state=("h",), traces=("z", "n"), gate_bias={"z": -1.0},
-                  recurrent=False, kernel=lambda options: "linear", memory=Memory(per_step=2 + 1 + 1))
+                  recurrent=False, kernel=lambda options: "linear", kernels={"linear": {}}, memory=Memory(per_step=2 + 1 + 1))
 MINLSTM = CellSpec(name="minlstm", gates=("f", "i", "h"), state=("h",), traces=("f", "i", "n"), gate_bias={"f": 1.0},
-                   recurrent=False, kernel=lambda options: "linear", memory=Memory(per_step=3 + 1 + 1))
+                   recurrent=False, kernel=lambda options: "linear", kernels={"linear": {}}, memory=Memory(per_step=3 + 1 + 1))
 
 
 def g(a: torch.Tensor) -> torch.Tensor:

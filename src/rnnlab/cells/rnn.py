@@ -19,6 +19,7 @@ SPEC = CellSpec(
     state=("h",),
     traces=("h",),
     kernel=lambda options: "rnn_" + options.get("nonlinearity", "tanh"),
+    kernels={"rnn_tanh": {"nonlinearity": "tanh"}, "rnn_relu": {"nonlinearity": "relu"}},
     memory=Memory(per_step=1 + 1 + 1),  # the activated h (the "gate"), the state, the output
     torch=TorchLayout(gates=("h",), layer=nn.RNN, cell=nn.RNNCell,
                       op=lambda options: "rnn_" + options.get("nonlinearity", "tanh"),

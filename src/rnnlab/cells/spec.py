@@ -97,6 +97,7 @@ class CellSpec:
     traces: tuple[str, ...]
     kernel: Callable[[Options], str]
     memory: Memory
+    kernels: Mapping[str, Options] = field(default_factory=dict)  # each kernel the cell runs on -> options selecting it
     gate_bias: Mapping[str, float] = field(default_factory=dict)
     recurrent: bool = True  # False: the gates see only x_t (no weight_hh)
     structural: tuple[str, ...] = ()  # the structural variants the cell takes

@@ -75,7 +75,11 @@ def warn_unavailable() -> None:
 FIELDS = ("w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "peep", "h_mask", "ln_ih_w", "ln_ih_b",
           "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b", "zone")
 OUTPUTS = ("states", "cells", "gates", "c_pre", "reserve")
-STORED_GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru_before": 3, "gru_after": 3}
+# the cells whose levels the recurrent_level operator runs, by kernel: the class (its ``equations``, for
+# double backward) and the options that select the kernel (from each cell's ``SPEC.kernels``)
+EQUATIONS = {name: (cell, dict(options)) for cell in (RNNCell, LSTMCell, GRUCell)
+             for name, options in cell.SPEC.kernels.items()}
+STORED_GATES = {name: len(cell.SPEC.gates) for name, (cell, _) in EQUATIONS.items()}  # G of the gates output
 
 
 def reserve_width(cell: str, H: int, coupled: bool, ln_hh: bool, ln_ih: bool) -> int:
@@ -185,10 +189,6 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
             per("ln_c_b", dln_c_b), per("zone", []))
 
 
-# the cell whose ``equations`` a kernel computes, and the options that select it
-EQUATIONS = {"rnn_tanh": (RNNCell, {"nonlinearity": "tanh"}), "rnn_relu": (RNNCell, {"nonlinearity": "relu"}),
-             "lstm": (LSTMCell, {}), "gru_before": (GRUCell, {"reset": "before"}),
-             "gru_after": (GRUCell, {"reset": "after"})}
 LN_NAMES = {"ln_ih_w": "ln_ih_weight", "ln_ih_b": "ln_ih_bias", "ln_hh_w": "ln_hh_weight", "ln_hh_b": "ln_hh_bias",
             "ln_c_w": "ln_c_weight", "ln_c_b": "ln_c_bias"}
 
