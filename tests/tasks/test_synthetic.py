@@ -144,4 +144,4 @@ def test_bad_settings(name, settings, error, words):
 def test_unknown_task():
     with pytest.raises(ValueError, match="expected one of adding"):
         get_task("addition")
-    assert set(TASKS) == {"adding", "copy", "temporal_order", "tagging", "char_lm", "forecast"}
+    assert set(TASKS) == {"adding", "copy", "temporal_order", "tagging", "char_lm", "forecast", "mnist1d", "japanese_vowels"}
