@@ -102,3 +102,27 @@ def test_chromium_check_catches_a_broken_page(tmp_path):
     assert result.images == 1 and result.loaded == 0
     assert any("notDefined" in e for e in result.errors)
     assert not result.ok
+
+
+def test_no_train_reports_missing_yardstick_runs_and_refuses_other_gaps(tiny, tmp_path):
+    import shutil
+
+    from rnnlab.compare.protocol import PROFILES, schedule
+    from rnnlab.compare.training import RunCache
+
+    root, _, _ = tiny
+    cache = tmp_path / "runs"
+    shutil.copytree(root / "runs", cache)
+    sched = schedule(PROFILES["tiny"])
+    gone = next(spec for info, spec in sched["yardsticks"] if info["cell"] == "gru" and info["seed"] == 1)
+    shutil.rmtree(RunCache(cache)._dir(gone))
+    paths = run_comparison("tiny", out=tmp_path / "report", cache=cache, jobs=1, log=io.StringIO(), train=False)
+    md = paths["markdown"].read_text()
+    assert "(1 of 3 runs not trained: no verdict)" in md
+    m = json.loads(paths["measurements"].read_text())
+    row = next(c for r in m["yardsticks"]["results"] if r["yardstick"]["key"] == "mnist1d" for c in r["cells"]
+               if c["cell"] == "gru")
+    assert row["missing"] == 1 and row["verdict"] is None and len(row["result"]["values"]) == 2
+    shutil.rmtree(RunCache(cache)._dir(sched["memory"][0][1]))
+    with pytest.raises(ValueError, match="cache: 1 runs of profile 'tiny' outside the yardsticks"):
+        run_comparison("tiny", out=tmp_path / "again", cache=cache, jobs=1, log=io.StringIO(), train=False)

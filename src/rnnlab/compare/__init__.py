@@ -40,8 +40,11 @@ def _rounded(x):
 
 
 def run_comparison(profile: str | Profile = "quick", out: str | Path = "report", cache: str | Path = "runs/compare",
-                   jobs: int | None = None, log=sys.stderr) -> dict[str, Path]:
-    """Train what the cache lacks, measure, and write the report under ``out``. Returns the written paths."""
+                   jobs: int | None = None, log=sys.stderr, train: bool = True) -> dict[str, Path]:
+    """Train what the cache lacks, measure, and write the report under ``out``. Returns the written paths.
+
+    ``train=False`` writes the report from the cache alone: every run outside the yardsticks must be
+    there; a yardstick cell with runs missing is reported as not trained, without a verdict."""
     if isinstance(profile, str):
         if profile not in PROFILES:
             raise ValueError(f"profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
@@ -57,7 +60,15 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
     try:
         sched = schedule(profile)
         runs = RunCache(cache)
-        done = run_missing(sched, runs, jobs=jobs, log=log)
+        if train:
+            done = run_missing(sched, runs, jobs=jobs, log=log)
+        else:
+            lacking = [info for part, items in sched.items() if part != "yardsticks" for info, spec in items
+                       if not runs.has(spec)]
+            if lacking:
+                raise ValueError(f"cache: {len(lacking)} runs of profile {profile.name!r} outside the yardsticks are not "
+                                 f"in {str(cache)!r} (e.g. {lacking[0]}); run without --no-train to train them")
+            done = {"trained": 0, "cached": sum(runs.has(spec) for items in sched.values() for _, spec in items)}
         training_minutes = (time.perf_counter() - start) / 60
         measurements = measure_all(profile, sched, runs, log=log)
     finally:
@@ -65,7 +76,8 @@ def run_comparison(profile: str | Profile = "quick", out: str | Path = "report",
     info = {"trained": done["trained"], "cached": done["cached"], "elapsed": time.perf_counter() - start,
             "training_minutes": training_minutes,
             "train_core_minutes": sum(sum(runs.result(spec)["step_seconds"]) for spec in
-                                      {spec.key(): spec for part in sched.values() for _, spec in part}.values()) / 60,
+                                      {spec.key(): spec for part in sched.values() for _, spec in part}.values()
+                                      if runs.has(spec)) / 60,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "engine": ", ".join(f"{cell}: {runs.result(spec)['engine']}" for cell, spec in
                                 {info["cell"]: spec for info, spec in sched["memory"]}.items())}

@@ -26,7 +26,7 @@ from ..analysis import (NGramLM, best_order, closed_form_parameters, count_param
                         gate_saturation, hidden_gradient_norms)
 from ..layers import GRU, LSTM, RNN
 from ..tasks import Batch, get_task
-from .protocol import CELL_OPTIONS, CELLS, PROFILES, SOLVE, Profile, memory_specs
+from .protocol import CELL_OPTIONS, CELLS, PROFILES, SOLVE, Profile, memory_specs, yardstick_spec
 from .training import RunCache, RunSpec, build, engine_path
 from .unrolled import UnrolledSection, measure_unrolled
 from .yardsticks import Published, Yardstick, verdict
@@ -625,6 +625,7 @@ class YardstickCell:
     verdict: str | None  # yardsticks.verdict's rule; None without a published number
     margin: float | None
     difference: float | None  # ours (mean) - published
+    missing: int = 0  # runs of this cell not in the cache (a report written with --no-train): no verdict
 
 
 @dataclass
@@ -649,31 +650,40 @@ def yardsticks(p: Profile, sched, cache: RunCache, full: Profile | None = None) 
     """Our results beside the published ones; with ``full``, also the time that profile's yardstick runs
     (the sources' budgets) would take at the step times measured here."""
     by: dict = {}
+    missing: dict = {}
     for info, spec in sched["yardsticks"]:
-        by.setdefault(info["yardstick"], {}).setdefault(info["cell"], []).append(cache.result(spec))
+        key = (info["yardstick"], info["cell"])
+        if cache.has(spec):
+            by.setdefault(key, []).append(cache.result(spec))
+        else:
+            missing[key] = missing.get(key, 0) + 1
     results = []
     for y in p.yardsticks:
         cells, slowest, baseline = [], 0.0, float("nan")
         for cell in CELLS:
-            runs = by[y.key][cell]
+            runs, gone = by.get((y.key, cell), []), missing.get((y.key, cell), 0)
             stat = Stat.of(r["final"][y.metric] for r in runs)
             step = _median([s for r in runs for s in r["step_seconds"]])
-            slowest = max(slowest, step)
-            baseline = runs[0]["baselines"].get(y.metric, float("nan"))
+            if step == step:
+                slowest = max(slowest, step)
+            if runs:
+                baseline = runs[0]["baselines"].get(y.metric, float("nan"))
+            params = runs[0]["params"] if runs else count_parameters(build(yardstick_spec(y, cell, p.seeds[0], 1))[1])
             pub = y.published_for(cell)
             v = margin = diff = None
-            if pub is not None:
+            if pub is not None and runs and not gone:
                 v, margin = verdict(stat.values, pub.value, y.higher_is_better, y.tolerance)
                 diff = stat.mean - pub.value
-            cells.append(YardstickCell(cell, y.hidden_of(cell), runs[0]["params"], stat, step, pub, v, margin, diff))
+            cells.append(YardstickCell(cell, y.hidden_of(cell), params, stat, step, pub, v, margin, diff, gone))
         others = [q for q in y.published if q.model not in CELLS]
-        hours = y.paper_steps * slowest / 3600 if y.paper_steps else None
+        hours = y.paper_steps * slowest / 3600 if y.paper_steps and not any(c.missing for c in cells) else None
         results.append(YardstickResult(y, cells, others, baseline, len(p.seeds), hours))
     full_hours = None
     if full is not None and full.yardsticks:
         step = {(r.yardstick.key, c.cell): c.median_step_seconds for r in results for c in r.cells}
         if all((y.key, c) in step for y in full.yardsticks for c in CELLS):
             full_hours = sum(y.steps * step[(y.key, c)] for y in full.yardsticks for c in CELLS) * len(full.seeds) / 3600 / full.jobs
+            full_hours = full_hours if full_hours == full_hours else None  # a yardstick never timed
     return YardsticksSection(results, full_hours, len(full.seeds) if full is not None else 0,
                              full.jobs if full is not None else 1)
 

@@ -127,7 +127,7 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
         for c in r.cells:
             pub = c.published
             rows.append([y.title, f"{c.cell.upper()} (H = {c.hidden}, {_params(c.params)} params)", y.metric,
-                         _stat(c.result),
+                         _stat(c.result) + (f" ({c.missing} of {r.seeds} runs not trained: no verdict)" if c.missing else ""),
                          "—" if pub is None else _metric(pub.value) + ("" if pub.verified else " (unverified)"),
                          "—" if c.difference is None else f"{c.difference:+.3g}",
                          "—" if c.verdict is None else f"**{c.verdict}** (margin {_metric(c.margin)})"])
@@ -144,7 +144,7 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
         doc.paragraph(budget + f" A trivial answer scores {_metric(r.baseline)} ({y.metric}).")
         notes = []
         for c in r.cells:
-            if c.published is None:
+            if c.published is None or c.verdict is None:
                 continue
             gap = abs(c.difference)
             words = {MATCHES: "matches it", BETTER: f"is better by {gap:.3g}", WORSE: f"is worse by {gap:.3g}"}[c.verdict]
