@@ -14,21 +14,19 @@ G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru_before": 3, "gru_after": 3}
 
 
 def level_args(cell, dtype, lengths, D, variants, coupled=False, T=4, B=3, H=3, X=2):
+    """Arguments of rnnlab::recurrent_level: each per-direction field (D, ...), or None where absent."""
     g = torch.Generator().manual_seed(0)
-    r = lambda *s, grad=True: (torch.rand(*s, dtype=dtype, generator=g) - 0.5).requires_grad_(grad)  # noqa: E731
+    r = lambda *s, grad=True: (torch.rand(D, *s, dtype=dtype, generator=g) - 0.5).requires_grad_(grad)  # noqa: E731
     lstm, on = cell == "lstm", variants and cell in ("lstm", "gru_before", "gru_after")
     GX, GH = (3 * H if coupled else G[cell] * H), G[cell] * H
     R = GX if lstm else GH
-    per = lambda make: [make() for _ in range(D)]  # noqa: E731
-    keep = lambda S: (torch.rand(T, S, B, H, generator=g) < 0.3).to(dtype)  # noqa: E731
+    keep = (torch.rand(D, T, 2 if lstm else 1, B, H, generator=g) < 0.3).to(dtype) if on else None
     mask = (torch.arange(T).unsqueeze(1) < torch.tensor([T, 2, 1][:B]).unsqueeze(0)).to(dtype) if lengths else None
-    args = (r(T, B, X), per(lambda: r(GX, X)), per(lambda: r(R, H)), per(lambda: r(B, H)),
-            per(lambda: r(B, H)) if lstm else [], per(lambda: r(GX)), per(lambda: r(H)) if cell == "gru_after" else [],
-            mask, per(lambda: r((2 if coupled else 3) * H)) if on and lstm else [],
-            per(lambda: r(B, H, grad=False)) if on else [], per(lambda: r(GX)) if on else [],
-            per(lambda: r(GX)) if on else [], per(lambda: r(R)) if on else [], per(lambda: r(R)) if on else [],
-            per(lambda: r(H)) if on and lstm else [], per(lambda: r(H)) if on and lstm else [],
-            per(lambda: keep(2 if lstm else 1)) if on else [])
+    args = (torch.rand(T, B, X, dtype=dtype, generator=g).requires_grad_(), r(GX, X), r(R, H), r(B, H),
+            r(B, H) if lstm else None, r(GX), r(H) if cell == "gru_after" else None, mask,
+            r((2 if coupled else 3) * H) if on and lstm else None, r(B, H, grad=False) if on else None,
+            r(GX) if on else None, r(GX) if on else None, r(R) if on else None, r(R) if on else None,
+            r(H) if on and lstm else None, r(H) if on and lstm else None, keep)
     return args, {"cell": cell, "coupled": coupled}
 
 
@@ -64,15 +62,13 @@ def test_backward_operator_shapes_match_its_fake():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     args, kwargs = level_args("lstm", torch.float64, True, 2, True)
-    args = tuple([t.detach() for t in a] if isinstance(a, list) else (a.detach() if a is not None else None) for a in args)
+    args = tuple(a.detach() if a is not None else None for a in args)
     out = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
     grads = (torch.ones_like(out[0]), torch.ones_like(out[1]), None, None)
     real = torch.ops.rnnlab.recurrent_level_backward(*args, *out, *grads, **kwargs)
     with FakeTensorMode() as mode:
         conv = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        fake_in = [[conv(t) for t in a] if isinstance(a, (list, tuple)) else conv(a) for a in (*args, *out, *grads)]
+        fake_in = [conv(a) for a in (*args, *out, *grads)]
         kwargs = dict(kwargs)
         fake = torch.ops.rnnlab.recurrent_level_backward(*fake_in, **kwargs)
-    for r, f in zip(real, fake):
-        rs, fs = (r, f) if isinstance(r, (list, tuple)) else ([r], [f])
-        assert [t.shape for t in rs] == [t.shape for t in fs]
+    assert [t.shape for t in real] == [t.shape for t in fake]

@@ -71,11 +71,19 @@ def zoneout_masks(layer, T: int, like: torch.Tensor, reverse: bool) -> torch.Ten
     return keep.flip(0) if reverse else keep  # the reverse direction's step s is time T-1-s
 
 
+def _directions(t: torch.Tensor, D: int) -> tuple:
+    """An operator output (D, ...) as one tensor per direction: a view for one direction, ``unbind`` for two
+    (their backward is one copy; indexing each direction would build a zero-filled gradient per index)."""
+    if t.dim() < 2:  # an absent output (0,)
+        return (t,) * D
+    return (t.view(t.shape[1:]),) if D == 1 else t.unbind(0)
+
+
 def level_fields(layer, k: int, inp: torch.Tensor, states: list, T: int) -> dict:
-    """Level k's per-direction fields for the operator (``ops.FIELDS`` but ``mask``): a list per field, one
-    tensor per direction, or [] where the field is absent. Draws recurrent dropout's and zoneout's masks
-    in the reference engine's order."""
-    fields: dict[str, list] = {name: [] for name in ops.FIELDS if name != "mask"}
+    """Level k's per-direction fields for the operator (``ops.FIELDS`` but ``mask``): one tensor per field with
+    the directions first (a view for one direction, a stack for two), or None where the field is absent.
+    Draws recurrent dropout's and zoneout's masks in the reference engine's order."""
+    per: dict[str, list] = {name: [] for name in ops.FIELDS if name != "mask"}
     for d, state in enumerate(states):
         step = layer.step_arguments(k, d, inp.shape[1])
         extra = step.get("extra", {})
@@ -86,8 +94,9 @@ def level_fields(layer, k: int, inp: torch.Tensor, states: list, T: int) -> dict
                       **{short: extra.get(name) for short, name in ops.LN_NAMES.items()})
         for name, t in values.items():
             if t is not None:
-                fields[name].append(t)
-    return fields
+                per[name].append(t)
+    return {name: (None if not ts else ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(ts))
+            for name, ts in per.items()}
 
 
 def run_levels(layer, x, hx, lengths, trace):
@@ -103,9 +112,9 @@ def run_levels(layer, x, hx, lengths, trace):
         f = level_fields(layer, k, inp, states, T)
         res = torch.ops.rnnlab.recurrent_level(inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS),
                                                cell=cell, coupled=coupled)
-        out_states, cells, gates, c_pre, _ = res  # each (D, ...)
-        lstm = cell == "lstm"
-        return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if f["zone"] and lstm else None,
+        lstm, zone = cell == "lstm", f["zone"] is not None
+        out_states, cells, gates, c_pre = (_directions(t, D) for t in res[:4])  # each output is (D, ...)
+        return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if zone and lstm else None,
                        live, d == 1, trace) for d in range(D)]
 
     return run_stack(layer, x, hx, lengths, trace, level=level)

@@ -11,8 +11,8 @@ that library and registers, beside each operator, what tracing and autograd need
   (``create_graph=True``) recomputes the forward through the cells' own ``equations`` — the
   reference engine's arithmetic — and differentiates that.
 
-Each list argument holds one tensor per direction of the level (direction 1 runs in reverse), or none
-where the field is absent (no bias, a variant off). Without the compiled library (no compiler at
+Each per-direction argument holds the level's directions in its first dimension (D = 1 or 2; direction 1
+runs in reverse), or is None where the field is absent (no bias, a variant off). Without the compiled library (no compiler at
 install, or ``RNNLAB_NATIVE=0``) ``available()`` is False and the layers run the reference engine,
 with one warning.
 """
@@ -101,21 +101,21 @@ if _LIBRARY["path"] is not None:
     def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                     ln_c_w, ln_c_b, zone, *, cell, coupled=False):
         T, B, _ = x.shape
-        H, D, lstm = w_hh[0].shape[1], len(w_ih), cell == "lstm"
-        K = reserve_width(cell, H, coupled, bool(ln_hh_w), bool(ln_ih_w))
+        D, H, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
+        K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None)
         return (x.new_empty(D, T + 1, B, H), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
-                x.new_empty(D, T, B, STORED_GATES[cell] * H), x.new_empty(D, T, B, H) if lstm and zone else x.new_empty(0),
-                x.new_empty(D, T * B * K))
+                x.new_empty(D, T, B, STORED_GATES[cell] * H),
+                x.new_empty(D, T, B, H) if lstm and zone is not None else x.new_empty(0), x.new_empty(D, T * B * K))
 
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
                              g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True):
-        like = lambda ts: [torch.empty_like(t) for t in ts] if need_weights else []  # noqa: E731
-        h0 = list(h0)
-        return (torch.empty_like(x) if need_x else x.new_empty(0), like(w_ih), like(w_hh), like(b), like(b_hn),
-                [torch.empty_like(t) for t in h0], [torch.empty_like(t) for t in c0] or [x.new_empty(0) for _ in h0],
-                like(peep), like(ln_ih_w), like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b))
+        none = x.new_empty(0)
+        like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
+        return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
+                none if c0 is None else torch.empty_like(c0), like(b), like(b_hn), like(peep), like(ln_ih_w),
+                like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b))
 
     @torch.library.register_fake("rnnlab::linear_recurrence")
     def _linear_fake(a, b, h0, mask, *, reverse=False):
@@ -133,60 +133,30 @@ if _LIBRARY["path"] is not None:
 
 def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
-    x, *fields = inputs
-    flat, counts = [x], []
-    for f in list(fields):
-        if isinstance(f, (list, tuple)):
-            flat += list(f)
-            counts.append(len(f))
-        else:  # mask: a tensor or None
-            flat.append(f)
-            counts.append(None)
-    ctx.counts = counts
-    ctx.save_for_backward(*flat, *output)
+    ctx.save_for_backward(*inputs, *output)
     ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
 
 
-def _saved(ctx):
-    """(x, {name: list or tensor}) from what ``_level_setup`` saved: the inputs' fields, then the outputs."""
-    flat = ctx.saved_tensors
-    x, at, out = flat[0], 1, {}
-    for name, n in zip(FIELDS, ctx.counts):
-        if n is None:
-            out[name] = flat[at]
-            at += 1
-        else:
-            out[name] = list(flat[at : at + n])
-            at += n
-    out.update(zip(OUTPUTS, flat[at:]))
-    return x, out
+WEIGHTS = ("w_ih", "w_hh", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b")
+GRAD_ORDER = ("w_ih", "w_hh", "h0", "c0", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w",
+              "ln_c_b")  # recurrent_level_backward's outputs after dx
 
 
 def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
-    x, v = _saved(ctx)
+    saved = ctx.saved_tensors
+    x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
         return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
-    need = ctx.needs_input_grad  # (x, then one entry per field: a list of bools, or a bool for mask)
-    weights = [n for n in ("w_ih", "w_hh", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b",
-                           "ln_c_w", "ln_c_b")]
-    need_weights = any(any(need[1 + FIELDS.index(n)]) for n in weights)
+    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad))
     lstm = ctx.cell == "lstm"
     got = torch.ops.rnnlab.recurrent_level_backward(
         x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
-        g_c_pre if v["zone"] and lstm else None, cell=ctx.cell, coupled=ctx.coupled, need_x=bool(need[0]), need_weights=need_weights)
-    dx, dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dln_ih_w, dln_ih_b, dln_hh_w, dln_hh_b, dln_c_w, dln_c_b = got
-    D = len(v["w_ih"])
-
-    def per(field, grads):  # the gradient list for an input field: one per direction, or [] where absent
-        if not v[field]:
-            return []
-        return list(grads) if grads else [None] * D
-
-    return (dx if need[0] else None, per("w_ih", dw_ih), per("w_hh", dw_hh), list(dh0), list(dc0) if lstm else [],
-            per("b", db), per("b_hn", db_hn), None, per("peep", dpeep), per("h_mask", []), per("ln_ih_w", dln_ih_w),
-            per("ln_ih_b", dln_ih_b), per("ln_hh_w", dln_hh_w), per("ln_hh_b", dln_hh_b), per("ln_c_w", dln_c_w),
-            per("ln_c_b", dln_c_b), per("zone", []))
+        g_c_pre if v["zone"] is not None and lstm else None, cell=ctx.cell, coupled=ctx.coupled,
+        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS))
+    grads = dict(zip(GRAD_ORDER, got[1:]))
+    return (got[0] if need["x"] else None,
+            *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
 
 
 LN_NAMES = {"ln_ih_w": "ln_ih_weight", "ln_ih_b": "ln_ih_bias", "ln_hh_w": "ln_hh_weight", "ln_hh_b": "ln_hh_bias",
@@ -235,15 +205,15 @@ def reference_level(cell: str, coupled: bool, reverse: bool, x, mask, h0, c0, w:
 
 
 def _level_double_backward(ctx, x, v, grads):
-    D = len(v["w_ih"])
-    one = lambda name, d: v[name][d] if v[name] else None  # noqa: E731
+    D = v["w_ih"].shape[0]
+    one = lambda name, d: v[name][d] if v[name] is not None else None  # noqa: E731
     outs, outgrads = [], []
     for d in range(D):
-        extra = {LN_NAMES[k]: one(k, d) for k in LN_NAMES if v[k]}
-        if v["peep"]:
+        extra = {LN_NAMES[k]: one(k, d) for k in LN_NAMES if v[k] is not None}
+        if v["peep"] is not None:
             extra["weight_peep"] = one("peep", d)
         step = {"extra": extra} if extra else {}
-        if v["h_mask"]:
+        if v["h_mask"] is not None:
             step["h_mask"] = one("h_mask", d)
         w = Weights(one("w_ih", d), one("w_hh", d), one("b", d), one("b_hn", d))
         res = reference_level(ctx.cell, ctx.coupled, d == 1, x, v["mask"], one("h0", d), one("c0", d), w, step,
@@ -252,27 +222,13 @@ def _level_double_backward(ctx, x, v, grads):
             if out is not None and g is not None:
                 outs.append(out)
                 outgrads.append(g[d])
-    need = ctx.needs_input_grad
-    inputs, where = [], []  # the inputs that want a gradient, and (field, direction) of each
-    if need[0]:
-        inputs.append(x)
-        where.append(("x", None))
-    for i, name in enumerate(FIELDS):
-        if name in ("mask", "h_mask", "zone") or not v[name]:
-            continue
-        for d, t in enumerate(v[name]):
-            if need[1 + i][d]:
-                inputs.append(t)
-                where.append((name, d))
+    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad))
+    wanted = [n for n in ("x",) + FIELDS if need[n] and n not in ("mask", "h_mask", "zone")
+              and (n == "x" or v[n] is not None)]
+    inputs = [x if n == "x" else v[n] for n in wanted]
     got = torch.autograd.grad(outs, inputs, outgrads, create_graph=True, allow_unused=True) if inputs else ()
-    result = {name: ([None] * D if v[name] else []) for name in FIELDS if name != "mask"}
-    dx = None
-    for (name, d), g in zip(where, got):
-        if name == "x":
-            dx = g
-        else:
-            result[name][d] = g
-    return (dx, *(result[n] if n != "mask" else None for n in FIELDS))
+    result = dict(zip(wanted, got))
+    return (result.get("x"), *(result.get(n) for n in FIELDS))
 
 
 # ---------------------------------------------------------------------------------------------

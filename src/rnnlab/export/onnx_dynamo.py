@@ -31,26 +31,26 @@ def _ints(*values):
     return op.Constant(value_ints=list(values))
 
 
-def _rows(t, block: int, H: int):
-    """Rows block·H … (block+1)·H of a (G·H, …) weight or (G·H,) bias."""
-    return op.Slice(t, _ints(block * H), _ints((block + 1) * H), _ints(0))
+def _rows(t, block: int, H: int, axis: int):
+    """Rows block·H … (block+1)·H along ``axis`` of a (D, G·H, …) weight or (D, G·H) bias."""
+    return op.Slice(t, _ints(block * H), _ints((block + 1) * H), _ints(axis))
 
 
-def _zeros_like_rows(t, H: int):
-    return op.Mul(_rows(t, 0, H), op.CastLike(op.Constant(value_float=0.0), t))
+def _zeros_like_rows(t, H: int, axis: int):
+    return op.Mul(_rows(t, 0, H, axis), op.CastLike(op.Constant(value_float=0.0), t))
 
 
-def _onnx_order(t, layout, gates, H: int):
-    """A (G·H, …) tensor in the seed's gate order -> ONNX's gate order, signs and zero rows (``onnx_layout``)."""
+def _onnx_order(t, layout, gates, H: int, axis: int):
+    """Gate blocks along ``axis`` in the seed's order -> ONNX's order, signs and zero rows (``onnx_layout``)."""
     parts = []
     for g in layout.gates:
         sign, block = _source(layout, gates, g)
         if block is None:
-            parts.append(_zeros_like_rows(t, H))
+            parts.append(_zeros_like_rows(t, H, axis))
         else:
-            r = _rows(t, block, H)
+            r = _rows(t, block, H, axis)
             parts.append(op.Neg(r) if sign < 0 else r)
-    return op.Concat(*parts, axis=0)
+    return op.Concat(*parts, axis=axis)
 
 
 def _stack(values):
@@ -69,47 +69,42 @@ def _options(cell: str, coupled: bool, peepholes: bool) -> tuple[type, dict]:
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                          ln_c_w, ln_c_b, zone, cell: str = "", coupled: bool = False):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
-    if ln_hh_w or ln_ih_w:
+    if ln_hh_w is not None or ln_ih_w is not None:
         raise ValueError("model: a layer with layer_norm=True has no ONNX operator (ONNX's RNN, LSTM and GRU have no "
                          "layer normalisation); expected layer_norm=False")
-    if h_mask or zone:
+    if h_mask is not None or zone is not None:
         raise ValueError("model: recurrent_dropout and zoneout act in training; export the model in eval mode "
                          "(model.eval())")
-    cell_class, options = _options(cell, coupled, bool(peep))
+    cell_class, options = _options(cell, coupled, peep is not None)
     spec = cell_class.SPEC
     layout, gates = spec.onnx, spec.gates_of(options)
-    D, H = len(w_ih), int(w_hh[0].shape[1])
-    W = _stack([_onnx_order(w, layout, gates, H) for w in w_ih])
-    R = _stack([_onnx_order(w, layout, gates, H) for w in w_hh])
+    D, H = int(w_hh.shape[0]), int(w_hh.shape[2])
+    W = _onnx_order(w_ih, layout, gates, H, axis=1)  # (D, G·H, X): ONNX's W, its gate rows reordered
+    R = _onnx_order(w_hh, layout, gates, H, axis=1)
     B = None
-    if b:
-        per = []
-        for d in range(D):
-            rb = [b_hn[d] if (g == layout.separate_bias and b_hn) else _zeros_like_rows(b[d], H) for g in layout.gates]
-            per.append(op.Concat(_onnx_order(b[d], layout, gates, H), *rb, axis=0))
-        B = _stack(per)
+    if b is not None:  # ONNX's B = [Wb, Rb]: the seed's one bias per gate in Wb; Rb zero but the GRU's b_hn
+        rb = [b_hn if (g == layout.separate_bias and b_hn is not None) else _zeros_like_rows(b, H, axis=1)
+              for g in layout.gates]
+        B = op.Concat(_onnx_order(b, layout, gates, H, axis=1), *rb, axis=1)
     seq = None
     if mask is not None:  # (T, B) 1 inside each sequence -> its length
         seq = op.Cast(op.ReduceSum(mask, _ints(0), keepdims=0), to=onnx.TensorProto.INT32)
-    inputs = [x, W, R, B, seq, _stack(h0)]
+    inputs = [x, W, R, B, seq, h0]
     lstm = cell == "lstm"
     if lstm:
         P = None
-        if peep:
+        if peep is not None:  # ONNX's P (D, 3H) in its own peephole order, from the seed's rows
             names = [g for g in PEEPHOLE_GATES if g in gates]
-            rows = []
-            for d in range(D):
-                parts = []
-                for g in layout.peepholes:
-                    sign, block = _source(layout, gates, g)
-                    if block is None:
-                        parts.append(_zeros_like_rows(peep[d], H))
-                    else:
-                        r = _rows(peep[d], names.index(gates[block]), H)
-                        parts.append(op.Neg(r) if sign < 0 else r)
-                rows.append(op.Concat(*parts, axis=0))
-            P = _stack(rows)
-        inputs += [_stack(c0), P]
+            parts = []
+            for g in layout.peepholes:
+                sign, block = _source(layout, gates, g)
+                if block is None:
+                    parts.append(_zeros_like_rows(peep, H, axis=1))
+                else:
+                    r = _rows(peep, names.index(gates[block]), H, axis=1)
+                    parts.append(op.Neg(r) if sign < 0 else r)
+            P = op.Concat(*parts, axis=1)
+        inputs += [c0, P]
     while inputs[-1] is None:
         inputs.pop()
     attrs = {"hidden_size": H, **layout.attributes(options, D)}
@@ -121,7 +116,7 @@ def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_
     for d in range(D):
         y = op.Squeeze(op.Slice(Y, _ints(d), _ints(d + 1), _ints(1)), _ints(1))  # (T, B, H)
         last = op.Squeeze(op.Slice(Y_h, _ints(d), _ints(d + 1), _ints(0)), _ints(0))
-        start = op.Unsqueeze(h0[d], _ints(0))
+        start = op.Slice(h0, _ints(d), _ints(d + 1), _ints(0))  # (1, B, H)
         if d == 0:  # slots: h_0, h after steps 0 … T-2, and the final state (h after each sequence's last step)
             states.append(op.Concat(start, op.Slice(y, _ints(0), _ints(-1), _ints(0)), op.Unsqueeze(last, _ints(0)), axis=0))
         else:  # reverse: slot t holds h after step t; slot 0 the final state, slot T h_0
@@ -129,7 +124,7 @@ def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_
                                     axis=0))
         if lstm:  # the carried C_t: h_0's C_0 and the final C (the steps between are not kept by ONNX's LSTM)
             c_last = op.Unsqueeze(op.Squeeze(op.Slice(outs[2], _ints(d), _ints(d + 1), _ints(0)), _ints(0)), _ints(0))
-            c_start = op.Unsqueeze(c0[d], _ints(0))
+            c_start = op.Slice(c0, _ints(d), _ints(d + 1), _ints(0))
             middle = op.Expand(c_start, op.Shape(op.Slice(y, _ints(1), _ints(2**62), _ints(0))))
             cells.append(op.Concat(c_start, middle, c_last, axis=0) if d == 0 else op.Concat(c_last, middle, c_start, axis=0))
     zero = op.CastLike(op.Constant(value_float=0.0), x)

@@ -5,8 +5,8 @@
 //   rnnlab::linear_recurrence          h_t = a_t h_{t-1} + b_t (minGRU, minLSTM)
 //   rnnlab::linear_recurrence_backward
 //
-// Each argument is a named field holding one tensor per direction (direction 1 is the reverse one), or
-// an empty list where the field is absent (a variant off, no bias). Per direction, the structure of
+// Each argument is a named field whose leading dimension is the direction (D = 1 or 2; direction 1 is the
+// reverse one), or None where the field is absent (a variant off, no bias). Per direction, the structure of
 // cuDNN, oneDNN and haste:
 //
 //   forward   xp = x · W_ihᵀ + b                   one GEMM over all T·B rows   (LN(x W_ihᵀ) + b with layer norm)
@@ -41,7 +41,6 @@ namespace rnnlab {
 namespace {
 
 using at::Tensor;
-using at::TensorList;
 
 enum class Kind { RNN_TANH, RNN_RELU, LSTM, GRU_BEFORE, GRU_AFTER };
 
@@ -122,22 +121,20 @@ void expect(const char* fn, const std::string& name, const Tensor& t, c10::IntAr
   TORCH_CHECK_VALUE(t.sizes().equals(shape), fn, ": ", name, ": expected shape ", shape, ", got ", t.sizes());
 }
 
-// a field's list: D tensors, or (optional fields) none
-void expect_count(const char* fn, const char* name, TensorList list, int64_t D, bool optional) {
-  TORCH_CHECK_VALUE(static_cast<int64_t>(list.size()) == D || (optional && list.empty()), fn, ": ", name,
-                    ": expected ", D, " tensors (one per direction)", optional ? " or none" : "", ", got ",
-                    list.size());
+using Opt = c10::optional<Tensor>;
+
+// an optional field: absent, or present where ``want`` says it must be (else refused by name)
+bool present(const char* fn, const char* name, const Opt& t, bool allowed, const char* why) {
+  if (!t.has_value()) return false;
+  TORCH_CHECK_VALUE(allowed, fn, ": ", name, ": expected None ", why, ", got a tensor of shape ", t->sizes());
+  return true;
 }
 
-Tensor pick(TensorList list, int64_t d) { return list.empty() ? Tensor() : list[d].contiguous(); }
-
-std::string field(const char* name, int64_t d) { return std::string(name) + "[" + std::to_string(d) + "]"; }
-
-// check the level's inputs and gather them into per-direction records
-Shape check_level(const char* fn, const Tensor& x, const c10::optional<Tensor>& mask, TensorList w_ih, TensorList w_hh,
-                  TensorList h0, TensorList c0, TensorList b, TensorList b_hn, TensorList peep, TensorList h_mask,
-                  TensorList ln_ih_w, TensorList ln_ih_b, TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w,
-                  TensorList ln_c_b, TensorList zone, c10::string_view cell, bool coupled, std::vector<Record>* recs) {
+// check the level's inputs and gather them into per-direction records (each field's direction d: its row d)
+Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor& w_ih, const Tensor& w_hh,
+                  const Tensor& h0, const Opt& c0, const Opt& b, const Opt& b_hn, const Opt& peep, const Opt& h_mask,
+                  const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w,
+                  const Opt& ln_c_b, const Opt& zone, c10::string_view cell, bool coupled, std::vector<Record>* recs) {
   Shape s{};
   s.kind = kind_of(cell);
   s.coupled = coupled;
@@ -148,61 +145,48 @@ Shape check_level(const char* fn, const Tensor& x, const c10::optional<Tensor>& 
   TORCH_CHECK_TYPE(s.dtype == at::kFloat || s.dtype == at::kDouble, fn, ": x: expected float32 or float64, got ",
                    s.dtype);
   TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
-  s.D = static_cast<int64_t>(w_ih.size());
-  TORCH_CHECK_VALUE(s.D == 1 || s.D == 2, fn, ": w_ih: expected 1 or 2 tensors (directions), got ", s.D);
-  TORCH_CHECK_VALUE(!w_hh.empty(), fn, ": w_hh: expected ", s.D, " tensors (one per direction), got none");
-  TORCH_CHECK_VALUE(w_hh[0].dim() == 2, fn, ": w_hh[0]: expected a 2-D tensor (G*H, H), got shape ", w_hh[0].sizes());
-  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2), s.H = w_hh[0].size(1);
-  TORCH_CHECK_VALUE(s.H >= 1, fn, ": w_hh[0]: expected H >= 1 columns, got shape ", w_hh[0].sizes());
+  TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2), fn,
+                    ": w_hh: expected a 3-D tensor (D, G*H, H) with D = 1 or 2 directions, got shape ", w_hh.sizes());
+  s.D = w_hh.size(0);
+  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2), s.H = w_hh.size(2);
+  TORCH_CHECK_VALUE(s.H >= 1, fn, ": w_hh: expected H >= 1 columns, got shape ", w_hh.sizes());
   s.GX = input_gates(s.kind, coupled) * s.H;
   s.GH = stored_gates(s.kind) * s.H;
-  const bool lstm = s.kind == Kind::LSTM;
-  expect_count(fn, "w_hh", w_hh, s.D, false);
-  expect_count(fn, "h0", h0, s.D, false);
-  expect_count(fn, "c0", c0, lstm ? s.D : 0, false);
-  expect_count(fn, "b", b, s.D, true);
-  expect_count(fn, "b_hn", b_hn, s.kind == Kind::GRU_AFTER ? s.D : 0, s.kind == Kind::GRU_AFTER);
-  expect_count(fn, "peep", peep, lstm ? s.D : 0, true);
-  expect_count(fn, "h_mask", h_mask, s.D, true);
-  expect_count(fn, "zone", zone, s.D, true);
-  const bool lstm_or_gru = lstm || is_gru(s.kind);
-  expect_count(fn, "ln_hh_w", ln_hh_w, lstm_or_gru ? s.D : 0, true);
-  expect_count(fn, "ln_hh_b", ln_hh_b, ln_hh_w.size(), false);
-  expect_count(fn, "ln_ih_w", ln_ih_w, ln_hh_w.size(), true);
-  expect_count(fn, "ln_ih_b", ln_ih_b, ln_ih_w.size(), false);
-  expect_count(fn, "ln_c_w", ln_c_w, lstm ? static_cast<int64_t>(ln_hh_w.size()) : 0, false);
-  expect_count(fn, "ln_c_b", ln_c_b, ln_c_w.size(), false);
-  s.bias = !b.empty(), s.bias_hn = !b_hn.empty(), s.peep = !peep.empty(), s.drop = !h_mask.empty();
-  s.zone = !zone.empty(), s.ln_hh = !ln_hh_w.empty(), s.ln_ih = !ln_ih_w.empty();
+  const bool lstm = s.kind == Kind::LSTM, gated = lstm || is_gru(s.kind);
+  const int64_t D = s.D, S = lstm ? 2 : 1, R = lstm ? s.GX : s.GH;
+  expect(fn, "w_ih", w_ih, {D, s.GX, s.X}, s.dtype);
+  expect(fn, "w_hh", w_hh, {D, R, s.H}, s.dtype);
+  expect(fn, "h0", h0, {D, s.B, s.H}, s.dtype);
+  TORCH_CHECK_VALUE(c0.has_value() == lstm, fn, ": c0: expected ", lstm ? "a tensor (D, B, H)" : "None",
+                    " for cell '", std::string(cell), "', got ", c0.has_value() ? "a tensor" : "None");
+  if (lstm) expect(fn, "c0", *c0, {D, s.B, s.H}, s.dtype);
+  s.bias = present(fn, "b", b, true, "");
+  s.bias_hn = present(fn, "b_hn", b_hn, s.kind == Kind::GRU_AFTER, "(only the GRU with reset after has b_hn)");
+  s.peep = present(fn, "peep", peep, lstm, "(only the LSTM has peepholes)");
+  s.drop = present(fn, "h_mask", h_mask, true, "");
+  s.zone = present(fn, "zone", zone, true, "");
+  s.ln_hh = present(fn, "ln_hh_w", ln_hh_w, gated, "(layer norm: the LSTM and the GRU)");
+  TORCH_CHECK_VALUE(ln_hh_b.has_value() == s.ln_hh, fn, ": ln_hh_b: expected it given exactly when ln_hh_w is");
+  s.ln_ih = present(fn, "ln_ih_w", ln_ih_w, s.ln_hh, "without ln_hh_w");
+  TORCH_CHECK_VALUE(ln_ih_b.has_value() == s.ln_ih, fn, ": ln_ih_b: expected it given exactly when ln_ih_w is");
+  TORCH_CHECK_VALUE(ln_c_w.has_value() == (s.ln_hh && lstm) && ln_c_b.has_value() == (s.ln_hh && lstm), fn,
+                    ": ln_c_w, ln_c_b: expected them given exactly for an LSTM with layer norm");
   if (mask.has_value()) expect(fn, "mask", *mask, {s.T, s.B}, s.dtype);
-  const int64_t S = lstm ? 2 : 1, R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  for (int64_t d = 0; d < s.D; ++d) {
+  if (s.bias) expect(fn, "b", *b, {D, s.GX}, s.dtype);
+  if (s.bias_hn) expect(fn, "b_hn", *b_hn, {D, s.H}, s.dtype);
+  if (s.peep) expect(fn, "peep", *peep, {D, (coupled ? 2 : 3) * s.H}, s.dtype);
+  if (s.drop) expect(fn, "h_mask", *h_mask, {D, s.B, s.H}, s.dtype);
+  if (s.zone) expect(fn, "zone", *zone, {D, s.T, S, s.B, s.H}, s.dtype);
+  if (s.ln_hh) expect(fn, "ln_hh_w", *ln_hh_w, {D, R}, s.dtype), expect(fn, "ln_hh_b", *ln_hh_b, {D, R}, s.dtype);
+  if (s.ln_ih) expect(fn, "ln_ih_w", *ln_ih_w, {D, s.GX}, s.dtype), expect(fn, "ln_ih_b", *ln_ih_b, {D, s.GX}, s.dtype);
+  if (s.ln_hh && lstm) expect(fn, "ln_c_w", *ln_c_w, {D, s.H}, s.dtype), expect(fn, "ln_c_b", *ln_c_b, {D, s.H}, s.dtype);
+  auto row = [](const Opt& t, int64_t d) { return t.has_value() ? (*t)[d].contiguous() : Tensor(); };
+  for (int64_t d = 0; d < D; ++d) {
     Record r;
-    r.w_ih = pick(w_ih, d), r.w_hh = pick(w_hh, d), r.h0 = pick(h0, d), r.c0 = pick(c0, d), r.b = pick(b, d);
-    r.b_hn = pick(b_hn, d), r.peep = pick(peep, d), r.h_mask = pick(h_mask, d), r.zone = pick(zone, d);
-    r.ln_ih_w = pick(ln_ih_w, d), r.ln_ih_b = pick(ln_ih_b, d), r.ln_hh_w = pick(ln_hh_w, d);
-    r.ln_hh_b = pick(ln_hh_b, d), r.ln_c_w = pick(ln_c_w, d), r.ln_c_b = pick(ln_c_b, d);
-    expect(fn, field("w_ih", d), r.w_ih, {s.GX, s.X}, s.dtype);
-    expect(fn, field("w_hh", d), r.w_hh, {R, s.H}, s.dtype);
-    expect(fn, field("h0", d), r.h0, {s.B, s.H}, s.dtype);
-    if (lstm) expect(fn, field("c0", d), r.c0, {s.B, s.H}, s.dtype);
-    if (s.bias) expect(fn, field("b", d), r.b, {s.GX}, s.dtype);
-    if (s.bias_hn) expect(fn, field("b_hn", d), r.b_hn, {s.H}, s.dtype);
-    if (s.peep) expect(fn, field("peep", d), r.peep, {(coupled ? 2 : 3) * s.H}, s.dtype);
-    if (s.drop) expect(fn, field("h_mask", d), r.h_mask, {s.B, s.H}, s.dtype);
-    if (s.zone) expect(fn, field("zone", d), r.zone, {s.T, S, s.B, s.H}, s.dtype);
-    if (s.ln_hh) {
-      expect(fn, field("ln_hh_w", d), r.ln_hh_w, {R}, s.dtype);
-      expect(fn, field("ln_hh_b", d), r.ln_hh_b, {R}, s.dtype);
-    }
-    if (s.ln_ih) {
-      expect(fn, field("ln_ih_w", d), r.ln_ih_w, {s.GX}, s.dtype);
-      expect(fn, field("ln_ih_b", d), r.ln_ih_b, {s.GX}, s.dtype);
-    }
-    if (s.ln_hh && lstm) {
-      expect(fn, field("ln_c_w", d), r.ln_c_w, {s.H}, s.dtype);
-      expect(fn, field("ln_c_b", d), r.ln_c_b, {s.H}, s.dtype);
-    }
+    r.w_ih = w_ih[d].contiguous(), r.w_hh = w_hh[d].contiguous(), r.h0 = h0[d].contiguous(), r.c0 = row(c0, d);
+    r.b = row(b, d), r.b_hn = row(b_hn, d), r.peep = row(peep, d), r.h_mask = row(h_mask, d), r.zone = row(zone, d);
+    r.ln_ih_w = row(ln_ih_w, d), r.ln_ih_b = row(ln_ih_b, d), r.ln_hh_w = row(ln_hh_w, d);
+    r.ln_hh_b = row(ln_hh_b, d), r.ln_c_w = row(ln_c_w, d), r.ln_c_b = row(ln_c_b, d);
     recs->push_back(std::move(r));
   }
   return s;
@@ -308,10 +292,10 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
 
 using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b,
-                         TensorList b_hn, const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask,
-                         TensorList ln_ih_w, TensorList ln_ih_b, TensorList ln_hh_w, TensorList ln_hh_b,
-                         TensorList ln_c_w, TensorList ln_c_b, TensorList zone, c10::string_view cell, bool coupled) {
+LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
+                         const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
+                         const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
+                         const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, c10::string_view cell, bool coupled) {
   const char* fn = "rnnlab::recurrent_level";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -366,10 +350,14 @@ LevelOut recurrent_level(const Tensor& x, TensorList w_ih, TensorList w_hh, Tens
   return {states, cells, gates, c_pre, reserve};
 }
 
-using LevelGrads = std::tuple<Tensor, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
-                              std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
-                              std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>, std::vector<Tensor>,
-                              std::vector<Tensor>>;
+using LevelGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                              Tensor, Tensor, Tensor>;
+
+// per-direction gradients -> one (D, ...) tensor, or an empty one where the field is absent or not asked for
+Tensor stacked(const std::vector<Tensor>& per, const Tensor& none) {
+  if (per.empty()) return none;
+  return per.size() == 1 ? per[0].unsqueeze(0) : at::stack(per);
+}
 
 // an output's gradient (D, ...): the given one (contiguous), or undefined where none was given
 Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g, c10::IntArrayRef shape,
@@ -380,9 +368,9 @@ Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g,
 }
 
 LevelGrads recurrent_level_backward(
-    const Tensor& x, TensorList w_ih, TensorList w_hh, TensorList h0, TensorList c0, TensorList b, TensorList b_hn,
-    const c10::optional<Tensor>& mask, TensorList peep, TensorList h_mask, TensorList ln_ih_w, TensorList ln_ih_b,
-    TensorList ln_hh_w, TensorList ln_hh_b, TensorList ln_c_w, TensorList ln_c_b, TensorList zone, const Tensor& states,
+    const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0, const Opt& b,
+    const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask, const Opt& ln_ih_w, const Opt& ln_ih_b,
+    const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Tensor& states,
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
     c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
@@ -465,12 +453,11 @@ LevelGrads recurrent_level_backward(
       std::tie(d_raw, dg, d_bias) = at::native_layer_norm_backward(
           da2, res.get("raw").view({T * B, s.GX}), {s.GX}, res.get("ih_mean").reshape({T * B, 1}),
           res.get("ih_rstd").reshape({T * B, 1}), r.ln_ih_w, r.ln_ih_b, {true, need_weights, need_weights});
-      dg_ih.push_back(need_weights ? dg : none);
-      db_ih.push_back(need_weights ? d_bias : none);
+      if (need_weights) dg_ih.push_back(dg), db_ih.push_back(d_bias);
     }
     if (need_x) dx = dx.defined() ? dx.addmm_(d_raw, r.w_ih) : at::mm(d_raw, r.w_ih);
     dh0.push_back(w.dh0);
-    dc0.push_back(w.dc0);
+    if (lstm) dc0.push_back(w.dc0);
     if (!need_weights) continue;
     const bool reverse = d == 1;
     Tensor h_prev = reverse ? w.states.narrow(0, 1, T) : w.states.narrow(0, 0, T);  // h_{t-1} of each step t
@@ -503,7 +490,9 @@ LevelGrads recurrent_level_backward(
     }
   }
   dx = need_x ? dx.view({T, B, s.X}) : none;
-  return {dx, dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c};
+  auto st = [&](const std::vector<Tensor>& per) { return stacked(per, none); };
+  return {dx,        st(dw_ih), st(dw_hh), st(dh0),   lstm ? st(dc0) : none, st(db),    st(db_hn),
+          st(dpeep), st(dg_ih), st(db_ih), st(dg_hh), st(db_hh),             st(dg_c), st(db_c)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,19 +548,19 @@ std::tuple<Tensor, Tensor, Tensor> linear_recurrence_backward(const Tensor& a, c
 }  // namespace
 }  // namespace rnnlab
 
-#define RNNLAB_LEVEL_ARGS                                                                                          \
-  "Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor[] h0, Tensor[] c0, Tensor[] b, Tensor[] b_hn, Tensor? mask, "   \
-  "Tensor[] peep, Tensor[] h_mask, Tensor[] ln_ih_w, Tensor[] ln_ih_b, Tensor[] ln_hh_w, Tensor[] ln_hh_b, "       \
-  "Tensor[] ln_c_w, Tensor[] ln_c_b, Tensor[] zone"
+#define RNNLAB_LEVEL_ARGS                                                                                     \
+  "Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor? c0, Tensor? b, Tensor? b_hn, Tensor? mask, "       \
+  "Tensor? peep, Tensor? h_mask, Tensor? ln_ih_w, Tensor? ln_ih_b, Tensor? ln_hh_w, Tensor? ln_hh_b, "        \
+  "Tensor? ln_c_w, Tensor? ln_c_b, Tensor? zone"
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", *, str cell, bool coupled=False) -> "
         "(Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, *, "
-        "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor[] dw_ih, "
-        "Tensor[] dw_hh, Tensor[] db, Tensor[] db_hn, Tensor[] dh0, Tensor[] dc0, Tensor[] dpeep, Tensor[] dln_ih_w, "
-        "Tensor[] dln_ih_b, Tensor[] dln_hh_w, Tensor[] dln_hh_b, Tensor[] dln_c_w, Tensor[] dln_c_b)");
+        "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor dw_ih, "
+        "Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, "
+        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b)");
   m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
   m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
         "-> (Tensor da, Tensor db, Tensor dh0)");
