@@ -176,3 +176,13 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     atomic = tmp_path / "atomic.html"
     write_atomic(atomic, b"x")
     assert atomic.stat().st_mode == plain.stat().st_mode
+
+
+def test_without_a_loss_the_page_has_values_and_no_bptt(tmp_path):
+    torch.manual_seed(10)
+    u = unroll(rnnlab.RNN(2, 3), torch.randn(5, 1, 2))
+    assert u.loss is None and u.tracks[0].grads == {}
+    u.to_html(tmp_path / "values.html")
+    page = (tmp_path / "values.html").read_text(encoding="utf-8")
+    assert '<button id="view" disabled>' in page and 'class="gnum"' not in page
+    assert len(_boxes(_svg(u.to_svg()))) == 5
