@@ -45,6 +45,8 @@ def test_html_is_self_contained(tiny):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert all(h.startswith("#") or h == "unroll.html" for h in hrefs)  # the interactive page beside it
     assert paths["unrolled"].name == "unroll.html" and paths["unrolled"].parent == paths["html"].parent
+    unrolled = paths["unrolled"].read_text(encoding="utf-8")  # the three trained cells, drawn from their own numbers
+    assert unrolled.count("<svg xmlns") == 3 and 'href="unroll.html"' in page and not re.search(r"\bsrc\s*=", unrolled)
     assert "<link" not in page and "@import" not in page and "url(http" not in page
     assert "gate-text" in page  # the gate-coloured text view is inlined
     # the markdown's plots exist beside it
