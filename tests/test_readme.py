@@ -26,7 +26,7 @@ def test_readme_names_the_two_commands():
 
 def test_deploying_has_an_example_for_each_way_to_deploy():
     code = "\n".join(blocks(section("Deploying")))
-    for name in ("to_onnx(", "Streamer(", "compile_model(", "export_program("):
+    for name in ("to_onnx(", "torch.onnx.export(", "Streamer(", "torch.compile(", "torch.export.export("):
         assert name in code
 
 
