@@ -275,12 +275,13 @@ def unroll(model_or_layer: nn.Module, x: torch.Tensor, loss: Callable[[torch.Ten
     one, T, ell = _check_input(layer, model, x, lengths, sample)
     target = copy.deepcopy(model if model is not None else layer).double().eval()
     net = target.rnn if model is not None else target
-    net.engine = "reference"  # the copy's own forward (a model's, through the hook below) needs no compiled loops
     as64 = one.double() if one.is_floating_point() else one
     differentiate = loss is not None
     recs: list = []
 
-    def run_layer(inp):  # inp in the layer's layout, batch 1 -> (out, h_n) in its layout
+    def run_layer(inp, hx=None):  # the copy's forward: inp in the layer's layout, batch 1 -> (out, h_n)
+        if hx is not None:
+            raise ValueError("model_or_layer: unroll starts every sequence from zero state; the model passed one")
         xs = inp.transpose(0, 1) if net.batch_first else inp
         out, r = _run(net, cell, xs, differentiate)
         recs[:] = r
@@ -291,11 +292,8 @@ def unroll(model_or_layer: nn.Module, x: torch.Tensor, loss: Callable[[torch.Ten
 
     with torch.enable_grad():
         if model is not None:
-            hook = net.register_forward_hook(lambda mod, args, output: run_layer(args[0]))
-            try:
-                y_out, _ = target(as64)
-            finally:
-                hook.remove()
+            net.forward = run_layer  # the copy's layer runs step by step; the model's own forward does the rest
+            y_out, _ = target(as64)
             out_for_loss = y_out
         else:
             out_for_loss, _ = run_layer(as64)
