@@ -80,6 +80,12 @@ def test_numbers_on_click_equal_the_models_gates(page):
         for name, value, text, _ in click["values"]:  # what is displayed is the value, rounded
             if not name.startswith(("grad", "flow", "factor")) and value not in ("null", "undefined"):
                 assert float(text) == pytest.approx(float(value), abs=5.01e-5)
+        means = {name[5:]: float(value) for name, value, _, _ in click["values"] if name.startswith("mean_")}
+        tr = u.track(p["k"], p["d"])  # the model's own traces where it returns them (h: the unrolled values)
+        ref = {n: float((gates[key][n][p["t"], sample] if n in gates[key] and u.cell != "rnn" else torch.tensor(a[p["t"]])).mean())
+               for n, a in tr.values.items()}
+        assert means == pytest.approx(ref, abs=1e-6)
+        assert f"Over all H = {layer.hidden_size} units" in click["text"]
         assert f"step {p['t'] + 1} of {T}" in click["text"]
         assert ("σ(W_f·[h_{t−1}, x_t] + b_f)" in click["text"]) == (u.cell == "lstm")
     assert checked >= 40

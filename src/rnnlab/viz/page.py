@@ -50,13 +50,22 @@ def net_data(u) -> dict:
         entry = {"k": tr.level, "d": tr.direction,
                  "v": {n: _numbers(a[:, u.units]) for n, a in tr.values.items()},
                  "pre": {g: _numbers(a[:, u.units]) for g, a in tr.pre.items()},
-                 "b": {g: _numbers(b[u.units]) for g, b in tr.bias.items()}}
+                 "b": {g: _numbers(b[u.units]) for g, b in tr.bias.items()},
+                 "mean": {n: _numbers(_mean_over_units(a)) for n, a in tr.values.items()}}  # all H units, per step
         if tr.grads:
             entry["g"] = {n: _numbers(a) for n, a in tr.grads.items()}
         tracks.append(entry)
     return {"label": u.label, "cell": u.cell, "options": u.options, "T": u.T, "length": u.length, "H": u.hidden_size,
             "L": u.num_layers, "D": u.num_directions, "units": list(u.units), "x": _numbers(u.x[:, :C]), "C": C,
             "Cfull": cols, "embedded": bool(u.embedded), "tracks": tracks}
+
+
+def _mean_over_units(a: np.ndarray) -> np.ndarray:
+    """(T, H) -> (T,): the mean over every unit, NaN at padded steps."""
+    out = np.full(a.shape[0], np.nan)
+    real = ~np.isnan(a).any(axis=1)
+    out[real] = a[real].mean(axis=1)
+    return out
 
 
 def summary_rows(u) -> list[list[str]]:

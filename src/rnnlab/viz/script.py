@@ -29,7 +29,7 @@ SCRIPT = r"""
     if (p < 0 || p >= net.length) { return 0; }
     return at(net, tr, name, p, j);
   }
-  var SIG = {f: 1, i: 1, o: 1, z: 1, r: 1};
+  var NAMES = {f: "f_t", i: "i_t", g: "C̃_t", o: "o_t", c: "C_t", h: "h_t", z: "z_t", r: "r_t", n: "h̃_t"};
   var GATE_TEXT = {
     f: ["f_t", "σ", "W_f·[h_{t−1}, x_t]", "b_f"], i: ["i_t", "σ", "W_i·[h_{t−1}, x_t]", "b_i"],
     g: ["C̃_t", "tanh", "W_C·[h_{t−1}, x_t]", "b_C"], o: ["o_t", "σ", "W_o·[h_{t−1}, x_t]", "b_o"],
@@ -101,7 +101,9 @@ SCRIPT = r"""
       body = '<p class="note">x_t = [' + x + "]" + (net.C < net.Cfull ? " (first " + net.C + " of " + net.Cfull + ")" : "") +
         (cur.k > 0 ? "; this level's x_t is the output of the level below" : net.embedded ? "; the layer reads x_t through the model's input map" : "") +
         "</p>" + '<div class="eqs">' + equations(net, tr, t, j).map(function (l) { return "<div>" + l + "</div>"; }).join("") +
-        "</div>" + gradients(net, tr, t);
+        "</div>" + '<p class="note">Over all H = ' + net.H + " units at this step, the mean " +
+        Object.keys(tr.mean).map(function (n) { return NAMES[n] + " = " + num("mean_" + n, tr.mean[n][t]); }).join(", ") +
+        "</p>" + gradients(net, tr, t);
     }
     panel.innerHTML = head + units + body;
     panel.setAttribute("data-net", cur.net); panel.setAttribute("data-k", cur.k);
