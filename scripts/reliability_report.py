@@ -44,7 +44,7 @@ import test_checkpoint  # noqa: E402
 import test_fuzz  # noqa: E402
 import test_native_entry  # noqa: E402
 import test_training_faults as faults  # noqa: E402
-from rnnlab.engine import native  # noqa: E402
+from rnnlab.engine import ops  # noqa: E402
 from rnnlab.train import checkpoint, train  # noqa: E402
 
 
@@ -63,15 +63,14 @@ def fuzz(strategy, check, examples: int, key) -> collections.Counter:
 
 def native_entry_calls(per_cell: int) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
-    ext = native.compiled()
-    if ext is None:
+    if not ops.available():
         return counts
     rng = random.Random(0)
     for cell in test_native_entry.CELLS:
         for direction in ("forward", "backward"):
-            args = (test_native_entry.forward_args if direction == "forward" else test_native_entry.backward_args)(cell)
+            args = test_native_entry.OPS[direction][0](cell)
             for name, bad in test_native_entry.mutations(args, rng, per_cell):
-                counts[test_native_entry.check_bad_call(ext, direction, cell, name, bad)] += 1
+                counts[test_native_entry.check_bad_call(direction, cell, args, name, bad)] += 1
     return counts
 
 
@@ -210,7 +209,7 @@ def main() -> None:
         "",
         f"What `python scripts/reliability_report.py{' --quick' if q else ''}` counted "
         f"({datetime.date.today().isoformat()}, commit {commit()}, torch {torch.__version__}, "
-        f"{platform.machine()}, {torch.get_num_threads()} threads, native loops: {native.path(torch.device('cpu'))}; "
+        f"{platform.machine()}, {torch.get_num_threads()} threads, native engine: {'native-cpp' if ops.available() else 'reference'}; "
         f"{seconds:.0f} s). Every number below comes from a check that asserts its guarantee: a broken "
         "one stops the script and no report is written. The campaigns are the tests' own "
         "(`tests/reliability/`, `tests/train/test_checkpoint.py`).",

@@ -92,29 +92,45 @@ def test_valid_calls_run(cell, dtype, variants):
     assert torch.isfinite(grads[0]).all() and torch.isfinite(grads[3]).all()
 
 
+def mutations(args: dict, rng: random.Random, count: int | None = None):
+    """Ways to break one tensor argument: (name, the bad value); every tensor broken every way that applies
+    to it, or ``count`` drawn at random."""
+    names = slots(args)
+    if count is None:
+        for name in names:
+            for kind in ("grow", "shrink", "rank", "dtype"):
+                bad = _broken(args[name], kind, rng)
+                if bad is not None:
+                    yield name, bad
+        return
+    while count:
+        name = rng.choice(names)
+        bad = _broken(args[name], rng.choice(["grow", "shrink", "rank", "dtype"]), rng)
+        if bad is not None:
+            count -= 1
+            yield name, bad
+
+
+def check_bad_call(direction: str, cell: str, args: dict, name: str, bad: torch.Tensor) -> str:
+    """A direct call with argument ``name`` replaced by ``bad``: refused, naming it (or, for the tensors T, B,
+    X, D and H are read from, the first argument that disagrees with them). Returns the error's type."""
+    with pytest.raises((ValueError, TypeError)) as e:
+        call(OPS[direction][1](), {**args, name: bad}, cell)
+    msg = str(e.value).splitlines()[0]
+    assert msg.startswith(f"rnnlab::recurrent_level{'_backward' if direction == 'backward' else ''}: "), msg
+    assert "expected" in msg, msg
+    assert f" {name}:" in msg or (name in ("x", "w_hh") and any(f" {n}:" in msg for n in slots(args))), (name, msg)
+    return type(e.value).__name__
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_bad_tensors_are_refused_before_memory_is_touched(cell, direction):
-    """Every tensor argument, broken each way that applies: refused with its name (or, for the tensors T, B, X,
-    H and the dtype are read from, the name of the first argument that disagrees with it)."""
-    make, op = OPS[direction]
-    args = make(cell)
-    rng = random.Random(len(cell) * 7 + len(direction))
-    seen = 0
-    for name in slots(args):
-        for kind in ("grow", "shrink", "rank", "dtype"):
-            bad = _broken(args[name], kind, rng)
-            if bad is None:
-                continue
-            with pytest.raises((ValueError, TypeError)) as e:
-                call(op(), {**args, name: bad}, cell)
-            msg = str(e.value).splitlines()[0]
-            assert msg.startswith(f"rnnlab::recurrent_level{'_backward' if direction == 'backward' else ''}: "), msg
-            assert "expected" in msg, msg
-            sizes = ("x", "w_hh")  # T, B, X, D and H are read from these
-            assert f" {name}:" in msg or (name in sizes and any(f" {n}:" in msg for n in slots(args))), (name, msg)
-            seen += 1
-    assert seen > 20
+    """Every tensor argument, broken each way that applies: refused with its name."""
+    args = OPS[direction][0](cell)
+    seen = [check_bad_call(direction, cell, args, name, bad)
+            for name, bad in mutations(args, random.Random(len(cell) * 7 + len(direction)))]
+    assert len(seen) > 20
 
 
 @pytest.mark.parametrize("cell", CELLS)
