@@ -267,3 +267,17 @@ def test_directions_in_parallel_equal_one_after_the_other(name):
         torch.set_num_threads(old)
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_native_on_cuda_runs_cudnn_or_the_reference(name):
+    """On CUDA tensors the native engine runs cuDNN where the maths is the same, else the reference engine."""
+    cls, opts = CELLS[name]
+    layer = cls(3, 5, num_layers=2, bidirectional=True, engine="native", **opts).double().cuda()
+    x = torch.randn(6, 3, 3, dtype=torch.float64, device="cuda")
+    expected = "reference" if name == "gru-before" else "torch-cudnn"
+    assert fused.NativeEngine().path(x, layer) == expected
+    out, _ = layer(x)
+    layer.engine = "reference"
+    torch.testing.assert_close(out, layer(x)[0], atol=1e-10, rtol=1e-10)
