@@ -28,9 +28,10 @@ def page(tmp_path_factory):
     lengths = torch.tensor([T, 8])
     loss = lambda out: out[-1].pow(2).sum()
     layers = [rnnlab.RNN(2, 5), rnnlab.LSTM(2, 5), rnnlab.GRU(2, 5),
-              rnnlab.LSTM(2, 10, num_layers=2, bidirectional=True)]
-    nets = [unroll(layer, x, loss, sample=0) for layer in layers[:3]]
-    nets.append(unroll(layers[3], x, loss, lengths=lengths, sample=1))
+              rnnlab.LSTM(2, 10, num_layers=2, bidirectional=True), rnnlab.GRU(2, 4, reset="after"),
+              rnnlab.RNN(2, 3, nonlinearity="relu")]
+    nets = [unroll(layer, x, loss, lengths=lengths if i == 3 else None, sample=1 if i == 3 else 0)
+            for i, layer in enumerate(layers)]
     path = tmp_path_factory.mktemp("viz") / "unrolled.html"
     write_page(path, nets)
     rng = random.Random(0)
@@ -50,7 +51,7 @@ def test_page_loads_without_errors(page):
 def test_drawing_has_t_columns_by_level_rows(page):
     seen = page["seen"]
     assert seen["boxes"] == [T * layer.num_layers * layer.num_directions for layer in page["layers"]]
-    assert seen["pads"] == [0, 0, 0, (T - 8) * 2 * 2]
+    assert seen["pads"] == [0, 0, 0, (T - 8) * 2 * 2, 0, 0]
 
 
 def test_numbers_on_click_equal_the_models_gates(page):
@@ -88,7 +89,9 @@ def test_numbers_on_click_equal_the_models_gates(page):
         assert f"Over all H = {layer.hidden_size} units" in click["text"]
         assert f"step {p['t'] + 1} of {T}" in click["text"]
         assert ("σ(W_f·[h_{t−1}, x_t] + b_f)" in click["text"]) == (u.cell == "lstm")
-    assert checked >= 40
+        assert ("r_t * (W_hn·h_{t−1} + b_hn)" in click["text"]) == (u.options.get("reset") == "after")
+        assert ("h_t = relu(W_h·[h_{t−1}, x_t] + b_h)" in click["text"]) == (u.options.get("nonlinearity") == "relu")
+    assert checked >= 60
 
 
 def test_bptt_toggle_changes_the_arrows_encoding(page):
