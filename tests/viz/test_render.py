@@ -16,6 +16,7 @@ from rnnlab.models import ModelConfig, SequenceModel
 from rnnlab.tasks import Batch, get_task
 from rnnlab.viz import unroll, write_page
 from rnnlab.viz.files import write_atomic
+from rnnlab.viz.page import summary_rows
 from rnnlab.viz.layout import DEFAULT_COLUMNS, Rect, bptt_style, columns, layout, value_colour
 
 NS = "{http://www.w3.org/2000/svg}"
@@ -186,3 +187,16 @@ def test_without_a_loss_the_page_has_values_and_no_bptt(tmp_path):
     page = (tmp_path / "values.html").read_text(encoding="utf-8")
     assert '<button id="view" disabled>' in page and 'class="gnum"' not in page
     assert len(_boxes(_svg(u.to_svg()))) == 5
+
+
+def test_summary_rows_are_the_geometric_mean_of_the_per_step_factors():
+    torch.manual_seed(11)
+    u = unroll(rnnlab.LSTM(2, 4, bidirectional=True), torch.randn(9, 1, 2), lambda out: out.pow(2).sum())
+    rows = summary_rows(u)
+    assert [r[:2] for r in rows] == [["level 0 forward", "h"], ["level 0 forward", "c"], ["level 0 reverse", "h"],
+                                     ["level 0 reverse", "c"]]
+    for row, (tr, state) in zip(rows, [(u.tracks[0], "h"), (u.tracks[0], "c"), (u.tracks[1], "h"), (u.tracks[1], "c")]):
+        g = tr.grads[state] if tr.direction == 0 else tr.grads[state][::-1]  # in the direction's own order
+        steps = g[:-1] / g[1:]  # one step further back each
+        assert float(row[5]) == pytest.approx(float(np.exp(np.log(steps).mean())), abs=5e-4)
+        assert float(row[4]) == pytest.approx(g[0] / g[-1], rel=0.05)

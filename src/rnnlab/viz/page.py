@@ -69,8 +69,9 @@ def _mean_over_units(a: np.ndarray) -> np.ndarray:
 
 
 def summary_rows(u) -> list[list[str]]:
-    """Per level and direction: ‖∂L/∂h‖ at its last and first step (in its own order), their ratio, the
-    geometric-mean per-step factor, and the same for C."""
+    """Per level and direction: ‖∂L/∂h‖ at its last and first step (in the direction's own order: the
+    reverse direction's first step is t = T), their ratio, the geometric-mean per-step factor, and the
+    same for C."""
     rows = []
     for tr in u.tracks:
         if not tr.grads:
@@ -95,8 +96,8 @@ def _section(u, i: int, lay) -> str:
     rows = summary_rows(u)
     table = ""
     if rows:
-        table = ('<table class="summary"><tr><th>track</th><th>state</th><th>‖∂L/∂·‖ where the loss enters</th>'
-                 "<th>at the far end</th><th>far / near</th><th>per-step factor (geometric mean)</th></tr>"
+        table = ('<table class="summary"><tr><th>track</th><th>state</th><th>‖∂L/∂·‖ at its last step</th>'
+                 "<th>at its first step</th><th>first / last</th><th>per-step factor (geometric mean)</th></tr>"
                  + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
     return (f'<section class="unrolled" id="unrolled-{i}"><h2>{html.escape(lay.shapes[0].text)}</h2>{note}{table}'
             f'<div class="scroll">{svg}</div></section>')
