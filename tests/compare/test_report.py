@@ -128,3 +128,9 @@ def test_no_train_reports_missing_yardstick_runs_and_refuses_other_gaps(tiny, tm
     shutil.rmtree(RunCache(cache)._dir(sched["memory"][0][1]))
     with pytest.raises(ValueError, match="cache: 1 runs of profile 'tiny' outside the yardsticks"):
         run_comparison("tiny", out=tmp_path / "again", cache=cache, jobs=1, log=io.StringIO(), train=False)
+
+
+def test_cli_no_train_names_the_missing_runs(tmp_path):
+    result = CliRunner().invoke(main, ["compare", "--profile", "tiny", "--no-train", "--cache", str(tmp_path / "empty"),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "outside the yardsticks are not in" in result.output

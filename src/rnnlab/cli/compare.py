@@ -20,9 +20,14 @@ from ..compare.browser import check_page
               help="Run cache: finished runs are reused, so a rerun trains only what is missing.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Training processes at once (default: the profile's).")
 @click.option("--check-html", is_flag=True, help="Afterwards, open report.html in headless Chromium and fail on errors.")
-def compare(profile: str, full: bool, out: str, cache: str, jobs: int | None, check_html: bool) -> None:
+@click.option("--no-train", is_flag=True, help="Write the report from the run cache alone; yardstick runs missing from it "
+                                               "are reported as not trained (every other run must be cached).")
+def compare(profile: str, full: bool, out: str, cache: str, jobs: int | None, check_html: bool, no_train: bool) -> None:
     """Train the three cells, measure them and write OUT/report.md and OUT/report.html."""
-    paths = run_comparison("full" if full else profile, out=out, cache=cache, jobs=jobs)
+    try:
+        paths = run_comparison("full" if full else profile, out=out, cache=cache, jobs=jobs, train=not no_train)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
     if check_html:
         result = check_page(paths["html"])
         click.echo(f"chromium: {result.loaded}/{result.images} images loaded, {len(result.errors)} script errors, "
