@@ -110,8 +110,7 @@ def run_levels(layer, x, hx, lengths, trace):
 
     def level(k, inp, states):
         f = level_fields(layer, k, inp, states, T)
-        res = torch.ops.rnnlab.recurrent_level(inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS),
-                                               cell=cell, coupled=coupled)
+        res = ops.recurrent_level(inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS), cell=cell, coupled=coupled)
         lstm, zone = cell == "lstm", f["zone"] is not None
         out_states, cells, gates, c_pre = (_directions(t, D) for t in res[:4])  # each output is (D, ...)
         return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if zone and lstm else None,

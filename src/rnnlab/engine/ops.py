@@ -147,7 +147,7 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
         return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
-    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad))
+    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad[-1 - len(FIELDS):]))
     lstm = ctx.cell == "lstm"
     got = torch.ops.rnnlab.recurrent_level_backward(
         x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
@@ -222,7 +222,7 @@ def _level_double_backward(ctx, x, v, grads):
             if out is not None and g is not None:
                 outs.append(out)
                 outgrads.append(g[d])
-    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad))
+    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad[-1 - len(FIELDS):]))
     wanted = [n for n in ("x",) + FIELDS if need[n] and n not in ("mask", "h_mask", "zone")
               and (n == "x" or v[n] is not None)]
     inputs = [x if n == "x" else v[n] for n in wanted]
@@ -267,6 +267,31 @@ def _linear_backward(ctx, g_states):
         return tuple(result)
     da, db, dh0 = torch.ops.rnnlab.linear_recurrence_backward(a, mask, states, g_states, reverse=ctx.reverse)
     return da, db, dh0, None
+
+
+class _EagerLevel(torch.autograd.Function):
+    """The registered autograd of ``recurrent_level`` (``_level_setup``, ``_level_backward``) for eager calls,
+    without torch.library's per-call re-binding of the arguments to the schema (its ``fill_defaults`` reads
+    the 21-argument schema once per argument: about 0.1 ms per training call, a quarter of a small layer's
+    step). Tracing (torch.compile, torch.export) goes through the operator's own registration."""
+
+    @staticmethod
+    def forward(ctx, cell, coupled, *inputs):
+        out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)  # below autograd here
+        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled}, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None, None, *_level_backward(ctx, *grads))
+
+
+def recurrent_level(*inputs, cell: str, coupled: bool = False):
+    """``torch.ops.rnnlab.recurrent_level(*inputs, cell=, coupled=)``, the same autograd, less per-call overhead
+    in eager mode (``_EagerLevel``); the operator itself while torch traces."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)
+    return _EagerLevel.apply(cell, coupled, *inputs)
 
 
 if _LIBRARY["path"] is not None:
