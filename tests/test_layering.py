@@ -8,7 +8,7 @@ higher tier than the importer's own:
     tier 1  cells
     tier 2  engine
     tier 3  layers
-    tier 4  analysis, export, stream, train, compare, cli, viz, models, tasks, bench
+    tier 4  analysis, export, stream, train, compare, cli, viz, models, tasks, bench, nn
     tier 5  the package itself (rnnlab/__init__.py, which gathers the public API)
 
 Modules of one subpackage may import each other; so may the subpackages of tier 0 and of tier 4.
@@ -29,7 +29,7 @@ TIERS = {
     "cells": 1,
     "engine": 2,
     "layers": 3,
-    **dict.fromkeys(("analysis", "export", "stream", "train", "compare", "cli", "viz", "models", "tasks", "bench"), 4),
+    **dict.fromkeys(("analysis", "export", "stream", "train", "compare", "cli", "viz", "models", "tasks", "bench", "nn"), 4),
     "": 5,  # the package's own __init__
 }
 SHARED_TIERS = (0, 4)  # tiers whose subpackages may import one another

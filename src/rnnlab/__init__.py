@@ -3,9 +3,9 @@
 from . import analysis
 from .cells import GRUCell, LSTMCell, LSTMState, MinGRUCell, MinLSTMCell, RNNCell
 from .layers import GRU, LSTM, RNN, MinGRU, MinLSTM
-from . import export, stream
+from . import export, nn, stream
 
 __version__ = "0.1.0"
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "LSTMState", "RNN", "LSTM", "GRU",
-    "MinGRUCell", "MinLSTMCell", "MinGRU", "MinLSTM", "analysis", "export", "stream", "__version__"]
+    "MinGRUCell", "MinLSTMCell", "MinGRU", "MinLSTM", "analysis", "export", "nn", "stream", "__version__"]
