@@ -56,7 +56,10 @@ def test_published_numbers_name_their_source():
         for p in y.published:
             assert p.source and p.value > 0
             assert p.verified or "not verified" in p.note  # an unverified number says so
-    assert ys.mnist1d().published_for("gru").value == 0.91 and ys.mnist1d().published_for("lstm") is None
+    assert ys.mnist1d().published_for("gru").value == 0.91
+    assert ys.mnist1d().published_for("lstm").model == "gru"  # the RNN and LSTM stand in the GRU's place
+    assert ys.japanese_vowels().published_for("lstm").model == "passing-through regions"
+    assert ys.bai_copy().published_for("rnn").model == "rnn"
     # the copy task's memoryless cross-entropy is 10 ln 8 / 1020: the published LSTM sits on it
     import math
     assert ys.bai_copy().published_for("lstm").value == pytest.approx(10 * math.log(8) / 1020, abs=1e-4)

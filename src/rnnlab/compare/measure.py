@@ -675,7 +675,7 @@ def yardsticks(p: Profile, sched, cache: RunCache, full: Profile | None = None) 
                 v, margin = verdict(stat.values, pub.value, y.higher_is_better, y.tolerance)
                 diff = stat.mean - pub.value
             cells.append(YardstickCell(cell, y.hidden_of(cell), params, stat, step, pub, v, margin, diff, gone))
-        others = [q for q in y.published if q.model not in CELLS]
+        others = [q for q in y.published if q.model not in CELLS and q.model != y.reference]
         hours = y.paper_steps * slowest / 3600 if y.paper_steps and not any(c.missing for c in cells) else None
         results.append(YardstickResult(y, cells, others, baseline, len(p.seeds), hours))
     full_hours = None

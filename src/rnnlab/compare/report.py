@@ -55,6 +55,10 @@ class Context:
     rows: list[SeedRow]
 
 
+def _model(name: str) -> str:
+    return name.upper() if name in CELLS else name
+
+
 def _params(n: int) -> str:
     return f"{n:,}"
 
@@ -116,7 +120,8 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
         return
     doc.paragraph(
         "Published protocols reproduced: each source's task, model size, training settings and metric, all three "
-        f"cells, {results[0].seeds} seeds, our mean ± sd at the end of training beside the published number. Verdict "
+        f"cells, {results[0].seeds} seeds, our mean ± sd at the end of training beside the published number (a cell "
+        "with no published number of its own is set against the source's reference model, named in brackets). Verdict "
         "rule (`rnnlab/compare/yardsticks.py`): with margin = max(2·sd, the yardstick's tolerance), *matches* when "
         "|ours − published| ≤ margin, otherwise *better* or *worse* by the metric's direction. A published number "
         "marked *unverified* could not be read in its source while this comparison was built; its verdict is "
@@ -128,7 +133,8 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
             pub = c.published
             rows.append([y.title, f"{c.cell.upper()} (H = {c.hidden}, {_params(c.params)} params)", y.metric,
                          _stat(c.result) + (f" ({c.missing} of {r.seeds} runs not trained: no verdict)" if c.missing else ""),
-                         "—" if pub is None else _metric(pub.value) + ("" if pub.verified else " (unverified)"),
+                         "—" if pub is None else _metric(pub.value) + ("" if pub.model == c.cell else f" ({_model(pub.model)})")
+                         + ("" if pub.verified else " (unverified)"),
                          "—" if c.difference is None else f"{c.difference:+.3g}",
                          "—" if c.verdict is None else f"**{c.verdict}** (margin {_metric(c.margin)})"])
     doc.table(["yardstick", "cell", "metric", "ours (mean ± sd)", "published", "ours − published", "verdict"], rows,
@@ -148,10 +154,11 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
                 continue
             gap = abs(c.difference)
             words = {MATCHES: "matches it", BETTER: f"is better by {gap:.3g}", WORSE: f"is worse by {gap:.3g}"}[c.verdict]
-            notes.append(f"{c.cell.upper()}: ours {_stat(c.result)} against {_metric(c.published.value)}, {words}")
+            against = "" if c.published.model == c.cell else f" ({_model(c.published.model)})"
+            notes.append(f"{c.cell.upper()}: ours {_stat(c.result)} against {_metric(c.published.value)}{against}, {words}")
         if notes:
             doc.paragraph("; ".join(notes) + ".")
-        sources = [f"{q.model.upper() if q.model in CELLS else q.model}: {_metric(q.value)} — {q.source}"
+        sources = [f"{_model(q.model)}: {_metric(q.value)} — {q.source}"
                    + (f"; {q.note}" if q.note else "") + (" (read in the source)" if q.verified else "")
                    for q in y.published]
         doc.bullets(sources)
