@@ -34,7 +34,7 @@ def _unroll(layer, xs: torch.Tensor, level: int, direction: int, state_index: in
         for d in range(D):
             w = layer.weights(k, d)
             step = layer.step_arguments(k, d, B)  # variants' added parameters, recurrent-dropout mask
-            state = tuple(torch.zeros(B, layer.hidden_size, dtype=xs.dtype, device=xs.device) for _ in cell.STATE)
+            state = tuple(s[k * D + d].to(xs.dtype) for s in layer.initial_state(B))  # zeros, or the learned h_0 (C_0)
             steps: list[torch.Tensor | None] = [None] * T
             chosen: list[torch.Tensor | None] = [None] * T
             for t in reversed(range(T)) if d == 1 else range(T):

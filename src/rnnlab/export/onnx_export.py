@@ -168,6 +168,10 @@ def to_onnx(
             raise ValueError(f"{', '.join(given)}: only for a model exported from example_inputs; a bare layer's "
                              "inputs are x [, h0, c0] [, lengths] and its outputs out, h_n [, c_n]")
         _check_onnx_layer(model)
+        if model.learn_initial_state and not initial_state:
+            raise ValueError("initial_state: expected True for a layer with learn_initial_state=True (its h_0 is a "
+                             "parameter, which the file's zero default would drop); export with initial_state=True and "
+                             "feed layer.initial_state(B), or export a model containing the layer from example_inputs")
         proto = layer_graph(model, initial_state, lengths, opset)
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, path)

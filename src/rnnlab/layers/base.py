@@ -49,17 +49,20 @@ class RecurrentLayer(nn.Module):
         engine: str = "auto",
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
+        learn_initial_state: bool = False,
         **options: Any,
     ):
         super().__init__()
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.num_layers = _checks.positive_int("num_layers", num_layers)
-        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional),
+                           ("learn_initial_state", learn_initial_state)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} {flag!r}")
         self.batch_first = batch_first
         self.bidirectional = bidirectional
+        self.learn_initial_state = learn_initial_state
         self.dropout = _checks.probability("dropout", dropout)
         self.init = _checks.choice("init", init, SCHEMES)
         self.engine = _checks.choice("engine", engine, self.engine_choices())
@@ -81,6 +84,9 @@ class RecurrentLayer(nn.Module):
                 self.register_parameter("bias_hn" + sfx, nn.Parameter(torch.empty(H)) if with_bias_hn else None)
                 for name, size in added.items():
                     self.register_parameter(name + sfx, nn.Parameter(torch.empty(size)))
+        if learn_initial_state:  # h_0 (and C_0) of every level and direction, rows in h_n's order k·D + d
+            for part in self.cell_class.STATE:
+                self.register_parameter("initial_" + part, nn.Parameter(torch.empty(self.num_layers * D, H)))
         self.bias = bias
         self.reset_parameters()
 
@@ -171,6 +177,10 @@ class RecurrentLayer(nn.Module):
                 init_weights(self.gates, *w, self.init, self.cell_class.GATE_BIAS)
                 for name, p in self.extras(k, d).items():
                     variants.init_extra(name, p, self.init, self.hidden_size)
+        if self.learn_initial_state:
+            with torch.no_grad():
+                for part in self.cell_class.STATE:
+                    getattr(self, "initial_" + part).zero_()  # starts as the zero state, then learns
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
@@ -178,6 +188,8 @@ class RecurrentLayer(nn.Module):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         s += "".join(f", {k}={v!r}" for k, v in {**self.options, **self.regularisers}.items())
+        if self.learn_initial_state:
+            s += ", learn_initial_state=True"
         if self.engine != "auto":
             s += f", engine={self.engine!r}"
         return s
@@ -187,7 +199,8 @@ class RecurrentLayer(nn.Module):
         """Run the layer over a sequence.
 
         ``x``: (T, B, X), or (B, T, X) with ``batch_first``, or unbatched (T, X), or a
-        PackedSequence. ``hx``: (D·num_layers, B, H) (LSTM: a tuple ``(h_0, c_0)``), zeros when None.
+        PackedSequence. ``hx``: (D·num_layers, B, H) (LSTM: a tuple ``(h_0, c_0)``); when None,
+        ``initial_state(B)``: zeros, or the learned ``initial_h`` (``initial_c``) with ``learn_initial_state``.
         ``lengths``: (B,) true lengths of padded sequences.
 
         Returns ``out, h_n`` — ``out`` (T, B, D·H) (or (B, T, D·H), or a PackedSequence when ``x``
@@ -245,14 +258,26 @@ class RecurrentLayer(nn.Module):
             raise ValueError(f"x: expected at least one time step (T >= 1), got shape {_checks.shape_str(x)}")
         return x, unbatched
 
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """The state a call starts from when ``hx`` is None: per part of the state (h; the LSTM's h and C)
+        a (D·L, B, H) tensor — zeros, or with ``learn_initial_state=True`` the parameters ``initial_h``
+        (``initial_c``) (D·L, H), one row per level and direction in h_n's order, broadcast over the batch
+        (gradients reach them through the broadcast)."""
+        L, H = self.num_directions * self.num_layers, self.hidden_size
+        if self.learn_initial_state:
+            return tuple(getattr(self, "initial_" + part).unsqueeze(1).expand(L, batch, H)
+                         for part in self.cell_class.STATE)
+        ref = self.weight_ih_l0
+        zeros = torch.zeros(L, batch, H, dtype=ref.dtype, device=ref.device)
+        return tuple(zeros for _ in self.cell_class.STATE)
+
     def _check_hx(self, hx: Any, batch: int, unbatched: bool) -> tuple[torch.Tensor, ...]:
         """Returns the initial state as a tuple of (D·L, B, H) tensors."""
         L, H = self.num_directions * self.num_layers, self.hidden_size
         names = self.cell_class.STATE
         ref = self.weight_ih_l0
         if hx is None:
-            zeros = torch.zeros(L, batch, H, dtype=ref.dtype, device=ref.device)
-            return tuple(zeros for _ in names)
+            return self.initial_state(batch)
         want = f"({L}, {H})" if unbatched else f"({L}, {batch}, {H})"
         if len(names) == 1:
             if not isinstance(hx, torch.Tensor):

@@ -41,6 +41,10 @@ def layer_to_torch(layer) -> nn.Module:
     spec, who = layer.cell_class.SPEC, type(layer).__name__
     refuse_untranslatable(spec, who, "to_torch", layer.options)
     refuse_variants(layer.variants(), who, "to_torch")
+    if getattr(layer, "learn_initial_state", False):
+        raise ValueError(f"{who}.to_torch: this {who} has learn_initial_state=True (parameters initial_h"
+                         f"{', initial_c' if 'c' in layer.cell_class.STATE else ''}), which torch.nn has no counterpart for; "
+                         "pass its initial_state(B) as hx to the torch module instead")
     ref = layer.weight_ih_l0
     module = spec.torch.layer(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
                               batch_first=layer.batch_first, dropout=layer.dropout, bidirectional=layer.bidirectional,

@@ -17,7 +17,8 @@ class GRU(RecurrentLayer):
     and adds ``bias_hn_l{k}`` (H).
 
     Args: ``input_size`` X, ``hidden_size`` H, ``num_layers`` L, ``bias``, ``batch_first``,
-    ``dropout``, ``bidirectional``, ``reset``; keyword-only ``init`` and ``engine``.
+    ``dropout``, ``bidirectional``, ``reset``; keyword-only ``init``, ``engine`` and ``learn_initial_state``
+    (h_0 becomes the parameter ``initial_h`` (D·L, H), zeros at first, used when ``hx`` is None).
 
     Shapes as torch.nn.GRU: ``x`` (T, B, X), ``hx`` (D·L, B, H); returns ``out`` (T, B, D·H),
     ``h_n`` (D·L, B, H). Parameters per level k and direction: ``weight_ih_l{k}`` (3H, X_k),
@@ -33,12 +34,14 @@ class GRU(RecurrentLayer):
     cell_class = GRUCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, reset="before", *, init="default", engine="auto", layer_norm=False,
+                 bidirectional=False, reset="before", *, init="default", engine="auto", learn_initial_state=False,
+                 layer_norm=False,
                  recurrent_dropout=0.0, zoneout=0.0):
         reset = _checks.choice("reset", reset, RESETS)
         structural = variants.flags(layer_norm=layer_norm)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine, recurrent_dropout=recurrent_dropout, zoneout=zoneout,
+                         init=init, engine=engine, learn_initial_state=learn_initial_state,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout,
                          reset=reset, **structural)
 
     @property

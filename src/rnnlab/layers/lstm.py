@@ -13,8 +13,9 @@ class LSTM(RecurrentLayer):
 
     Args: ``input_size`` X, ``hidden_size`` H, ``num_layers`` L, ``bias``, ``batch_first``,
     ``dropout`` (on each level's output but the last, training only), ``bidirectional`` (D = 2);
-    keyword-only ``init`` ("default": orthogonal recurrent weights and forget bias 1; "torch")
-    and ``engine`` (see :mod:`rnnlab.engine`).
+    keyword-only ``init`` ("default": orthogonal recurrent weights and forget bias 1; "torch"),
+    ``engine`` (see :mod:`rnnlab.engine`) and ``learn_initial_state`` (h_0 and C_0 become parameters
+    ``initial_h``, ``initial_c`` (D·L, H), zeros at first, used when ``hx`` is None).
 
     Shapes: ``x`` (T, B, X) ((B, T, X) with batch_first; (T, X) unbatched; or a PackedSequence),
     ``hx = (h_0, c_0)`` each (D·L, B, H); returns ``out`` (T, B, D·H) and ``(h_n, c_n)``, exactly
@@ -34,8 +35,9 @@ class LSTM(RecurrentLayer):
     cell_class = LSTMCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, init="default", engine="auto", layer_norm=False, peepholes=False,
-                 coupled=False, recurrent_dropout=0.0, zoneout=0.0):
+                 bidirectional=False, *, init="default", engine="auto", learn_initial_state=False, layer_norm=False,
+                 peepholes=False, coupled=False, recurrent_dropout=0.0, zoneout=0.0):
         structural = variants.flags(layer_norm=layer_norm, peepholes=peepholes, coupled=coupled)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine, recurrent_dropout=recurrent_dropout, zoneout=zoneout, **structural)
+                         init=init, engine=engine, learn_initial_state=learn_initial_state,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, **structural)

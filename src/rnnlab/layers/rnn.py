@@ -14,7 +14,8 @@ class RNN(RecurrentLayer):
     Args: ``input_size`` X, ``hidden_size`` H, ``num_layers`` L, ``bias``, ``batch_first``,
     ``dropout`` (on each level's output but the last, training only), ``bidirectional`` (D = 2),
     ``nonlinearity`` ("tanh" or "relu"); keyword-only ``init`` ("default" or "torch") and
-    ``engine`` ("auto" or "reference", see :mod:`rnnlab.engine`).
+    ``engine`` ("auto" or "reference", see :mod:`rnnlab.engine`) and ``learn_initial_state`` (h_0 becomes
+    the parameter ``initial_h`` (D·L, H), zeros at first, used when ``hx`` is None).
 
     Shapes: ``x`` (T, B, X) ((B, T, X) with batch_first; (T, X) unbatched; or a PackedSequence),
     ``hx`` (D·L, B, H); returns ``out`` (T, B, D·H) and ``h_n`` (D·L, B, H), exactly as torch.nn.RNN.
@@ -25,10 +26,12 @@ class RNN(RecurrentLayer):
     cell_class = RNNCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, nonlinearity="tanh", *, init="default", engine="auto"):
+                 bidirectional=False, nonlinearity="tanh", *, init="default", engine="auto",
+                 learn_initial_state=False):
         nonlinearity = _checks.choice("nonlinearity", nonlinearity, NONLINEARITIES)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine, nonlinearity=nonlinearity)
+                         init=init, engine=engine, learn_initial_state=learn_initial_state,
+                         nonlinearity=nonlinearity)
 
     @property
     def nonlinearity(self) -> str:

@@ -110,7 +110,8 @@ class Streamer:
       (or what ``before`` maps to it); returns (T, B, ·) / (B, T, ·).
     * ``state``: the layer's ``h_n`` (L, B, H) — LSTM ``(h_n, c_n)`` — or None before the first call;
       assign one (e.g. from a full-sequence call) to continue from it.
-    * ``reset(batch_indices=None)``: start the given sequences (all when None) afresh from zeros.
+    * ``reset(batch_indices=None)``: start the given sequences (all when None) afresh from the layer's
+      initial state (zeros, or its learned ``initial_h``/``initial_c`` with ``learn_initial_state=True``).
 
     The batch is set by the first call (or ``state``); until ``reset()`` every call must keep it.
     Outputs are computed under ``torch.inference_mode()`` and are inference tensors. The layer's
@@ -165,8 +166,8 @@ class Streamer:
         self._shape = None
 
     def reset(self, batch_indices=None) -> None:
-        """Zero the state of the sequences ``batch_indices`` (ints in [0, B)); all of them when None,
-        which also frees the batch size."""
+        """Restart the sequences ``batch_indices`` (ints in [0, B)) from the layer's initial state (zeros, or
+        the learned one); all of them when None, which also frees the batch size."""
         if batch_indices is None:
             self._levels, self._shape = None, None
             return
@@ -183,14 +184,15 @@ class Streamer:
         else:
             raise TypeError(f"batch_indices: expected None, an int, a list of ints or an integer tensor, got {batch_indices!r}")
         if self._levels is None:
-            return  # nothing streamed yet: every sequence starts from zeros anyway
+            return  # nothing streamed yet: every sequence starts from the initial state anyway
         B = self.batch_size
         bad = [i for i in idx if not 0 <= i < B]
         if bad:
             raise ValueError(f"batch_indices: expected indices in [0, {B}) (the streamed batch), got {bad}")
         rows = torch.tensor(idx, dtype=torch.long, device=self._levels[0][0].device)
         with torch.inference_mode():
-            self._levels = [tuple(s.index_fill(0, rows, 0.0) for s in lv) for lv in self._levels]
+            start = self._initial(len(idx))  # per level, the state parts (len(idx), H)
+            self._levels = [tuple(s.index_copy(0, rows, s0) for s, s0 in zip(lv, lv0)) for lv, lv0 in zip(self._levels, start)]
 
     # -- checks, run when something changed ------------------------------------------------------
     def _check_training(self) -> None:
@@ -232,9 +234,10 @@ class Streamer:
         self._kernels = kernels
         self._versions = self._weights_version()
 
-    def _zeros(self, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
-        z = torch.zeros(x.shape[0], self.layer.hidden_size, dtype=x.dtype, device=x.device)
-        return [tuple(z for _ in self.layer.cell_class.STATE) for _ in range(self.layer.num_layers)]
+    def _initial(self, batch: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per level, the parts of the layer's initial state for ``batch`` sequences, each (batch, H)."""
+        parts = tuple(p.detach() for p in self.layer.initial_state(batch))  # (L, batch, H) each
+        return [tuple(p[k] for p in parts) for k in range(self.layer.num_layers)]
 
     # -- the calls ---------------------------------------------------------------------------------
     def step(self, x_t):
@@ -245,7 +248,7 @@ class Streamer:
                 self._check_step(x)
             if self._weights_version() != self._versions:
                 self._load_kernels()
-            levels = self._levels if self._levels is not None else self._zeros(x)
+            levels = self._levels if self._levels is not None else self._initial(x.shape[0])
             new = []
             for kernel, state in zip(self._kernels, levels):
                 state = kernel(x, state)
