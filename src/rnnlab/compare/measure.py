@@ -716,7 +716,8 @@ def measure_all(p: Profile, sched, cache: RunCache, log=None) -> Measurements:
                      ("gradients", lambda: gradients(p, cache)), ("gates", lambda: gates(p, sched, cache)),
                      ("real", lambda: real_data(p, sched, cache)), ("variants", lambda: variants(p, sched, cache)),
                      ("cell_variants", lambda: cell_variants(p, sched, cache)),
-                     ("yardsticks", lambda: yardsticks(p, sched, cache)), ("unrolled", lambda: measure_unrolled(p, cache)),
+                     ("yardsticks", lambda: yardsticks(p, sched, cache, PROFILES["full"])),
+                     ("unrolled", lambda: measure_unrolled(p, cache)),
                      ("speed", lambda: speed(p, cache, sched))):
         t0 = time.perf_counter()
         out[name] = fn()

@@ -71,9 +71,12 @@ def _metric(x: float) -> str:
 
 
 def _stat(s: Stat) -> str:
+    """mean ± sd, the sd in the mean's format (3 decimals from 0.1 up)."""
     if not s.values:
         return "—"
-    return _metric(s.mean) if len(s.values) == 1 else f"{_metric(s.mean)} ± {_metric(s.sd)}"
+    if len(s.values) == 1:
+        return _metric(s.mean)
+    return f"{_metric(s.mean)} ± {s.sd:.3f}" if abs(s.mean) >= 0.1 else f"{_metric(s.mean)} ± {s.sd:.2g}"
 
 
 # -- sections ----------------------------------------------------------------------------------------
@@ -155,7 +158,9 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
             gap = abs(c.difference)
             words = {MATCHES: "matches it", BETTER: f"is better by {gap:.3g}", WORSE: f"is worse by {gap:.3g}"}[c.verdict]
             against = "" if c.published.model == c.cell else f" ({_model(c.published.model)})"
-            notes.append(f"{c.cell.upper()}: ours {_stat(c.result)} against {_metric(c.published.value)}{against}, {words}")
+            short = not (c.result.mean > r.baseline if y.higher_is_better else c.result.mean < r.baseline)
+            notes.append(f"{c.cell.upper()}: ours {_stat(c.result)} against {_metric(c.published.value)}{against}, {words}"
+                         + (f" — and not yet past the trivial answer's {_metric(r.baseline)} at this budget" if short else ""))
         if notes:
             doc.paragraph("; ".join(notes) + ".")
         sources = [f"{_model(q.model)}: {_metric(q.value)} — {q.source}"
