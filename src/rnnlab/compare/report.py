@@ -55,6 +55,10 @@ class Context:
     rows: list[SeedRow]
 
 
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} hours" if hours >= 1 else f"{60 * hours:.0f} minutes"
+
+
 def _model(name: str) -> str:
     return name.upper() if name in CELLS else name
 
@@ -148,7 +152,7 @@ def yardsticks_section(doc: Document, ctx: Context) -> None:
         doc.paragraph(y.protocol)
         budget = (f"Our budget: {y.steps:,} steps; the source's: {y.paper_steps:,}"
                   + (f" — at our measured median time per step of the slowest cell, the source's budget would take "
-                     f"about {r.paper_hours_per_run:.1f} hours per run on this machine" if r.paper_hours_per_run else "")
+                     f"about {_duration(r.paper_hours_per_run)} per run on this machine" if r.paper_hours_per_run else "")
                   + "." if y.paper_steps else f"Our budget: {y.steps:,} steps (no published recurrent budget).")
         doc.paragraph(budget + f" A trivial answer scores {_metric(r.baseline)} ({y.metric}).")
         notes = []
