@@ -2,6 +2,7 @@
 altered or mixed-up files, a full disk, and nothing ever unpickled."""
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -46,11 +47,11 @@ def test_mismatched_files_are_detected(tmp_path):
 
 def test_a_checkpoint_without_its_record_inside_still_checks_the_steps(tmp_path):
     """Checkpoints written before the record went into the tensors file: the JSON is the record."""
-    blob = save_tensors({"a": torch.zeros(1)}, metadata={"format": checkpoint.FORMAT, "step": "5"})
+    blob = save_tensors({"a": torch.zeros(1)}, metadata={"format": checkpoint.LEGACY, "step": "5"})
     (tmp_path / "last.safetensors").write_bytes(blob)
-    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.FORMAT, "step": 5}))
+    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.LEGACY, "step": 5}))
     assert checkpoint.load(tmp_path, "last")[1]["step"] == 5
-    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.FORMAT, "step": 6}))
+    (tmp_path / "last.json").write_text(json.dumps({"format": checkpoint.LEGACY, "step": 6}))
     with pytest.raises(ValueError, match="interrupted"):
         checkpoint.load(tmp_path, "last")
     (tmp_path / "last.json").unlink()
@@ -68,7 +69,7 @@ def corruptions(blob: bytes):
     yield "a header that is not JSON", blob[:8] + b"{" * n + blob[8 + n:], "not valid JSON"
     yield "a JSON list header", (2).to_bytes(8, "little") + b"[]", "expected an object"
     yield "a huge length", (1 << 62).to_bytes(8, "little") + blob[8:], "truncated"
-    yield "another program's file", save_tensors({"a": torch.zeros(1)}), "expected an rnnlab-checkpoint-1"
+    yield "another program's file", save_tensors({"a": torch.zeros(1)}), "expected an rnnlab-checkpoint-2"
     yield "text", b"hello, world: this is not a checkpoint", "truncated"
 
 
@@ -153,3 +154,62 @@ def test_nothing_is_ever_unpickled():
         for m in re.finditer(r"torch\.load\(", text):
             call = text[m.start(): text.find(")", m.start()) + 1]
             assert "weights_only=True" in call, f"{path}: {call}"
+
+
+def _rewrite_header(blob: bytes, change) -> bytes:
+    """The file with its header parsed, changed by ``change(header)`` and written back (data unchanged)."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    change(header)
+    text = json.dumps(header).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
+def _edit_record(header):
+    meta = header["__metadata__"]
+    record = json.loads(meta["meta"])
+    record["step"] = 9
+    meta["meta"], meta["step"] = json.dumps(record, indent=1), "9"
+
+
+def _edit_table(header):
+    header["w"]["shape"] = [2, 8]  # the same bytes read as another shape
+
+
+def _drop_digest(header):
+    del header["__metadata__"]["sha256"]
+
+
+@pytest.mark.parametrize("change, words", [(_edit_record, "header or tensor data do not match the digest"),
+                                           (_edit_table, "header or tensor data do not match the digest"),
+                                           (_drop_digest, "header has no digest")])
+def test_an_edited_header_is_refused(tmp_path, change, words):
+    checkpoint.save(tmp_path, "last", {"w": torch.randn(4, 4), "b": torch.randn(4)}, {"step": 3})
+    path = tmp_path / "last.safetensors"
+    path.write_bytes(_rewrite_header(path.read_bytes(), change))
+    (tmp_path / "last.json").unlink()  # no JSON copy to disagree with: the digest alone must catch it
+    with pytest.raises(ValueError, match=re.escape(words)):
+        checkpoint.load(tmp_path, "last")
+
+
+def test_a_header_written_with_other_spacing_but_the_same_content_loads(tmp_path):
+    saved = {"w": torch.randn(4, 4), "b": torch.randn(4)}
+    checkpoint.save(tmp_path, "last", saved, {"step": 3})
+    path = tmp_path / "last.safetensors"
+    path.write_bytes(_rewrite_header(path.read_bytes(), lambda header: None))  # json.dumps' own spacing
+    tensors, meta = checkpoint.load(tmp_path, "last")
+    assert meta["step"] == 3 and all(torch.equal(tensors[k], v) for k, v in saved.items())
+
+
+def test_a_first_format_file_with_a_data_only_digest_still_loads(tmp_path):
+    record = json.dumps({"format": checkpoint.LEGACY, "step": 4}, indent=1)
+    base = {"format": checkpoint.LEGACY, "step": "4", "meta": record}
+    flat = {"a": torch.arange(3.0)}
+    data = save_tensors(flat, metadata=base)[8 + int.from_bytes(save_tensors(flat, metadata=base)[:8], "little"):]
+    blob = save_tensors(flat, metadata={**base, "sha256": hashlib.sha256(data).hexdigest()})
+    (tmp_path / "last.safetensors").write_bytes(blob)
+    assert checkpoint.load(tmp_path, "last")[1]["step"] == 4
+    (tmp_path / "last.safetensors").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(ValueError, match="tensor data does not match the digest"):
+        checkpoint.load(tmp_path, "last")

@@ -2,8 +2,10 @@
 
 ``<dir>/<tag>.safetensors`` holds the tensors (model parameters, optimiser moments, RNG states,
 a carried recurrent state) and, in its header's metadata, the record of the save: the step, the
-config, optimiser hyper-parameters, Python and NumPy RNG states (as JSON text), and the SHA-256 of
-the tensor data. ``<dir>/<tag>.json`` is the same record, for people and tools to read.
+config, optimiser hyper-parameters, Python and NumPy RNG states (as JSON text), and a SHA-256 over
+the whole header — its tensor table and that record, as canonical JSON, all but the digest itself —
+and then the tensor data. ``<dir>/<tag>.json`` is the same record, for people and tools to read.
+Files of the first format (``rnnlab-checkpoint-1``), whose digest covers the tensor data only, still load.
 
 Crash safety: a file is written to a temporary name in the same directory, flushed and fsync'ed,
 then renamed over the old one (``os.replace`` is atomic on POSIX), and the directory is
@@ -11,8 +13,8 @@ fsync'ed, so a crash leaves either the old file or the new one — never a torn 
 real name. The tensors file, which carries its own record, is written first: a crash between
 the two writes leaves a complete new checkpoint and an older JSON copy, which ``load`` ignores.
 A failed write (a full disk) removes its temporary file and leaves the previous checkpoint as it
-was. ``load`` refuses, naming what is wrong, a file that is truncated or altered (its digest
-differs), not an rnnlab checkpoint, or whose JSON copy describes a different save.
+was. ``load`` refuses, naming what is wrong, a file that is truncated or altered in its data or its
+header (its digest differs), not an rnnlab checkpoint, or whose JSON copy describes a different save.
 
 Nothing is ever unpickled: safetensors stores raw tensors only, the rest is JSON.
 """
@@ -30,7 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-FORMAT = "rnnlab-checkpoint-1"
+FORMAT = "rnnlab-checkpoint-2"  # its digest covers the header too
+LEGACY = "rnnlab-checkpoint-1"  # its digest covered the tensor data only
 TMP = ".tmp-"  # temporary files are named .<name>.tmp-<pid>
 _write = os.write  # every byte of a checkpoint goes through here (tests make the disk full by replacing it)
 
@@ -90,6 +93,16 @@ def _data_section(blob: bytes) -> tuple[dict[str, Any], bytes]:
     return header, blob[8 + n:]
 
 
+def digest(header: dict[str, Any], data: bytes) -> str:
+    """SHA-256 of the header — the tensor table and the record, but the digest itself — as canonical JSON
+    (sorted keys, no spaces: the same however a writer pads it), followed by the tensor data."""
+    meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != "sha256"}
+    canonical = json.dumps({**header, "__metadata__": meta}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    h = hashlib.sha256(canonical.encode("utf-8"))
+    h.update(data)
+    return h.hexdigest()
+
+
 def save(directory: Path, tag: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Write checkpoint ``tag``: ``meta`` must be JSON-able and hold the ``step``."""
     directory = Path(directory)
@@ -97,9 +110,9 @@ def save(directory: Path, tag: str, tensors: dict[str, torch.Tensor], meta: dict
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     record = json.dumps({"format": FORMAT, **meta}, indent=1)
     base = {"format": FORMAT, "step": str(meta["step"]), "meta": record}
-    # the data section does not depend on the metadata, so its digest can go in the header
-    _, data = _data_section(save_tensors(flat, metadata=base))
-    blob = save_tensors(flat, metadata={**base, "sha256": hashlib.sha256(data).hexdigest()})
+    # the tensor table and data do not depend on the metadata, so the digest of all but itself can join it
+    header, data = _data_section(save_tensors(flat, metadata=base))
+    blob = save_tensors(flat, metadata={**base, "sha256": digest(header, data)})
     atomic_write(directory / f"{tag}.safetensors", blob)
     atomic_write(directory / f"{tag}.json", record.encode("utf-8"))
 
@@ -122,11 +135,18 @@ def load(directory: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict[str, 
     except ValueError as e:
         raise ValueError(f"{where} is not a readable safetensors file: {e}") from None
     stored = header.get("__metadata__") or {}
-    if stored.get("format") != FORMAT:
-        raise ValueError(f"{where}: expected an {FORMAT} checkpoint, got format {stored.get('format')!r}")
-    if "sha256" in stored and hashlib.sha256(data).hexdigest() != stored["sha256"]:
-        raise ValueError(f"{where}: its tensor data does not match the digest recorded when it was saved "
-                         f"(the file was truncated or altered); use the other checkpoint or an earlier copy")
+    fmt = stored.get("format")
+    if fmt not in (FORMAT, LEGACY):
+        raise ValueError(f"{where}: expected an {FORMAT} (or {LEGACY}) checkpoint, got format {fmt!r}")
+    if fmt == FORMAT and "sha256" not in stored:
+        raise ValueError(f"{where}: its header has no digest, which every {FORMAT} file records (the header "
+                         "was altered); use the other checkpoint or an earlier copy")
+    if "sha256" in stored:
+        expected = digest(header, data) if fmt == FORMAT else hashlib.sha256(data).hexdigest()
+        if expected != stored["sha256"]:
+            covered = "header or tensor data do" if fmt == FORMAT else "tensor data does"
+            raise ValueError(f"{where}: its {covered} not match the digest recorded when it was saved "
+                             f"(the file was truncated or altered); use the other checkpoint or an earlier copy")
     try:
         tensors = load_tensors(blob)
     except (SafetensorError, ValueError, RuntimeError) as e:
@@ -150,7 +170,7 @@ def load(directory: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict[str, 
         if not isinstance(mirror, dict):
             raise ValueError(f"checkpoint: expected {tag}.json beside {tag}.safetensors in {str(directory)!r}, found none")
         meta = mirror
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (FORMAT, LEGACY):
             raise ValueError(f"checkpoint: {str(mirror_path)!r}: expected an {FORMAT} record, got format {meta.get('format')!r}")
         if stored.get("step") != str(meta.get("step")):
             raise ValueError(
