@@ -47,11 +47,11 @@ struct GRUCell {
     const int64_t B = k.B, H = k.H, GH = 3 * H;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
-      const T* x_ = s.xp + b * GH;
-      const T* hh_ = s.hh + b * 2 * H;
-      const T* hp = s.h_in + b * H;
-      T* g_ = s.gate + b * GH;
-      T* rh_ = s.extra + b * H;
+      const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict hh_ = s.hh + b * 2 * H;
+      const T* __restrict hp = s.h_in + b * H;
+      T* __restrict g_ = s.gate + b * GH;
+      T* __restrict rh_ = s.extra + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = sigmoid(x_[j] + hh_[j]);          // z_t
@@ -68,11 +68,11 @@ struct GRUCell {
     const int64_t B = k.B, H = k.H, GH = 3 * H;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
-      const T* x_ = s.xp + b * GH;
-      const T* hn_ = hn + b * H;
-      const T* hp = s.h_prev + b * H;
-      T* g_ = s.gate + b * GH;
-      T* h_ = s.h + b * H;
+      const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict hn_ = hn + b * H;
+      const T* __restrict hp = s.h_prev + b * H;
+      T* __restrict g_ = s.gate + b * GH;
+      T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = g_[j];
@@ -86,19 +86,20 @@ struct GRUCell {
   // z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
   static RNNLAB_KERNEL void forward_after(const Fw<T>& s, Loop<T>& k) {
     const int64_t B = k.B, H = k.H, GH = 3 * H;
+    const T* __restrict b_hn = k.b_hn;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
-      const T* x_ = s.xp + b * GH;
-      const T* hh_ = s.hh + b * GH;
-      const T* hp = s.h_prev + b * H;
-      T* g_ = s.gate + b * GH;
-      T* hn_ = s.extra + b * H;
-      T* h_ = s.h + b * H;
+      const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict hh_ = s.hh + b * GH;
+      const T* __restrict hp = s.h_prev + b * H;
+      T* __restrict g_ = s.gate + b * GH;
+      T* __restrict hn_ = s.extra + b * H;
+      T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = sigmoid(x_[j] + hh_[j]);
         const T r = sigmoid(x_[H + j] + hh_[H + j]);
-        const T hn = hh_[2 * H + j] + k.b_hn[j];
+        const T hn = hh_[2 * H + j] + b_hn[j];
         const T n = std::tanh(x_[2 * H + j] + r * hn);
         g_[j] = z;
         g_[H + j] = r;
@@ -137,14 +138,21 @@ struct GRUCell {
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
+      const T* __restrict g_ = s.gate + q;
+      const T* __restrict gg = s.gg + q;
+      const T* __restrict dh = s.dh + r;
+      const T* __restrict hp = s.h_prev + r;
+      const T* __restrict ghp = s.gh_prev + r;
+      T* __restrict da = s.da + q;
+      T* __restrict dhp = s.dh_prev + r;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = s.gate[q + j], n = s.gate[q + 2 * H + j];
-        const T dz = s.dh[r + j] * (n - s.h_prev[r + j]) + s.gg[q + j];  // h_t = h_{t-1} + z_t (h̃_t - h_{t-1})
-        const T dn = s.dh[r + j] * z + s.gg[q + 2 * H + j];
-        s.da[q + j] = dz * z * (T(1) - z);
-        s.da[q + 2 * H + j] = dn * (T(1) - n * n);  // h̃_t = tanh(·)
-        s.dh_prev[r + j] = s.dh[r + j] * (T(1) - z) + s.gh_prev[r + j];
+        const T z = g_[j], n = g_[2 * H + j];
+        const T dz = dh[j] * (n - hp[j]) + gg[j];  // h_t = h_{t-1} + z_t (h̃_t - h_{t-1})
+        const T dn = dh[j] * z + gg[2 * H + j];
+        da[j] = dz * z * (T(1) - z);
+        da[2 * H + j] = dn * (T(1) - n * n);  // h̃_t = tanh(·)
+        dhp[j] = dh[j] * (T(1) - z) + ghp[j];
       }
     }
   }
@@ -155,12 +163,18 @@ struct GRUCell {
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
+      const T* __restrict rg_ = s.gate + q + H;
+      const T* __restrict gg = s.gg + q + H;
+      const T* __restrict hin = s.h_in + r;
+      const T* __restrict drh_ = drh + r;
+      T* __restrict da = s.da + q + H;
+      T* __restrict acc = s.acc + r;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T rg = s.gate[q + H + j];
-        const T dr = drh[r + j] * s.h_in[r + j] + s.gg[q + H + j];  // r_t * h_{t-1}
-        s.da[q + H + j] = dr * rg * (T(1) - rg);
-        s.acc[r + j] += drh[r + j] * rg;
+        const T rg = rg_[j];
+        const T dr = drh_[j] * hin[j] + gg[j];  // r_t * h_{t-1}
+        da[j] = dr * rg * (T(1) - rg);
+        acc[j] += drh_[j] * rg;
       }
     }
   }
@@ -175,23 +189,33 @@ struct GRUCell {
         continue;
       }
       const int64_t r = b * H, q = b * GH;
+      const T* __restrict g_ = s.gate + q;
+      const T* __restrict gg = s.gg + q;
+      const T* __restrict dh = s.dh + r;
+      const T* __restrict hp = s.h_prev + r;
+      const T* __restrict hn = s.extra + r;
+      const T* __restrict ghp = s.gh_prev + r;
+      T* __restrict da = s.da + q;
+      T* __restrict dhh_ = dhh + q;
+      T* __restrict dhn = s.dhn + r;
+      T* __restrict dhp = s.dh_prev + r;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = s.gate[q + j], rg = s.gate[q + H + j], n = s.gate[q + 2 * H + j];
-        const T dz = s.dh[r + j] * (n - s.h_prev[r + j]) + s.gg[q + j];
-        const T dn = s.dh[r + j] * z + s.gg[q + 2 * H + j];
+        const T z = g_[j], rg = g_[H + j], n = g_[2 * H + j];
+        const T dz = dh[j] * (n - hp[j]) + gg[j];
+        const T dn = dh[j] * z + gg[2 * H + j];
         const T dn_pre = dn * (T(1) - n * n);
-        const T dr = dn_pre * s.extra[r + j] + s.gg[q + H + j];  // h̃_t = tanh(W_xn x + b_n + r_t hn)
+        const T dr = dn_pre * hn[j] + gg[H + j];  // h̃_t = tanh(W_xn x + b_n + r_t hn)
         const T dz_pre = dz * z * (T(1) - z);
         const T dr_pre = dr * rg * (T(1) - rg);
-        s.da[q + j] = dz_pre;
-        s.da[q + H + j] = dr_pre;
-        s.da[q + 2 * H + j] = dn_pre;
-        dhh[q + j] = dz_pre;
-        dhh[q + H + j] = dr_pre;
-        dhh[q + 2 * H + j] = dn_pre * rg;
-        s.dhn[r + j] = dn_pre * rg;
-        s.dh_prev[r + j] = s.dh[r + j] * (T(1) - z) + s.gh_prev[r + j];
+        da[j] = dz_pre;
+        da[H + j] = dr_pre;
+        da[2 * H + j] = dn_pre;
+        dhh_[j] = dz_pre;
+        dhh_[H + j] = dr_pre;
+        dhh_[2 * H + j] = dn_pre * rg;
+        dhn[j] = dn_pre * rg;
+        dhp[j] = dh[j] * (T(1) - z) + ghp[j];
       }
     }
   }

@@ -44,15 +44,15 @@ struct LSTMCell {
 
   static RNNLAB_KERNEL void gates(const Fw<T>& s, Loop<T>& k) {
     const int64_t B = k.B, H = k.H, GX = gx(H), GH = 4 * H;
-    const T *pf = k.pf, *pi = k.pi, *po = k.po;
+    const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
-      const T* x_ = s.xp + b * GX;
-      const T* hh_ = s.hh + b * GX;
-      const T* cp = s.c_prev + b * H;
-      T* g_ = s.gate + b * GH;
-      T* c_ = s.c + b * H;
-      T* h_ = s.h + b * H;
+      const T* __restrict x_ = s.xp + b * GX;
+      const T* __restrict hh_ = s.hh + b * GX;
+      const T* __restrict cp = s.c_prev + b * H;
+      T* __restrict g_ = s.gate + b * GH;
+      T* __restrict c_ = s.c + b * H;
+      T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T f = sigmoid(x_[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
@@ -99,22 +99,29 @@ struct LSTMCell {
   // reaching C_t through h_t, in place of tanh(C_t) and ∂h_t o (1 - tanh²(C_t))
   static RNNLAB_KERNEL void derivatives(const Bw<T>& s, Loop<T>& k, const T* __restrict tcn, const T* __restrict dch) {
     const int64_t B = k.B, H = k.H, GX = gx(H), GH = 4 * H;
-    const T *pf = k.pf, *pi = k.pi, *po = k.po;
+    const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
-      const T* g_ = s.gate + q;
-      const T* gg = s.gg + q;
-      T* da_ = s.da + b * GX;
+      const T* __restrict g_ = s.gate + q;
+      const T* __restrict gg = s.gg + q;
+      const T* __restrict dh_ = s.dh + r;
+      const T* __restrict c_ = s.c + r;
+      const T* __restrict cp = s.c_prev + r;
+      const T* __restrict gcp = s.gc_prev + r;
+      const T* __restrict ghp = s.gh_prev + r;
+      T* __restrict dc = s.dc + r;
+      T* __restrict dhp = s.dh_prev + r;
+      T* __restrict da_ = s.da + b * GX;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
-        const T dh = s.dh[r + j];
-        const T tc = LN ? tcn[r + j] : std::tanh(s.c[r + j]);
+        const T dh = dh_[j];
+        const T tc = LN ? tcn[r + j] : std::tanh(c_[j]);
         const T dao = (dh * tc + gg[3 * H + j]) * o * (T(1) - o);                 // ∂o_t's pre-activation
         const T through_h = LN ? dch[r + j] : dh * o * (T(1) - tc * tc);        // h_t = o_t tanh(C_t)
-        const T dC = s.dc[r + j] + through_h + (PEEP ? dao * po[j] : T(0));     // ∂C_t (o's peephole sees C_t)
-        const T df = dC * s.c_prev[r + j] + gg[j];                               // C_t = f_t C_{t-1} + i_t C̃_t
+        const T dC = dc[j] + through_h + (PEEP ? dao * po[j] : T(0));     // ∂C_t (o's peephole sees C_t)
+        const T df = dC * cp[j] + gg[j];                                   // C_t = f_t C_{t-1} + i_t C̃_t
         const T di = dC * g + gg[H + j];
         const T dag = (dC * i + gg[2 * H + j]) * (T(1) - g * g);                // C̃_t = tanh(·)
         T dcp;
@@ -131,8 +138,8 @@ struct LSTMCell {
         }
         da_[KG * H + j] = dag;
         da_[KO * H + j] = dao;
-        s.dc[r + j] = dcp + s.gc_prev[r + j];  // ∂C_{t-1}
-        s.dh_prev[r + j] = s.gh_prev[r + j];
+        dc[j] = dcp + gcp[j];  // ∂C_{t-1}
+        dhp[j] = ghp[j];
       }
     }
   }

@@ -23,10 +23,10 @@ struct RNNCell {
     const int64_t B = k.B, H = k.H;
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
-      const T* x_ = s.xp + b * H;
-      const T* hh_ = s.hh + b * H;
-      T* g_ = s.gate + b * H;
-      T* h_ = s.h + b * H;
+      const T* __restrict x_ = s.xp + b * H;
+      const T* __restrict hh_ = s.hh + b * H;
+      T* __restrict g_ = s.gate + b * H;
+      T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T y = RELU ? relu_kept(x_[j] + hh_[j]) : std::tanh(x_[j] + hh_[j]);
@@ -42,12 +42,18 @@ struct RNNCell {
     for (int64_t b = 0; b < B; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H;
+      const T* __restrict y_ = s.gate + r;
+      const T* __restrict dh = s.dh + r;
+      const T* __restrict gg = s.gg + r;
+      const T* __restrict ghp = s.gh_prev + r;
+      T* __restrict da = s.da + r;
+      T* __restrict dhp = s.dh_prev + r;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T y = s.gate[r + j];
-        const T d = s.dh[r + j] + s.gg[r + j];
-        s.da[r + j] = RELU ? relu_kept_grad(y, d) : d * (T(1) - y * y);
-        s.dh_prev[r + j] = s.gh_prev[r + j];
+        const T y = y_[j];
+        const T d = dh[j] + gg[j];
+        da[j] = RELU ? relu_kept_grad(y, d) : d * (T(1) - y * y);
+        dhp[j] = ghp[j];
       }
     }
     return {s.da, H};
