@@ -7,7 +7,9 @@ Campaigns (their code lives with the tests, in tests/reliability/ and tests/trai
 
 * fuzz: random calls of every layer on every engine, of every cell, and direct calls of the
   compiled loops with broken tensors; each call must equal the reference engine (outputs, states,
-  gradients) or raise a ValueError/TypeError naming the argument, exactly when it is invalid;
+  gradients) or raise a ValueError/TypeError naming the argument, exactly when it is invalid, and
+  return within a time limit (``--call-timeout``, default 60 s): a call that does not is a hang,
+  reported by name on stderr with every thread's traceback, and the script exits with code 3;
 * kills: ``rnnlab train`` SIGKILLed at random moments (forked children and new interpreters),
   and half-way through each checkpoint write; every file on disk must load, at most one
   checkpoint interval may be lost, and the finished run must equal an uninterrupted one bit for bit;
@@ -24,12 +26,16 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
+import faulthandler
+import os
 import platform
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,14 +54,47 @@ from rnnlab.engine import ops  # noqa: E402
 from rnnlab.train import checkpoint, train  # noqa: E402
 
 
+HANG_EXIT = 3  # the exit code of a run stopped by a hang
+CALL_TIMEOUT = {"seconds": 60.0}  # set by --call-timeout
+
+
+@contextlib.contextmanager
+def time_limit(what: str, seconds: float | None = None):
+    """Run the block as one fuzzed call that must return within ``seconds``; otherwise it is a hang: say so,
+    naming ``what``, dump every thread's traceback and exit with ``HANG_EXIT``. A watchdog thread does this
+    when the call is stuck anywhere that lets other threads run (Python code, waits, torch kernels that
+    release the GIL); for a call that holds the GIL, faulthandler's own C thread dumps the tracebacks and
+    exits 5 s later."""
+    seconds = CALL_TIMEOUT["seconds"] if seconds is None else seconds
+
+    def hang():
+        sys.stderr.write(f"reliability_report: HANG: {what} did not return within {seconds:g} s\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(HANG_EXIT)
+
+    watchdog = threading.Timer(seconds, hang)
+    watchdog.daemon = True
+    watchdog.start()
+    faulthandler.dump_traceback_later(seconds + 5.0, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        watchdog.cancel()
+
+
 def fuzz(strategy, check, examples: int, key) -> collections.Counter:
-    """Run ``check`` on ``examples`` drawn calls; count outcomes by ``key(call, outcome)``."""
+    """Run ``check`` on ``examples`` drawn calls, each under ``time_limit``; count outcomes by
+    ``key(call, outcome)``."""
     counts: collections.Counter = collections.Counter()
 
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(strategy)
     def run(c):
-        counts[key(c, check(c))] += 1
+        with time_limit(f"{check.__name__}({_describe(c)})"):
+            outcome = check(c)
+        counts[key(c, outcome)] += 1
 
     run()
     return counts
@@ -70,8 +109,32 @@ def native_entry_calls(per_cell: int) -> collections.Counter:
         for direction in ("forward", "backward"):
             args = test_native_entry.OPS[direction][0](cell)
             for name, bad in test_native_entry.mutations(args, rng, per_cell):
-                counts[test_native_entry.check_bad_call(direction, cell, args, name, bad)] += 1
+                with time_limit(f"check_bad_call({direction}, {cell}, {name} = {_describe(bad)})"):
+                    outcome = test_native_entry.check_bad_call(direction, cell, args, name, bad)
+                counts[outcome] += 1
     return counts
+
+
+def huge_calls() -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    for kind in ("layer", "cell", "auto", "native", "torch", "reference"):
+        size = 1 << 40 if kind in ("layer", "cell") else 1 << 30
+        with time_limit(f"check_huge_call({kind}, {size})"):
+            counts[test_fuzz.check_huge_call(kind, size)] += 1
+    return counts
+
+
+def _describe(value, limit: int = 300) -> str:
+    """A short description of a drawn call for a hang report (tensors by shape and dtype)."""
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)} {value.dtype}"
+    if isinstance(value, dict):
+        text = "{" + ", ".join(f"{k}: {_describe(v, limit)}" for k, v in value.items()) + "}"
+    elif isinstance(value, (list, tuple)):
+        text = "(" + ", ".join(_describe(v, limit) for v in value) + ")"
+    else:
+        text = getattr(value, "__name__", None) or repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def file_campaign(work: Path) -> dict[str, int]:
@@ -164,7 +227,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small campaigns (seconds), for tests")
     ap.add_argument("--out", type=Path, default=ROOT / "RELIABILITY.md", help="where to write the report")
+    ap.add_argument("--call-timeout", type=float, default=60.0,
+                    help="seconds a fuzzed call may take before it is reported as a hang (exit code 3)")
     args = ap.parse_args()
+    if not args.call_timeout > 0:
+        ap.error(f"--call-timeout: expected a positive number of seconds, got {args.call_timeout}")
+    CALL_TIMEOUT["seconds"] = args.call_timeout
     q = args.quick
     started = time.perf_counter()
     torch.manual_seed(0)
@@ -175,9 +243,7 @@ def main() -> None:
         cell = fuzz(test_fuzz.cell_calls(), test_fuzz.check_cell_call, 20 if q else 1000,
                     lambda c, outcome: ("cell", outcome))
         entry = native_entry_calls(2 if q else 40)
-        huge = collections.Counter(
-            test_fuzz.check_huge_call(kind, 1 << 40 if kind in ("layer", "cell") else 1 << 30)
-            for kind in ("layer", "cell", "auto", "native", "torch", "reference"))
+        huge = huge_calls()
         forked = campaigns.kill_campaign(work / "forked", kills=2 if q else 40, steps=40 if q else 300, fork=True)
         real = campaigns.kill_campaign(work / "real", kills=1 if q else 6, steps=40 if q else 100, fork=False)
         writes = (3,) if q else tuple(range(1, 9))
@@ -222,7 +288,8 @@ def main() -> None:
         f"| ... answered, equal to the reference engine (outputs, final states, gradients) | {outcomes['ok']:,} |",
         f"| ... refused with a ValueError naming the argument | {outcomes['ValueError']:,} |",
         f"| ... refused with a TypeError naming the argument | {outcomes['TypeError']:,} |",
-        "| ... crashes, hangs, other exceptions, wrong answers, valid calls refused, invalid calls accepted | 0 |",
+        f"| ... crashes, hangs (no return within {CALL_TIMEOUT['seconds']:g} s), other exceptions, wrong answers, "
+        "valid calls refused, invalid calls accepted | 0 |",
         f"| kills survived (SIGKILL of `rnnlab train`, then `--resume`) | {survived} |",
         f"| ... of them half-way through a checkpoint write | {sum(k.mid_save for k in kills) + len(mid)} |",
         f"| most steps lost by one kill (checkpoint interval: {campaigns.EVAL_EVERY}) | "
