@@ -108,7 +108,8 @@ def protocol_section(doc: Document, ctx: Context) -> None:
     doc.paragraph(f"This report: {info.get('trained', 0)} runs trained and {info.get('cached', 0)} taken from the run "
                   f"cache; written {info.get('date', '')} in {info.get('elapsed', 0) / 60:.1f} minutes"
                   + (f" (training {info['training_minutes']:.1f} of them)" if "training_minutes" in info else "")
-                  + (f"; the runs' own training steps add up to {info['train_core_minutes']:.0f} core-minutes"
+                  + (f"; the runs' training steps, timed one by one, add up to {info['train_core_minutes']:.0f} minutes "
+                     f"(summed over runs, {p.jobs} at a time, under whatever else shared the machine when they ran)"
                      if "train_core_minutes" in info else "")
                   + f". Timings {ctx.m.speed.timing_note()}")
 
