@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml setup.py $(ENGINE_SOURCES)
 	# through rnnlab's dependency range could fetch a multi-GB CUDA build instead
 	$(PY) -m pip install --quiet torch==2.13.0
 	# --no-build-isolation: the extension compiles against the torch just installed (an isolated build
-	# environment would fetch another torch)
+	# environment would fetch another torch); the build backend must then be in the venv itself
+	$(PY) -m pip install --quiet "setuptools>=77" ninja numpy
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev,data]"
 	# the Japanese vowels yardstick reads the .ts files that aeon's wheel carries; --no-deps leaves out
 	# aeon's own dependencies, which rnnlab never imports (tests skip the yardstick when it is missing)
