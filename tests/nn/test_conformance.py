@@ -2,7 +2,7 @@
 
 A torch.nn module and its rnnlab.nn twin holding the same state_dict (loaded with strict=True, both
 ways) give equal outputs, final states and gradients (input, hx and every parameter): float32 to 1e-5,
-float64 to 1e-10. The same bad inputs raise the same exception types. Cells run in torch's idiom over
+float64 to 1e-10. LSTMs with proj_size > 0 are drawn too (the twin runs torch.nn's forward for them). The same bad inputs raise the same exception types. Cells run in torch's idiom over
 a whole sequence.
 """
 
@@ -72,7 +72,7 @@ def layer_cases(draw):
                 dtype=draw(st.sampled_from([torch.float32, torch.float64])), training=draw(st.booleans()),
                 engine=draw(st.sampled_from(["auto", "native", "reference"])),
                 T=draw(st.integers(1, 6)), B=draw(st.integers(1, 4)), X=draw(st.integers(1, 5)), H=draw(st.integers(1, 6)),
-                seed=draw(st.integers(0, 2**16)))
+                proj=draw(st.sampled_from([0, 0, 1, 2])), seed=draw(st.integers(0, 2**16)))
 
 
 @settings(max_examples=60, deadline=None)
@@ -81,9 +81,10 @@ def test_layer_twins_agree(case):
     torch.manual_seed(case["seed"])
     dt, T, B, X, H = case["dtype"], case["T"], case["B"], case["X"], case["H"]
     D = 2 if case["bidirectional"] else 1
+    proj = {"proj_size": case["proj"]} if case["kind"] == "lstm" and case["proj"] < H else {}  # torch's forward runs it
     ref, twin = twins(case["kind"], LAYERS, X, H, num_layers=case["layers"], bias=case["bias"],
                       batch_first=case["batch_first"], bidirectional=case["bidirectional"], dropout=0.0, dtype=dt,
-                      engine=case["engine"])
+                      engine=case["engine"], **proj)
     ref.train(case["training"]), twin.train(case["training"])
     unbatched = case["form"] == "unbatched"
     shape = (T, X) if unbatched else (B, T, X) if case["batch_first"] else (T, B, X)
@@ -91,8 +92,9 @@ def test_layer_twins_agree(case):
     inputs = [x]
     hx = None
     if case["hx"]:
-        state_shape = (D * case["layers"], H) if unbatched else (D * case["layers"], B, H)
-        parts = [torch.randn(*state_shape, dtype=dt, requires_grad=True) for _ in range(2 if case["kind"] == "lstm" else 1)]
+        sizes = [proj.get("proj_size") or H, H][:2 if case["kind"] == "lstm" else 1]  # h (H_out), C (H)
+        parts = [torch.randn(*((D * case["layers"], n) if unbatched else (D * case["layers"], B, n)), dtype=dt,
+                             requires_grad=True) for n in sizes]
         inputs += parts
         hx = tuple(parts) if case["kind"] == "lstm" else parts[0]
     if case["form"] == "packed":
