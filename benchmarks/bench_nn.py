@@ -1,14 +1,19 @@
-"""What rnnlab.nn's per-call weight conversion costs: ``python benchmarks/bench_nn.py``.
+"""What rnnlab.nn's per-call weight conversion costs, and what it buys: ``python benchmarks/bench_nn.py [--lm]``.
 
 rnnlab.nn keeps torch.nn's parameter layout and converts it to the seed's layout on every call
 (``rnnlab.nn.stack``). This times, per shape, (a) the conversion alone (its forward; its backward is a
 copy of each gradient block, paid inside the step) and (b) one training step (forward + backward) of ``rnnlab.nn.X``
 against ``rnnlab.X`` holding the same function in its own layout, both on engine="native", and of
 torch.nn.X. Medians of repeated runs (the three steps timed in turn), float32, on the CPU threads torch is given.
+
+``--lm`` times instead the training step of a whole model, a 2-level character language model
+(embedding 64 → LSTM or GRU, H = 256 → linear over 96 symbols; T = 100, B = 32; cross-entropy, backward,
+SGD step), written with torch.nn's module and with rnnlab.nn's (the one-line change), the two timed in turn.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -59,8 +64,45 @@ def step(module, x) -> None:
     out.sum().backward()
 
 
+class CharLM(torch.nn.Module):
+    def __init__(self, rnn_cls, vocab: int = 96, embed: int = 64, hidden: int = 256):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, embed)
+        self.rnn = rnn_cls(embed, hidden, num_layers=2)
+        self.head = torch.nn.Linear(hidden, vocab)
+
+    def forward(self, tokens):  # (T, B) -> logits (T, B, V)
+        return self.head(self.rnn(self.embed(tokens))[0])
+
+
+def lm_table(repeats: int = 20) -> None:
+    print("| model | torch.nn step | rnnlab.nn step | rnnlab.nn / torch.nn |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, pair in (("2-level LSTM char LM", (torch.nn.LSTM, rnnlab.nn.LSTM)), ("2-level GRU char LM", (torch.nn.GRU, rnnlab.nn.GRU))):
+        torch.manual_seed(0)
+        models = [CharLM(cls) for cls in pair]
+        models[1].load_state_dict(models[0].state_dict())
+        tokens = torch.randint(0, 96, (101, 32))
+
+        def train_step(model, opt):
+            loss = torch.nn.functional.cross_entropy(model(tokens[:-1]).flatten(0, 1), tokens[1:].flatten())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps = [lambda m=m, o=torch.optim.SGD(m.parameters(), lr=0.1): train_step(m, o) for m in models]
+        ref, new = interleaved_ms(steps, repeats)
+        print(f"| {name} | {ref:.1f} ms | {new:.1f} ms | {new / ref:.2f} |")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lm", action="store_true", help="time a whole char-LM training step instead")
+    args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.lm:
+        lm_table()
+        return
     print("| cell | T, B, X, H, levels | conversion (forward) | rnnlab.nn step | rnnlab step | torch.nn step |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for kind, T, B, X, H, L in SHAPES:
