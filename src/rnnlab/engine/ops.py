@@ -296,4 +296,5 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False):
 
 if _LIBRARY["path"] is not None:
     torch.library.register_autograd("rnnlab::recurrent_level", _level_backward, setup_context=_level_setup)
+
     torch.library.register_autograd("rnnlab::linear_recurrence", _linear_backward, setup_context=_linear_setup)

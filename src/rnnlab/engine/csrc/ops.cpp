@@ -23,6 +23,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <exception>
@@ -211,21 +213,20 @@ template <typename Job>
 void each_direction(const Shape& s, Job job) {
   const int64_t threads = at::get_num_threads();
   if (s.D == 2 && threads >= 2) {
-    std::exception_ptr error;
-    std::thread reverse([&] {
+    std::exception_ptr errors[2];
+    auto run = [&](int64_t d) {
       try {
         BlasThreads guard(1);
-        job(1);
+        job(d);
       } catch (...) {
-        error = std::current_exception();
+        errors[d] = std::current_exception();
       }
-    });
-    {
-      BlasThreads guard(1);
-      job(0);
-    }
+    };
+    std::thread reverse(run, 1);
+    run(0);  // never throws: the thread is always joined
     reverse.join();
-    if (error) std::rethrow_exception(error);
+    for (const auto& error : errors)
+      if (error) std::rethrow_exception(error);
     return;
   }
   const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
@@ -545,6 +546,19 @@ std::tuple<Tensor, Tensor, Tensor> linear_recurrence_backward(const Tensor& a, c
   return {da, db, dh0};
 }
 
+// under torch.autocast (CPU): the operators compute in float32 with autocast off inside, so that their own
+// GEMMs stay float32 too — bf16/half tensors among the arguments are cast up (the cast is differentiable: autocast
+// sits above autograd), float64 ones are left as they are. (A bf16 path of the loops themselves is separate work.)
+void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
+  for (auto& value : *stack) {
+    if (!value.isTensor()) continue;
+    const Tensor t = value.toTensor();
+    if (t.defined() && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf)) value = t.to(at::kFloat);
+  }
+  op.callBoxed(stack);
+}
+
 }  // namespace
 }  // namespace rnnlab
 
@@ -564,6 +578,11 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
   m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
         "-> (Tensor da, Tensor db, Tensor dh0)");
+}
+
+TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {
+  for (const char* name : {"recurrent_level", "recurrent_level_backward", "linear_recurrence", "linear_recurrence_backward"})
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&rnnlab::autocast_to_float>());
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
