@@ -86,6 +86,11 @@ BAI_UNVERIFIED = ("quoted from Table 1 as we recall it; the paper's text could n
 JV_UNVERIFIED = "not verified: the source could not be opened while this comparison was built"
 
 
+
+def bai_recurrent(**values: float) -> tuple[Published, ...]:
+    """Bai et al.'s Table 1 numbers for the recurrent cells (``lstm=..., gru=..., rnn=...``), all unverified."""
+    return tuple(Published(cell, v, BAI_SOURCE, False, BAI_UNVERIFIED) for cell, v in values.items())
+
 def mnist1d(steps: int = 8000) -> Yardstick:
     return Yardstick(
         key="mnist1d", title="MNIST-1D", task="mnist1d", settings=(("head", "flat"),),
@@ -139,9 +144,7 @@ def bai_adding(steps: int = 100) -> Yardstick:
         settings=(("seq_len", 600), ("placement", "anywhere")), model=(("embedding", 2), ("reset", "after")),
         hidden=(("rnn", 263), ("lstm", 131), ("gru", 151)), parameters=70_000, steps=steps, batch=32, lr=2e-3, clip=1.0, eval_every=50,
         metric="mse", higher_is_better=False, tolerance=0.01,
-        published=(Published("lstm", 0.164, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("gru", 5.3e-5, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("rnn", 0.177, BAI_SOURCE, False, BAI_UNVERIFIED),
+        published=(*bai_recurrent(lstm=0.164, gru=5.3e-5, rnn=0.177),
                    Published("TCN", 5.8e-5, BAI_SOURCE, False, "not verified in the paper itself: as quoted in the "
                              "TCN repository's issue #40, where the first author does not dispute it")),
         protocol=("Bai et al.'s adding problem (their code, `TCN/adding_problem`): two markers at distinct steps drawn "
@@ -164,9 +167,7 @@ def bai_copy(steps: int = 200) -> Yardstick:
         settings=(("seq_len", 1000), ("length", 10), ("alphabet", 8)), model=(("embedding", 8), ("reset", "after")),
         hidden=(("rnn", 117), ("lstm", 58), ("gru", 67)), parameters=16_000, steps=steps, batch=32, lr=2e-3, clip=1.0, eval_every=100,
         metric="loss", higher_is_better=False, tolerance=0.002,
-        published=(Published("lstm", 0.0204, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("gru", 0.0197, BAI_SOURCE, False, BAI_UNVERIFIED),
-                   Published("rnn", 0.0202, BAI_SOURCE, False, BAI_UNVERIFIED),
+        published=(*bai_recurrent(lstm=0.0204, gru=0.0197, rnn=0.0202),
                    Published("TCN", 3.5e-5, BAI_SOURCE, False, "not verified in the paper itself: as quoted by a "
                              "secondary summary of it")),
         protocol=("Bai et al.'s copy memory task (their code, `TCN/copy_memory`): 10 symbols of 8, T = 1000 blanks, "

@@ -218,6 +218,18 @@ class Task(abc.ABC):
         return {"name": self.name, "config": self.config.to_dict(), "spec": dataclasses.asdict(self.spec)}
 
 
+class ClassificationTask(Task):
+    """A task with one class per sequence: ``out`` (B, classes) logits, ``y`` (B,) class indices;
+    trained on the cross-entropy, scored by it and by accuracy."""
+
+    def loss(self, out, batch):
+        return torch.nn.functional.cross_entropy(out, batch.y)
+
+    def sums(self, out, batch):
+        ce, right, n = cross_entropy_sums(out, batch.y)
+        return {"loss": (ce, n), "accuracy": (right, n)}
+
+
 def cross_entropy_sums(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
     """Summed cross-entropy (nats), correct count and count over the positions in ``mask``."""
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, -2).float(), target.flatten(), reduction="none")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Batch, Config, ModelSpec, Stream, Task, cross_entropy_sums
+from .base import Batch, ClassificationTask, Config, ModelSpec, Stream
 
 FILES = ("JapaneseVowels_TRAIN.ts", "JapaneseVowels_TEST.ts")
 
@@ -130,7 +130,7 @@ class SampledUtterances(Stream):
         self.order, self.position = state["order"], int(state["position"])
 
 
-class JapaneseVowelsTask(Task):
+class JapaneseVowelsTask(ClassificationTask):
     name = "japanese_vowels"
     Config = JapaneseVowelsConfig
     primary = ("accuracy", "max")
@@ -168,14 +168,6 @@ class JapaneseVowelsTask(Task):
             x, lengths = pad(self.test[i:i + batch_size])
             out.append(Batch(x, self.y_test[i:i + batch_size], lengths=lengths))
         return out
-
-    def loss(self, out, batch):
-        # out (B, 9)
-        return torch.nn.functional.cross_entropy(out, batch.y)
-
-    def sums(self, out, batch):
-        ce, right, n = cross_entropy_sums(out, batch.y)
-        return {"loss": (ce, n), "accuracy": (right, n)}
 
     def baselines(self):
         counts = torch.bincount(self.y_test, minlength=len(self.classes)).double()

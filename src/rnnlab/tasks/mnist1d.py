@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Batch, Config, ModelSpec, Stream, Task, cross_entropy_sums
+from .base import Batch, ClassificationTask, Config, ModelSpec, Stream
 
 TEMPLATE_ROWS = (
     (5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5),
@@ -136,7 +136,7 @@ class OrderedStream(Stream):
         self.position = int(state["position"])
 
 
-class MNIST1DTask(Task):
+class MNIST1DTask(ClassificationTask):
     name = "mnist1d"
     Config = MNIST1DConfig
     primary = ("accuracy", "max")
@@ -156,14 +156,6 @@ class MNIST1DTask(Task):
         """The 1000 held-out sequences, in batches of at most ``batch_size`` (``samples`` is not used)."""
         return [Batch(self.x_test[i:i + batch_size], self.y_test[i:i + batch_size])
                 for i in range(0, len(self.x_test), batch_size)]
-
-    def loss(self, out, batch):
-        # out (B, 10)
-        return torch.nn.functional.cross_entropy(out, batch.y)
-
-    def sums(self, out, batch):
-        ce, right, n = cross_entropy_sums(out, batch.y)
-        return {"loss": (ce, n), "accuracy": (right, n)}
 
     def baselines(self):
         return {"accuracy": 0.1, "loss": float(np.log(10.0))}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Batch, Config, ModelSpec, Task, cross_entropy_sums
+from .base import Batch, ClassificationTask, Config, ModelSpec
 
 SYMBOLS = ("a", "b", "c", "d", "X", "Y", "B", "E")
 CLASSES = ("XX", "XY", "YX", "YY")
@@ -30,7 +30,7 @@ class TemporalOrderConfig(Config):
             raise ValueError(f"task.seq_len: temporal order needs T >= 10 (so that t1 and t2 fall apart), got {self.seq_len}")
 
 
-class TemporalOrderTask(Task):
+class TemporalOrderTask(ClassificationTask):
     name = "temporal_order"
     Config = TemporalOrderConfig
     primary = ("accuracy", "max")
@@ -57,14 +57,6 @@ class TemporalOrderTask(Task):
         x[rows, t1] = _X + s1
         x[rows, t2] = _X + s2
         return Batch(x, 2 * s1 + s2)  # class index into CLASSES
-
-    def loss(self, out, batch):
-        # out (B, 4)
-        return torch.nn.functional.cross_entropy(out, batch.y)
-
-    def sums(self, out, batch):
-        ce, right, n = cross_entropy_sums(out, batch.y)
-        return {"loss": (ce, n), "accuracy": (right, n)}
 
     def baselines(self):
         return {"loss": math.log(len(CLASSES)), "accuracy": 1.0 / len(CLASSES)}
