@@ -195,6 +195,8 @@ def test_bad_arguments_name_themselves():
         unroll(rnnlab.LSTM(3, 4, layer_norm=True), x)
     with pytest.raises(TypeError, match="model_or_layer.*MinGRU"):
         unroll(rnnlab.MinGRU(3, 4), x)
+    with pytest.raises(ValueError, match="model_or_layer.*learn_initial_state"):
+        unroll(rnnlab.GRU(3, 4, learn_initial_state=True), x)
     with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
         unroll(layer, [[1.0]])
     with pytest.raises(TypeError, match="x: expected a floating-point tensor"):

@@ -62,14 +62,6 @@ class Track:
     bias: dict[str, np.ndarray]
     grads: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def previous(self, name: str, t: int) -> np.ndarray:
-        """State ``name`` before step t in this direction's order (zeros before the first step), (H,)."""
-        prev = t - 1 if self.direction == 0 else t + 1
-        v = self.values[name]
-        if 0 <= prev < v.shape[0] and not np.isnan(v[prev]).any():
-            return v[prev]
-        return np.zeros(v.shape[1])
-
 
 @dataclass
 class Unrolled:
@@ -141,6 +133,9 @@ def _check_plain(layer: RecurrentLayer) -> str:
     if layer.variants():
         raise ValueError(f"model_or_layer: unroll draws the seed's plain cells; this {type(layer).__name__} has "
                          f"variants {layer.variants()} (build it without them)")
+    if getattr(layer, "learn_initial_state", False):  # the trace and the page start every direction from zeros
+        raise ValueError(f"model_or_layer: unroll draws sequences that start from zero state; this "
+                         f"{type(layer).__name__} has learn_initial_state=True (build it without)")
     return cell
 
 
