@@ -36,12 +36,6 @@ def kernel(layer) -> str:
     return layer.cell_class.SPEC.kernel(layer.options)
 
 
-def unsupported_variants(layer) -> dict:
-    """The variants in force for this call (``active_variants()``) that the native engine does not compute."""
-    ok = layer.cell_class.SPEC.native_variants
-    return {k: v for k, v in layer.active_variants().items() if k not in ok}
-
-
 def _views(layer, states, cells, gates, c_pre, live, reverse: bool, trace: bool):
     """One direction's out (T, B, H), final state and traces, as views of the operator's outputs."""
     T = gates.shape[0]
@@ -140,7 +134,7 @@ class NativeEngine:
         return "native-cpp" if ops.available() else "reference"
 
     def run(self, layer, x, hx, lengths, trace):
-        active = unsupported_variants(layer)
+        active = layer.cell_class.SPEC.not_native(layer.active_variants())
         if active:  # every variant of LSTM and GRU is computed; a cell that gains one must say so in its SPEC
             raise ValueError(f"engine: 'native' cannot compute {type(layer).__name__} with "
                              f"{', '.join(f'{k}={v!r}' for k, v in active.items())}; expected engine='auto' or 'reference'")

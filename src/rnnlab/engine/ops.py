@@ -82,6 +82,18 @@ EQUATIONS = {name: (cell, dict(options)) for cell in (RNNCell, LSTMCell, GRUCell
 STORED_GATES = {name: len(cell.SPEC.gates) for name, (cell, _) in EQUATIONS.items()}  # G of the gates output
 
 
+def cell_of(cell: str, *, coupled: bool = False, peepholes: bool = False, layer_norm: bool = False):
+    """The cell class a kernel computes and the options its ``equations`` take for these variants (the double
+    backward's recomputation and the ONNX translation read the same)."""
+    cell_class, options = EQUATIONS[cell]
+    options = dict(options)
+    if cell == "lstm":
+        options.update(coupled=coupled, peepholes=peepholes)
+    if layer_norm:
+        options["layer_norm"] = True
+    return cell_class, options
+
+
 def reserve_width(cell: str, H: int, coupled: bool, ln_hh: bool, ln_ih: bool) -> int:
     """Values per (t, b) row in a direction's ``reserve`` (csrc/ops.cpp's ``reserve_layout``): the GRU's
     r·h or W_hn h + b_hn, layer norm's saved normalised values and 1/σ, and LN(x W_ihᵀ)'s input, μ, 1/σ."""
@@ -173,12 +185,9 @@ def reference_level(cell: str, coupled: bool, reverse: bool, x, mask, h0, c0, w:
     """One direction's operator outputs (states, cells, gates, c_pre) computed from the cells' equations under
     autograd (``step``: ``equations``' further keyword arguments, a variant's ``extra`` and ``h_mask``; ``zone``:
     zoneout's keep masks (T, S, B, H), and then c_pre is the LSTM's C_t before zoneout)."""
-    cell_class, options = EQUATIONS[cell]
     extra = step.get("extra", {})
-    if cell == "lstm":
-        options = {"coupled": coupled, "peepholes": "weight_peep" in extra, "layer_norm": "ln_hh_weight" in extra}
-    elif cell.startswith("gru"):
-        options = {**options, "layer_norm": "ln_hh_weight" in extra}
+    cell_class, options = cell_of(cell, coupled=coupled, peepholes="weight_peep" in extra,
+                                  layer_norm="ln_hh_weight" in extra)
     T = x.shape[0]
     state = (h0,) if c0 is None else (h0, c0)
     first = T if reverse else 0
@@ -296,5 +305,4 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False):
 
 if _LIBRARY["path"] is not None:
     torch.library.register_autograd("rnnlab::recurrent_level", _level_backward, setup_context=_level_setup)
-
     torch.library.register_autograd("rnnlab::linear_recurrence", _linear_backward, setup_context=_linear_setup)

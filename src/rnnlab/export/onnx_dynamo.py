@@ -23,7 +23,7 @@ import torch
 from onnxscript import opset18 as op
 
 from ..cells.variants import PEEPHOLE_GATES
-from ..engine.ops import EQUATIONS, STORED_GATES, reserve_width
+from ..engine.ops import STORED_GATES, cell_of, reserve_width
 from .onnx_layout import _source
 
 
@@ -59,13 +59,6 @@ def _stack(values):
     return ups[0] if len(ups) == 1 else op.Concat(*ups, axis=0)
 
 
-def _options(cell: str, coupled: bool, peepholes: bool) -> tuple[type, dict]:
-    cell_class, options = EQUATIONS[cell]
-    if cell == "lstm":
-        options = {"coupled": coupled, "peepholes": peepholes}
-    return cell_class, options
-
-
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                          ln_c_w, ln_c_b, zone, cell: str = "", coupled: bool = False):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
@@ -75,7 +68,7 @@ def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_
     if h_mask is not None or zone is not None:
         raise ValueError("model: recurrent_dropout and zoneout act in training; export the model in eval mode "
                          "(model.eval())")
-    cell_class, options = _options(cell, coupled, peep is not None)
+    cell_class, options = cell_of(cell, coupled=coupled, peepholes=peep is not None)
     spec = cell_class.SPEC
     layout, gates = spec.onnx, spec.gates_of(options)
     D, H = int(w_hh.shape[0]), int(w_hh.shape[2])
