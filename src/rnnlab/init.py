@@ -6,6 +6,8 @@
   an orthogonal map neither shrinks nor grows ``h`` at initialisation, which delays the
   vanishing/exploding gradients the seed describes);
 * input weights ``W_ih``: Glorot/Xavier uniform per gate block (Glorot & Bengio 2010);
+* the LSTM's projection ``W_hr`` (P, H), when ``proj_size`` is set: orthogonal rows (a projection
+  onto P directions that keeps their length, for the same reason as ``W_hh``);
 * biases zero, except the gate that decides how much of the past is kept: the LSTM forget
   gate ``b_f = 1`` (Gers et al. 2000; Jozefowicz et al. 2015), and the seed's GRU update gate
   ``b_z = -1``, so that ``1 - z_t``, the weight of ``h_{t-1}``, starts at ``σ(1) ≈ 0.73`` — the
@@ -52,3 +54,13 @@ def init_weights(
             bias[rows].fill_(gate_bias.get(name, 0.0))
     if bias_hn is not None:
         bias_hn.zero_()
+
+
+@torch.no_grad()
+def init_projection(weight_hr: torch.Tensor, scheme: str, hidden_size: int) -> None:
+    """The LSTM's ``W_hr`` (P, H): orthogonal rows, or ``U(-1/√H, 1/√H)`` under ``"torch"`` (as torch.nn.LSTM)."""
+    if scheme == "torch":
+        bound = 1.0 / math.sqrt(hidden_size)
+        weight_hr.uniform_(-bound, bound)
+    else:
+        torch.nn.init.orthogonal_(weight_hr)

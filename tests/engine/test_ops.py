@@ -13,8 +13,9 @@ CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")
 G = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru_before": 3, "gru_after": 3}
 
 
-def level_args(cell, dtype, lengths, D, variants, coupled=False, T=4, B=3, H=3, X=2):
-    """Arguments of rnnlab::recurrent_level: each per-direction field (D, ...), or None where absent."""
+def level_args(cell, dtype, lengths, D, variants, coupled=False, T=4, B=3, H=3, X=2, P=0):
+    """Arguments of rnnlab::recurrent_level: each per-direction field (D, ...), or None where absent
+    (``P`` > 0: an LSTM with a projection to P units, ``w_hr`` (D, P, H))."""
     g = torch.Generator().manual_seed(0)
     r = lambda *s, grad=True: (torch.rand(D, *s, dtype=dtype, generator=g) - 0.5).requires_grad_(grad)  # noqa: E731
     lstm, on = cell == "lstm", variants and cell in ("lstm", "gru_before", "gru_after")
@@ -22,11 +23,12 @@ def level_args(cell, dtype, lengths, D, variants, coupled=False, T=4, B=3, H=3, 
     R = GX if lstm else GH
     keep = (torch.rand(D, T, 2 if lstm else 1, B, H, generator=g) < 0.3).to(dtype) if on else None
     mask = (torch.arange(T).unsqueeze(1) < torch.tensor([T, 2, 1][:B]).unsqueeze(0)).to(dtype) if lengths else None
-    args = (torch.rand(T, B, X, dtype=dtype, generator=g).requires_grad_(), r(GX, X), r(R, H), r(B, H),
+    S = P or H  # the width of the carried h
+    args = (torch.rand(T, B, X, dtype=dtype, generator=g).requires_grad_(), r(GX, X), r(R, S), r(B, S),
             r(B, H) if lstm else None, r(GX), r(H) if cell == "gru_after" else None, mask,
             r((2 if coupled else 3) * H) if on and lstm else None, r(B, H, grad=False) if on else None,
             r(GX) if on else None, r(GX) if on else None, r(R) if on else None, r(R) if on else None,
-            r(H) if on and lstm else None, r(H) if on and lstm else None, keep)
+            r(H) if on and lstm else None, r(H) if on and lstm else None, keep, r(P, H) if P else None)
     return args, {"cell": cell, "coupled": coupled}
 
 
@@ -47,6 +49,26 @@ def test_opcheck_coupled_lstm(peepholes):
     torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, kwargs)
 
 
+@pytest.mark.parametrize("dtype,lengths,D", [(torch.float64, True, 2), (torch.float64, False, 1), (torch.float32, True, 1)])
+def test_opcheck_projected_lstm(dtype, lengths, D):
+    args, kwargs = level_args("lstm", dtype, lengths, D, False, H=4, P=2)
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, kwargs)
+
+
+def test_projection_is_refused_where_it_does_not_apply():
+    args, kwargs = level_args("gru_after", torch.float64, False, 1, False)
+    args = args[:-1] + (torch.rand(1, 2, 3, dtype=torch.float64),)
+    with pytest.raises(ValueError, match="w_hr: expected None"):
+        torch.ops.rnnlab.recurrent_level(*args, **kwargs)
+    args, kwargs = level_args("lstm", torch.float64, False, 1, True, H=4, P=2)
+    with pytest.raises(ValueError, match="w_hr: expected None with coupled, peep"):
+        torch.ops.rnnlab.recurrent_level(*args, **kwargs)
+    args, kwargs = level_args("lstm", torch.float64, False, 1, False, H=4, P=2)
+    args = args[:-1] + (torch.rand(1, 3, 4, dtype=torch.float64),)  # P = 3, but W_hh has 2 columns
+    with pytest.raises(ValueError, match=r"w_hr: expected a 3-D tensor \(D, P, H\) with D = 1 and P = 2"):
+        torch.ops.rnnlab.recurrent_level(*args, **kwargs)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
@@ -59,16 +81,20 @@ def test_opcheck_linear_recurrence(dtype, lengths, reverse):
 
 def test_backward_operator_shapes_match_its_fake():
     """The backward operator's fake (used when torch.compile traces a training step) gives its real shapes."""
+    for P in (0, 2):
+        _shapes_match_fake(*level_args("lstm", torch.float64, True, 2, not P, H=4, P=P))
+
+
+def _shapes_match_fake(args, kwargs):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    args, kwargs = level_args("lstm", torch.float64, True, 2, True)
     args = tuple(a.detach() if a is not None else None for a in args)
     out = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
     grads = (torch.ones_like(out[0]), torch.ones_like(out[1]), None, None)
-    real = torch.ops.rnnlab.recurrent_level_backward(*args, *out, *grads, **kwargs)
+    real = torch.ops.rnnlab.recurrent_level_backward(*args[:-1], *out, *grads, args[-1], **kwargs)
     with FakeTensorMode() as mode:
         conv = lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        fake_in = [conv(a) for a in (*args, *out, *grads)]
+        fake_in = [conv(a) for a in (*args[:-1], *out, *grads, args[-1])]
         kwargs = dict(kwargs)
         fake = torch.ops.rnnlab.recurrent_level_backward(*fake_in, **kwargs)
     assert [t.shape for t in real] == [t.shape for t in fake]

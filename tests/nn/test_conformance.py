@@ -2,7 +2,7 @@
 
 A torch.nn module and its rnnlab.nn twin holding the same state_dict (loaded with strict=True, both
 ways) give equal outputs, final states and gradients (input, hx and every parameter): float32 to 1e-5,
-float64 to 1e-10. LSTMs with proj_size > 0 are drawn too (the twin runs torch.nn's forward for them). The same bad inputs raise the same exception types. Cells run in torch's idiom over
+float64 to 1e-10. LSTMs with proj_size > 0 are drawn too (rnnlab's engines compute the projection). The same bad inputs raise the same exception types. Cells run in torch's idiom over
 a whole sequence.
 """
 
@@ -81,7 +81,7 @@ def test_layer_twins_agree(case):
     torch.manual_seed(case["seed"])
     dt, T, B, X, H = case["dtype"], case["T"], case["B"], case["X"], case["H"]
     D = 2 if case["bidirectional"] else 1
-    proj = {"proj_size": case["proj"]} if case["kind"] == "lstm" and case["proj"] < H else {}  # torch's forward runs it
+    proj = {"proj_size": case["proj"]} if case["kind"] == "lstm" and case["proj"] < H else {}
     ref, twin = twins(case["kind"], LAYERS, X, H, num_layers=case["layers"], bias=case["bias"],
                       batch_first=case["batch_first"], bidirectional=case["bidirectional"], dropout=0.0, dtype=dt,
                       engine=case["engine"], **proj)

@@ -63,16 +63,24 @@ def test_the_cells_run_rnnlabs_engine_not_torchs(cls, ref_cls, monkeypatch):
     torch.testing.assert_close(cell(x), expected, atol=1e-6, rtol=1e-6)
 
 
-def test_projection_runs_torchs_lstm_with_torchs_parameters():
-    ref = torch.nn.LSTM(5, 8, num_layers=2, proj_size=3, bidirectional=True)
-    module = rnnlab.nn.LSTM(5, 8, num_layers=2, proj_size=3, bidirectional=True)
+@pytest.mark.parametrize("engine", ["native", "reference", "auto"])
+def test_projection_runs_on_rnnlabs_engine_with_torchs_parameters(engine, monkeypatch):
+    ref = torch.nn.LSTM(5, 8, num_layers=2, proj_size=3, bidirectional=True).double()
+    module = rnnlab.nn.LSTM(5, 8, num_layers=2, proj_size=3, bidirectional=True).double()
     module.load_state_dict(ref.state_dict(), strict=True)
+    module.engine = engine
     assert tuple(module.weight_hr_l0.shape) == (3, 8) and tuple(module.weight_hh_l1.shape) == (32, 3)
-    x = torch.randn(4, 2, 5)
-    (out, (h, c)), (out_ref, (h_ref, c_ref)) = module(x), ref(x)
+    x = torch.randn(4, 2, 5, dtype=torch.float64, requires_grad=True)
+    out_ref, (h_ref, c_ref) = ref(x)
+    expected = torch.autograd.grad((out_ref.sum(), h_ref.sum(), c_ref.sum()), [x, *ref.parameters()])
+    monkeypatch.setattr(torch.nn.LSTM, "forward", lambda *a, **k: (_ for _ in ()).throw(AssertionError("torch ran")))
+    out, (h, c) = module(x)
     assert out.shape == (4, 2, 6) and h.shape == (4, 2, 3) and c.shape == (4, 2, 8)
     for a, b in ((out, out_ref), (h, h_ref), (c, c_ref)):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    got = torch.autograd.grad((out.sum(), h.sum(), c.sum()), [x, *module.parameters()])
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_flatten_parameters_dtype_and_device_moves_keep_working():

@@ -119,6 +119,8 @@ class LSTMCell(RecurrentCell):
         o = torch.sigmoid(plus(peep(wx["o"] + wh["o"], p, "o", c), b["o"]))  # o_t = σ(W_o · [h_{t-1}, x_t] + p_o * C_t + b_o)
         c_out = variants.layer_norm(c, *variants.need(extra, LN_CELL, "layer_norm", "LSTMCell")) if layer_norm else c
         h = o * torch.tanh(c_out)  # h_t = o_t * tanh(C_t), or o_t * tanh(LN(C_t))
+        if w.weight_hr is not None:  # a layer's proj_size: h_t = W_hr (o_t * tanh(C_t))
+            h = h @ w.weight_hr.T
         return (h, c), {"f": f, "i": i, "g": g, "o": o, "c": c}
 
     def _pack_state(self, state):

@@ -117,13 +117,15 @@ class CellSpec:
         """The variants among ``variants`` (name -> value) that the native engine does not compute."""
         return {k: v for k, v in variants.items() if k not in self.native_variants}
 
-    def parameters(self, input_size: int, hidden_size: int, bias: bool, options: Options) -> int:
+    def parameters(self, input_size: int, hidden_size: int, bias: bool, options: Options, proj_size: int = 0) -> int:
         """The closed form for one level and direction: ``G·(H(X + H) + H)`` — without the ``H·H`` term
         for cells with no recurrent weights, without the ``+H`` per gate when there is no bias — and
         ``+H`` for ``b_hn``; layer norm adds ``4·G·H`` (gain and bias of LN(W_x x) and of LN(W_h h)) and
-        ``2H`` more for a cell state (LN(C_t)); peepholes add H per gate that has one."""
+        ``2H`` more for a cell state (LN(C_t)); peepholes add H per gate that has one. A projection
+        (``proj_size`` P > 0: h_t = W_hr (o_t tanh(C_t))) makes it ``G·(H(X + P) + H) + P·H``."""
         G, H, X = len(self.gates_of(options)), hidden_size, input_size
-        total = G * (H * (X + (H if self.recurrent else 0)) + (H if bias else 0))
+        seen = proj_size or H  # the width of the h that W_hh reads
+        total = G * (H * (X + (seen if self.recurrent else 0)) + (H if bias else 0)) + proj_size * H
         if bias and self.bias_hn(options):
             total += H
         if options.get("layer_norm"):
@@ -133,10 +135,12 @@ class CellSpec:
         return total
 
     def layer_parameters(self, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, bias: bool,
-                         options: Options) -> int:
-        """``parameters`` summed over levels and directions; level 0 sees X, the levels above D·H."""
+                         options: Options, proj_size: int = 0) -> int:
+        """``parameters`` summed over levels and directions; level 0 sees X, the levels above D·H (D·P with a
+        projection)."""
         D = 2 if bidirectional else 1
-        return sum(D * self.parameters(input_size if k == 0 else D * hidden_size, hidden_size, bias, options)
+        out = proj_size or hidden_size
+        return sum(D * self.parameters(input_size if k == 0 else D * out, hidden_size, bias, options, proj_size)
                    for k in range(num_layers))
 
 

@@ -28,8 +28,9 @@ def _blocks(t: torch.Tensor | None, n: int):
     return [None] * n if t is None else list(t.chunk(n, 0))
 
 
-def weights_from_torch(spec: CellSpec, w_ih, w_hh, b_ih, b_hh) -> Weights:
-    """torch's (w_ih, w_hh, b_ih, b_hh) -> the seed's Weights (new tensors, no grad history)."""
+def weights_from_torch(spec: CellSpec, w_ih, w_hh, b_ih, b_hh, w_hr=None) -> Weights:
+    """torch's (w_ih, w_hh, b_ih, b_hh) (and an LSTM's projection ``w_hr``, the same in both layouts, passed
+    through) -> the seed's Weights (new tensors, no grad history, but for ``w_hr`` itself)."""
     layout, gates = spec.torch, spec.gates
     order, G = layout.gates, len(gates)
     Wi, Wh, Bi, Bh = _blocks(w_ih, G), _blocks(w_hh, G), _blocks(b_ih, G), _blocks(b_hh, G)
@@ -46,7 +47,7 @@ def weights_from_torch(spec: CellSpec, w_ih, w_hh, b_ih, b_hh) -> Weights:
             b_hn = Bh[j].clone()
         else:
             b.append(sign * (Bi[j] + Bh[j]))
-    return Weights(torch.cat(wi), torch.cat(wh), torch.cat(b) if b else None, b_hn)
+    return Weights(torch.cat(wi), torch.cat(wh), torch.cat(b) if b else None, b_hn, w_hr)
 
 
 def weights_to_torch(spec: CellSpec, w: Weights):

@@ -9,16 +9,19 @@ import torch
 
 class Weights(NamedTuple):
     """One cell's parameters: ``weight_ih`` (G·H, X), ``weight_hh`` (G·H, H) (None for cells whose
-    gates see only x_t), ``bias`` (G·H) or None, and ``bias_hn`` (H) for the GRU with reset="after"."""
+    gates see only x_t), ``bias`` (G·H) or None, ``bias_hn`` (H) for the GRU with reset="after", and
+    ``weight_hr`` (P, H) for an LSTM with a projection (h_t = W_hr (o_t tanh(C_t)); W_hh is then (4H, P))."""
 
     weight_ih: torch.Tensor
     weight_hh: torch.Tensor | None
     bias: torch.Tensor | None
     bias_hn: torch.Tensor | None = None
+    weight_hr: torch.Tensor | None = None
 
     @property
     def hidden_size(self) -> int:
-        return self.weight_hh.shape[1]
+        """H: the width of the gates and of C_t (h's width too, unless projected)."""
+        return self.weight_hh.shape[1] if self.weight_hr is None else self.weight_hr.shape[1]
 
     def gate(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Rows of gate number k: (W_i·, W_h·, b_·) — the x part, the h part and the bias of W·[h, x] + b."""

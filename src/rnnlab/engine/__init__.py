@@ -57,7 +57,8 @@ def choose(layer, x: torch.Tensor, trace: bool):
     if x.is_cuda:
         return _TORCH
     big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
-    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.cell_class.SPEC.name == "lstm" and big:
+    projected = getattr(layer, "proj_size", 0) > 0  # oneDNN has no projection: torch runs its slower ATen loop
+    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.cell_class.SPEC.name == "lstm" and big and not projected:
         if torch.get_num_threads() >= 2:
             return _TORCH
     return _NATIVE

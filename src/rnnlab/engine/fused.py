@@ -84,7 +84,7 @@ def level_fields(layer, k: int, inp: torch.Tensor, states: list, T: int) -> dict
         w = layer.weights(k, d)
         values = dict(w_ih=w.weight_ih, w_hh=w.weight_hh, h0=state[0], c0=state[1] if len(state) > 1 else None,
                       b=w.bias, b_hn=w.bias_hn, peep=extra.get("weight_peep"), h_mask=step.get("h_mask"),
-                      zone=zoneout_masks(layer, T, inp, d == 1),
+                      zone=zoneout_masks(layer, T, inp, d == 1), w_hr=w.weight_hr,
                       **{short: extra.get(name) for short, name in ops.LN_NAMES.items()})
         for name, t in values.items():
             if t is not None:

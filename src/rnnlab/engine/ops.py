@@ -71,9 +71,10 @@ def warn_unavailable() -> None:
                   "instead (same results, several times slower).", RuntimeWarning, stacklevel=3)
 
 
-# the per-direction fields of a level, in the operators' argument order (x first, then these)
+# the per-direction fields of a level, in the operators' argument order (x first, then these; the backward
+# operator takes w_hr last, after the outputs' gradients, where its default keeps older calls valid)
 FIELDS = ("w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "peep", "h_mask", "ln_ih_w", "ln_ih_b",
-          "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b", "zone")
+          "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b", "zone", "w_hr")
 OUTPUTS = ("states", "cells", "gates", "c_pre", "reserve")
 # the cells whose levels the recurrent_level operator runs, by kernel: the class (its ``equations``, for
 # double backward) and the options that select the kernel (from each cell's ``SPEC.kernels``)
@@ -94,11 +95,12 @@ def cell_of(cell: str, *, coupled: bool = False, peepholes: bool = False, layer_
     return cell_class, options
 
 
-def reserve_width(cell: str, H: int, coupled: bool, ln_hh: bool, ln_ih: bool) -> int:
+def reserve_width(cell: str, H: int, coupled: bool, ln_hh: bool, ln_ih: bool, proj: bool = False) -> int:
     """Values per (t, b) row in a direction's ``reserve`` (csrc/ops.cpp's ``reserve_layout``): the GRU's
-    r·h or W_hn h + b_hn, layer norm's saved normalised values and 1/σ, and LN(x W_ihᵀ)'s input, μ, 1/σ."""
+    r·h or W_hn h + b_hn, the projected LSTM's m_t = o_t tanh(C_t), layer norm's saved normalised values and
+    1/σ, and LN(x W_ihᵀ)'s input, μ, 1/σ."""
     G = 3 if cell == "lstm" and coupled else STORED_GATES[cell]
-    k = H if cell.startswith("gru") else 0
+    k = H if cell.startswith("gru") or proj else 0
     if ln_hh:
         k += (2 * H if cell == "gru_before" else G * H) + 1
         k += H + 1 if cell in ("gru_before", "lstm") else 0
@@ -111,23 +113,24 @@ if _LIBRARY["path"] is not None:
 
     @torch.library.register_fake("rnnlab::recurrent_level")
     def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                    ln_c_w, ln_c_b, zone, *, cell, coupled=False):
+                    ln_c_w, ln_c_b, zone, w_hr=None, *, cell, coupled=False):
         T, B, _ = x.shape
-        D, H, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
-        K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None)
-        return (x.new_empty(D, T + 1, B, H), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
+        D, P, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
+        H = P if w_hr is None else w_hr.shape[2]  # a projection carries h (P wide), C_t and the gates are H wide
+        K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None, w_hr is not None)
+        return (x.new_empty(D, T + 1, B, P), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
                 x.new_empty(D, T, B, STORED_GATES[cell] * H),
                 x.new_empty(D, T, B, H) if lstm and zone is not None else x.new_empty(0), x.new_empty(D, T * B * K))
 
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
-                             g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True):
+                             g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True):
         none = x.new_empty(0)
         like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
         return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
                 none if c0 is None else torch.empty_like(c0), like(b), like(b_hn), like(peep), like(ln_ih_w),
-                like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b))
+                like(ln_ih_b), like(ln_hh_w), like(ln_hh_b), like(ln_c_w), like(ln_c_b), like(w_hr))
 
     @torch.library.register_fake("rnnlab::linear_recurrence")
     def _linear_fake(a, b, h0, mask, *, reverse=False):
@@ -145,26 +148,39 @@ if _LIBRARY["path"] is not None:
 
 def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
+    ctx.given = len(inputs)  # a call may leave out the trailing w_hr (its default, None)
+    inputs = (*inputs, *(None,) * (1 + len(FIELDS) - len(inputs)))
     ctx.save_for_backward(*inputs, *output)
     ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
 
 
-WEIGHTS = ("w_ih", "w_hh", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b")
+WEIGHTS = ("w_ih", "w_hh", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w", "ln_c_b", "w_hr")
 GRAD_ORDER = ("w_ih", "w_hh", "h0", "c0", "b", "b_hn", "peep", "ln_ih_w", "ln_ih_b", "ln_hh_w", "ln_hh_b", "ln_c_w",
-              "ln_c_b")  # recurrent_level_backward's outputs after dx
+              "ln_c_b", "w_hr")  # recurrent_level_backward's outputs after dx
+
+
+def _needs(ctx) -> dict[str, bool]:
+    """Whether each of x and the FIELDS needs a gradient (False for the ones the call left out; the eager
+    Function's first two inputs are the cell and coupled)."""
+    given = ctx.needs_input_grad[getattr(ctx, "offset", 0):]
+    return dict(zip(("x",) + FIELDS, (*given, *(False,) * (1 + len(FIELDS) - len(given)))))
 
 
 def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
+    return _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre)[:ctx.given]
+
+
+def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre):
     saved = ctx.saved_tensors
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
         return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
-    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad[-1 - len(FIELDS):]))
+    need = _needs(ctx)
     lstm = ctx.cell == "lstm"
     got = torch.ops.rnnlab.recurrent_level_backward(
-        x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
+        x, *(v[n] for n in FIELDS[:-1]), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
-        g_c_pre if v["zone"] is not None and lstm else None, cell=ctx.cell, coupled=ctx.coupled,
+        g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
         need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS))
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
@@ -224,14 +240,14 @@ def _level_double_backward(ctx, x, v, grads):
         step = {"extra": extra} if extra else {}
         if v["h_mask"] is not None:
             step["h_mask"] = one("h_mask", d)
-        w = Weights(one("w_ih", d), one("w_hh", d), one("b", d), one("b_hn", d))
+        w = Weights(one("w_ih", d), one("w_hh", d), one("b", d), one("b_hn", d), one("w_hr", d))
         res = reference_level(ctx.cell, ctx.coupled, d == 1, x, v["mask"], one("h0", d), one("c0", d), w, step,
                               one("zone", d))
         for out, g in zip(res, grads):
             if out is not None and g is not None:
                 outs.append(out)
                 outgrads.append(g[d])
-    need = dict(zip(("x",) + FIELDS, ctx.needs_input_grad[-1 - len(FIELDS):]))
+    need = _needs(ctx)
     wanted = [n for n in ("x",) + FIELDS if need[n] and n not in ("mask", "h_mask", "zone")
               and (n == "x" or v[n] is not None)]
     inputs = [x if n == "x" else v[n] for n in wanted]
@@ -288,6 +304,7 @@ class _EagerLevel(torch.autograd.Function):
     def forward(ctx, cell, coupled, *inputs):
         out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)  # below autograd here
         _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled}, out)
+        ctx.offset = 2
         return out
 
     @staticmethod

@@ -42,7 +42,8 @@ def _flat_weights(layer) -> list[torch.Tensor]:
     flat = []
     for k in range(layer.num_layers):
         for d in range(layer.num_directions):
-            flat += [t for t in weights_to_torch(layer.cell_class.SPEC, layer.weights(k, d)) if t is not None]
+            w = layer.weights(k, d)
+            flat += [t for t in (*weights_to_torch(layer.cell_class.SPEC, w), w.weight_hr) if t is not None]
     return flat
 
 

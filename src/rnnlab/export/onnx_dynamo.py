@@ -24,7 +24,7 @@ from onnxscript import opset18 as op
 
 from ..cells.variants import PEEPHOLE_GATES
 from ..engine.ops import STORED_GATES, cell_of, reserve_width
-from .onnx_layout import _source
+from .onnx_layout import PROJECTION_REFUSED, _source
 
 
 def _ints(*values):
@@ -60,8 +60,10 @@ def _stack(values):
 
 
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                         ln_c_w, ln_c_b, zone, cell: str = "", coupled: bool = False):
+                         ln_c_w, ln_c_b, zone, w_hr=None, cell: str = "", coupled: bool = False):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
+    if w_hr is not None:
+        raise ValueError(PROJECTION_REFUSED.format(who="LSTM", P=w_hr.shape[1]))
     if ln_hh_w is not None or ln_ih_w is not None:
         raise ValueError("model: a layer with layer_norm=True has no ONNX operator (ONNX's RNN, LSTM and GRU have no "
                          "layer normalisation); expected layer_norm=False")

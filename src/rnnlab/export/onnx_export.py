@@ -33,6 +33,7 @@ from .. import _checks
 from ..layers.base import RecurrentLayer
 from .onnx_dynamo import TRANSLATIONS
 from .onnx_graph import layer_graph
+from .onnx_layout import PROJECTION_REFUSED
 
 OPSETS = range(14, 21)  # 14 is the first with today's RNN operators
 
@@ -59,6 +60,8 @@ def _check_onnx_layer(layer: RecurrentLayer) -> None:
         raise ValueError(f"model: {type(layer).__name__} with layer_norm=True has no ONNX operator (ONNX's RNN, LSTM "
                          "and GRU have no layer normalisation); expected layer_norm=False (peepholes and coupled export as "
                          "ONNX LSTM's P input and input_forget; recurrent_dropout and zoneout are off at inference)")
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(PROJECTION_REFUSED.format(who=type(layer).__name__, P=layer.proj_size))
 
 
 @contextlib.contextmanager

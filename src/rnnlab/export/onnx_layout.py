@@ -31,6 +31,10 @@ from typing import NamedTuple
 import torch
 
 from ..cells.spec import OnnxLayout
+
+# ONNX's LSTM operator has no projection (h_t = W_hr (o_t tanh(C_t))): a layer with proj_size is refused
+PROJECTION_REFUSED = ("model: {who} with proj_size={P} has no ONNX operator (ONNX's LSTM has no projection h_t = "
+                      "W_hr (o_t * tanh(C_t))); expected proj_size=0")
 from ..cells.variants import PEEPHOLE_GATES
 
 

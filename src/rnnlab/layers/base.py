@@ -25,7 +25,7 @@ from .. import _checks
 from ..cells import variants
 from ..cells.base import RecurrentCell, Weights
 from ..engine import ENGINES, get_engine
-from ..init import SCHEMES, init_weights
+from ..init import SCHEMES, init_projection, init_weights
 from . import memory, packing
 from .convert import layer_from_torch, layer_to_torch
 
@@ -50,6 +50,7 @@ class RecurrentLayer(nn.Module):
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         learn_initial_state: bool = False,
+        proj_size: int = 0,
         **options: Any,
     ):
         super().__init__()
@@ -68,29 +69,56 @@ class RecurrentLayer(nn.Module):
         self.engine = _checks.choice("engine", engine, self.engine_choices())
         self.options = options
         self.regularisers = variants.regularisers(recurrent_dropout, zoneout)
-        G, H, D = len(self.gates), self.hidden_size, self.num_directions
+        self.proj_size = self._check_proj_size(proj_size)
+        G, H, D, P = len(self.gates), self.hidden_size, self.num_directions, self.output_size
         with_bias_hn = bias and self._has_bias_hn()
         added = self.cell_class.added_parameters(H, **options)
         memory.guard_parameters(self.cell_class.SPEC.layer_parameters(self.input_size, H, self.num_layers,
-                                                                      bidirectional, bias, options))
+                                                                      bidirectional, bias, options, self.proj_size))
         for k in range(self.num_layers):
-            X = self.input_size if k == 0 else D * H
+            X = self.input_size if k == 0 else D * P
             for d in range(D):
                 sfx = self._suffix(k, d)
                 self.register_parameter("weight_ih" + sfx, nn.Parameter(torch.empty(G * H, X)))
-                recurrent = nn.Parameter(torch.empty(G * H, H)) if self.cell_class.RECURRENT else None
+                recurrent = nn.Parameter(torch.empty(G * H, P)) if self.cell_class.RECURRENT else None
                 self.register_parameter("weight_hh" + sfx, recurrent)
+                if self.proj_size:  # h_t = W_hr (o_t tanh(C_t))
+                    self.register_parameter("weight_hr" + sfx, nn.Parameter(torch.empty(P, H)))
                 self.register_parameter("bias" + sfx, nn.Parameter(torch.empty(G * H)) if bias else None)
                 self.register_parameter("bias_hn" + sfx, nn.Parameter(torch.empty(H)) if with_bias_hn else None)
                 for name, size in added.items():
                     self.register_parameter(name + sfx, nn.Parameter(torch.empty(size)))
         if learn_initial_state:  # h_0 (and C_0) of every level and direction, rows in h_n's order k·D + d
-            for part in self.cell_class.STATE:
-                self.register_parameter("initial_" + part, nn.Parameter(torch.empty(self.num_layers * D, H)))
+            for part, width in zip(self.cell_class.STATE, self.state_sizes):
+                self.register_parameter("initial_" + part, nn.Parameter(torch.empty(self.num_layers * D, width)))
         self.bias = bias
         self.reset_parameters()
 
+    def _check_proj_size(self, proj_size: Any) -> int:
+        """0, or the LSTM's projection size P (0 < P < hidden_size, the plain cell: torch.nn.LSTM's rule)."""
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"proj_size: expected an int >= 0, got {proj_size!r}")
+        if proj_size == 0:
+            return 0
+        if "c" not in self.cell_class.STATE or not self.cell_class.RECURRENT:
+            raise ValueError(f"proj_size: expected 0 for {type(self).__name__} (only the LSTM projects its h), got {proj_size}")
+        if proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size: expected a value smaller than hidden_size = {self.hidden_size}, got {proj_size}")
+        if self.variants():
+            raise ValueError(f"proj_size: expected 0 with {variants.describe(self.variants())} (the projection runs on "
+                             f"the plain LSTM), got {proj_size}")
+        return proj_size
+
     # -- structure ------------------------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        """The width of h (and of each direction's output): ``proj_size`` when the LSTM projects, else H."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        """The width of each part of the carried state (``cell_class.STATE``): h is ``output_size``, C is H."""
+        return tuple(self.output_size if part == "h" else self.hidden_size for part in self.cell_class.STATE)
     @classmethod
     def engine_choices(cls) -> tuple[str, ...]:
         """The values ``engine=`` accepts for this layer."""
@@ -144,7 +172,8 @@ class RecurrentLayer(nn.Module):
     def weights(self, k: int, d: int) -> Weights:
         """The parameters of level k, direction d (0 forward, 1 reverse), as a cell's ``Weights``."""
         s = self._suffix(k, d)
-        return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s), getattr(self, "bias_hn" + s))
+        return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s),
+                       getattr(self, "bias_hn" + s), getattr(self, "weight_hr" + s, None))
 
     def active_variants(self) -> dict[str, Any]:
         """The variants that change this call's function: structural ones always, recurrent_dropout and
@@ -174,7 +203,9 @@ class RecurrentLayer(nn.Module):
         for k in range(self.num_layers):
             for d in range(self.num_directions):
                 w = self.weights(k, d)
-                init_weights(self.gates, *w, self.init, self.cell_class.GATE_BIAS)
+                init_weights(self.gates, *w[:4], self.init, self.cell_class.GATE_BIAS)
+                if w.weight_hr is not None:
+                    init_projection(w.weight_hr, self.init, self.hidden_size)
                 for name, p in self.extras(k, d).items():
                     variants.init_extra(name, p, self.init, self.hidden_size)
         if self.learn_initial_state:
@@ -188,6 +219,8 @@ class RecurrentLayer(nn.Module):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         s += "".join(f", {k}={v!r}" for k, v in {**self.options, **self.regularisers}.items())
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.learn_initial_state:
             s += ", learn_initial_state=True"
         if self.engine != "auto":
@@ -263,22 +296,22 @@ class RecurrentLayer(nn.Module):
         a (D·L, B, H) tensor — zeros, or with ``learn_initial_state=True`` the parameters ``initial_h``
         (``initial_c``) (D·L, H), one row per level and direction in h_n's order, broadcast over the batch
         (gradients reach them through the broadcast)."""
-        L, H = self.num_directions * self.num_layers, self.hidden_size
+        L = self.num_directions * self.num_layers
         if self.learn_initial_state:
-            return tuple(getattr(self, "initial_" + part).unsqueeze(1).expand(L, batch, H)
-                         for part in self.cell_class.STATE)
+            return tuple(getattr(self, "initial_" + part).unsqueeze(1).expand(L, batch, width)
+                         for part, width in zip(self.cell_class.STATE, self.state_sizes))
         ref = self.weight_ih_l0
-        zeros = torch.zeros(L, batch, H, dtype=ref.dtype, device=ref.device)
-        return tuple(zeros for _ in self.cell_class.STATE)
+        return tuple(torch.zeros(L, batch, width, dtype=ref.dtype, device=ref.device) for width in self.state_sizes)
 
     def _check_hx(self, hx: Any, batch: int, unbatched: bool) -> tuple[torch.Tensor, ...]:
-        """Returns the initial state as a tuple of (D·L, B, H) tensors."""
-        L, H = self.num_directions * self.num_layers, self.hidden_size
+        """Returns the initial state as a tuple of (D·L, B, H) tensors (h: (D·L, B, proj_size) when projected)."""
+        L = self.num_directions * self.num_layers
         names = self.cell_class.STATE
         ref = self.weight_ih_l0
         if hx is None:
             return self.initial_state(batch)
-        want = f"({L}, {H})" if unbatched else f"({L}, {batch}, {H})"
+        shapes = [f"({L}, {w})" if unbatched else f"({L}, {batch}, {w})" for w in self.state_sizes]
+        want = shapes[0] if len(set(shapes)) == 1 else " and ".join(shapes)
         if len(names) == 1:
             if not isinstance(hx, torch.Tensor):
                 raise TypeError(f"hx: expected a tensor of shape {want}, got {type(hx).__name__}")
@@ -288,13 +321,14 @@ class RecurrentLayer(nn.Module):
                 raise TypeError(f"hx: expected a tuple (h_0, c_0) of tensors of shape {want}, got {type(hx).__name__}")
             parts = tuple(hx)
         out = []
-        for name, s in zip(names, parts):
+        for name, s, H in zip(names, parts, self.state_sizes):
             label = "hx" if len(names) == 1 else f"hx[{names.index(name)}] ({name}_0)"
             s = _checks.tensor(label, s)
             expected = (L, H) if unbatched else (L, batch, H)
             if tuple(s.shape) != expected:
                 detail = " (batch differs from x)" if s.dim() == 3 and s.shape[1] != batch and s.shape[0] == L and s.shape[2] == H else ""
-                raise ValueError(f"{label}: expected shape {want}, got {_checks.shape_str(s)}{detail}")
+                shown = f"({', '.join(map(str, expected))})"
+                raise ValueError(f"{label}: expected shape {shown}, got {_checks.shape_str(s)}{detail}")
             _checks.matches_parameters(label, s, ref)
             out.append(s.unsqueeze(1) if unbatched else s)
         return tuple(out)

@@ -21,9 +21,9 @@ def layer_from_torch(cls, module: nn.Module, **kwargs):
     spec = cls.cell_class.SPEC
     refuse_untranslatable(spec, cls.__name__, "from_torch")
     expect(module, spec.torch.layer, cls.__name__)
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"module: proj_size = {module.proj_size} has no rnnlab counterpart; expected 0")
     ref = module.weight_ih_l0
+    if getattr(module, "proj_size", 0):  # the LSTM's projection: weight_hr_l{k} (P, H), the same in both layouts
+        kwargs = {"proj_size": module.proj_size, **kwargs}
     layer = cls(module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
                 batch_first=module.batch_first, dropout=float(module.dropout), bidirectional=module.bidirectional,
                 **spec.torch.options(module), **kwargs)
@@ -32,7 +32,7 @@ def layer_from_torch(cls, module: nn.Module, **kwargs):
     for k in range(layer.num_layers):
         for d in range(layer.num_directions):
             s = layer._suffix(k, d)
-            src = [getattr(module, n + s, None) for n in PARAMETERS]
+            src = [getattr(module, n + s, None) for n in PARAMETERS + ("weight_hr",)]
             copy(layer.weights(k, d), weights_from_torch(spec, *src))
     return layer
 
@@ -48,12 +48,14 @@ def layer_to_torch(layer) -> nn.Module:
     ref = layer.weight_ih_l0
     module = spec.torch.layer(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
                               batch_first=layer.batch_first, dropout=layer.dropout, bidirectional=layer.bidirectional,
-                              device=ref.device, dtype=ref.dtype, **spec.torch.arguments(layer.options))
+                              device=ref.device, dtype=ref.dtype, **spec.torch.arguments(layer.options),
+                              **({"proj_size": layer.proj_size} if getattr(layer, "proj_size", 0) else {}))
     with torch.no_grad():
         for k in range(layer.num_layers):
             for d in range(layer.num_directions):
                 s = layer._suffix(k, d)
-                for n, t in zip(PARAMETERS, weights_to_torch(spec, layer.weights(k, d))):
+                w = layer.weights(k, d)
+                for n, t in zip(PARAMETERS + ("weight_hr",), (*weights_to_torch(spec, w), w.weight_hr)):
                     if t is not None:
                         getattr(module, n + s).copy_(t)
     return module

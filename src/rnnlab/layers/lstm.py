@@ -23,6 +23,11 @@ class LSTM(RecurrentLayer):
     ``weight_hh_l{k}`` (4H, H), ``bias_l{k}`` (4H), rows in gate order (f, i, g, o), suffix
     ``_reverse`` for the backward direction.
 
+    ``proj_size`` P (0 < P < H; torch.nn.LSTM's argument): h_t = W_hr (o_t * tanh(C_t)) is P wide, a
+    parameter ``weight_hr_l{k}`` (P, H) per level and direction; ``weight_hh_l{k}`` is then (4H, P), the
+    levels above the first see D·P inputs, ``out`` is (T, B, D·P) and ``h_0``/``h_n`` (D·L, B, P), while C
+    stays (D·L, B, H). Not combined with the variants below.
+
     Variants, keyword-only and off by default (the cell's equations: :class:`rnnlab.LSTMCell`):
     ``layer_norm`` adds ``ln_ih_weight_l{k}``/``ln_ih_bias_l{k}``, ``ln_hh_weight_l{k}``/``ln_hh_bias_l{k}``
     (G·H) and ``ln_c_weight_l{k}``/``ln_c_bias_l{k}`` (H); ``peepholes`` adds ``weight_peep_l{k}`` (3H,
@@ -35,9 +40,9 @@ class LSTM(RecurrentLayer):
     cell_class = LSTMCell
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, *, init="default", engine="auto", learn_initial_state=False, layer_norm=False,
+                 bidirectional=False, proj_size=0, *, init="default", engine="auto", learn_initial_state=False, layer_norm=False,
                  peepholes=False, coupled=False, recurrent_dropout=0.0, zoneout=0.0):
         structural = variants.flags(layer_norm=layer_norm, peepholes=peepholes, coupled=coupled)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         init=init, engine=engine, learn_initial_state=learn_initial_state,
+                         init=init, engine=engine, learn_initial_state=learn_initial_state, proj_size=proj_size,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout, **structural)

@@ -3,15 +3,14 @@
 Each class subclasses its torch.nn namesake and keeps all of it — constructor, parameters
 (``weight_ih_l{k}`` (G·H, X_k) in torch's gate order, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
 ``bias_hh_l{k}``, suffix ``_reverse``), initialisation, ``state_dict``, ``flatten_parameters()``,
-``proj_size`` — and replaces only what computes the sequence: ``forward`` prepares its arguments
+``proj_size`` (``weight_hr_l{k}``) — and replaces only what computes the sequence: ``forward`` prepares its arguments
 exactly as torch.nn's does (PackedSequence, ``batch_first``, unbatched input, zero ``hx``, torch's own
 argument checks and exception types), then runs the stack on rnnlab's engine
 (:mod:`rnnlab.nn.stack` converts the weights per call, differentiably).
 
 ``engine`` (an attribute, default "auto"; "native", "torch", "reference"): which engine runs, as on
 ``rnnlab.LSTM``. Where it picks torch's own kernel ("torch", or "auto" where that is faster: float32
-LSTMs with B·H ≥ 4096 on 2+ CPU threads, and CUDA), torch.nn's ``forward`` runs unchanged.
-``LSTM(proj_size > 0)`` always runs torch.nn's ``forward``: rnnlab's engines have no projection yet.
+LSTMs with B·H ≥ 4096 on 2+ CPU threads and no projection, and CUDA), torch.nn's ``forward`` runs unchanged.
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ class _Recurrent:
         return self._cell.SPEC.torch.options(self)
 
     def forward(self, input, hx=None):
-        if self.proj_size > 0:  # h_t = W_hr (o_t * tanh(C_t)): torch's kernel computes it, rnnlab's engines do not
-            return super().forward(input, hx)
         paired = len(self._cell.STATE) == 2  # the LSTM carries (h, c)
         given = hx
         D = 2 if self.bidirectional else 1
@@ -55,8 +52,9 @@ class _Recurrent:
             data = input if is_batched else input.unsqueeze(batch_dim)
             batch = data.size(batch_dim)
         if hx is None:
-            zeros = torch.zeros(self.num_layers * D, batch, self.hidden_size, dtype=data.dtype, device=data.device)
-            hx = (zeros, zeros) if paired else zeros
+            P = self.proj_size or self.hidden_size  # an LSTM's h is proj_size wide when it projects, C stays H
+            zeros = lambda width: torch.zeros(self.num_layers * D, batch, width, dtype=data.dtype, device=data.device)  # noqa: E731
+            hx = (zeros(P), zeros(self.hidden_size)) if paired else zeros(P)
         elif not packed:
             parts = tuple(hx) if paired else (hx,)
             want = 3 if is_batched else 2
@@ -76,7 +74,7 @@ class _Recurrent:
             x, lengths = (data.transpose(0, 1) if self.batch_first else data), None  # (T, B, X)
         levels = [[flat(self, k, d) for d in range(D)] for k in range(self.num_layers)]
         stack = TorchStack(self._cell, self._options(), levels, self.hidden_size, dropout=float(self.dropout),
-                           training=self.training, engine=self.engine)
+                           training=self.training, engine=self.engine, proj_size=self.proj_size)
         engine = select(stack, x)
         if engine is None:
             return super().forward(input, given)
@@ -115,10 +113,8 @@ class LSTM(_Recurrent, nn.LSTM):
     dtype=None)``, parameters ``weight_ih_l{k}`` (4H, X_k) with gate rows (i, f, g, o),
     ``weight_hh_l{k}`` (4H, H_out), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H), ``weight_hr_l{k}``
     (H_out, H) when ``proj_size > 0``; U(−1/√H, 1/√H) initialisation; ``forward(input, hx=None) ->
-    (output, (h_n, c_n))``. A torch.nn.LSTM's ``state_dict`` loads as it is.
-
-    With ``proj_size > 0`` the module runs torch.nn.LSTM's own forward (rnnlab's engines do not
-    compute the projection yet).
+    (output, (h_n, c_n))``. A torch.nn.LSTM's ``state_dict`` loads as it is. With ``proj_size > 0``
+    rnnlab's engines compute the projection too (h_t = W_hr (o_t ⊙ tanh(C_t))).
     """
 
     _cell = LSTMCell

@@ -20,7 +20,7 @@ from ..cells.base import RecurrentCell, Weights
 from ..cells.torch_layout import weights_from_torch
 from ..engine import ENGINES, choose, get_engine
 
-TorchWeights = tuple  # torch.nn's (w_ih, w_hh, b_ih, b_hh) of one level and direction; biases may be None
+TorchWeights = tuple  # torch.nn's (w_ih, w_hh, b_ih, b_hh, w_hr) of one level and direction; biases, w_hr may be None
 
 
 class TorchStack:
@@ -28,8 +28,8 @@ class TorchStack:
     variants) of ``cell_class`` with ``options``."""
 
     def __init__(self, cell_class: type[RecurrentCell], options: dict[str, Any], levels: Sequence[Sequence[TorchWeights]],
-                 hidden_size: int, *, dropout: float, training: bool, engine: str):
-        self.cell_class, self.options = cell_class, options
+                 hidden_size: int, *, dropout: float, training: bool, engine: str, proj_size: int = 0):
+        self.cell_class, self.options, self.proj_size = cell_class, options, proj_size
         self.num_layers, self.num_directions = len(levels), len(levels[0])
         self.bidirectional = self.num_directions == 2
         self.hidden_size, self.dropout, self.training, self.engine = hidden_size, dropout, training, engine
@@ -60,9 +60,10 @@ class TorchStack:
 
 
 def flat(module: torch.nn.Module, k: int, d: int) -> TorchWeights:
-    """torch.nn's parameters of level k, direction d of a layer module (biases None without bias)."""
+    """torch.nn's parameters of level k, direction d of a layer module (biases None without bias, ``weight_hr``
+    None without a projection)."""
     sfx = f"_l{k}" + ("_reverse" if d == 1 else "")
-    return tuple(getattr(module, name + sfx, None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    return tuple(getattr(module, name + sfx, None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"))
 
 
 def select(stack: TorchStack, x: torch.Tensor):

@@ -69,12 +69,12 @@ _OWN_STEPS = {"gru_before": _gru_before_kernel}  # fused steps of cells torch ha
 def _fused_kernel(layer, w) -> Kernel | None:
     """One level's step through the fused step the cell's ``SPEC.stream`` names — torch's fused cell
     kernel ``torch.<name>`` on weights in torch's layout, or one of ``_OWN_STEPS``; None for cells
-    with neither (MinGRU, MinLSTM) and for structural variants (layer_norm, peepholes, coupled),
-    which step through their equations."""
+    with neither (MinGRU, MinLSTM), for structural variants (layer_norm, peepholes, coupled) and for
+    the LSTM's projection, which step through their equations."""
     spec, options = layer.cell_class.SPEC, layer.options
     name = spec.stream(options)
-    if name is None or any(k in STRUCTURAL for k in options):
-        return None
+    if name is None or any(k in STRUCTURAL for k in options) or w.weight_hr is not None:
+        return None  # (torch.lstm_cell has no projection: an LSTM with proj_size steps through its equations)
     if name in _OWN_STEPS:
         return _OWN_STEPS[name](w)
     with torch.no_grad():
@@ -156,7 +156,7 @@ class Streamer:
         first = hx[0] if isinstance(hx, (tuple, list)) else hx
         first = _checks.tensor("state", first)
         if first.dim() != 3:
-            raise ValueError(f"state: expected shape ({self.layer.num_layers}, B, {self.layer.hidden_size}), "
+            raise ValueError(f"state: expected shape ({self.layer.num_layers}, B, {self.layer.output_size}), "
                              f"got {_checks.shape_str(first)}")
         try:
             parts = self.layer._check_hx(hx, first.shape[1], False)

@@ -136,6 +136,9 @@ def _check_plain(layer: RecurrentLayer) -> str:
     if getattr(layer, "learn_initial_state", False):  # the trace and the page start every direction from zeros
         raise ValueError(f"model_or_layer: unroll draws sequences that start from zero state; this "
                          f"{type(layer).__name__} has learn_initial_state=True (build it without)")
+    if getattr(layer, "proj_size", 0):  # the page draws h and C with the same H units
+        raise ValueError(f"model_or_layer: unroll draws the seed's LSTM, whose h and C have the same width; this "
+                         f"{type(layer).__name__} has proj_size={layer.proj_size} (build it without)")
     return cell
 
 

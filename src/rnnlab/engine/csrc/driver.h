@@ -6,13 +6,16 @@
 //             hh = h_in · W_hhᵀ[:, :first]       one GEMM (the cell may run a second, GRU reset="before")
 //             hh ← LN(hh)                         layer norm's row pass, when on
 //             Cell::forward                      the cell's pointwise maths (cells/*.h)
+//             projection (LSTM proj_size): h_t = m_t · W_hrᵀ, m_t = o_t tanh(C_t) the cell's own h   one GEMM
 //             zoneout: kept units take their previous value (h, and C for the LSTM)
 //             rows past their sequence's end keep their state; their gates are zero
 //   backward  zoneout's kept units pass their gradient straight back
 //             rows past their end: no gate gradient, the state's gradient passes through
+//             projection: ∂m_t = ∂h_t · W_hr                                                       one GEMM
 //             Cell::backward                     ∂ of the cell's equations → da, ∂h_{t-1}'s direct part
 //             layer norm's backward row pass, then ∂h_{t-1} += ∂hh · W_hh[:first]   one GEMM
 //
+// With a projection the carried h is P wide (states, h_0, ∂h) while C_t, the gates and m_t are H wide.
 // State layout: states[0] = h_0 and states[t+1] = h after step t for the forward direction; the
 // reverse direction runs t = T-1 … 0 and keeps states[T] = h_0, states[t] = h after step t, so its
 // output over time is the slice states[0:T] — no reversal copy. ``mask`` (T, B) is 1 where step t
@@ -35,21 +38,23 @@ struct Direction {
   bool reverse = false;
   const T* mask = nullptr;    // (T, B)
   const T* xp = nullptr;      // (T, B, gx) the input projection of every step
-  T* states = nullptr;        // (T+1, B, H)
+  T* states = nullptr;        // (T+1, B, P)
   T* cells = nullptr;         // (T+1, B, H) the LSTM's C
   T* gates = nullptr;         // (T, B, G·H) activated gates
   T* extra = nullptr;         // (T, B, H) the GRU's r·h or W_hn h + b_hn
   T* c_pre = nullptr;         // (T, B, H) the LSTM's C_t before zoneout (zoneout only)
-  const T* h_mask = nullptr;  // (B, H) recurrent dropout's mask
+  T* m = nullptr;             // (T, B, H) projection only: m_t = o_t tanh(C_t), before W_hr
+  const T* h_mask = nullptr;  // (B, P) recurrent dropout's mask
   const T* zone = nullptr;    // (T, S, B, H) zoneout's keep masks, S = the cell's state count
   // backward
-  const T* g_states = nullptr;  // (T+1, B, H)
+  const T* g_states = nullptr;  // (T+1, B, P)
   const T* g_cells = nullptr;   // (T+1, B, H) or null: zero
   const T* g_gates = nullptr;   // (T, B, G·H) or null: zero
   const T* g_cpre = nullptr;    // (T, B, H) or null
   T* da = nullptr;              // (T, B, gx)
   T* dhn = nullptr;             // (T, B, H) GRU reset="after"
-  T* dh0 = nullptr;             // (B, H)
+  T* dhr = nullptr;             // (T, B, P) projection only: ∂h_t entering W_hr, for ∂W_hr
+  T* dh0 = nullptr;             // (B, P)
   T* dc0 = nullptr;             // (B, H) LSTM
   T* dg_hh = nullptr;           // layer norm's gains' and biases' gradients
   T* db_hh = nullptr;
@@ -88,20 +93,21 @@ void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d,
 
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
-  const int64_t steps = d.steps, B = k.B, H = k.H, GX = Cell::gx(H), W1 = Cell::first(H);
+  const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
   const int64_t GH = Cell::G * H;  // stored gates: the LSTM keeps (f, i, g, o) even when coupled
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  std::vector<T> hh(B * W1), hin(d.h_mask ? B * H : 0);
+  std::vector<T> hh(B * W1), hin(d.h_mask ? B * P : 0);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
     const T* live = d.mask ? d.mask + t * B : nullptr;
-    const T* h_prev = d.states + p * B * H;
-    T* h_next = d.states + n * B * H;
+    const T* h_prev = d.states + p * B * P;
+    T* h_next = d.states + n * B * P;
+    T* m = d.m ? d.m + t * B * H : nullptr;  // projection: the cell's h is m_t, h_t = m_t W_hrᵀ
     const T* h_in = h_prev;
     if (d.h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
-      for (int64_t j = 0; j < B * H; ++j) hin[j] = h_prev[j] * d.h_mask[j];
+      for (int64_t j = 0; j < B * P; ++j) hin[j] = h_prev[j] * d.h_mask[j];
       h_in = hin.data();
     }
     k.product(h_in, 0, W1, hh.data(), W1);
@@ -112,15 +118,22 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     T* c_new = d.cells && d.zone ? d.c_pre + t * B * H : c_next;  // C_t, before zoneout
     T* gate = d.gates + t * B * GH;
     T* extra = d.extra ? d.extra + t * B * H : nullptr;
-    Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, h_next, c_prev, c_new, extra}, k);
+    Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
+                  k);
+    if (m) {
+      if (live)  // rows past their end: m_t = 0, so that ∂W_hr = Σ ∂h_tᵀ m_t skips them
+        for (int64_t b = 0; b < B; ++b)
+          if (live[b] == T(0)) std::memset(m + b * H, 0, H * sizeof(T));
+      k.project(m, h_next);
+    }
     if (d.zone) {
-      zoneout_rows<T>(B, H, live, d.zone + (S * t) * B * H, h_prev, h_next, h_next);
+      zoneout_rows<T>(B, P, live, d.zone + (S * t) * B * H, h_prev, h_next, h_next);
       if (S == 2) zoneout_rows<T>(B, H, live, d.zone + (S * t + 1) * B * H, c_prev, c_new, c_next);
     }
     if (live) {  // rows past their sequence: state unchanged, gates zero
       for (int64_t b = 0; b < B; ++b) {
         if (live[b] != T(0)) continue;
-        std::memcpy(h_next + b * H, h_prev + b * H, H * sizeof(T));
+        std::memcpy(h_next + b * P, h_prev + b * P, P * sizeof(T));
         if (c_next) std::memcpy(c_next + b * H, c_prev + b * H, H * sizeof(T));
         std::memset(gate + b * GH, 0, GH * sizeof(T));
         if (extra) std::memset(extra + b * H, 0, H * sizeof(T));
@@ -132,7 +145,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
 
 template <typename T, class Cell>
 void run_backward(Loop<T>& k, const Direction<T>& d) {
-  const int64_t steps = d.steps, B = k.B, H = k.H, GX = Cell::gx(H), W1 = Cell::first(H), R = Cell::rec(H);
+  const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H), R = Cell::rec(H);
   const int64_t GH = Cell::G * H;
   constexpr int64_t S = Cell::states;
   const bool lstm = d.cells != nullptr;
@@ -145,14 +158,18 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H), T(0));
   const T* zero_gates = zeros.data();
   const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
-  std::vector<T> buf(3 * B * H), drop(d.h_mask ? 2 * B * H : 0), carry(d.zone ? S * B * H : 0);
+  std::vector<T> buf(2 * B * P + B * H), drop(d.h_mask ? 2 * B * P : 0), carry(d.zone ? S * B * H : 0);
   T* dh = buf.data();       // ∂h_t (the state after this step)
-  T* dh_prev = dh + B * H;  // ∂h_{t-1}
-  T* dc = dh_prev + B * H;  // ∂C_t, updated in place to ∂C_{t-1}
+  T* dh_prev = dh + B * P;  // ∂h_{t-1}
+  T* dc = dh_prev + B * P;  // ∂C_t, updated in place to ∂C_{t-1}
   T* hin = d.h_mask ? drop.data() : nullptr;        // recurrent dropout: h_{t-1} · mask
-  T* dhin = d.h_mask ? drop.data() + B * H : nullptr;  // and its gradient
+  T* dhin = d.h_mask ? drop.data() + B * P : nullptr;  // and its gradient
+  // projection: the cell sees ∂m_t as its ∂h and writes its direct ∂h_{t-1} (the outputs' own gradient, read
+  // H wide) into a spare buffer; the driver passes the P-wide one on itself
+  std::vector<T> proj(d.dhr ? 3 * B * H : 0, T(0));
+  T* dm = d.dhr ? proj.data() : nullptr;
   const int64_t last = d.reverse ? 0 : steps;
-  std::memcpy(dh, d.g_states + last * B * H, B * H * sizeof(T));
+  std::memcpy(dh, d.g_states + last * B * P, B * P * sizeof(T));
   if (d.g_cells)
     std::memcpy(dc, d.g_cells + last * B * H, B * H * sizeof(T));
   else
@@ -161,12 +178,12 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
     const T* live = d.mask ? d.mask + t * B : nullptr;
-    const T* h_prev = d.states + p * B * H;
-    const T* gh_prev = d.g_states + p * B * H;
+    const T* h_prev = d.states + p * B * P;
+    const T* gh_prev = d.g_states + p * B * P;
     const T* gc_prev = d.g_cells ? d.g_cells + p * B * H : zero_cells;
     T* da = d.da + t * B * GX;
     if (d.zone) {
-      zoneout_rows_back<T>(B, H, live, d.zone + (S * t) * B * H, dh, carry.data());
+      zoneout_rows_back<T>(B, P, live, d.zone + (S * t) * B * H, dh, carry.data());
       if (S == 2) {
         zoneout_rows_back<T>(B, H, live, d.zone + (S * t + 1) * B * H, dc, carry.data() + B * H);
         if (d.g_cpre)  // the traces' C_t (before zoneout)
@@ -178,28 +195,34 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through
       for (int64_t b = 0; b < B; ++b) {
         if (live[b] != T(0)) continue;
-        const int64_t r = b * H;
         std::memset(da + b * GX, 0, GX * sizeof(T));
-        for (int64_t j = 0; j < H; ++j) dh_prev[r + j] = dh[r + j] + gh_prev[r + j];
+        for (int64_t j = b * P; j < (b + 1) * P; ++j) dh_prev[j] = dh[j] + gh_prev[j];
         if (lstm)
-          for (int64_t j = 0; j < H; ++j) dc[r + j] += gc_prev[r + j];
+          for (int64_t j = b * H; j < (b + 1) * H; ++j) dc[j] += gc_prev[j];
       }
     }
     const T* h_in = h_prev;
     T* acc = dh_prev;  // where the recurrent share of ∂h_{t-1} gathers
     if (d.h_mask) {
-      for (int64_t j = 0; j < B * H; ++j) hin[j] = h_prev[j] * d.h_mask[j];
+      for (int64_t j = 0; j < B * P; ++j) hin[j] = h_prev[j] * d.h_mask[j];
       h_in = hin;
-      std::memset(dhin, 0, B * H * sizeof(T));
+      std::memset(dhin, 0, B * P * sizeof(T));
       acc = dhin;
     }
     const T* c_t = lstm ? (d.zone ? d.c_pre + t * B * H : d.cells + n * B * H) : nullptr;  // C_t before zoneout
+    if (dm) {  // h_t = m_t W_hrᵀ: keep ∂h_t for ∂W_hr, and ∂m_t = ∂h_t W_hr
+      std::memcpy(d.dhr + t * B * P, dh, B * P * sizeof(T));
+      k.project_back(dh, dm);
+    }
     const Bw<T> step{t,       live,    d.gates + t * B * GH, d.g_gates ? d.g_gates + t * B * GH : zero_gates,
-                     h_prev,  h_in,    dh,                   gh_prev,
-                     dh_prev, acc,     c_t,                  lstm ? d.cells + p * B * H : nullptr,
+                     h_prev,  h_in,    dm ? dm : dh,         dm ? dm + 2 * B * H : gh_prev,
+                     dm ? dm + B * H : dh_prev, acc, c_t,     lstm ? d.cells + p * B * H : nullptr,
                      dc,      gc_prev, d.extra ? d.extra + t * B * H : nullptr,
                      da,      d.dhn ? d.dhn + t * B * H : nullptr};
     Grad<T> g = Cell::backward(step, k);
+    if (dm)  // the direct part of ∂h_{t-1}: the outputs' own gradient, for the rows inside their sequence
+      for (int64_t b = 0; b < B; ++b)
+        if (!skip(live, b)) std::memcpy(dh_prev + b * P, gh_prev + b * P, P * sizeof(T));
     if (k.norm.on()) {  // through LN(W_h ·) to the raw GEMM outputs, kept for ∂W_hh
       T* dhh = k.norm.dhh + t * B * R;
       ln_rows_back<T>(B, W1, live, g.d, g.ld, k.norm.g_hh, k.norm.uhat + t * B * W1, k.norm.urstd + t * B, dhh, R,
@@ -208,15 +231,15 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     }
     k.product_back(g.d, g.ld, 0, W1, T(1), acc);
     if (d.h_mask)
-      for (int64_t j = 0; j < B * H; ++j) dh_prev[j] += dhin[j] * d.h_mask[j];
+      for (int64_t j = 0; j < B * P; ++j) dh_prev[j] += dhin[j] * d.h_mask[j];
     if (d.zone) {
-      for (int64_t j = 0; j < B * H; ++j) dh_prev[j] += carry[j];
+      for (int64_t j = 0; j < B * P; ++j) dh_prev[j] += carry[j];
       if (S == 2)
         for (int64_t j = 0; j < B * H; ++j) dc[j] += carry[B * H + j];
     }
     std::swap(dh, dh_prev);
   }
-  std::memcpy(d.dh0, dh, B * H * sizeof(T));
+  std::memcpy(d.dh0, dh, B * P * sizeof(T));
   if (lstm) std::memcpy(d.dc0, dc, B * H * sizeof(T));
   for (size_t j = 0; j < grads.g_hh.size(); ++j) d.dg_hh[j] = T(grads.g_hh[j]), d.db_hh[j] = T(grads.b_hh[j]);
   for (size_t j = 0; j < grads.g_c.size(); ++j) d.dg_c[j] = T(grads.g_c[j]), d.db_c[j] = T(grads.b_c[j]);

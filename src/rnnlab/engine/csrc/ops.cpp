@@ -14,7 +14,10 @@
 //   backward  the driver's backward loop: ∂a (T, B, gx), ∂h_0, ∂C_0
 //             ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂hhᵀ · h_{t-1}   each one GEMM over T·B rows
 //
-// The outputs hold the directions first: states (D, T+1, B, H), cells (D, T+1, B, H) (LSTM), gates
+// An LSTM with a projection (proj_size P, ``w_hr`` (D, P, H)) carries h_t = W_hr (o_t tanh(C_t)): states, h0,
+// W_hh's columns and ∂h are P wide; ∂W_hr = Σ_t ∂h_tᵀ m_t is one more GEMM over T·B rows.
+//
+// The outputs hold the directions first: states (D, T+1, B, P = H without a projection), cells (D, T+1, B, H) (LSTM), gates
 // (D, T, B, G·H), c_pre (D, T, B, H) (LSTM with zoneout: C_t before zoneout) and reserve (D, ·): what backward
 // needs beyond the outputs, one flat buffer per direction whose blocks ``reserve_layout`` lists (engine/ops.py's
 // fake implementation sizes it the same way).
@@ -62,7 +65,7 @@ int64_t input_gates(Kind k, bool coupled) { return k == Kind::LSTM ? (coupled ? 
 
 // one direction's named tensors (undefined where the field is absent)
 struct Record {
-  Tensor w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, zone;
+  Tensor w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, zone, w_hr;
 };
 
 // the whole call's shape and variants
@@ -70,7 +73,8 @@ struct Shape {
   Kind kind;
   bool coupled;
   int64_t D, T, B, X, H, GX, GH;
-  bool peep, drop, zone, ln_hh, ln_ih, bias, bias_hn;
+  int64_t P;  // the carried h's width: H, or the projection's P
+  bool peep, drop, zone, ln_hh, ln_ih, bias, bias_hn, proj;
   at::ScalarType dtype;
   int64_t first() const { return kind == Kind::GRU_BEFORE ? 2 * H : GX; }
 };
@@ -79,6 +83,7 @@ struct Shape {
 std::vector<std::pair<const char*, int64_t>> reserve_layout(const Shape& s) {
   std::vector<std::pair<const char*, int64_t>> out;
   if (is_gru(s.kind)) out.push_back({"extra", s.H});  // r·h (before) or W_hn h + b_hn (after)
+  if (s.proj) out.push_back({"m", s.H});              // m_t = o_t tanh(C_t), before the projection
   if (s.ln_hh) {
     out.push_back({"uhat", s.first()});
     out.push_back({"urstd", 1});
@@ -136,7 +141,8 @@ bool present(const char* fn, const char* name, const Opt& t, bool allowed, const
 Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor& w_ih, const Tensor& w_hh,
                   const Tensor& h0, const Opt& c0, const Opt& b, const Opt& b_hn, const Opt& peep, const Opt& h_mask,
                   const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w,
-                  const Opt& ln_c_b, const Opt& zone, c10::string_view cell, bool coupled, std::vector<Record>* recs) {
+                  const Opt& ln_c_b, const Opt& zone, const Opt& w_hr, c10::string_view cell, bool coupled,
+                  std::vector<Record>* recs) {
   Shape s{};
   s.kind = kind_of(cell);
   s.coupled = coupled;
@@ -150,15 +156,26 @@ Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor
   TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2), fn,
                     ": w_hh: expected a 3-D tensor (D, G*H, H) with D = 1 or 2 directions, got shape ", w_hh.sizes());
   s.D = w_hh.size(0);
-  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2), s.H = w_hh.size(2);
-  TORCH_CHECK_VALUE(s.H >= 1, fn, ": w_hh: expected H >= 1 columns, got shape ", w_hh.sizes());
+  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2), s.P = w_hh.size(2);
+  s.proj = present(fn, "w_hr", w_hr, s.kind == Kind::LSTM, "(only the LSTM has a projection)");
+  if (s.proj) {
+    TORCH_CHECK_VALUE(w_hr->dim() == 3 && w_hr->size(0) == s.D && w_hr->size(1) == s.P && w_hr->size(2) >= 1, fn,
+                      ": w_hr: expected a 3-D tensor (D, P, H) with D = ", s.D, " and P = ", s.P,
+                      " (w_hh's columns), got shape ", w_hr->sizes());
+    TORCH_CHECK_VALUE(!coupled && !peep.has_value() && !h_mask.has_value() && !zone.has_value() && !ln_hh_w.has_value(),
+                      fn, ": w_hr: expected None with coupled, peep, h_mask, zone or layer norm (the projection ",
+                      "runs on the plain LSTM), got both");
+  }
+  s.H = s.proj ? w_hr->size(2) : s.P;
+  TORCH_CHECK_VALUE(s.P >= 1, fn, ": w_hh: expected H >= 1 columns, got shape ", w_hh.sizes());
   s.GX = input_gates(s.kind, coupled) * s.H;
   s.GH = stored_gates(s.kind) * s.H;
   const bool lstm = s.kind == Kind::LSTM, gated = lstm || is_gru(s.kind);
   const int64_t D = s.D, S = lstm ? 2 : 1, R = lstm ? s.GX : s.GH;
   expect(fn, "w_ih", w_ih, {D, s.GX, s.X}, s.dtype);
-  expect(fn, "w_hh", w_hh, {D, R, s.H}, s.dtype);
-  expect(fn, "h0", h0, {D, s.B, s.H}, s.dtype);
+  expect(fn, "w_hh", w_hh, {D, R, s.P}, s.dtype);
+  expect(fn, "h0", h0, {D, s.B, s.P}, s.dtype);
+  if (s.proj) expect(fn, "w_hr", *w_hr, {D, s.P, s.H}, s.dtype);
   TORCH_CHECK_VALUE(c0.has_value() == lstm, fn, ": c0: expected ", lstm ? "a tensor (D, B, H)" : "None",
                     " for cell '", std::string(cell), "', got ", c0.has_value() ? "a tensor" : "None");
   if (lstm) expect(fn, "c0", *c0, {D, s.B, s.H}, s.dtype);
@@ -188,7 +205,7 @@ Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor
     r.w_ih = w_ih[d].contiguous(), r.w_hh = w_hh[d].contiguous(), r.h0 = h0[d].contiguous(), r.c0 = row(c0, d);
     r.b = row(b, d), r.b_hn = row(b_hn, d), r.peep = row(peep, d), r.h_mask = row(h_mask, d), r.zone = row(zone, d);
     r.ln_ih_w = row(ln_ih_w, d), r.ln_ih_b = row(ln_ih_b, d), r.ln_hh_w = row(ln_hh_w, d);
-    r.ln_hh_b = row(ln_hh_b, d), r.ln_c_w = row(ln_c_w, d), r.ln_c_b = row(ln_c_b, d);
+    r.ln_hh_b = row(ln_hh_b, d), r.ln_c_w = row(ln_c_w, d), r.ln_c_b = row(ln_c_b, d), r.w_hr = row(w_hr, d);
     recs->push_back(std::move(r));
   }
   return s;
@@ -260,12 +277,14 @@ void with_cell(const Shape& s, F f) {
 
 // the services of one direction's loop
 template <typename T>
-Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, std::vector<T>& zeros,
-                  const Tensor& dhh) {
+Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, const Tensor& w_hrT,
+                  std::vector<T>& zeros, const Tensor& dhh) {
   Loop<T> k;
-  k.B = s.B, k.H = s.H, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
+  k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
   k.w_hhT = w_hhT.defined() ? w_hhT.data_ptr<T>() : nullptr;
   k.w_hh = r.w_hh.data_ptr<T>();
+  k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
+  k.w_hr = ptr<T>(r.w_hr);
   zeros.assign(s.H, T(0));
   k.b_hn = s.bias_hn ? r.b_hn.data_ptr<T>() : zeros.data();
   k.pf = k.pi = k.po = zeros.data();
@@ -296,21 +315,22 @@ using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
                          const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
                          const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
-                         const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, c10::string_view cell, bool coupled) {
+                         const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Opt& w_hr,
+                         c10::string_view cell, bool coupled) {
   const char* fn = "rnnlab::recurrent_level";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
-                              ln_hh_b, ln_c_w, ln_c_b, zone, cell, coupled, &recs);
+                              ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
   const bool lstm = s.kind == Kind::LSTM;
   const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   // the outputs, directions first: each direction's slice is contiguous
-  Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.H});
+  Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.P});
   Tensor cells = lstm ? x.new_empty({s.D, s.T + 1, s.B, s.H}) : x.new_empty({0});
   Tensor gates = x.new_empty({s.D, s.T, s.B, s.GH});
   Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
   Tensor reserve = x.new_empty({s.D, reserve_size(s)});
-  std::vector<Tensor> xps, w_hhTs;
+  std::vector<Tensor> xps, w_hhTs, w_hrTs;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     const bool reverse = d == 1;
@@ -328,7 +348,8 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       xp = s.bias ? at::addmm(r.b, x2, r.w_ih.t()) : at::mm(x2, r.w_ih.t());  // one GEMM
     }
     xps.push_back(xp.contiguous());
-    w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (H, rec): MKL is faster on it for small B
+    w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (P, rec): MKL is faster on it for small B
+    w_hrTs.push_back(s.proj ? r.w_hr.t().contiguous() : Tensor());  // W_hrᵀ (H, P)
     states[d][reverse ? s.T : 0].copy_(r.h0);
     if (lstm) cells[d][reverse ? s.T : 0].copy_(r.c0);
   }
@@ -338,13 +359,13 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       const Record& r = recs[d];
       const Reserve res(s, reserve[d]);
       std::vector<T> zeros;
-      Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], zeros, Tensor());
+      Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor());
       Direction<T> dir;
       dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
       dir.states = states[d].data_ptr<T>(), dir.cells = lstm ? cells[d].data_ptr<T>() : nullptr;
       dir.gates = gates[d].data_ptr<T>(), dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre[d].data_ptr<T>() : nullptr;
-      dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone);
+      dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));
       with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
     });
   });
@@ -352,7 +373,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
 }
 
 using LevelGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                              Tensor, Tensor, Tensor>;
+                              Tensor, Tensor, Tensor, Tensor>;
 
 // per-direction gradients -> one (D, ...) tensor, or an empty one where the field is absent or not asked for
 Tensor stacked(const std::vector<Tensor>& per, const Tensor& none) {
@@ -374,20 +395,20 @@ LevelGrads recurrent_level_backward(
     const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Tensor& states,
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
-    c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
+    const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
-                              ln_hh_b, ln_c_w, ln_c_b, zone, cell, coupled, &recs);
+                              ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
   const bool lstm = s.kind == Kind::LSTM;
-  const int64_t R = lstm ? s.GX : s.GH, T = s.T, B = s.B, H = s.H;
+  const int64_t R = lstm ? s.GX : s.GH, T = s.T, B = s.B, H = s.H, P = s.P;
   const int64_t D = s.D;
-  expect(fn, "states", states, {D, T + 1, B, H}, s.dtype);
+  expect(fn, "states", states, {D, T + 1, B, P}, s.dtype);
   expect(fn, "cells", cells, lstm ? c10::IntArrayRef{D, T + 1, B, H} : c10::IntArrayRef{0}, s.dtype);
   expect(fn, "gates", gates, {D, T, B, s.GH}, s.dtype);
   expect(fn, "c_pre", c_pre, lstm && s.zone ? c10::IntArrayRef{D, T, B, H} : c10::IntArrayRef{0}, s.dtype);
   expect(fn, "reserve", reserve, {D, reserve_size(s)}, s.dtype);
-  expect(fn, "g_states", g_states, {D, T + 1, B, H}, s.dtype);
+  expect(fn, "g_states", g_states, {D, T + 1, B, P}, s.dtype);
   const Tensor states_c = states.contiguous(), cells_c = cells.contiguous(), gates_c = gates.contiguous();
   const Tensor c_pre_c = c_pre.contiguous(), reserve_c = reserve.contiguous(), g_states_c = g_states.contiguous();
   const Tensor g_cells_c = lstm ? grad_of(fn, "g_cells", g_cells, {D, T + 1, B, H}, s.dtype) : Tensor();
@@ -395,7 +416,7 @@ LevelGrads recurrent_level_backward(
   const Tensor g_c_pre_c = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, {D, T, B, H}, s.dtype) : Tensor();
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   struct Work {
-    Tensor states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates, g_c_pre, da, dhn, dh0, dc0, dhh;
+    Tensor states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates, g_c_pre, da, dhn, dh0, dc0, dhh, dhr;
     Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
   };
   std::vector<Work> work(s.D);
@@ -408,7 +429,8 @@ LevelGrads recurrent_level_backward(
     w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
     w.da = x.new_empty({T, B, s.GX});
     w.dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({T, B, H}) : Tensor();
-    w.dh0 = x.new_empty({B, H});
+    w.dh0 = x.new_empty({B, P});
+    if (s.proj) w.dhr = x.new_empty({T, B, P});
     w.dc0 = lstm ? x.new_empty({B, H}) : x.new_empty({0});
     if (s.ln_hh) {  // ∂ of the raw recurrent GEMM outputs; the gains' and biases' gradients
       w.dhh = x.new_empty({T, B, R});
@@ -423,7 +445,7 @@ LevelGrads recurrent_level_backward(
       Work& w = work[d];
       const Reserve res(s, w.reserve);
       std::vector<T_> zeros;
-      Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), zeros, w.dhh);
+      Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), Tensor(), zeros, w.dhh);
       Direction<T_> dir;
       dir.steps = T, dir.reverse = d == 1, dir.mask = ptr<T_>(m);
       dir.states = w.states.data_ptr<T_>(), dir.cells = mut<T_>(w.cells), dir.gates = w.gates.data_ptr<T_>();
@@ -433,6 +455,7 @@ LevelGrads recurrent_level_backward(
       dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
       dir.da = w.da.data_ptr<T_>(), dir.dhn = ptr<T_>(w.dhn) ? mut<T_>(w.dhn) : nullptr;
       dir.dh0 = w.dh0.data_ptr<T_>(), dir.dc0 = mut<T_>(w.dc0);
+      dir.m = mut<T_>(res.get("m")), dir.dhr = mut<T_>(w.dhr);
       dir.dg_hh = mut<T_>(w.dln_hh_w), dir.db_hh = mut<T_>(w.dln_hh_b);
       dir.dg_c = mut<T_>(w.dln_c_w), dir.db_c = mut<T_>(w.dln_c_b);
       with_cell<T_>(s, [&](auto unit) { run_backward<T_, decltype(unit)>(k, dir); });
@@ -442,7 +465,7 @@ LevelGrads recurrent_level_backward(
   const Tensor x2 = x.contiguous().view({T * B, s.X});
   const Tensor none = x.new_empty({0});
   Tensor dx;
-  std::vector<Tensor> dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c;
+  std::vector<Tensor> dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c, dw_hr;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     Work& w = work[d];
@@ -463,7 +486,8 @@ LevelGrads recurrent_level_backward(
     const bool reverse = d == 1;
     Tensor h_prev = reverse ? w.states.narrow(0, 1, T) : w.states.narrow(0, 0, T);  // h_{t-1} of each step t
     if (s.drop) h_prev = h_prev * r.h_mask;  // recurrent dropout: W_hh saw h_{t-1} · mask
-    h_prev = h_prev.reshape({T * B, H});
+    h_prev = h_prev.reshape({T * B, P});
+    if (s.proj) dw_hr.push_back(at::mm(w.dhr.view({T * B, P}).t(), res.get("m").reshape({T * B, H})));  // Σ ∂h_tᵀ m_t
     const Tensor rec = s.ln_hh ? w.dhh.view({T * B, R}) : da2;  // ∂ of the recurrent GEMMs' outputs
     if (s.kind == Kind::GRU_BEFORE) {  // the n rows multiply r·h_{t-1}
       const Tensor extra = res.get("extra").reshape({T * B, H});
@@ -493,7 +517,7 @@ LevelGrads recurrent_level_backward(
   dx = need_x ? dx.view({T, B, s.X}) : none;
   auto st = [&](const std::vector<Tensor>& per) { return stacked(per, none); };
   return {dx,        st(dw_ih), st(dw_hh), st(dh0),   lstm ? st(dc0) : none, st(db),    st(db_hn),
-          st(dpeep), st(dg_ih), st(db_ih), st(dg_hh), st(db_hh),             st(dg_c), st(db_c)};
+          st(dpeep), st(dg_ih), st(db_ih), st(dg_hh), st(db_hh),             st(dg_c), st(db_c), st(dw_hr)};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,13 +592,15 @@ void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) 
   "Tensor? ln_c_w, Tensor? ln_c_b, Tensor? zone"
 
 TORCH_LIBRARY(rnnlab, m) {
-  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", *, str cell, bool coupled=False) -> "
+  // w_hr (the LSTM's projection) last, with a default: calls written before it existed stay valid
+  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", Tensor? w_hr=None, *, str cell, bool coupled=False) -> "
         "(Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
-        "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, *, "
+        "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "
+        "Tensor? w_hr=None, *, "
         "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor dw_ih, "
         "Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, "
-        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b)");
+        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
   m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
   m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
         "-> (Tensor da, Tensor db, Tensor dh0)");

@@ -68,9 +68,12 @@ struct Grad {
 template <typename T>
 struct Loop {
   int64_t B, H;
-  int64_t ldw;       // the row stride of W_hhᵀ (H, ldw) and the row count of W_hh (ldw, H) = rec(H)
-  const T* w_hhT;    // (H, rec) forward
-  const T* w_hh;     // (rec, H) backward
+  int64_t P;         // the width of the carried h: H, or the LSTM's proj_size (h_t = W_hr (o_t tanh(C_t)))
+  int64_t ldw;       // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
+  const T* w_hhT;    // (P, rec) forward
+  const T* w_hh;     // (rec, P) backward
+  const T* w_hrT;    // projection: (H, P) forward, null without one
+  const T* w_hr;     // projection: (P, H) backward
   const T* b_hn;     // GRU reset="after": (H), zeros when absent
   const T* pf;       // LSTM peepholes (H each), zeros when absent
   const T* pi;
@@ -80,14 +83,17 @@ struct Loop {
   std::vector<T> scratch;  // per-step buffers a cell asks for (sized by the driver)
   std::vector<T> ln_step;  // ln_rows_back's per-step sums (2 × the widest normalised row)
 
-  // out (B, width) = in (B, H) · W_hhᵀ[:, col : col + width]
+  // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
   void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) const {
-    gemm<T>(B, width, H, in, H, w_hhT + col, ldw, T(0), out, ldo);
+    gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
-  // out (B, H) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
+  // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
   void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) const {
-    gemm<T>(B, H, rows, d, ldd, w_hh + row * H, H, beta, out, H);
+    gemm<T>(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
   }
+  // the LSTM's projection: h (B, P) = m (B, H) · W_hrᵀ, and its backward ∂m (B, H) = ∂h (B, P) · W_hr
+  void project(const T* m, T* h) const { gemm<T>(B, P, H, m, H, w_hrT, P, T(0), h, P); }
+  void project_back(const T* dh, T* dm) const { gemm<T>(B, H, P, dh, P, w_hr, H, T(0), dm, H); }
 };
 
 }  // namespace rnnlab
