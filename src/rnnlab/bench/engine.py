@@ -11,7 +11,8 @@ threads, the median of repeats after warm-up of:
 * inference (forward only) for rnnlab, torch.nn, JAX (``jax.jit(model.apply)``) and onnxruntime
   (``onnx_peer``: the layer as an ONNX file with ONNX's own RNN / LSTM / GRU operator), over the grid and at
   batch 1 (``BATCH1_SHAPES``); and the per-step latency of streaming (``rnnlab.stream.Streamer.step``) at
-  batch 1 against a torch.nn cell and onnxruntime stepping the T = 1 file with its state fed back;
+  batch 1 against a torch.nn cell and onnxruntime stepping the T = 1 file with its state fed back (on
+  ``STREAM_THREADS`` = 1 thread, as ``benchmarks/bench_stream.py``);
 * a training step under ``torch.autocast("cpu", dtype=torch.bfloat16)`` for rnnlab and torch.nn (and JAX
   with bfloat16 parameters and inputs), beside rnnlab's float32 step; which kernel rnnlab's operators run
   under autocast is ``rnnlab.engine.ops.bf16_kernel()`` where that exists;
@@ -77,6 +78,9 @@ QUICK_BATCH1_SHAPES = ((10, 1, 4, 8),)
 STACKED_SHAPES = ((100, 32, 64, 128), (100, 64, 256, 256))
 QUICK_STACKED_SHAPES = ((10, 2, 4, 8),)
 STREAM_STEPS, STREAM_REPEATS = 1000, 5  # per-step latency: best of STREAM_REPEATS blocks of STREAM_STEPS steps
+# ... on one thread, as benchmarks/bench_stream.py: at batch 1 a second thread only adds synchronisation (and on
+# a busy machine a 10× wait at each step's barrier)
+STREAM_THREADS = 1
 QUICK_STREAM_STEPS = 20
 
 
@@ -278,16 +282,19 @@ def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0
                          "torch.nn": median_ms(_train_step(peer, x), budget_s)}}
 
 
-def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx_threads: int | None) -> dict:
-    """µs per step at batch 1 (best of ``repeats`` blocks of ``steps``, interleaved): rnnlab's Streamer, a
-    torch.nn cell and, given its threads, onnxruntime on the layer's T = 1 file with its state fed back."""
+def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx: bool) -> dict:
+    """µs per step at batch 1 (best of ``repeats`` blocks of ``steps``, on the current torch threads): rnnlab's
+    Streamer and a torch.nn cell (interleaved), then, where ``onnx``, onnxruntime (as many threads) on the
+    layer's T = 1 file with its state fed back — on its own, its session gone before anything else runs
+    (onnxruntime's thread pool spins between runs)."""
     torch.manual_seed(0)
     layer = _rnnlab_layer(cell, X, H, "auto").eval()
+    x = torch.randn(1, X)
     fns = {"Streamer": Streamer(layer).step, "torch.nn": torch_stack_step([_torch_cell(cell, X, H)], cell == "lstm")}
-    if onnx_threads:
-        fns["onnxruntime"] = onnx_peer.one_step(layer, X, onnx_threads)
-    us = per_step_us(list(fns.values()), torch.randn(1, X), steps, repeats)
-    return {"cell": cell, "X": X, "H": H, "step_us": dict(zip(fns, us))}
+    us = dict(zip(fns, per_step_us(list(fns.values()), x, steps, repeats)))
+    if onnx:
+        us["onnxruntime"] = per_step_us([onnx_peer.one_step(layer, X, torch.get_num_threads())], x, steps, repeats)[0]
+    return {"cell": cell, "X": X, "H": H, "step_us": us}
 
 
 def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float = 1800, infer_grid=(),
@@ -361,6 +368,15 @@ def _stream_sizes(batch1_shapes) -> list[tuple[int, int]]:
     return list(dict.fromkeys((X, H) for _, _, X, H in batch1_shapes))
 
 
+def _stream_rows(cells, sizes, steps: int, onnx: bool, threads: int) -> list[dict]:
+    """``stream_latency`` of each cell and (X, H), on ``STREAM_THREADS``; torch's threads set back after."""
+    torch.set_num_threads(STREAM_THREADS)
+    try:
+        return [stream_latency(cell, X, H, steps, STREAM_REPEATS, onnx) for cell in cells for X, H in sizes]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
         scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE, onnxruntime: bool = True,
         batch1_shapes=BATCH1_SHAPES, stacked_shapes=STACKED_SHAPES, stream_steps: int = STREAM_STEPS) -> dict:
@@ -388,8 +404,9 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
             report["rows"].append(row)
             say(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
     report["batch1"] = [measure_batch1(cell, shape, budget_s, onnx_threads) for cell in cells for shape in batch1_shapes]
-    report["stream"] = [stream_latency(cell, X, H, stream_steps, STREAM_REPEATS, onnx_threads)
-                        for cell in cells for X, H in (_stream_sizes(batch1_shapes) if stream_steps else ())]
+    report["stream"] = _stream_rows(cells, _stream_sizes(batch1_shapes) if stream_steps else (), stream_steps,
+                                    use_onnx, threads)
+    report["stream_threads"] = STREAM_THREADS
     say("batch 1 and streaming: done")
     report["stacked"] = [measure_stacked(cell, shape, bidirectional, budget_s)
                          for cell in cells for shape in stacked_shapes for bidirectional in (False, True)]
@@ -493,7 +510,8 @@ def _batch1_lines(report: dict) -> list[str]:
 def _stream_lines(report: dict) -> list[str]:
     if not report.get("stream"):
         return []
-    lines = ["", "Streaming at batch 1: µs per step (one time step, state kept; best of repeated blocks of steps): "
+    lines = ["", f"Streaming at batch 1, on {report.get('stream_threads', '?')} thread(s) (torch and onnxruntime): µs per step (one time "
+             "step, state kept; best of repeated blocks of steps): "
              "rnnlab's `Streamer.step`, a torch.nn cell (GRUCell, reset=\"after\", for gru-before), and "
              "onnxruntime running the layer's ONNX file at T = 1 with h_n (c_n) fed back as h0 (c0); "
              "`ratio` = Streamer / the faster of the other two.", "",
