@@ -1,33 +1,96 @@
 """The engine benchmark runs end to end on a tiny grid (structure only: no timing is asserted)."""
 
 import json
+import math
 
+import pytest
+import torch
 from click.testing import CliRunner
 
 from rnnlab.cli import main
 from rnnlab.bench import engine as bench
+from rnnlab.bench import onnx_peer, split
+
+
+def _finite(*values) -> bool:
+    return all(math.isfinite(v) for v in values)
 
 
 def test_bench_report_structure():
+    with_onnx = onnx_peer.version() is not None
     report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=1, jax=False, budget_s=0.001,
-                       scaling_lengths=(3, 6), variant_shape=(3, 2, 2, 4))
+                       scaling_lengths=(3, 6), variant_shape=(3, 2, 2, 4), batch1_shapes=((3, 1, 2, 4),),
+                       stacked_shapes=((4, 2, 2, 4),), stream_steps=3)
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
         assert row.path in ("native-cpp", "reference", "torch-onednn")
         assert set(row.train_ms) >= {"native", "torch.nn"}
         assert ("rnnlab-torch" in row.train_ms) == (row.cell != "gru-before")
+        assert ("onnxruntime" in row.infer_ms) == with_onnx
         assert all(v > 0 for v in [*row.train_ms.values(), *row.infer_ms.values(), *row.saved_mb.values()])
-    assert report["sgemm_gflops"] > 0
+        assert set(row.bf16_ms) == set(row.bf16_out) == {"rnnlab", "torch.nn"} and min(row.bf16_ms.values()) > 0
+        assert set(row.bf16_out.values()) <= {"float32", "bfloat16"}
+        assert _finite(bench.infer_ratio(row), bench.bf16_ratio(row))
+    assert report["sgemm_gflops"] > 0 and report["bf16_gflops"] > 0
     text = bench.to_markdown(report)
-    assert text.count("\n| gru-before | 3, 2, 2, 4 |") == 2  # one row in each table
+    # one row in each table: training, inference, bf16 and (with the native library) the split
+    assert text.count("\n| gru-before | 3, 2, 2, 4 |") == (4 if bench.ops.available() else 3)
     assert "SGEMM rate measured here" in text and "JAX not run" in text and "Targets:" in text
-    assert len(json.loads(bench.as_json(report))["rows"]) == 4
+    assert "bf16 kernel: " in text and "bfloat16 GEMM rate" in text
+    assert ("onnxruntime " + (onnx_peer.version() or "not installed")) in text
+    data = json.loads(bench.as_json(report))
+    assert len(data["rows"]) == 4 and len(data["batch1"]) == 4 and len(data["stacked"]) == 8 and len(data["stream"]) == 4
     assert set(report["scaling"]) == set(bench.SCALING_CELLS)
     assert all(set(by_T) == {3, 6} and min(by_T.values()) > 0 for by_T in report["scaling"].values())
     assert "| mingru |" in text and "| T = 3 | T = 6 |" in text
     assert len(report["variants"]) == len(bench.VARIANTS)
     assert all(set(r) == {"native", "reference"} and min(r.values()) > 0 for r in report["variants"].values())
     assert "| lstm layer_norm |" in text and "| gru (plain) |" in text and "| lstm zoneout=0.1 |" in text
+
+
+def test_bench_batch1_stream_and_stacked_rows():
+    report = bench.run(grid=(), cells=("lstm", "gru-before"), threads=1, jax=False, budget_s=0.001,
+                       scaling_lengths=(), variant_shape=None, batch1_shapes=((3, 1, 2, 4),),
+                       stacked_shapes=((4, 2, 2, 4),), stream_steps=3)
+    assert [(r.cell, r.shape) for r in report["batch1"]] == [("lstm", (3, 1, 2, 4)), ("gru-before", (3, 1, 2, 4))]
+    assert all({"rnnlab", "torch.nn"} <= set(r.infer_ms) and _finite(*r.infer_ms.values()) for r in report["batch1"])
+    assert [(r["cell"], r["X"], r["H"]) for r in report["stream"]] == [("lstm", 2, 4), ("gru-before", 2, 4)]
+    for r in report["stream"]:
+        assert {"Streamer", "torch.nn"} <= set(r["step_us"]) and min(r["step_us"].values()) > 0
+    assert [(r["cell"], r["directions"]) for r in report["stacked"]] == [("lstm", 1), ("lstm", 2), ("gru-before", 1),
+                                                                        ("gru-before", 2)]
+    assert all(set(r["train_ms"]) == {"rnnlab", "torch.nn"} and min(r["train_ms"].values()) > 0
+               for r in report["stacked"])
+    text = bench.to_markdown(report)
+    assert "Inference at batch 1" in text and "| lstm | 3, 1, 2, 4 |" in text
+    assert "Streaming at batch 1" in text and "| gru-before | 2, 4 |" in text
+    assert "Stacked layers" in text and "| gru-before | 4, 2, 2, 4 | 2 |" in text
+
+
+@pytest.mark.skipif(not bench.ops.available(), reason="the native library is not built")
+def test_split_parts_add_up_to_the_step():
+    parts = split.split("gru-before", (5, 3, 4, 8), step_ms=10.0, sgemm_gflops=100.0, budget_s=0.001)
+    assert parts["recurrent"] > 0 and parts["large"] > 0
+    assert parts["recurrent"] + parts["large"] + parts["rest"] == pytest.approx(parts["step"])
+    assert _finite(parts["recurrent_sgemm"], parts["large_sgemm"]) and min(parts["recurrent_sgemm"], parts["large_sgemm"]) > 0
+    assert torch.ops.rnnlab.time_step_gemms(2, 4, 12, 8, 3) > 0
+    with pytest.raises(ValueError):
+        torch.ops.rnnlab.time_step_gemms(2, 4, 12, 13, 3)  # first > GH
+
+
+def test_split_flops():
+    # (a) T steps of (B, H)·(H, G·H) forward and (B, G·H)·(G·H, H) backward; (b) x·W_ihᵀ, ∂W_ih, ∂W_hh
+    T, B, X, H = 2, 3, 5, 7
+    assert split.step_gemm_flops("lstm", (T, B, X, H)) == 2 * T * 2 * B * H * 4 * H
+    assert split.large_gemm_flops("lstm", (T, B, X, H)) == 2 * T * B * 4 * H * (2 * X + H)
+    assert split.first_block("gru-before", H) == 2 * H and split.first_block("gru-after", H) == 3 * H
+
+
+def test_bf16_kernel_named_by_the_operators(monkeypatch):
+    monkeypatch.delattr(bench.ops, "bf16_kernel", raising=False)
+    assert bench.bf16_kernel() == "float32 (autocast casts up)"
+    monkeypatch.setattr(bench.ops, "bf16_kernel", lambda: "bf16 loops (AVX-512 BF16)", raising=False)
+    assert bench.bf16_kernel() == "bf16 loops (AVX-512 BF16)"
 
 
 def test_flops_formula():
@@ -47,7 +110,13 @@ def test_cli_quick_without_jax(tmp_path):
     out = tmp_path / "b.md"
     res = CliRunner().invoke(main, ["bench", "--quick", "--no-jax", "--threads", "1", "--cells", "rnn", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "| rnn | 20, 2, 4, 8 |" in out.read_text()
+    text = out.read_text()
+    assert "| rnn | 20, 2, 4, 8 |" in text and "| rnn | 10, 1, 4, 8 |" in text and "| rnn | 10, 2, 4, 8 | 2 |" in text
+    assert "bf16 kernel: " in text and "Where the native engine's training step goes" in text
+    assert "onnxruntime not run" not in text
+    quiet = CliRunner().invoke(main, ["bench", "--quick", "--no-jax", "--no-onnxruntime", "--threads", "1", "--cells", "lstm"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "onnxruntime not run" in quiet.output
     bad = CliRunner().invoke(main, ["bench", "--cells", "transformer"])
     assert bad.exit_code != 0 and "transformer" in bad.output
 

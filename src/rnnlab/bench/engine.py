@@ -8,7 +8,20 @@ threads, the median of repeats after warm-up of:
   engine, rnnlab's torch engine (where torch can compute the cell), torch.nn (default settings)
   and JAX/Flax ``nn.RNN`` under ``jax.jit(jax.grad(...))`` — JAX in a subprocess, because XLA's
   thread pool sharing a process with torch slows torch down 10–100×;
-* inference (forward only) for rnnlab and torch.nn;
+* inference (forward only) for rnnlab, torch.nn, JAX (``jax.jit(model.apply)``) and onnxruntime
+  (``onnx_peer``: the layer as an ONNX file with ONNX's own RNN / LSTM / GRU operator), over the grid and at
+  batch 1 (``BATCH1_SHAPES``); and the per-step latency of streaming (``rnnlab.stream.Streamer.step``) at
+  batch 1 against a torch.nn cell and onnxruntime stepping the T = 1 file with its state fed back (on
+  ``STREAM_THREADS`` = 1 thread, as ``benchmarks/bench_stream.py``);
+* a training step under ``torch.autocast("cpu", dtype=torch.bfloat16)`` for rnnlab and torch.nn (and JAX
+  with bfloat16 parameters and inputs), beside rnnlab's float32 step; which kernel rnnlab's operators run
+  under autocast is ``rnnlab.engine.ops.bf16_kernel()`` where that exists;
+* a training step of stacked layers (``num_layers=2``, one and two directions) for rnnlab and torch.nn;
+* where the native engine's training step goes (``rnnlab.bench.split``): (a) its per-step recurrent GEMMs,
+  timed by the bench-only operator ``rnnlab::time_step_gemms`` running the loop's own GEMM calls (same
+  shapes, strides, BLAS threads) alone in C++; (b) its GEMMs over all T·B rows (input projection, ∂W_ih,
+  ∂W_hh), timed with ``torch.mm`` at their exact shapes and layouts; (c) the rest = step − (a) − (b); (a) and
+  (b) also as a share of the SGEMM rate;
 * the bytes saved for backward by one training step (activations: rnnlab and torch.nn);
 * training time against T for the sequential cells beside minGRU/minLSTM (native loop and parallel scan), and a
   training step of each cell variant (layer norm, peepholes, CIFG, recurrent dropout, zoneout) on the
@@ -16,8 +29,9 @@ threads, the median of repeats after warm-up of:
 
 rnnlab's number is the engine "auto" picks (the ``path`` column says which). GFLOP/s counts
 6·G·T·B·H·(X+H) per step (forward 2, backward 4 multiply-adds per weight and row) and is set
-against the SGEMM rate measured on the machine. torch.nn and Flax have no GRU of the seed's
-form (reset="before"): gru-before is set against their GRU (reset="after").
+against the SGEMM rate measured on the machine (the header gives the bfloat16 GEMM rate, measured alike).
+torch.nn and Flax have no GRU of the seed's form (reset="before"): gru-before is set against their GRU
+(reset="after"); onnxruntime runs it from rnnlab's own ONNX file.
 """
 
 from __future__ import annotations
@@ -25,7 +39,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +49,11 @@ import torch
 from ..cells.spec import SPECS
 from ..engine import get_engine, ops, unsupported
 from ..layers import GRU, LSTM, RNN, MinGRU, MinLSTM
+from ..stream import Streamer
+from . import onnx_peer
+from . import split as time_split
+from .stream import per_step_us, torch_stack_step
+from .timing import gemm_gflops, median_ms
 
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
@@ -54,6 +72,16 @@ VARIANTS = (("lstm", {}), ("lstm", {"peepholes": True}), ("lstm", {"coupled": Tr
             ("lstm", {"layer_norm": True, "peepholes": True, "recurrent_dropout": 0.25, "zoneout": 0.1}),
             ("gru", {}), ("gru", {"layer_norm": True}), ("gru", {"recurrent_dropout": 0.25}), ("gru", {"zoneout": 0.1}),
             ("gru", {"layer_norm": True, "recurrent_dropout": 0.25, "zoneout": 0.1}))
+# inference at batch 1 (and the streaming rows at their X, H), and stacked layers' training step
+BATCH1_SHAPES = ((200, 1, 32, 64), (50, 1, 256, 512))
+QUICK_BATCH1_SHAPES = ((10, 1, 4, 8),)
+STACKED_SHAPES = ((100, 32, 64, 128), (100, 64, 256, 256))
+QUICK_STACKED_SHAPES = ((10, 2, 4, 8),)
+STREAM_STEPS, STREAM_REPEATS = 1000, 5  # per-step latency: best of STREAM_REPEATS blocks of STREAM_STEPS steps
+# ... on one thread, as benchmarks/bench_stream.py: at batch 1 a second thread only adds synchronisation (and on
+# a busy machine a 10× wait at each step's barrier)
+STREAM_THREADS = 1
+QUICK_STREAM_STEPS = 20
 
 
 @dataclass
@@ -61,10 +89,13 @@ class Row:
     cell: str
     shape: tuple[int, int, int, int]
     train_ms: dict[str, float] = field(default_factory=dict)  # native, rnnlab-torch, torch.nn, jax
-    infer_ms: dict[str, float] = field(default_factory=dict)  # rnnlab, torch.nn
+    infer_ms: dict[str, float] = field(default_factory=dict)  # rnnlab, torch.nn, jax, onnxruntime
     saved_mb: dict[str, float] = field(default_factory=dict)  # rnnlab, torch.nn
     path: str = ""
     rnnlab_ms: float = float("nan")
+    bf16_ms: dict[str, float] = field(default_factory=dict)  # training step under autocast: rnnlab, torch.nn, jax
+    bf16_out: dict[str, str] = field(default_factory=dict)  # the output's dtype under autocast: rnnlab, torch.nn
+    split: dict | None = None  # rnnlab.bench.split.split of the native step
 
     @property
     def flops(self) -> float:
@@ -78,42 +109,12 @@ def flops(cell: str, shape) -> float:
     return Row(cell, tuple(shape)).flops
 
 
-def median_ms(fn, budget_s: float = 1.0, min_repeats: int = 3, max_repeats: int = 25, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in ms, after ``warmup`` calls; repeats sized to about ``budget_s``."""
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    repeats = max(min_repeats, min(max_repeats, int(budget_s / max(first, 1e-6))))
-    times = [first]
-    for _ in range(repeats - 1):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
-def sgemm_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """The machine's float32 GEMM rate (GFLOP/s) on the current torch threads: n×n by n×n, the
-    best of ``repeats`` (a peak to measure against; medians of a busy machine understate it)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best / 1e9
-
-
-def _rnnlab_layer(cell: str, X: int, H: int, engine: str):
+def _rnnlab_layer(cell: str, X: int, H: int, engine: str, **kw):
     if cell == "rnn":
-        return RNN(X, H, engine=engine)
+        return RNN(X, H, engine=engine, **kw)
     if cell == "lstm":
-        return LSTM(X, H, engine=engine)
-    return GRU(X, H, reset=cell.split("-")[1], engine=engine)
+        return LSTM(X, H, engine=engine, **kw)
+    return GRU(X, H, reset=cell.split("-")[1], engine=engine, **kw)
 
 
 def _scaling_layer(cell: str, X: int, H: int):
@@ -154,8 +155,13 @@ def variants(shape=VARIANT_SHAPE, budget_s: float = 1.0) -> dict:
     return out
 
 
-def _torch_layer(cell: str, X: int, H: int):
-    return {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}.get(cell, torch.nn.GRU)(X, H)
+def _torch_layer(cell: str, X: int, H: int, **kw):
+    return {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM}.get(cell, torch.nn.GRU)(X, H, **kw)
+
+
+def _torch_cell(cell: str, X: int, H: int):
+    """torch.nn's one-step cell of ``cell`` (GRUCell, reset="after", for gru-before too)."""
+    return {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell}.get(cell, torch.nn.GRUCell)(X, H)
 
 
 def _train_step(module, x):
@@ -175,6 +181,27 @@ def _infer(module, x):
     return forward
 
 
+def _bf16(fn):
+    """``fn`` run under ``torch.autocast("cpu", dtype=torch.bfloat16)``."""
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fn()
+
+    return run
+
+
+def _bf16_out(module, x) -> str:
+    """The dtype ``module``'s output has under bfloat16 autocast ("bfloat16" where it computes in it)."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return str(module(x)[0].dtype).removeprefix("torch.")
+
+
+def bf16_kernel() -> str:
+    """Which kernel rnnlab's operators run under bfloat16 autocast: ``ops.bf16_kernel()`` where it exists."""
+    name = getattr(ops, "bf16_kernel", None)
+    return name() if callable(name) else "float32 (autocast casts up)"
+
+
 def saved_mb(module, x) -> float:
     """MB of tensors saved for backward by one forward pass (the training step's activations)."""
     total = [0]
@@ -192,8 +219,25 @@ def saved_mb(module, x) -> float:
     return total[0] / 2**20
 
 
-def measure(cell: str, shape, budget_s: float = 1.0) -> Row:
-    """Time one cell at one shape in this process (torch only; JAX is ``run_jax``)."""
+def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: int | None) -> None:
+    """Fill ``row.infer_ms``: rnnlab, torch.nn and, given its threads, onnxruntime (torch.nn's module
+    exported; rnnlab's layer for gru-before, which torch.nn cannot express)."""
+    row.infer_ms["rnnlab"] = median_ms(_infer(ours, x), budget_s / 2)
+    row.infer_ms["torch.nn"] = median_ms(_infer(peer, x), budget_s / 2)
+    if onnx_threads:
+        exported = ours if row.cell == "gru-before" else peer
+        row.infer_ms["onnxruntime"] = onnx_peer.infer_ms(exported, x, onnx_threads, budget_s / 2)
+
+
+def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
+    """Fill ``row.bf16_ms`` and ``row.bf16_out``: the training step under bfloat16 autocast."""
+    for name, module in (("rnnlab", ours), ("torch.nn", peer)):
+        row.bf16_ms[name] = median_ms(_bf16(_train_step(module, x)), budget_s)
+        row.bf16_out[name] = _bf16_out(module, x)
+
+
+def measure(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = None) -> Row:
+    """Time one cell at one shape in this process (torch and onnxruntime; JAX is ``run_jax``)."""
     T, B, X, H = shape
     row = Row(cell, tuple(shape))
     torch.manual_seed(0)
@@ -208,15 +252,55 @@ def measure(cell: str, shape, budget_s: float = 1.0) -> Row:
     auto = _rnnlab_layer(cell, X, H, "auto")
     row.path = get_engine("auto", auto, x).path(auto, x)
     row.rnnlab_ms = row.train_ms["rnnlab-torch" if row.path.startswith("torch") else "native"]
-    row.infer_ms["rnnlab"] = median_ms(_infer(auto, x), budget_s / 2)
-    row.infer_ms["torch.nn"] = median_ms(_infer(peer, x), budget_s / 2)
+    measure_inference(row, auto, peer, x, budget_s, onnx_threads)
     row.saved_mb["rnnlab"] = saved_mb(auto, x)
     row.saved_mb["torch.nn"] = saved_mb(peer, x)
+    measure_bf16(row, auto, peer, x, budget_s)
     return row
 
 
-def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float = 1800) -> tuple[dict, str]:
-    """JAX/Flax timings from a subprocess: ({(cell, shape): {"train": ms, "infer": ms}}, note)."""
+def measure_batch1(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = None) -> Row:
+    """Inference only (``infer_ms``) of one cell at one shape, for the batch-1 rows."""
+    T, B, X, H = shape
+    torch.manual_seed(0)
+    row = Row(cell, tuple(shape))
+    measure_inference(row, _rnnlab_layer(cell, X, H, "auto"), _torch_layer(cell, X, H), torch.randn(T, B, X),
+                      budget_s, onnx_threads)
+    return row
+
+
+def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0) -> dict:
+    """A training step of a 2-level layer (one or two directions): rnnlab (engine "auto") and torch.nn."""
+    T, B, X, H = shape
+    torch.manual_seed(0)
+    x = torch.randn(T, B, X)
+    ours = _rnnlab_layer(cell, X, H, "auto", num_layers=2, bidirectional=bidirectional)
+    peer = _torch_layer(cell, X, H, num_layers=2, bidirectional=bidirectional)
+    return {"cell": cell, "shape": tuple(shape), "directions": 2 if bidirectional else 1,
+            "path": get_engine("auto", ours, x).path(ours, x),
+            "train_ms": {"rnnlab": median_ms(_train_step(ours, x), budget_s),
+                         "torch.nn": median_ms(_train_step(peer, x), budget_s)}}
+
+
+def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx: bool) -> dict:
+    """µs per step at batch 1 (best of ``repeats`` blocks of ``steps``, on the current torch threads): rnnlab's
+    Streamer and a torch.nn cell (interleaved), then, where ``onnx``, onnxruntime (as many threads) on the
+    layer's T = 1 file with its state fed back — on its own, its session gone before anything else runs
+    (onnxruntime's thread pool spins between runs)."""
+    torch.manual_seed(0)
+    layer = _rnnlab_layer(cell, X, H, "auto").eval()
+    x = torch.randn(1, X)
+    fns = {"Streamer": Streamer(layer).step, "torch.nn": torch_stack_step([_torch_cell(cell, X, H)], cell == "lstm")}
+    us = dict(zip(fns, per_step_us(list(fns.values()), x, steps, repeats)))
+    if onnx:
+        us["onnxruntime"] = per_step_us([onnx_peer.one_step(layer, X, torch.get_num_threads())], x, steps, repeats)[0]
+    return {"cell": cell, "X": X, "H": H, "step_us": us}
+
+
+def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float = 1800, infer_grid=(),
+            bf16: bool = False) -> tuple[dict, str]:
+    """JAX/Flax timings from a subprocess: ({(cell, shape): {"train": ms, "infer": ms[, "train_bf16": ms]}}, note);
+    the ``infer_grid`` shapes get "infer" alone."""
     try:
         import flax  # noqa: F401
         import jax  # noqa: F401
@@ -225,7 +309,8 @@ def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float =
     env = dict(os.environ)
     if threads == 1:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
-    job = json.dumps({"grid": [list(s) for s in grid], "cells": list(cells), "budget_s": budget_s})
+    job = json.dumps({"grid": [list(s) for s in grid], "cells": list(cells), "budget_s": budget_s, "bf16": bf16,
+                      "infer_grid": [list(s) for s in infer_grid]})
     try:
         proc = subprocess.run([sys.executable, "-m", "rnnlab.bench.jax_peer", job], capture_output=True, text=True,
                               env=env, timeout=timeout_s)
@@ -234,7 +319,10 @@ def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float =
     if proc.returncode != 0:
         return {}, "JAX run failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {(r["cell"], tuple(r["shape"])): r for r in rows}, f"JAX {rows[0]['jax'] if rows else '?'} (subprocess)"
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r["cell"], tuple(r["shape"])), {}).update(r)
+    return out, f"JAX {rows[0]['jax'] if rows else '?'} (subprocess)"
 
 
 def machine() -> str:
@@ -258,25 +346,71 @@ def _load() -> str:
         return "?"
 
 
+def _onnx_note(onnxruntime: bool) -> tuple[bool, str]:
+    """(whether onnxruntime runs, its note for the header)."""
+    if not onnxruntime:
+        return False, "onnxruntime not run"
+    version = onnx_peer.version()
+    return (True, f"onnxruntime {version}") if version else (False, "onnxruntime not installed")
+
+
+def _merge_jax(report: dict, jax_rows: dict) -> None:
+    """JAX's timings into the grid's rows (training, bf16 training, inference) and the batch-1 rows."""
+    for row in report["rows"] + report["batch1"]:
+        r = jax_rows.get((row.cell, row.shape), {})
+        for key, into in (("train", row.train_ms), ("infer", row.infer_ms), ("train_bf16", row.bf16_ms)):
+            if key in r:
+                into["jax"] = r[key]
+
+
+def _stream_sizes(batch1_shapes) -> list[tuple[int, int]]:
+    """The (X, H) of the streaming rows: the batch-1 shapes'."""
+    return list(dict.fromkeys((X, H) for _, _, X, H in batch1_shapes))
+
+
+def _stream_rows(cells, sizes, steps: int, onnx: bool, threads: int) -> list[dict]:
+    """``stream_latency`` of each cell and (X, H), on ``STREAM_THREADS``; torch's threads set back after."""
+    torch.set_num_threads(STREAM_THREADS)
+    try:
+        return [stream_latency(cell, X, H, steps, STREAM_REPEATS, onnx) for cell in cells for X, H in sizes]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
-        scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE) -> dict:
+        scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE, onnxruntime: bool = True,
+        batch1_shapes=BATCH1_SHAPES, stacked_shapes=STACKED_SHAPES, stream_steps: int = STREAM_STEPS) -> dict:
     """Time everything; returns a report dict (``to_markdown`` renders it)."""
     torch.set_num_threads(threads)
+    say = progress or (lambda _: None)
+    use_onnx, onnx_note = _onnx_note(onnxruntime)
+    onnx_threads = threads if use_onnx else None
     report = {
         "machine": machine(),
         "threads": threads,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "sgemm_gflops": sgemm_gflops(),
+        "sgemm_gflops": gemm_gflops(),
+        "bf16_gflops": gemm_gflops(dtype=torch.bfloat16),
+        "bf16_kernel": bf16_kernel(),
         "native_path": "native-cpp" if ops.available() else "reference",
+        "onnx_note": onnx_note,
         "load_before": _load(),
         "rows": [],
     }
     for cell in cells:
         for shape in grid:
-            row = measure(cell, shape, budget_s)
+            row = measure(cell, shape, budget_s, onnx_threads)
+            row.split = time_split.split(cell, shape, row.train_ms["native"], report["sgemm_gflops"], budget_s)
             report["rows"].append(row)
-            if progress:
-                progress(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
+            say(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
+    report["batch1"] = [measure_batch1(cell, shape, budget_s, onnx_threads) for cell in cells for shape in batch1_shapes]
+    report["stream"] = _stream_rows(cells, _stream_sizes(batch1_shapes) if stream_steps else (), stream_steps,
+                                    use_onnx, threads)
+    report["stream_threads"] = STREAM_THREADS
+    say("batch 1 and streaming: done")
+    report["stacked"] = [measure_stacked(cell, shape, bidirectional, budget_s)
+                         for cell in cells for shape in stacked_shapes for bidirectional in (False, True)]
+    say("stacked layers: done")
     if scaling_lengths:
         report["scaling"] = scaling(scaling_lengths, SCALING_SHAPE, budget_s)
         report["scaling_shape"] = SCALING_SHAPE
@@ -285,12 +419,8 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
         report["variant_shape"] = variant_shape
     report["jax_note"] = "JAX not run"
     if jax:
-        jax_rows, report["jax_note"] = run_jax(grid, cells, threads, budget_s)
-        for row in report["rows"]:
-            r = jax_rows.get((row.cell, row.shape))
-            if r:
-                row.train_ms["jax"] = r["train"]
-                row.infer_ms["jax"] = r["infer"]
+        jax_rows, report["jax_note"] = run_jax(grid, cells, threads, budget_s, infer_grid=batch1_shapes, bf16=True)
+        _merge_jax(report, jax_rows)
     report["load_after"] = _load()
     return report
 
@@ -303,6 +433,22 @@ def ratio(row: Row) -> float:
     """rnnlab / the fastest peer (training step)."""
     p = peers(row)
     return row.rnnlab_ms / min(p.values()) if p else float("nan")
+
+
+def over_fastest(ours: float | None, times: dict, names=("torch.nn", "jax", "onnxruntime")) -> float:
+    """``ours`` / the fastest of the peers ``names`` in ``times`` (nan without one)."""
+    p = [v for k, v in times.items() if k in names]
+    return ours / min(p) if p and ours is not None else float("nan")
+
+
+def infer_ratio(row: Row) -> float:
+    """rnnlab / the fastest of torch.nn, JAX and onnxruntime (inference)."""
+    return over_fastest(row.infer_ms.get("rnnlab"), row.infer_ms)
+
+
+def bf16_ratio(row: Row) -> float:
+    """rnnlab / the fastest of torch.nn and JAX (training step under bfloat16 autocast)."""
+    return over_fastest(row.bf16_ms.get("rnnlab"), row.bf16_ms)
 
 
 # the targets: rnnlab ≤ 1.0 × the fastest peer (≤ 1.05 where it runs the peer's own kernel, ≤ 1.1 for
@@ -332,8 +478,103 @@ def misses(report: dict) -> list[str]:
     return out
 
 
+def _fmt(v) -> str:
+    """A time or size to about 3 significant digits; "–" where absent."""
+    return "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+
+
+def _shape(shape) -> str:
+    return ", ".join(map(str, shape))
+
+
+def _inference_lines(rows, memory: bool) -> list[str]:
+    """The inference table's header and rows (with the saved-for-backward MB where ``memory``)."""
+    mb = " rnnlab MB | torch.nn MB |" if memory else ""
+    lines = ["| cell | T, B, X, H | rnnlab | torch.nn | JAX | onnxruntime | ratio |" + mb,
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if memory else "")]
+    for row in rows:
+        i, m = row.infer_ms, row.saved_mb
+        lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(i.get('rnnlab'))} | {_fmt(i.get('torch.nn'))} | "
+                     f"{_fmt(i.get('jax'))} | {_fmt(i.get('onnxruntime'))} | {infer_ratio(row):.2f} |"
+                     + (f" {_fmt(m.get('rnnlab'))} | {_fmt(m.get('torch.nn'))} |" if memory else ""))
+    return lines
+
+
+def _batch1_lines(report: dict) -> list[str]:
+    if not report.get("batch1"):
+        return []
+    return ["", "Inference at batch 1 (forward only, median ms; `ratio` = rnnlab / fastest of torch.nn, JAX, "
+            "onnxruntime):", "", *_inference_lines(report["batch1"], memory=False)]
+
+
+def _stream_lines(report: dict) -> list[str]:
+    if not report.get("stream"):
+        return []
+    lines = ["", f"Streaming at batch 1, on {report.get('stream_threads', '?')} thread(s) (torch and onnxruntime): µs per step (one time "
+             "step, state kept; best of repeated blocks of steps): "
+             "rnnlab's `Streamer.step`, a torch.nn cell (GRUCell, reset=\"after\", for gru-before), and "
+             "onnxruntime running the layer's ONNX file at T = 1 with h_n (c_n) fed back as h0 (c0); "
+             "`ratio` = Streamer / the faster of the other two.", "",
+             "| cell | X, H | Streamer | torch.nn cell | onnxruntime | ratio |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in report["stream"]:
+        us = r["step_us"]
+        lines.append(f"| {r['cell']} | {r['X']}, {r['H']} | {_fmt(us['Streamer'])} | {_fmt(us['torch.nn'])} | "
+                     f"{_fmt(us.get('onnxruntime'))} | {over_fastest(us['Streamer'], us):.2f} |")
+    return lines
+
+
+def _bf16_lines(report: dict) -> list[str]:
+    lines = ["", f"Training step under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, median ms (bf16 kernel: "
+             f"{report.get('bf16_kernel', '?')}); JAX with bfloat16 parameters and inputs; rnnlab's float32 step "
+             "for reference; `ratio` = rnnlab bf16 / fastest bf16 peer; `out` = the output's dtype under autocast "
+             "(rnnlab / torch.nn: float32 where the layer computes in float32).", "",
+             "| cell | T, B, X, H | rnnlab bf16 | torch.nn bf16 | JAX bf16 | rnnlab float32 | ratio | out |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in report["rows"]:
+        b, o = row.bf16_ms, row.bf16_out
+        lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(b.get('rnnlab'))} | {_fmt(b.get('torch.nn'))} | "
+                     f"{_fmt(b.get('jax'))} | {_fmt(row.rnnlab_ms)} | {bf16_ratio(row):.2f} | "
+                     f"{o.get('rnnlab', '?')} / {o.get('torch.nn', '?')} |")
+    return lines
+
+
+def _stacked_lines(report: dict) -> list[str]:
+    if not report.get("stacked"):
+        return []
+    lines = ["", "Stacked layers (num_layers = 2, one or two directions): training step, median ms; "
+             "`ratio` = rnnlab / torch.nn.", "",
+             "| cell | T, B, X, H | directions | rnnlab | path | torch.nn | ratio |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    for r in report["stacked"]:
+        t = r["train_ms"]
+        lines.append(f"| {r['cell']} | {_shape(r['shape'])} | {r['directions']} | {_fmt(t['rnnlab'])} | {r['path']} | "
+                     f"{_fmt(t['torch.nn'])} | {t['rnnlab'] / t['torch.nn']:.2f} |")
+    return lines
+
+
+def _split_lines(report: dict) -> list[str]:
+    rows = [row for row in report["rows"] if row.split]
+    if not rows:
+        return []
+    lines = ["", "Where the native engine's training step goes (ms and % of the step; method in "
+             "`src/rnnlab/bench/split.py`): (a) the per-step recurrent GEMMs (T forward, T backward), (b) the GEMMs "
+             "over all T·B rows (input projection, ∂W_ih, ∂W_hh), each timed on its own at the step's exact shapes, "
+             "and (c) the rest: step − (a) − (b) (pointwise maths, overhead). `% SGEMM`: the GEMMs' GFLOP/s over "
+             "the SGEMM rate.", "",
+             "| cell | T, B, X, H | step | (a) recurrent | % | (b) large | % | (c) rest | % | (a) % SGEMM | "
+             "(b) % SGEMM |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        p = row.split
+        pct = lambda ms: f"{100 * ms / p['step']:.0f} %"  # noqa: E731
+        lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(p['step'])} | {_fmt(p['recurrent'])} | "
+                     f"{pct(p['recurrent'])} | {_fmt(p['large'])} | {pct(p['large'])} | {_fmt(p['rest'])} | "
+                     f"{pct(p['rest'])} | {100 * p['recurrent_sgemm']:.0f} % | {100 * p['large_sgemm']:.0f} % |")
+    return lines
+
+
 def to_markdown(report: dict) -> str:
-    f = lambda v: "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+    f = _fmt
     lines = [
         "# Engine benchmark",
         "",
@@ -342,8 +583,10 @@ def to_markdown(report: dict) -> str:
         "",
         f"Machine: {report['machine']}; {report['threads']} threads; measured {report['when']} "
         f"(load average {report['load_before']} before, {report.get('load_after', '?')} after).",
-        f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (2048×2048 float32, best of 10). Native loops: "
-        f"{report['native_path']}. {report['jax_note']}.",
+        f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (2048×2048 float32, best of 10); bfloat16 "
+        f"GEMM rate: {report.get('bf16_gflops', float('nan')):.0f} GFLOP/s (2048×2048). bf16 kernel: "
+        f"{report.get('bf16_kernel', '?')}. Native loops: {report['native_path']}. {report['jax_note']}. "
+        f"{report.get('onnx_note', 'onnxruntime not run')}.",
         "",
         "Training step (forward + backward, float32), median ms; `ratio` = rnnlab / fastest peer; "
         "GFLOP/s from 6·G·T·B·H·(X+H).",
@@ -361,17 +604,17 @@ def to_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "Inference (forward only, no autograd), median ms, and memory saved for backward by one training step (MB):",
+        "Inference (forward only, no autograd), median ms — onnxruntime runs the layer as ONNX's own RNN / LSTM / GRU "
+        "operator (torch.nn's module exported; rnnlab's for gru-before) — `ratio` = rnnlab / fastest of torch.nn, JAX, "
+        "onnxruntime; and memory saved for backward by one training step (MB):",
         "",
-        "| cell | T, B, X, H | rnnlab | torch.nn | JAX | rnnlab MB | torch.nn MB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *_inference_lines(report["rows"], memory=True),
+        *_batch1_lines(report),
+        *_stream_lines(report),
+        *_bf16_lines(report),
+        *_stacked_lines(report),
+        *_split_lines(report),
     ]
-    for row in report["rows"]:
-        i, m = row.infer_ms, row.saved_mb
-        lines.append(
-            f"| {row.cell} | {', '.join(map(str, row.shape))} | {f(i.get('rnnlab'))} | {f(i.get('torch.nn'))} | "
-            f"{f(i.get('jax'))} | {f(m.get('rnnlab'))} | {f(m.get('torch.nn'))} |"
-        )
     if report.get("scaling"):
         B, X, H = report["scaling_shape"]
         Ts = sorted(next(iter(report["scaling"].values())))
@@ -419,5 +662,8 @@ def to_markdown(report: dict) -> str:
 
 def as_json(report: dict) -> str:
     out = dict(report)
-    out["rows"] = [dict(asdict(r), flops=r.flops, ratio=ratio(r)) for r in report["rows"]]
+    out["rows"] = [dict(asdict(r), flops=r.flops, ratio=ratio(r), infer_ratio=infer_ratio(r), bf16_ratio=bf16_ratio(r))
+                   for r in report["rows"]]
+    out["batch1"] = [dict(cell=r.cell, shape=r.shape, infer_ms=r.infer_ms, infer_ratio=infer_ratio(r))
+                     for r in report.get("batch1", [])]
     return json.dumps(out, indent=1)

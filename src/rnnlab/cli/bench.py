@@ -15,12 +15,14 @@ from ..bench import engine as b
 @click.option("--cells", default="rnn,lstm,gru-before,gru-after", show_default=True,
               help="Comma-separated cells among rnn, lstm, gru-before, gru-after.")
 @click.option("--jax/--no-jax", default=True, show_default=True, help="Time JAX/Flax too (in a subprocess).")
+@click.option("--onnxruntime/--no-onnxruntime", default=True, show_default=True,
+              help="Time onnxruntime too (inference and streaming; needs the onnx extra).")
 @click.option("--budget", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Seconds of repeats per timing (median taken; at least 3 repeats after 2 warm-ups).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the markdown report here.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the raw numbers as JSON.")
-def bench(threads, quick, cells, jax, budget, out, json_out):
-    """Time one training step (and inference) of each cell: rnnlab against torch.nn and JAX/Flax."""
+def bench(threads, quick, cells, jax, onnxruntime, budget, out, json_out):
+    """Time one training step (and inference) of each cell: rnnlab against torch.nn, JAX/Flax and onnxruntime."""
     names = tuple(c.strip() for c in cells.split(",") if c.strip())
     unknown = [c for c in names if c not in b.CELLS]
     if unknown or not names:
@@ -29,7 +31,10 @@ def bench(threads, quick, cells, jax, budget, out, json_out):
     report = b.run(grid, names, threads=threads, jax=jax, budget_s=0.05 if quick else budget,
                    progress=lambda s: click.echo(s, err=True),
                    scaling_lengths=b.QUICK_SCALING_LENGTHS if quick else b.SCALING_LENGTHS,
-                   variant_shape=b.QUICK_VARIANT_SHAPE if quick else b.VARIANT_SHAPE)
+                   variant_shape=b.QUICK_VARIANT_SHAPE if quick else b.VARIANT_SHAPE, onnxruntime=onnxruntime,
+                   batch1_shapes=b.QUICK_BATCH1_SHAPES if quick else b.BATCH1_SHAPES,
+                   stacked_shapes=b.QUICK_STACKED_SHAPES if quick else b.STACKED_SHAPES,
+                   stream_steps=b.QUICK_STREAM_STEPS if quick else b.STREAM_STEPS)
     text = b.to_markdown(report)
     click.echo(text)
     if out:

@@ -617,3 +617,42 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("linear_recurrence", &rnnlab::linear_recurrence);
   m.impl("linear_recurrence_backward", &rnnlab::linear_recurrence_backward);
 }
+
+// ---------------------------------------------------------------------------------------------
+// bench only: rnnlab::time_step_gemms — the seconds one training step's per-step recurrent GEMMs take on
+// their own, for the engine benchmark's split of a step (rnnlab.bench.split). Over T steps: forward
+// (B, H) · W_hhᵀ (H, GH) as the loop runs it (the first ``first`` columns, then the rest: the GRU reset="before"
+// runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise; the same gemm<float>, the
+// same row strides and the same BLAS thread rule as the driver (each_direction). Buffers are allocated first.
+// ---------------------------------------------------------------------------------------------
+
+#include <chrono>
+
+namespace rnnlab {
+namespace {
+
+double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T) {
+  TORCH_CHECK_VALUE(B > 0 && H > 0 && T > 0 && 0 < first && first <= GH,
+                    "rnnlab::time_step_gemms: expected B, H, T > 0 and 0 < first <= GH");
+  std::vector<float> w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f), h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f),
+      dh(B * H);
+  const int64_t rest = GH - first;
+  BlasThreads guard(B * GH * H >= PARALLEL_STEP_MACS ? at::get_num_threads() : 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t s = 0; s < T; ++s) {
+    gemm<float>(B, first, H, h.data(), H, w_hhT.data(), GH, 0.f, hh.data(), GH);
+    if (rest) gemm<float>(B, rest, H, h.data(), H, w_hhT.data() + first, GH, 0.f, hh.data() + first, GH);
+  }
+  for (int64_t s = 0; s < T; ++s) {
+    if (rest) gemm<float>(B, H, rest, d.data() + first, GH, w_hh.data() + first * H, H, 0.f, dh.data(), H);
+    gemm<float>(B, H, first, d.data(), GH, w_hh.data(), H, rest ? 1.f : 0.f, dh.data(), H);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
+  m.def("time_step_gemms(int B, int H, int GH, int first, int T) -> float", &rnnlab::time_step_gemms);
+}

@@ -1,0 +1,89 @@
+"""Where a native training step's time goes: per-step recurrent GEMMs, large GEMMs, and the rest.
+
+For one unidirectional level at (T, B, X, H), a training step of the native engine (x without gradient,
+as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H = GH gate rows:
+
+(a) per step, T times each: forward h_{t-1} (B, H) · W_hhᵀ (H, GH) and backward ∂hh (B, GH) · W_hh (GH, H)
+    (GRU reset="before" splits each into its z, r block and its n block). Timed by
+    ``rnnlab::time_step_gemms``: the same ``gemm<float>`` calls, row strides and BLAS thread rule as the
+    loop, in a C++ loop on their own.
+(b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b, ∂W_ih = ∂aᵀ · x and
+    ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
+    ``torch.addmm`` / ``torch.mm`` at those shapes and layouts (the transposed operands as transposed views).
+(c) everything else — the cells' pointwise maths, the autograd and operator overhead, bias sums, copies —
+    is the step's median time less (a) and (b).
+
+Each is a median of repeats (``timing.median_ms``); (a) and (b) as GFLOP/s (2 flops per multiply-add) are
+set against the machine's SGEMM rate. (a) and (b) are timed in isolation, with warm caches of their own:
+inside the step they may run slower (cold caches after the pointwise pass), which (c) then absorbs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..cells.spec import SPECS
+from ..engine import ops
+from .timing import median_ms
+
+
+def gates(cell: str) -> int:
+    """G: the gate blocks of W_hh ("gru-before" -> the GRU's 3)."""
+    return len(SPECS[cell.split("-")[0]].gates)
+
+
+def first_block(cell: str, H: int) -> int:
+    """Columns of the loop's first recurrent GEMM: the z, r blocks for GRU reset="before", else all G·H."""
+    return 2 * H if cell == "gru-before" else gates(cell) * H
+
+
+def step_gemm_flops(cell: str, shape) -> float:
+    T, B, _, H = shape
+    return 2.0 * T * 2 * B * H * gates(cell) * H  # forward and backward, T steps each
+
+
+def large_gemm_flops(cell: str, shape) -> float:
+    T, B, X, H = shape
+    GH = gates(cell) * H
+    return 2.0 * T * B * GH * (2 * X + H)  # x·W_ihᵀ, ∂W_ih, ∂W_hh
+
+
+def step_gemms_ms(cell: str, shape, budget_s: float) -> float:
+    """(a): ms of the T forward and T backward per-step GEMMs, on their own (needs the native library)."""
+    T, B, _, H = shape
+    GH = gates(cell) * H
+    return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T), budget_s)
+
+
+def _large_gemms(cell: str, shape):
+    """The step's large GEMMs as one function, on operands of their shapes and layouts."""
+    T, B, X, H = shape
+    GH = gates(cell) * H
+    x2, w_ih, b = torch.randn(T * B, X), torch.randn(GH, X), torch.randn(GH)
+    da, h_prev = torch.randn(T * B, GH), torch.randn(T * B, H)
+    blocks = (2 * H, H) if cell.startswith("gru") else (GH,)  # ∂W_hh: the GRU's z, r rows and n rows apart
+
+    def run():
+        torch.addmm(b, x2, w_ih.t())  # the input projection
+        torch.mm(da.t(), x2)  # ∂W_ih
+        for part in da.split(blocks, 1):
+            torch.mm(part.t(), h_prev)  # ∂W_hh
+
+    return run
+
+
+def large_gemms_ms(cell: str, shape, budget_s: float) -> float:
+    """(b): ms of the step's GEMMs over T·B rows."""
+    return median_ms(_large_gemms(cell, shape), budget_s)
+
+
+def split(cell: str, shape, step_ms: float, sgemm_gflops: float, budget_s: float) -> dict:
+    """{"step", "recurrent", "large", "rest"} in ms, and each GEMM part's share of the SGEMM rate; None
+    without the native library (the step is then the reference engine's, with no such loop)."""
+    if not ops.available():
+        return None
+    rec, large = step_gemms_ms(cell, shape, budget_s), large_gemms_ms(cell, shape, budget_s)
+    rate = lambda flops, ms: flops / (ms * 1e-3) / 1e9 / sgemm_gflops  # noqa: E731
+    return {"step": step_ms, "recurrent": rec, "large": large, "rest": step_ms - rec - large,
+            "recurrent_sgemm": rate(step_gemm_flops(cell, shape), rec),
+            "large_sgemm": rate(large_gemm_flops(cell, shape), large)}
