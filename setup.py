@@ -7,6 +7,7 @@ engine and says so once, loudly (``rnnlab.engine.ops``).
 """
 
 import sys
+from pathlib import Path
 
 from setuptools import setup
 
@@ -14,6 +15,8 @@ from setuptools import setup
 # (linking with it would set flush-to-zero for the whole process)
 CFLAGS = ["-O3", "-g0", "-ffast-math", "-fopenmp-simd", "-std=c++20"]
 SOURCES = ["src/rnnlab/engine/csrc/ops.cpp"]
+# the headers it includes: a change to one rebuilds the extension (setuptools compares only what it is told)
+HEADERS = sorted(str(p) for p in Path("src/rnnlab/engine/csrc").rglob("*.h"))
 
 ext_modules, cmdclass = [], {}
 try:
@@ -22,7 +25,8 @@ except ImportError:
     print("rnnlab: torch is not importable at build time, so the native engine is not built; install torch "
           "first and build with `pip install --no-build-isolation .`", file=sys.stderr)
 else:
-    ext_modules = [CppExtension("rnnlab.engine._C", SOURCES, extra_compile_args=CFLAGS, optional=True)]
+    ext_modules = [CppExtension("rnnlab.engine._C", SOURCES, depends=HEADERS, extra_compile_args=CFLAGS,
+                                optional=True)]
     # without ninja, a failed compile is a CompileError, which setuptools forgives for an optional extension
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
 
