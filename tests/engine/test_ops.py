@@ -98,3 +98,28 @@ def _shapes_match_fake(args, kwargs):
         kwargs = dict(kwargs)
         fake = torch.ops.rnnlab.recurrent_level_backward(*fake_in, **kwargs)
     assert [t.shape for t in real] == [t.shape for t in fake]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("P", [0, 2])
+def test_inference_keeps_nothing_and_computes_the_same(cell, P):
+    """keep=False (inference): the same states and cells, no gates and no reserve."""
+    if P and cell != "lstm":
+        return
+    args, kwargs = level_args(cell, torch.float64, True, 2, False, H=4, P=P)
+    args = tuple(a.detach() if a is not None else None for a in args)
+    full = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
+    lean = torch.ops.rnnlab.recurrent_level(*args, **kwargs, keep=False)
+    torch.testing.assert_close(lean[0], full[0], atol=0, rtol=0)
+    torch.testing.assert_close(lean[1], full[1], atol=0, rtol=0)
+    assert lean[2].numel() == 0 and lean[4].numel() == 0
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, {**kwargs, "keep": False})
+
+
+def test_inference_is_refused_where_a_backward_or_a_variant_needs_the_saved_values():
+    args, kwargs = level_args("lstm", torch.float64, True, 1, True)  # layer norm and zoneout on
+    with pytest.raises(ValueError, match="keep: expected True with layer norm or zoneout"):
+        torch.ops.rnnlab.recurrent_level(*(a.detach() if a is not None else None for a in args), **kwargs, keep=False)
+    args, kwargs = level_args("gru_after", torch.float64, False, 1, False)
+    with pytest.raises(ValueError, match="keep: expected True when an input needs a gradient"):
+        torch.ops.rnnlab.recurrent_level(*args, **kwargs, keep=False)

@@ -38,7 +38,7 @@ def kernel(layer) -> str:
 
 def _views(layer, states, cells, gates, c_pre, live, reverse: bool, trace: bool):
     """One direction's out (T, B, H), final state and traces, as views of the operator's outputs."""
-    T = gates.shape[0]
+    T = states.shape[0] - 1
     out = states[:T] if reverse else states[1:]  # the reverse direction keeps h_t in slot t
     last = 0 if reverse else T
     final = (states[last],) if cells is None else (states[last], cells[last])
@@ -93,6 +93,15 @@ def level_fields(layer, k: int, inp: torch.Tensor, states: list, T: int) -> dict
             for name, ts in per.items()}
 
 
+def keep(args, fields: dict, trace: bool) -> bool:
+    """Whether a level's call keeps its gates and what its backward reads: with traces, under autograd with an
+    input that needs a gradient, and with layer norm or zoneout (which read theirs at every step); else it is
+    inference, and the operator keeps one step's gates, overwritten (``keep=False``)."""
+    if trace or fields["ln_hh_w"] is not None or fields["zone"] is not None:
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+
+
 def run_levels(layer, x, hx, lengths, trace):
     """The stack through ``stack.run_stack``, each level (both directions) one operator call."""
     T, D = x.shape[0], layer.num_directions
@@ -104,7 +113,8 @@ def run_levels(layer, x, hx, lengths, trace):
 
     def level(k, inp, states):
         f = level_fields(layer, k, inp, states, T)
-        res = ops.recurrent_level(inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS), cell=cell, coupled=coupled)
+        args = (inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS))
+        res = ops.recurrent_level(*args, cell=cell, coupled=coupled, keep=keep(args, f, trace))
         lstm, zone = cell == "lstm", f["zone"] is not None
         out_states, cells, gates, c_pre = (_directions(t, D) for t in res[:4])  # each output is (D, ...)
         return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if zone and lstm else None,

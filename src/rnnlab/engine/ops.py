@@ -113,14 +113,15 @@ if _LIBRARY["path"] is not None:
 
     @torch.library.register_fake("rnnlab::recurrent_level")
     def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                    ln_c_w, ln_c_b, zone, w_hr=None, *, cell, coupled=False):
+                    ln_c_w, ln_c_b, zone, w_hr=None, *, cell, coupled=False, keep=True):
         T, B, _ = x.shape
         D, P, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
         H = P if w_hr is None else w_hr.shape[2]  # a projection carries h (P wide), C_t and the gates are H wide
         K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None, w_hr is not None)
         return (x.new_empty(D, T + 1, B, P), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
-                x.new_empty(D, T, B, STORED_GATES[cell] * H),
-                x.new_empty(D, T, B, H) if lstm and zone is not None else x.new_empty(0), x.new_empty(D, T * B * K))
+                x.new_empty(D, T, B, STORED_GATES[cell] * H) if keep else x.new_empty(0),
+                x.new_empty(D, T, B, H) if lstm and zone is not None else x.new_empty(0),
+                x.new_empty(D, T * B * K) if keep else x.new_empty(0))
 
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
@@ -148,6 +149,9 @@ if _LIBRARY["path"] is not None:
 
 def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
+    if not keyword_only_inputs.get("keep", True) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
+        raise ValueError("keep: expected True when an input needs a gradient (keep=False keeps nothing for the "
+                         "backward), got False")
     ctx.given = len(inputs)  # a call may leave out the trailing w_hr (its default, None)
     inputs = (*inputs, *(None,) * (1 + len(FIELDS) - len(inputs)))
     ctx.save_for_backward(*inputs, *output)
@@ -312,9 +316,12 @@ class _EagerLevel(torch.autograd.Function):
         return (None, None, *_level_backward(ctx, *grads))
 
 
-def recurrent_level(*inputs, cell: str, coupled: bool = False):
+def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True):
     """``torch.ops.rnnlab.recurrent_level(*inputs, cell=, coupled=)``, the same autograd, less per-call overhead
-    in eager mode (``_EagerLevel``); the operator itself while torch traces."""
+    in eager mode (``_EagerLevel``); the operator itself while torch traces. ``keep=False`` is inference: the
+    caller asks for no gates and nothing for a backward, and no input may need a gradient."""
+    if not keep:
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=False)
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
         return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)
     return _EagerLevel.apply(cell, coupled, *inputs)

@@ -60,7 +60,7 @@ def _stack(values):
 
 
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                         ln_c_w, ln_c_b, zone, w_hr=None, cell: str = "", coupled: bool = False):
+                         ln_c_w, ln_c_b, zone, w_hr=None, cell: str = "", coupled: bool = False, keep: bool = True):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
     if w_hr is not None:
         raise ValueError(PROJECTION_REFUSED.format(who="LSTM", P=w_hr.shape[1]))
@@ -129,6 +129,8 @@ def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_
     K = reserve_width(cell, H, coupled, False, False)
     reserve = op.Expand(zero, op.Concat(_ints(D), op.Mul(op.ReduceProd(tb, keepdims=1), _ints(K)), axis=0))
     empty = op.Expand(zero, _ints(0))
+    if not keep:  # the operator's inference call returns no gates and no reserve
+        gates_out = reserve = empty
     return _stack(states), (_stack(cells) if lstm else empty), gates_out, empty, reserve
 
 

@@ -2,6 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+#include <vector>
 
 extern "C" {
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
@@ -10,6 +14,11 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const double*, const int*, const double*, double*, const int*);
 // MKL (torch's BLAS here): the calling thread's BLAS thread count; weak, so another BLAS still links
 int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
+// MKL's packed GEMM (CBLAS enums as ints: row major 101, no transpose 111, packed 151, B matrix 162)
+size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
+void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*) __attribute__((weak));
+void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int, float, float*, int)
+    __attribute__((weak));
 }
 
 namespace rnnlab {
@@ -36,6 +45,52 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
   const T one = 1;
   blas(&no, &no, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
 }
+
+// A recurrent weight packed once per call into MKL's internal layout, then reused by every step's GEMM
+// (cblas_sgemm_pack / cblas_sgemm_compute): row-major C (M, N) = A (M, K) · Bw (K, N) + beta · C, Bw packed.
+// float only; ``on()`` is false where MKL's packed API is missing, for double, or when RNNLAB_PACK=0.
+template <typename T>
+class PackedB {
+ public:
+  PackedB() = default;
+  // pack Bw (K, N), row stride ldb, for products with M rows
+  void pack(int64_t M, int64_t N, int64_t K, const T* Bw, int64_t ldb) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (!available() || M < 1) return;
+      const size_t bytes = cblas_sgemm_pack_get_size(162, int(M), int(N), int(K));
+      buf_.assign(bytes / sizeof(float) + 1, 0.f);
+      cblas_sgemm_pack(101, 162, 111, int(M), int(N), int(K), 1.f, Bw, int(ldb), buf_.data());
+      M_ = M, N_ = N, K_ = K;
+    }
+  }
+  bool on() const { return !buf_.empty(); }
+  int64_t width() const { return N_; }
+  int64_t depth() const { return K_; }
+  // C (M, N) = A (M, K) · Bw + beta · C
+  void product(const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm_compute(101, 111, 151, int(M_), int(N_), int(K_), A, int(lda), buf_.data(), int(N_), beta, C,
+                          int(ldc));
+  }
+  // whether a loop of ``steps`` products (M, K) · (K, N) runs on a packed weight: RNNLAB_PACK=0 never, =1
+  // always (where MKL has the packed API), else where it measured faster (BENCHMARKS.md, "packed W_hh")
+  static bool pays(int64_t M, int64_t N, int64_t K, int64_t steps) {
+    if (!available()) return false;
+    const char* env = std::getenv("RNNLAB_PACK");
+    if (env && std::strcmp(env, "1") == 0) return true;
+    return steps >= PACK_MIN_STEPS && M >= PACK_MIN_ROWS && N * K >= PACK_MIN_WEIGHT;
+  }
+  static bool available() {
+    if constexpr (!std::is_same_v<T, float>) return false;
+    const char* env = std::getenv("RNNLAB_PACK");
+    return cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute && !(env && std::strcmp(env, "0") == 0);
+  }
+  static constexpr int64_t PACK_MIN_STEPS = 8, PACK_MIN_ROWS = 1, PACK_MIN_WEIGHT = 0;
+
+ private:
+  std::vector<float> buf_;
+  int64_t M_ = 0, N_ = 0, K_ = 0;
+};
 
 // the per-step GEMMs of a small layer are a few µs: on a busy machine, waking a second BLAS thread
 // for each can cost more than the GEMM, so the driver says how many threads the loop's GEMMs get

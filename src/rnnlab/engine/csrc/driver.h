@@ -36,6 +36,7 @@ template <typename T>
 struct Direction {
   int64_t steps = 0;          // T
   bool reverse = false;
+  bool keep = true;           // false (inference, nothing kept for backward): gates, extra and m hold one step
   const T* mask = nullptr;    // (T, B)
   const T* xp = nullptr;      // (T, B, gx) the input projection of every step
   T* states = nullptr;        // (T+1, B, P)
@@ -97,6 +98,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t GH = Cell::G * H;  // stored gates: the LSTM keeps (f, i, g, o) even when coupled
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
+  if (PackedB<T>::pays(B, W1, P, steps)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first], once
   std::vector<T> hh(B * W1), hin(d.h_mask ? B * P : 0);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, n;
@@ -104,7 +106,8 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     const T* live = d.mask ? d.mask + t * B : nullptr;
     const T* h_prev = d.states + p * B * P;
     T* h_next = d.states + n * B * P;
-    T* m = d.m ? d.m + t * B * H : nullptr;  // projection: the cell's h is m_t, h_t = m_t W_hrᵀ
+    const int64_t kt = d.keep ? t : 0;  // the slot of this step's gates, extra and m
+    T* m = d.m ? d.m + kt * B * H : nullptr;  // projection: the cell's h is m_t, h_t = m_t W_hrᵀ
     const T* h_in = h_prev;
     if (d.h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
       for (int64_t j = 0; j < B * P; ++j) hin[j] = h_prev[j] * d.h_mask[j];
@@ -116,8 +119,8 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     const T* c_prev = d.cells ? d.cells + p * B * H : nullptr;
     T* c_next = d.cells ? d.cells + n * B * H : nullptr;
     T* c_new = d.cells && d.zone ? d.c_pre + t * B * H : c_next;  // C_t, before zoneout
-    T* gate = d.gates + t * B * GH;
-    T* extra = d.extra ? d.extra + t * B * H : nullptr;
+    T* gate = d.gates + kt * B * GH;
+    T* extra = d.extra ? d.extra + kt * B * H : nullptr;
     Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
                   k);
     if (m) {
@@ -151,6 +154,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
+  if (PackedB<T>::pays(B, P, W1, steps)) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first], once
   NormGrads grads(R, H, k.norm.on(), lstm);
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,

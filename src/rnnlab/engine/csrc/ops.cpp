@@ -316,25 +316,30 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
                          const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
                          const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
                          const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Opt& w_hr,
-                         c10::string_view cell, bool coupled) {
+                         c10::string_view cell, bool coupled, bool keep) {
   const char* fn = "rnnlab::recurrent_level";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
                               ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
+  TORCH_CHECK_VALUE(keep || (!s.ln_hh && !s.zone), fn, ": keep: expected True with layer norm or zoneout (their ",
+                    "saved values are read at every step), got False");
   const bool lstm = s.kind == Kind::LSTM;
   const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   // the outputs, directions first: each direction's slice is contiguous
   Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.P});
   Tensor cells = lstm ? x.new_empty({s.D, s.T + 1, s.B, s.H}) : x.new_empty({0});
-  Tensor gates = x.new_empty({s.D, s.T, s.B, s.GH});
+  // keep=False (inference): one step's gates and reserve, overwritten every step, and neither is returned
+  Shape kept = s;
+  if (!keep) kept.T = 1;
+  Tensor gates = x.new_empty({s.D, kept.T, s.B, s.GH});
   Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
-  Tensor reserve = x.new_empty({s.D, reserve_size(s)});
+  Tensor reserve = x.new_empty({s.D, reserve_size(kept)});
   std::vector<Tensor> xps, w_hhTs, w_hrTs;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     const bool reverse = d == 1;
-    const Reserve res(s, reserve[d]);
+    const Reserve res(kept, reserve[d]);
     Tensor xp;
     if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
       Tensor raw = res.get("raw").view({s.T * s.B, s.GX});
@@ -357,10 +362,11 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     using T = scalar_t;
     each_direction(s, [&](int64_t d) {
       const Record& r = recs[d];
-      const Reserve res(s, reserve[d]);
+      const Reserve res(kept, reserve[d]);
       std::vector<T> zeros;
       Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor());
       Direction<T> dir;
+      dir.keep = keep;
       dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
       dir.states = states[d].data_ptr<T>(), dir.cells = lstm ? cells[d].data_ptr<T>() : nullptr;
       dir.gates = gates[d].data_ptr<T>(), dir.extra = mut<T>(res.get("extra"));
@@ -369,6 +375,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
     });
   });
+  if (!keep) return {states, cells, x.new_empty({0}), c_pre, x.new_empty({0})};
   return {states, cells, gates, c_pre, reserve};
 }
 
@@ -593,7 +600,8 @@ void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) 
 
 TORCH_LIBRARY(rnnlab, m) {
   // w_hr (the LSTM's projection) last, with a default: calls written before it existed stay valid
-  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", Tensor? w_hr=None, *, str cell, bool coupled=False) -> "
+  // keep=False: inference — gates and reserve come back empty, nothing is kept for a backward
+  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", Tensor? w_hr=None, *, str cell, bool coupled=False, bool keep=True) -> "
         "(Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "

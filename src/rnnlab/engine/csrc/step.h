@@ -74,6 +74,8 @@ struct Loop {
   const T* w_hh;     // (rec, P) backward
   const T* w_hrT;    // projection: (H, P) forward, null without one
   const T* w_hr;     // projection: (P, H) backward
+  PackedB<T> packed;       // forward: W_hhᵀ's first block packed once per call (the driver decides), or off
+  PackedB<T> packed_back;  // backward: W_hh's first block, likewise
   const T* b_hn;     // GRU reset="after": (H), zeros when absent
   const T* pf;       // LSTM peepholes (H each), zeros when absent
   const T* pi;
@@ -85,10 +87,12 @@ struct Loop {
 
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
   void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) const {
+    if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
   void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) const {
+    if (row == 0 && packed_back.on() && rows == packed_back.depth()) return packed_back.product(d, ldd, beta, out, P);
     gemm<T>(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
   }
   // the LSTM's projection: h (B, P) = m (B, H) · W_hrᵀ, and its backward ∂m (B, H) = ∂h (B, P) · W_hr
