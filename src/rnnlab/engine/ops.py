@@ -111,7 +111,7 @@ if _LIBRARY["path"] is not None:
 
     @torch.library.register_fake("rnnlab::recurrent_level")
     def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                    ln_c_w, ln_c_b, zone, *, cell, coupled=False):
+                    ln_c_w, ln_c_b, zone, *, cell, coupled=False, bf16=False):
         T, B, _ = x.shape
         D, H, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
         K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None)
@@ -122,7 +122,7 @@ if _LIBRARY["path"] is not None:
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
-                             g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True):
+                             g_c_pre, *, cell, coupled=False, need_x=True, need_weights=True, bf16=False):
         none = x.new_empty(0)
         like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
         return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
@@ -145,6 +145,7 @@ if _LIBRARY["path"] is not None:
 
 def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
+    ctx.bf16 = keyword_only_inputs.get("bf16", False)  # the backward runs the forward's mode
     ctx.save_for_backward(*inputs, *output)
     ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
 
@@ -165,7 +166,7 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
         x, *(v[n] for n in FIELDS), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, cell=ctx.cell, coupled=ctx.coupled,
-        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS))
+        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16)
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
@@ -285,22 +286,45 @@ class _EagerLevel(torch.autograd.Function):
     step). Tracing (torch.compile, torch.export) goes through the operator's own registration."""
 
     @staticmethod
-    def forward(ctx, cell, coupled, *inputs):
-        out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)  # below autograd here
-        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled}, out)
+    def forward(ctx, cell, coupled, bf16, *inputs):
+        out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=bf16)  # below autograd here
+        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, out)
         return out
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None, None, *_level_backward(ctx, *grads))
+        return (None, None, None, *_level_backward(ctx, *grads))
+
+
+def autocast_bf16() -> bool:
+    """Whether CPU autocast is on with dtype bfloat16: the operators' bf16 mode is asked for (``csrc/ops.cpp``'s
+    AutocastCPU kernel sets ``bf16=True`` the same way; ``use_bf16`` there decides whether it runs)."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def bf16_kernel() -> str:
+    """Which kernel ``recurrent_level``'s bf16 mode (CPU autocast with bfloat16) runs on this machine: "mkl-bf16
+    (amx)" or "mkl-bf16 (avx512-bf16)"; or why it runs float32 instead: "float32 (no bf16 GEMM on this CPU)",
+    "float32 (no bf16 GEMM in this BLAS)", "float32 (RNNLAB_BF16=0)" (the override that forces the float32 path).
+    Even where it runs, small levels run float32 (``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``)."""
+    if _LIBRARY["path"] is None:
+        return "float32 (no native operators)"
+    return torch.ops.rnnlab.bf16_kernel()
 
 
 def recurrent_level(*inputs, cell: str, coupled: bool = False):
     """``torch.ops.rnnlab.recurrent_level(*inputs, cell=, coupled=)``, the same autograd, less per-call overhead
-    in eager mode (``_EagerLevel``); the operator itself while torch traces."""
+    in eager mode (``_EagerLevel``); the operator itself while torch traces. Under CPU autocast the eager path
+    does what the operator's AutocastCPU kernel does (which ``_EagerLevel`` would bypass for its saved tensors):
+    low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
         return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)
-    return _EagerLevel.apply(cell, coupled, *inputs)
+    bf16 = False
+    if torch.is_autocast_enabled("cpu"):
+        bf16 = autocast_bf16()
+        inputs = tuple(t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+                       for t in inputs)
+    return _EagerLevel.apply(cell, coupled, bf16, *inputs)
 
 
 if _LIBRARY["path"] is not None:

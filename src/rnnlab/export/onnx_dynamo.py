@@ -60,7 +60,7 @@ def _stack(values):
 
 
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                         ln_c_w, ln_c_b, zone, cell: str = "", coupled: bool = False):
+                         ln_c_w, ln_c_b, zone, cell: str = "", coupled: bool = False, bf16: bool = False):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
     if ln_hh_w is not None or ln_ih_w is not None:
         raise ValueError("model: a layer with layer_norm=True has no ONNX operator (ONNX's RNN, LSTM and GRU have no "

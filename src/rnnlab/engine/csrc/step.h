@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "blas.h"
@@ -80,12 +81,32 @@ struct Loop {
   std::vector<T> scratch;  // per-step buffers a cell asks for (sized by the driver)
   std::vector<T> ln_step;  // ln_rows_back's per-step sums (2 × the widest normalised row)
 
+  // bf16 mode (float only): W_hh's bf16 copies, made once per call; the GEMMs' left operand (h, or the
+  // gradient rows) is rounded to bf16 per step into ``in16``; products accumulate and land in float32
+  const bf16_t* w_hhT16 = nullptr;  // (H, rec) forward
+  const bf16_t* w_hh16 = nullptr;   // (rec, H) backward
+  std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+
   // out (B, width) = in (B, H) · W_hhᵀ[:, col : col + width]
-  void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) const {
+  void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_hhT16) {
+        to_bf16_rows(B, H, in, H, in16.data());
+        gemm_bf16(false, false, B, width, H, in16.data(), H, w_hhT16 + col, ldw, 0.0f, out, ldo);
+        return;
+      }
+    }
     gemm<T>(B, width, H, in, H, w_hhT + col, ldw, T(0), out, ldo);
   }
   // out (B, H) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
-  void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) const {
+  void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_hh16) {
+        to_bf16_rows(B, rows, d, ldd, in16.data());
+        gemm_bf16(false, false, B, H, rows, in16.data(), rows, w_hh16 + row * H, H, beta, out, H);
+        return;
+      }
+    }
     gemm<T>(B, H, rows, d, ldd, w_hh + row * H, H, beta, out, H);
   }
 };
