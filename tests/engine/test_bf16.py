@@ -186,6 +186,22 @@ def test_compile_under_autocast_equals_eager():
 
 
 @requires_bf16
+def test_export_under_autocast_records_the_bf16_mode():
+    """torch.export traces above the AutocastCPU kernel: the layer's call asks for the mode itself, so the
+    exported graph holds recurrent_level(..., bf16=True) and runs it (as it holds aten's own casts to bf16)."""
+    torch.manual_seed(0)
+    layer = contractive(rnnlab.GRU(X, H, engine="native")).eval()
+    x = torch.randn(T, B, X)
+    with torch.autocast(**BF16):
+        program = torch.export.export(layer, (x,))
+        eager = layer(x)[0]
+    calls = [n for n in program.graph.nodes if n.target == torch.ops.rnnlab.recurrent_level.default]
+    assert calls and all(n.kwargs.get("bf16") for n in calls)
+    torch.testing.assert_close(program.module()(x)[0], eager, atol=0, rtol=0)
+    assert rel(eager, layer(x)[0]) > 0
+
+
+@requires_bf16
 def test_adding_problem_trains_as_in_float32():
     """The adding problem at T = 100 (an LSTM, the same seed and batches): trained under bf16 autocast it
     reaches the float32 run's held-out MSE band, far below the baseline's 1/6."""
@@ -225,3 +241,10 @@ def train_adding():
             out, _ = rnn(test.x.transpose(0, 1))
             results.append(float((head(out[-1]).squeeze(-1).float() - test.y).square().mean()))
     return results
+
+
+def test_bf16_tensors_outside_autocast_are_refused_with_the_way_in():
+    x = torch.randn(4, 2, 3).bfloat16()
+    with pytest.raises(TypeError, match=r"expected float32 or float64, got BFloat16 \(for bf16 GEMMs pass float32"):
+        torch.ops.rnnlab.recurrent_level(x, torch.randn(1, 4, 3), torch.randn(1, 4, 4), torch.zeros(1, 2, 4),
+                                         *(None,) * 13, cell="rnn_tanh")

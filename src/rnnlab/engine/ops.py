@@ -318,7 +318,8 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False):
     does what the operator's AutocastCPU kernel does (which ``_EagerLevel`` would bypass for its saved tensors):
     low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)
+        # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=autocast_bf16())
     bf16 = False
     if torch.is_autocast_enabled("cpu"):
         bf16 = autocast_bf16()

@@ -148,7 +148,10 @@ Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor
   TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected a 3-D tensor (T, B, X), got shape ", x.sizes());
   s.dtype = x.scalar_type();
   TORCH_CHECK_TYPE(s.dtype == at::kFloat || s.dtype == at::kDouble, fn, ": x: expected float32 or float64, got ",
-                   s.dtype);
+                   s.dtype,
+                   s.dtype == at::kBFloat16 ? " (for bf16 GEMMs pass float32 tensors with bf16=True, or call under "
+                                              "torch.autocast(\"cpu\", dtype=torch.bfloat16))"
+                                            : "");
   TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
   TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2), fn,
                     ": w_hh: expected a 3-D tensor (D, G*H, H) with D = 1 or 2 directions, got shape ", w_hh.sizes());
