@@ -248,3 +248,13 @@ def test_bf16_tensors_outside_autocast_are_refused_with_the_way_in():
     with pytest.raises(TypeError, match=r"expected float32 or float64, got BFloat16 \(for bf16 GEMMs pass float32"):
         torch.ops.rnnlab.recurrent_level(x, torch.randn(1, 4, 3), torch.randn(1, 4, 4), torch.zeros(1, 2, 4),
                                          *(None,) * 13, cell="rnn_tanh")
+
+
+@requires_bf16
+@pytest.mark.parametrize("cell", ["lstm", "gru_after"])
+def test_opcheck_with_the_bf16_flag(cell):
+    """schema, fake shapes, autograd registration and AOT dispatch with bf16=True at a size that runs the mode."""
+    args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in level_args(torch.float32, cell))
+    if cell == "gru_after":
+        args = args[:6] + (torch.rand(1, H) - 0.5,) + args[7:]
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, {"cell": cell, "bf16": True})
