@@ -145,6 +145,10 @@ def test_operator_flag(cell, monkeypatch):
         if b.numel() and b.norm() > 0:
             assert rel(a, b) <= BOUND
     assert rel(bf[0], ref[0]) > 0
+    with torch.autocast(**BF16):  # the AutocastCPU kernel asks for the mode itself
+        auto = torch.ops.rnnlab.recurrent_level(*args, cell=cell)
+    for a, b in zip(auto, bf[:5]):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
     args64 = level_args(torch.float64, cell)
     for a, b in zip(both_passes(args64, cell, True), both_passes(args64, cell, False)):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
@@ -165,8 +169,8 @@ def test_small_levels_run_float32():
 
 @requires_bf16
 def test_compile_under_autocast_equals_eager():
-    """torch.compile traces the AutocastCPU kernel's choice (bf16=True in the graph) and its backward runs the
-    same mode: the compiled model gives eager autocast's values and gradients."""
+    """torch.compile under autocast: the graph's recurrent_level runs the bf16 mode and its backward the same
+    mode, so the compiled model gives eager autocast's values and gradients."""
     torch.manual_seed(0)
     layer = contractive(rnnlab.LSTM(X, H, engine="native"))
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
