@@ -10,6 +10,9 @@ The operator (``ops.py``; its kernels in ``csrc/``: the driver ``driver.h`` and 
               ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂aᵀ · h_{t-1}
               each one GEMM or reduction over all T·B rows
 
+Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the operators run their bf16 mode: bf16 GEMM operands,
+float32 accumulation, pointwise maths and state (``csrc/ops.cpp``'s ``use_bf16``; ``ops.bf16_kernel()``).
+
 This file turns a layer's call into the operator's named fields: the cell's kernel and the variants
 it computes come from the cell's ``SPEC``; the stacking is ``stack.run_stack``'s. Without the compiled
 operators (no compiler at install) the native engine runs the reference engine, with one warning;

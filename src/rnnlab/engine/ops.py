@@ -113,7 +113,7 @@ if _LIBRARY["path"] is not None:
 
     @torch.library.register_fake("rnnlab::recurrent_level")
     def _level_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                    ln_c_w, ln_c_b, zone, w_hr=None, *, cell, coupled=False, keep=True):
+                    ln_c_w, ln_c_b, zone, w_hr=None, *, cell, coupled=False, keep=True, bf16=False):
         T, B, _ = x.shape
         D, P, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
         H = P if w_hr is None else w_hr.shape[2]  # a projection carries h (P wide), C_t and the gates are H wide
@@ -126,7 +126,7 @@ if _LIBRARY["path"] is not None:
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
-                             g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True):
+                             g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True, bf16=False):
         none = x.new_empty(0)
         like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
         return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
@@ -152,6 +152,7 @@ def _level_setup(ctx, inputs, keyword_only_inputs, output):
     if not keyword_only_inputs.get("keep", True) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
         raise ValueError("keep: expected True when an input needs a gradient (keep=False keeps nothing for the "
                          "backward), got False")
+    ctx.bf16 = keyword_only_inputs.get("bf16", False)  # the backward runs the forward's mode
     ctx.given = len(inputs)  # a call may leave out the trailing w_hr (its default, None)
     inputs = (*inputs, *(None,) * (1 + len(FIELDS) - len(inputs)))
     ctx.save_for_backward(*inputs, *output)
@@ -185,7 +186,7 @@ def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre):
         x, *(v[n] for n in FIELDS[:-1]), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
-        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS))
+        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16)
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
@@ -305,26 +306,51 @@ class _EagerLevel(torch.autograd.Function):
     step). Tracing (torch.compile, torch.export) goes through the operator's own registration."""
 
     @staticmethod
-    def forward(ctx, cell, coupled, *inputs):
-        out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)  # below autograd here
-        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled}, out)
-        ctx.offset = 2
+    def forward(ctx, cell, coupled, bf16, *inputs):
+        out = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=bf16)  # below autograd here
+        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, out)
+        ctx.offset = 3
         return out
 
     @staticmethod
     def backward(ctx, *grads):
-        return (None, None, *_level_backward(ctx, *grads))
+        return (None, None, None, *_level_backward(ctx, *grads))
+
+
+def autocast_bf16() -> bool:
+    """Whether CPU autocast is on with dtype bfloat16: the operators' bf16 mode is asked for (``csrc/ops.cpp``'s
+    AutocastCPU kernel sets ``bf16=True`` the same way; ``use_bf16`` there decides whether it runs)."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def bf16_kernel() -> str:
+    """Which kernel ``recurrent_level``'s bf16 mode (CPU autocast with bfloat16) runs on this machine: "mkl-bf16
+    (amx)" or "mkl-bf16 (avx512-bf16)"; or why it runs float32 instead: "float32 (no bf16 GEMM on this CPU)",
+    "float32 (no bf16 GEMM in this BLAS)", "float32 (RNNLAB_BF16=0)" (the override that forces the float32 path).
+    Even where it runs, small levels run float32 (``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``)."""
+    if _LIBRARY["path"] is None:
+        return "float32 (no native operators)"
+    return torch.ops.rnnlab.bf16_kernel()
 
 
 def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True):
     """``torch.ops.rnnlab.recurrent_level(*inputs, cell=, coupled=)``, the same autograd, less per-call overhead
-    in eager mode (``_EagerLevel``); the operator itself while torch traces. ``keep=False`` is inference: the
-    caller asks for no gates and nothing for a backward, and no input may need a gradient."""
+    in eager mode (``_EagerLevel``); the operator itself while torch traces. Under CPU autocast the eager path
+    does what the operator's AutocastCPU kernel does (which ``_EagerLevel`` would bypass for its saved tensors):
+    low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast.
+    ``keep=False`` is inference: the caller asks for no gates and nothing for a backward, and no input may need
+    a gradient."""
     if not keep:
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=False)
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=False, bf16=autocast_bf16())
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled)
-    return _EagerLevel.apply(cell, coupled, *inputs)
+        # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=autocast_bf16())
+    bf16 = False
+    if torch.is_autocast_enabled("cpu"):
+        bf16 = autocast_bf16()
+        inputs = tuple(t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+                       for t in inputs)
+    return _EagerLevel.apply(cell, coupled, bf16, *inputs)
 
 
 if _LIBRARY["path"] is not None:

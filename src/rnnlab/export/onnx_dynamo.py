@@ -60,7 +60,8 @@ def _stack(values):
 
 
 def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
-                         ln_c_w, ln_c_b, zone, w_hr=None, cell: str = "", coupled: bool = False, keep: bool = True):
+                         ln_c_w, ln_c_b, zone, w_hr=None, cell: str = "", coupled: bool = False, keep: bool = True,
+                         bf16: bool = False):
     """``rnnlab::recurrent_level`` as one ONNX RNN / LSTM / GRU node (see the module's docstring)."""
     if w_hr is not None:
         raise ValueError(PROJECTION_REFUSED.format(who="LSTM", P=w_hr.shape[1]))

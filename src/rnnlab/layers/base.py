@@ -34,6 +34,11 @@ class RecurrentLayer(nn.Module):
     """Base class of ``rnnlab.RNN``, ``rnnlab.LSTM`` and ``rnnlab.GRU``."""
 
     cell_class: type[RecurrentCell]
+    # under CPU autocast, the dtype of ``out`` and ``h_n`` — torch.nn's for the same call (torch 2.13, padded
+    # input): "autocast" (its dtype: torch.nn.RNN, torch.nn.LSTM), "input" (x's own dtype: torch.nn.GRU), or
+    # None (left as the engine computed it: float32 from the native operators)
+    AUTOCAST_OUTPUT: str | None = None
+    _LOW = (torch.bfloat16, torch.float16)
 
     def __init__(
         self,
@@ -240,6 +245,7 @@ class RecurrentLayer(nn.Module):
         is one), ``h_n`` (D·num_layers, B, H), LSTM ``(h_n, c_n)`` — and with ``return_gates=True``
         also the gate traces: ``{"l0": {"f": (T, B, H), ...}, "l0_reverse": {...}, ...}``.
         """
+        x, hx, cast = self._autocast(x, hx)
         packed = isinstance(x, PackedSequence)
         if packed:
             if lengths is not None:
@@ -266,10 +272,32 @@ class RecurrentLayer(nn.Module):
             out = out.transpose(0, 1)
         if traces is not None and unbatched:
             traces = {key: {n: v.squeeze(1) for n, v in tr.items()} for key, tr in traces.items()}
+        if cast is not None:
+            out = out.to(cast)  # a PackedSequence casts its data
+            state_n = tuple(s.to(cast) for s in state_n)
         h_n = state_n if len(state_n) > 1 else state_n[0]
         if return_gates:
             return out, h_n, traces
         return out, h_n
+
+    def _autocast(self, x: Any, hx: Any) -> tuple[Any, Any, torch.dtype | None]:
+        """Under CPU autocast: x and hx given in bfloat16/float16 (say from an autocast nn.Linear) are cast up
+        to the parameters' dtype (differentiably; the engines compute from there — the native operators in
+        their bf16 mode under bfloat16 autocast), and the dtype out and h_n are returned in
+        (``AUTOCAST_OUTPUT``). Outside autocast, on other devices, or for float64 parameters: unchanged, None."""
+        ref = self.weight_ih_l0
+        if ref.device.type != "cpu" or ref.dtype != torch.float32 or not torch.is_autocast_enabled("cpu"):
+            return x, hx, None
+        given = x.data.dtype if isinstance(x, (torch.Tensor, PackedSequence)) else None
+
+        def up(t):
+            low = isinstance(t, (torch.Tensor, PackedSequence)) and getattr(t, "data", t).dtype in self._LOW
+            return t.to(ref.dtype) if low else t
+
+        x = up(x)
+        hx = tuple(up(t) for t in hx) if isinstance(hx, (tuple, list)) else up(hx)
+        cast = {"autocast": torch.get_autocast_dtype("cpu"), "input": given}.get(self.AUTOCAST_OUTPUT)
+        return x, hx, cast
 
     def _check_input(self, x: Any) -> tuple[torch.Tensor, bool]:
         """Returns x as (T, B, X) and whether it was unbatched."""

@@ -32,6 +32,7 @@ class GRU(RecurrentLayer):
     """
 
     cell_class = GRUCell
+    AUTOCAST_OUTPUT = "input"  # torch.nn.GRU under CPU autocast returns x's own dtype
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, reset="before", *, init="default", engine="auto", learn_initial_state=False,

@@ -38,6 +38,7 @@ class LSTM(RecurrentLayer):
     """
 
     cell_class = LSTMCell
+    AUTOCAST_OUTPUT = "autocast"  # torch.nn.LSTM under CPU autocast returns its dtype
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, *, init="default", engine="auto", learn_initial_state=False, layer_norm=False,

@@ -24,6 +24,7 @@ class RNN(RecurrentLayer):
     """
 
     cell_class = RNNCell
+    AUTOCAST_OUTPUT = "autocast"  # torch.nn.RNN under CPU autocast returns its dtype
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, nonlinearity="tanh", *, init="default", engine="auto",

@@ -7,6 +7,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <immintrin.h>
+
 extern "C" {
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
             const float*, const int*, const float*, float*, const int*);
@@ -19,6 +21,10 @@ size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
 void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*) __attribute__((weak));
 void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int, float, float*, int)
     __attribute__((weak));
+// MKL's bf16 GEMM (row-major flag 101, no-transpose 111, transpose 112): bf16 operands, float32 accumulation
+// and output; weak, so another BLAS still links (and the operators then never run their bf16 mode)
+void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha, const uint16_t* a,
+                            int lda, const uint16_t* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
 }
 
 namespace rnnlab {
@@ -94,6 +100,45 @@ class PackedB {
   std::vector<float> buf_;
   int64_t M_ = 0, N_ = 0, K_ = 0;
 };
+// ---- bf16: the operators' mixed-precision mode (ops.cpp's use_bf16 says when it runs) ----
+// a bf16 number is the upper half of a float32's bits: 8 significant bits, the float32 exponent range
+using bf16_t = uint16_t;
+
+inline bool have_gemm_bf16() { return cblas_gemm_bf16bf16f32 != nullptr; }
+
+// float32 -> bf16, round to nearest even (NaN stays NaN)
+inline bf16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<bf16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<bf16_t>(u >> 16);
+}
+
+// rows (rows, cols) of a row-major float32 matrix with row stride ld -> a dense bf16 (rows, cols); the
+// vector form (VCVTNEPS2BF16, round to nearest even) runs only where the CPU has AVX-512-BF16, which the
+// bf16 mode requires (ops.cpp's bf16_kernel)
+__attribute__((target("avx512f,avx512bf16,avx512vl"))) inline void to_bf16_rows(int64_t rows, int64_t cols,
+                                                                                  const float* in, int64_t ld,
+                                                                                  bf16_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = in + r * ld;
+    bf16_t* dst = out + r * cols;
+    int64_t j = 0;
+    for (; j + 16 <= cols; j += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+    for (; j < cols; ++j) dst[j] = to_bf16(src[j]);
+  }
+}
+
+// row-major C (M, N) = op(A) · op(B) + beta · C: A is (M, K), or (K, M) when ta; B is (K, N), or (N, K) when tb;
+// bf16 operands, float32 accumulation into float32 C
+inline void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const bf16_t* A, int64_t lda,
+                      const bf16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_gemm_bf16bf16f32(101, ta ? 112 : 111, tb ? 112 : 111, static_cast<int>(M), static_cast<int>(N),
+                         static_cast<int>(K), 1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C,
+                         static_cast<int>(ldc));
+}
 
 // the per-step GEMMs of a small layer are a few µs: on a busy machine, waking a second BLAS thread
 // for each can cost more than the GEMM, so the driver says how many threads the loop's GEMMs get

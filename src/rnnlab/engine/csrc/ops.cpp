@@ -26,10 +26,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/cpu/Utils.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <thread>
@@ -151,7 +154,10 @@ Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor
   TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected a 3-D tensor (T, B, X), got shape ", x.sizes());
   s.dtype = x.scalar_type();
   TORCH_CHECK_TYPE(s.dtype == at::kFloat || s.dtype == at::kDouble, fn, ": x: expected float32 or float64, got ",
-                   s.dtype);
+                   s.dtype,
+                   s.dtype == at::kBFloat16 ? " (for bf16 GEMMs pass float32 tensors with bf16=True, or call under "
+                                              "torch.autocast(\"cpu\", dtype=torch.bfloat16))"
+                                            : "");
   TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
   TORCH_CHECK_VALUE(w_hh.dim() == 3 && (w_hh.size(0) == 1 || w_hh.size(0) == 2), fn,
                     ": w_hh: expected a 3-D tensor (D, G*H, H) with D = 1 or 2 directions, got shape ", w_hh.sizes());
@@ -224,6 +230,103 @@ T* mut(const Tensor& t) {
 // thread for a few-µs GEMM costs more than it saves, and far more on a busy machine
 constexpr int64_t PARALLEL_STEP_MACS = int64_t(1) << 20;
 
+// ---------------------------------------------------------------------------------------------
+// bf16 mode (under torch.autocast("cpu", dtype=torch.bfloat16); the schemas' ``bf16`` flag asks for it)
+//
+// Every GEMM takes bf16 operands and accumulates in float32: the input projection x·W_ihᵀ, the per-step
+// h_in·W_hhᵀ (W_hh rounded once per call, h_in per step), the backward per-step ∂·W_hh, and the gradient
+// GEMMs ∂x, ∂W_ih, ∂W_hh. Everything else stays float32: the pointwise maths, the carried state h and the
+// LSTM's C, the saved gates, layer norm, the outputs.
+//
+// Accuracy. Rounding a float32 to bf16 (8 significant bits, round to nearest) has relative error at most
+// u = 2^-9. A product of two rounded operands summed in float32 over K terms is
+//   Σ a_k(1+α_k) b_k(1+β_k) = Σ a_k b_k + E,  |E| ≤ (2u + u²) Σ|a_k b_k|  (+ float32's K·2^-24 Σ|a_k b_k|),
+// so each GEMM's output error is elementwise ≤ ~2u Σ_k|a_k b_k| = 2^-8 |A||B|, and in Frobenius norm
+// ‖E‖ ≤ 2u ‖ |A| ‖ ‖ |B| ‖. For the inputs seen here (weights ~U(-1/√H, 1/√H), states |h| ≤ 1, no strong
+// cancellation) Σ|ab| is within a small factor of |Σab|, so every GEMM output carries ~2^-8 relative
+// error. The pointwise maths is 1-Lipschitz per gate (σ' ≤ 1/4, tanh' ≤ 1), and a contractive recurrence
+// (‖∂h_t/∂h_{t-1}‖ ≤ ρ < 1; the tests halve W_hh to make sure of it) sums per-step errors to at most
+// 1/(1-ρ) times one step's; so outputs, h_n and parameter gradients stay within a
+// relative Frobenius error of a few 2^-8 ≈ 0.4% of the float32 reference (measured: 0.3–1%):
+// tests/engine/test_bf16.py asserts ≤ 2^-5 (3%) for every cell and variant, which is this bound with room
+// for the conditioning factor. Two exceptions, both properties of the function rather than of bf16: an
+// expansive recurrence (say layer norm's default gains of 1 over 50 steps) amplifies any rounding, float32's
+// included, and no bound holds there; and the ReLU RNN's gradients are not Lipschitz in the pre-activations
+// (a unit within rounding of 0 flips its whole gradient), so they move by as much as the float32 function's
+// own do when only its weights and x are rounded to bf16 (~6%), which is what the test bounds them by.
+// ---------------------------------------------------------------------------------------------
+
+// which kernel the bf16 mode runs on this machine, or why it runs in float32 (bf16_kernel() in Python)
+const std::string& bf16_hardware() {
+  static const std::string kernel = [] {
+    if (!have_gemm_bf16()) return std::string("float32 (no bf16 GEMM in this BLAS)");
+    const auto caps = at::cpu::get_cpu_capabilities();
+    auto has = [&](const char* name) {
+      const auto it = caps.find(name);
+      return it != caps.end() && it->second.isBool() && it->second.toBool();
+    };
+    // the per-step conversions use AVX-512-BF16; without it MKL's bf16 GEMM is emulated and slower than float32
+    if (!has("avx512_bf16")) return std::string("float32 (no bf16 GEMM on this CPU)");
+    if (has("amx_bf16") && has("amx_tile") && at::cpu::init_amx()) return std::string("mkl-bf16 (amx)");
+    return std::string("mkl-bf16 (avx512-bf16)");
+  }();
+  return kernel;
+}
+
+bool bf16_hardware_ok() { return bf16_hardware().rfind("mkl-bf16", 0) == 0; }
+
+// RNNLAB_BF16=0 forces the float32 path (tests use it to check the fallback)
+bool bf16_disabled() {
+  const char* v = std::getenv("RNNLAB_BF16");
+  return v != nullptr && std::string(v) == "0";
+}
+
+std::string bf16_kernel() {
+  if (bf16_disabled() && bf16_hardware_ok()) return "float32 (RNNLAB_BF16=0)";
+  return bf16_hardware();
+}
+
+// The threshold rule, in one place: a call runs its bf16 mode when asked, on float32 tensors, where the
+// hardware has it, and where its per-step recurrent GEMM has at least BF16_MIN_STEP_MACS multiply-adds
+// (B · rec · H, rec = the rows of W_hh); else it runs float32 throughout. Measured (T = 100, one thread,
+// forward and backward operator calls, min of 10, on a shared 2-core AMX machine): at B·rec·H ≤ 2^16
+// (LSTM B = 8, H = 32; RNN B = 16, H = 64) the bf16 mode is 0–60% slower — the per-step GEMM is a few µs,
+// and rounding h to bf16 plus MKL's bf16 call overhead cost more than AMX saves; around 2^17 (LSTM B = 32,
+// H = 32; RNN B = 32, H = 64) it breaks even to 1.2× faster; from 2^19 (LSTM B = 32, H = 64) it is 1.3–3×
+// faster, the backward most.
+constexpr int64_t BF16_MIN_STEP_MACS = int64_t(1) << 17;
+
+bool use_bf16(const Shape& s, bool requested) {
+  if (!requested || s.dtype != at::kFloat || !bf16_hardware_ok() || bf16_disabled()) return false;
+  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
+  return s.B * R * s.H >= BF16_MIN_STEP_MACS;
+}
+
+Tensor to16(const Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
+
+// row-major out (M, N) = op(a) · op(b) + beta · out, for 2-D bf16 a, b with unit column stride (a narrow of
+// a wider matrix is fine) and a contiguous float32 out: op(a) is a (M, K) or aᵀ when ta, op(b) likewise
+void mm16(const Tensor& a, bool ta, const Tensor& b, bool tb, float beta, Tensor& out) {
+  const int64_t M = ta ? a.size(1) : a.size(0), K = ta ? a.size(0) : a.size(1), N = tb ? b.size(0) : b.size(1);
+  TORCH_CHECK(a.stride(1) == 1 && b.stride(1) == 1 && out.is_contiguous() && out.size(0) == M &&
+                  out.size(1) == N && (tb ? b.size(1) : b.size(0)) == K,
+              "rnnlab: mm16: internal shape error");
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    out.mul_(beta);
+    return;
+  }
+  gemm_bf16(ta, tb, M, N, K, reinterpret_cast<const bf16_t*>(a.data_ptr()), a.stride(0),
+            reinterpret_cast<const bf16_t*>(b.data_ptr()), b.stride(0), beta, out.data_ptr<float>(), N);
+}
+
+// a new float32 (M, N) = op(a) · op(b)
+Tensor mm16(const Tensor& a, bool ta, const Tensor& b, bool tb) {
+  Tensor out = at::empty({ta ? a.size(1) : a.size(0), tb ? b.size(0) : b.size(1)}, a.options().dtype(at::kFloat));
+  mm16(a, ta, b, tb, 0.0f, out);
+  return out;
+}
+
 // run job(d) for each direction: at once on two threads (each loop's GEMMs on one BLAS thread) when
 // there are two directions and two or more threads, else one after the other
 template <typename Job>
@@ -278,13 +381,19 @@ void with_cell(const Shape& s, F f) {
 // the services of one direction's loop
 template <typename T>
 Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, const Tensor& w_hrT,
-                  std::vector<T>& zeros, const Tensor& dhh) {
+                  std::vector<T>& zeros, const Tensor& dhh, const Tensor& w_hhT16 = Tensor(),
+                  const Tensor& w_hh16 = Tensor()) {
   Loop<T> k;
   k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
   k.w_hhT = w_hhT.defined() ? w_hhT.data_ptr<T>() : nullptr;
   k.w_hh = r.w_hh.data_ptr<T>();
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
+  if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
+    k.w_hhT16 = w_hhT16.defined() ? reinterpret_cast<const bf16_t*>(w_hhT16.data_ptr()) : nullptr;
+    k.w_hh16 = w_hh16.defined() ? reinterpret_cast<const bf16_t*>(w_hh16.data_ptr()) : nullptr;
+    k.in16.assign(s.B * std::max(s.H, k.ldw), bf16_t(0));
+  }
   zeros.assign(s.H, T(0));
   k.b_hn = s.bias_hn ? r.b_hn.data_ptr<T>() : zeros.data();
   k.pf = k.pi = k.po = zeros.data();
@@ -316,7 +425,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
                          const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
                          const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
                          const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Opt& w_hr,
-                         c10::string_view cell, bool coupled, bool keep) {
+                         c10::string_view cell, bool coupled, bool keep, bool bf16) {
   const char* fn = "rnnlab::recurrent_level";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -335,26 +444,36 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   Tensor gates = x.new_empty({s.D, kept.T, s.B, s.GH});
   Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
   Tensor reserve = x.new_empty({s.D, reserve_size(kept)});
-  std::vector<Tensor> xps, w_hhTs, w_hrTs;
+  const bool half = use_bf16(s, bf16);
+  const Tensor x16 = half ? to16(x2) : Tensor();
+  std::vector<Tensor> xps, w_hhTs, w_hrTs, w_hhT16s;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     const bool reverse = d == 1;
     const Reserve res(kept, reserve[d]);
+    const Tensor w_ih16 = half ? to16(r.w_ih) : Tensor();
     Tensor xp;
     if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
       Tensor raw = res.get("raw").view({s.T * s.B, s.GX});
-      at::mm_out(raw, x2, r.w_ih.t());
+      if (half)
+        mm16(x16, false, w_ih16, true, 0.0f, raw);
+      else
+        at::mm_out(raw, x2, r.w_ih.t());
       const Tensor shift = s.bias ? r.ln_ih_b + r.b : r.ln_ih_b;
       auto [y, mean, rstd] = at::native_layer_norm(raw, {s.GX}, r.ln_ih_w, shift, LN_EPS);
       res.get("ih_mean").view({-1}).copy_(mean.view({-1}));
       res.get("ih_rstd").view({-1}).copy_(rstd.view({-1}));
       xp = y;
+    } else if (half) {  // x W_ihᵀ + b: bf16 operands, the bias added in the GEMM's float32 accumulator
+      xp = s.bias ? r.b.expand({s.T * s.B, s.GX}).contiguous() : x.new_empty({s.T * s.B, s.GX});
+      mm16(x16, false, w_ih16, true, s.bias ? 1.0f : 0.0f, xp);
     } else {
       xp = s.bias ? at::addmm(r.b, x2, r.w_ih.t()) : at::mm(x2, r.w_ih.t());  // one GEMM
     }
     xps.push_back(xp.contiguous());
     w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (P, rec): MKL is faster on it for small B
     w_hrTs.push_back(s.proj ? r.w_hr.t().contiguous() : Tensor());  // W_hrᵀ (H, P)
+    w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
     states[d][reverse ? s.T : 0].copy_(r.h0);
     if (lstm) cells[d][reverse ? s.T : 0].copy_(r.c0);
   }
@@ -364,7 +483,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       const Record& r = recs[d];
       const Reserve res(kept, reserve[d]);
       std::vector<T> zeros;
-      Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor());
+      Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor(), w_hhT16s[d]);
       Direction<T> dir;
       dir.keep = keep;
       dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
@@ -402,7 +521,7 @@ LevelGrads recurrent_level_backward(
     const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Tensor& states,
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
-    const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights) {
+    const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights, bool bf16) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -427,6 +546,9 @@ LevelGrads recurrent_level_backward(
     Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
   };
   std::vector<Work> work(s.D);
+  const bool half = use_bf16(s, bf16);
+  std::vector<Tensor> w_hh16s;  // bf16 mode: W_hh rounded once for the whole loop
+  for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half ? to16(recs[d].w_hh) : Tensor());
   for (int64_t d = 0; d < s.D; ++d) {
     Work& w = work[d];
     w.states = states_c[d], w.cells = lstm ? cells_c[d] : Tensor(), w.gates = gates_c[d];
@@ -452,7 +574,7 @@ LevelGrads recurrent_level_backward(
       Work& w = work[d];
       const Reserve res(s, w.reserve);
       std::vector<T_> zeros;
-      Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), Tensor(), zeros, w.dhh);
+      Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), Tensor(), zeros, w.dhh, Tensor(), w_hh16s[d]);
       Direction<T_> dir;
       dir.steps = T, dir.reverse = d == 1, dir.mask = ptr<T_>(m);
       dir.states = w.states.data_ptr<T_>(), dir.cells = mut<T_>(w.cells), dir.gates = w.gates.data_ptr<T_>();
@@ -471,6 +593,10 @@ LevelGrads recurrent_level_backward(
   // after the loops: every weight and input gradient is one GEMM or reduction over T·B rows
   const Tensor x2 = x.contiguous().view({T * B, s.X});
   const Tensor none = x.new_empty({0});
+  // the GEMMs' operands: bf16 copies in bf16 mode (products accumulate in float32), else the float tensors
+  auto low = [&](const Tensor& t) { return half ? to16(t) : t; };
+  auto mm_tn = [&](const Tensor& a, const Tensor& b) { return half ? mm16(a, true, b, false) : at::mm(a.t(), b); };
+  const Tensor x2_ = half && need_weights ? to16(x2) : x2;
   Tensor dx;
   std::vector<Tensor> dw_ih, dw_hh, db, db_hn, dh0, dc0, dpeep, dg_ih, db_ih, dg_hh, db_hh, dg_c, db_c, dw_hr;
   for (int64_t d = 0; d < s.D; ++d) {
@@ -486,25 +612,32 @@ LevelGrads recurrent_level_backward(
           res.get("ih_rstd").reshape({T * B, 1}), r.ln_ih_w, r.ln_ih_b, {true, need_weights, need_weights});
       if (need_weights) dg_ih.push_back(dg), db_ih.push_back(d_bias);
     }
-    if (need_x) dx = dx.defined() ? dx.addmm_(d_raw, r.w_ih) : at::mm(d_raw, r.w_ih);
+    const Tensor d_raw_ = low(d_raw);
+    if (need_x && half) {
+      if (!dx.defined()) dx = x.new_empty({T * B, s.X});
+      mm16(d_raw_, false, to16(r.w_ih), false, d == 0 ? 0.0f : 1.0f, dx);
+    } else if (need_x) {
+      dx = dx.defined() ? dx.addmm_(d_raw, r.w_ih) : at::mm(d_raw, r.w_ih);
+    }
     dh0.push_back(w.dh0);
     if (lstm) dc0.push_back(w.dc0);
     if (!need_weights) continue;
     const bool reverse = d == 1;
     Tensor h_prev = reverse ? w.states.narrow(0, 1, T) : w.states.narrow(0, 0, T);  // h_{t-1} of each step t
     if (s.drop) h_prev = h_prev * r.h_mask;  // recurrent dropout: W_hh saw h_{t-1} · mask
-    h_prev = h_prev.reshape({T * B, P});
+    h_prev = low(h_prev.reshape({T * B, P}));
     if (s.proj) dw_hr.push_back(at::mm(w.dhr.view({T * B, P}).t(), res.get("m").reshape({T * B, H})));  // Σ ∂h_tᵀ m_t
-    const Tensor rec = s.ln_hh ? w.dhh.view({T * B, R}) : da2;  // ∂ of the recurrent GEMMs' outputs
+    // ∂ of the recurrent GEMMs' outputs
+    const Tensor rec = s.ln_hh ? low(w.dhh.view({T * B, R})) : (s.ln_ih ? low(da2) : d_raw_);
     if (s.kind == Kind::GRU_BEFORE) {  // the n rows multiply r·h_{t-1}
-      const Tensor extra = res.get("extra").reshape({T * B, H});
-      dw_hh.push_back(at::cat({at::mm(rec.narrow(1, 0, 2 * H).t(), h_prev), at::mm(rec.narrow(1, 2 * H, H).t(), extra)}));
+      const Tensor extra = low(res.get("extra").reshape({T * B, H}));
+      dw_hh.push_back(at::cat({mm_tn(rec.narrow(1, 0, 2 * H), h_prev), mm_tn(rec.narrow(1, 2 * H, H), extra)}));
     } else if (s.kind == Kind::GRU_AFTER && !s.ln_hh) {  // the n rows' gradient is r·∂n_pre
-      dw_hh.push_back(at::cat({at::mm(rec.narrow(1, 0, 2 * H).t(), h_prev), at::mm(w.dhn.view({T * B, H}).t(), h_prev)}));
+      dw_hh.push_back(at::cat({mm_tn(rec.narrow(1, 0, 2 * H), h_prev), mm_tn(low(w.dhn.view({T * B, H})), h_prev)}));
     } else {
-      dw_hh.push_back(at::mm(rec.t(), h_prev));
+      dw_hh.push_back(mm_tn(rec, h_prev));
     }
-    dw_ih.push_back(at::mm(d_raw.t(), x2));
+    dw_ih.push_back(mm_tn(d_raw_, x2_));
     if (s.bias) db.push_back(d_bias.defined() ? d_bias : da2.sum(0));
     if (s.bias_hn) db_hn.push_back(w.dhn.view({T * B, H}).sum(0));
     if (s.peep) {  // ∂p = Σ over T·B rows of ∂a_gate · C (C_{t-1} for f, i; C_t before zoneout for o)
@@ -577,12 +710,20 @@ std::tuple<Tensor, Tensor, Tensor> linear_recurrence_backward(const Tensor& a, c
   return {da, db, dh0};
 }
 
-// under torch.autocast (CPU): the operators compute in float32 with autocast off inside, so that their own
-// GEMMs stay float32 too — bf16/half tensors among the arguments are cast up (the cast is differentiable: autocast
-// sits above autograd), float64 ones are left as they are. (A bf16 path of the loops themselves is separate work.)
+// under torch.autocast (CPU): the operators take float32 arguments with autocast off inside — bf16/half tensors
+// among the arguments are cast up (the cast is differentiable: autocast sits above autograd), float64 ones are
+// left as they are — and recurrent_level runs its bf16 mode (use_bf16: bf16 GEMMs, float32 everything else)
+// when autocast's dtype is bfloat16: the kernel sets the schema's ``bf16`` flag, so a traced graph records it
+// and the backward (register_autograd's setup_context reads it) runs the same mode. Under float16 autocast the
+// operators compute in float32 (no float16 GEMM is faster than float32 on the CPUs this targets).
 void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
-  for (auto& value : *stack) {
+  const auto& args = op.schema().arguments();
+  const size_t first = stack->size() - args.size();
+  const bool bf16 = at::autocast::get_autocast_dtype(at::kCPU) == at::kBFloat16;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto& value = (*stack)[first + i];
+    if (args[i].name() == "bf16" && op.schema().name() == "rnnlab::recurrent_level" && bf16) value = true;
     if (!value.isTensor()) continue;
     const Tensor t = value.toTensor();
     if (t.defined() && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf)) value = t.to(at::kFloat);
@@ -601,17 +742,19 @@ void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) 
 TORCH_LIBRARY(rnnlab, m) {
   // w_hr (the LSTM's projection) last, with a default: calls written before it existed stay valid
   // keep=False: inference — gates and reserve come back empty, nothing is kept for a backward
-  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", Tensor? w_hr=None, *, str cell, bool coupled=False, bool keep=True) -> "
-        "(Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
+  m.def("recurrent_level(" RNNLAB_LEVEL_ARGS ", Tensor? w_hr=None, *, str cell, bool coupled=False, bool keep=True, "
+        "bool bf16=False) -> (Tensor states, Tensor cells, Tensor gates, Tensor c_pre, Tensor reserve)");
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "
-        "Tensor? w_hr=None, *, "
-        "str cell, bool coupled=False, bool need_x=True, bool need_weights=True) -> (Tensor dx, Tensor dw_ih, "
-        "Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, "
-        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
+        "Tensor? w_hr=None, *, str cell, bool coupled=False, bool need_x=True, bool need_weights=True, "
+        "bool bf16=False) -> (Tensor dx, Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, "
+        "Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, "
+        "Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
   m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
   m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
         "-> (Tensor da, Tensor db, Tensor dh0)");
+  // which kernel recurrent_level's bf16 mode runs here, or why it runs float32 (rnnlab.engine.ops.bf16_kernel)
+  m.def("bf16_kernel() -> str", &rnnlab::bf16_kernel);
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "blas.h"
@@ -85,13 +86,33 @@ struct Loop {
   std::vector<T> scratch;  // per-step buffers a cell asks for (sized by the driver)
   std::vector<T> ln_step;  // ln_rows_back's per-step sums (2 × the widest normalised row)
 
+  // bf16 mode (float only): W_hh's bf16 copies, made once per call; the GEMMs' left operand (h, or the
+  // gradient rows) is rounded to bf16 per step into ``in16``; products accumulate and land in float32
+  const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
+  const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
+  std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
-  void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) const {
+  void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_hhT16) {
+        to_bf16_rows(B, P, in, P, in16.data());
+        gemm_bf16(false, false, B, width, P, in16.data(), P, w_hhT16 + col, ldw, 0.0f, out, ldo);
+        return;
+      }
+    }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
-  void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) const {
+  void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_hh16) {
+        to_bf16_rows(B, rows, d, ldd, in16.data());
+        gemm_bf16(false, false, B, P, rows, in16.data(), rows, w_hh16 + row * P, P, beta, out, P);
+        return;
+      }
+    }
     if (row == 0 && packed_back.on() && rows == packed_back.depth()) return packed_back.product(d, ldd, beta, out, P);
     gemm<T>(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
   }

@@ -1,0 +1,264 @@
+"""The native operators' bf16 mode under torch.autocast("cpu", dtype=torch.bfloat16) (csrc/ops.cpp, ``use_bf16``):
+bf16 GEMM operands, float32 accumulation, float32 pointwise maths and carried state.
+
+The accuracy bound (derived in csrc/ops.cpp's bf16 section): each operand's rounding is at most u = 2^-9
+relative, each GEMM output carries ~2u = 2^-8, and through a contractive recurrence the outputs, the final
+state and every gradient stay within a relative Frobenius error of a few 2^-8 of the float32 reference run
+with the same weights. Asserted here: ``BOUND`` = 2^-5, for every cell and variant. The layers are made
+contractive (W_hh halved; layer norm's recurrent gains 0.5) — an expansive recurrence amplifies any
+rounding, float32's own included, and no bound holds there.
+"""
+
+import copy
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.engine import ops
+from rnnlab.tasks.adding import AddingConfig, AddingTask
+
+pytestmark = pytest.mark.skipif(not ops.available(), reason="the native operators are not built")
+requires_bf16 = pytest.mark.skipif(not ops.bf16_kernel().startswith("mkl-bf16"),
+                                   reason=f"no bf16 mode on this machine: {ops.bf16_kernel()}")
+
+BOUND = 2.0 ** -5
+BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
+T, B, X, H = 12, 32, 16, 64  # B·H·H = 2^17: every cell's step GEMM at or above BF16_MIN_STEP_MACS
+
+CASES = [
+    (rnnlab.RNN, {}), (rnnlab.RNN, dict(nonlinearity="relu")), (rnnlab.RNN, dict(bias=False)),
+    (rnnlab.LSTM, {}), (rnnlab.LSTM, dict(peepholes=True)), (rnnlab.LSTM, dict(coupled=True)),
+    (rnnlab.LSTM, dict(coupled=True, peepholes=True)), (rnnlab.LSTM, dict(layer_norm=True)),
+    (rnnlab.LSTM, dict(layer_norm=True, peepholes=True, coupled=True)),
+    (rnnlab.LSTM, dict(recurrent_dropout=0.3, zoneout=0.2)),
+    (rnnlab.GRU, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.GRU, dict(layer_norm=True)),
+    (rnnlab.GRU, dict(layer_norm=True, reset="after")), (rnnlab.GRU, dict(reset="after", zoneout=0.2)),
+    (rnnlab.GRU, dict(recurrent_dropout=0.3)),
+]
+
+
+def contractive(layer):
+    """Halve every W_hh and set layer norm's recurrent gains to 0.5: a contractive recurrence."""
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.startswith("weight_hh"):
+                p.mul_(0.5)
+            elif name.startswith("ln_hh_weight"):
+                p.fill_(0.5)
+    return layer
+
+
+def rel(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+def run(layer, x, lengths, autocast, seed=1):
+    """out, h_n parts and the gradients of x and every parameter, for a loss whose gradient at the outputs
+    is exact in bf16 (so a bf16 output's cast passes it back unrounded)."""
+    torch.manual_seed(seed)  # recurrent dropout's and zoneout's masks: the same draws in every run
+    with torch.autocast(**BF16, enabled=autocast):
+        out, h_n = layer(x, lengths=lengths)
+    parts = h_n if isinstance(h_n, tuple) else (h_n,)
+    g = torch.Generator().manual_seed(2)
+    loss = sum((t.float() * torch.randn(t.shape, generator=g).bfloat16().float()).sum() for t in (out, *parts))
+    return [out, *parts, *torch.autograd.grad(loss, [x, *layer.parameters()])]
+
+
+def step_sensitivity(layer, x, lengths, ref):
+    """The ReLU RNN's gradients are not Lipschitz in the pre-activations: a unit within rounding of 0 flips
+    between passing and blocking its whole gradient, so no bound in 2^-8 holds for them — the float32
+    function itself moves as much when only its weights and x are rounded to bf16 (about 6% here). This is
+    that float32 run's relative error per output; the bf16 mode must stay within twice it."""
+    rounded = copy.deepcopy(layer)
+    with torch.no_grad():
+        for p in rounded.parameters():
+            p.copy_(p.bfloat16().float())
+    xr = x.detach().bfloat16().float().requires_grad_()
+    return [rel(a, b) for a, b in zip(run(rounded, xr, lengths, False), ref)]
+
+
+def case(cls, opts):
+    torch.manual_seed(0)
+    layer = contractive(cls(X, H, num_layers=2, bidirectional=True, engine="native", **opts))
+    x = torch.randn(T, B, X, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    return layer, x, lengths
+
+
+@requires_bf16
+@pytest.mark.parametrize("cls,opts", CASES, ids=str)
+def test_bf16_outputs_and_gradients_within_bound(cls, opts):
+    layer, x, lengths = case(cls, opts)
+    bf, ref = run(layer, x, lengths, True), run(layer, x, lengths, False)
+    errors = [rel(a, b) for a, b in zip(bf, ref)]
+    bounds = [BOUND] * len(errors)
+    if opts.get("nonlinearity") == "relu":  # ReLU's derivative is a step: see step_sensitivity
+        bounds[2:] = [max(BOUND, 2 * e) for e in step_sensitivity(layer, x, lengths, ref)[2:]]
+    assert all(e <= b for e, b in zip(errors, bounds)), (errors, bounds)
+    # the bf16 mode ran: the GEMMs' rounding shows beyond the outputs' own bf16 cast
+    assert rel(bf[0].float(), ref[0].to(bf[0].dtype).float()) > 0
+
+
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(layer_norm=True)), (rnnlab.RNN, {})],
+                         ids=str)
+def test_forced_fallback_is_float32(cls, opts, monkeypatch):
+    """RNNLAB_BF16=0: under bf16 autocast the operators compute in float32 (only the outputs' cast differs)."""
+    monkeypatch.setenv("RNNLAB_BF16", "0")
+    assert ops.bf16_kernel().startswith("float32")
+    layer, x, lengths = case(cls, opts)
+    got, want = run(layer, x, lengths, True), run(layer, x, lengths, False)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b.to(a.dtype), atol=0, rtol=0)
+
+
+def test_bf16_kernel_names_the_path():
+    kernel = ops.bf16_kernel()
+    assert kernel in ("mkl-bf16 (amx)", "mkl-bf16 (avx512-bf16)", "float32 (no bf16 GEMM on this CPU)",
+                      "float32 (no bf16 GEMM in this BLAS)", "float32 (RNNLAB_BF16=0)")
+
+
+def level_args(dtype, cell="lstm"):
+    g = torch.Generator().manual_seed(0)
+    G = 4 if cell == "lstm" else 3
+    r = lambda *s: (torch.rand(*s, dtype=dtype, generator=g) - 0.5) / 4  # noqa: E731
+    return (r(T, B, X), r(1, G * H, X), r(1, G * H, H), r(1, B, H), r(1, B, H) if cell == "lstm" else None,
+            r(1, G * H)) + (None,) * 11
+
+
+def both_passes(args, cell, bf16):
+    out = torch.ops.rnnlab.recurrent_level(*args, cell=cell, bf16=bf16)
+    g = torch.ones_like(out[0])
+    return [*out, *torch.ops.rnnlab.recurrent_level_backward(*args, *out, g, None, None, None, cell=cell, bf16=bf16)]
+
+
+@requires_bf16
+@pytest.mark.parametrize("cell", ["lstm", "gru_before"])
+def test_operator_flag(cell, monkeypatch):
+    """bf16=True asks for the mode: it runs on float32 (within the bound), float64 ignores it, and
+    RNNLAB_BF16=0 turns it off."""
+    args = level_args(torch.float32, cell)
+    ref, bf = both_passes(args, cell, False), both_passes(args, cell, True)
+    for a, b in zip(bf, ref):
+        if b.numel() and b.norm() > 0:
+            assert rel(a, b) <= BOUND
+    assert rel(bf[0], ref[0]) > 0
+    with torch.autocast(**BF16):  # the AutocastCPU kernel asks for the mode itself
+        auto = torch.ops.rnnlab.recurrent_level(*args, cell=cell)
+    for a, b in zip(auto, bf[:5]):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    args64 = level_args(torch.float64, cell)
+    for a, b in zip(both_passes(args64, cell, True), both_passes(args64, cell, False)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    monkeypatch.setenv("RNNLAB_BF16", "0")
+    for a, b in zip(both_passes(args, cell, True), ref):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@requires_bf16
+def test_small_levels_run_float32():
+    """Below BF16_MIN_STEP_MACS the bf16 mode does not pay: the call computes float32 throughout."""
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(5, 3, 4, generator=g), torch.randn(1, 8, 4, generator=g), torch.randn(1, 8, 8, generator=g),
+            torch.zeros(1, 3, 8)) + (None,) * 13
+    for a, b in zip(both_passes(args, "rnn_tanh", True), both_passes(args, "rnn_tanh", False)):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@requires_bf16
+def test_compile_under_autocast_equals_eager():
+    """torch.compile under autocast: the graph's recurrent_level runs the bf16 mode and its backward the same
+    mode, so the compiled model gives eager autocast's values and gradients."""
+    torch.manual_seed(0)
+    layer = contractive(rnnlab.LSTM(X, H, engine="native"))
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(T, B, X)
+    runs = []
+    for m in (compiled, layer):
+        xg = x.clone().requires_grad_()
+        with torch.autocast(**BF16):
+            out, (h, c) = m(xg)
+        assert out.dtype == torch.bfloat16
+        runs.append([out, h, *torch.autograd.grad(out.float().sum() + c.float().sum(), [xg, *layer.parameters()])])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        f32 = layer(x)[0]
+    assert rel(runs[0][0].float(), f32.bfloat16().float()) > 0  # the graph ran the bf16 mode, not float32
+
+
+@requires_bf16
+def test_export_under_autocast_records_the_bf16_mode():
+    """torch.export traces above the AutocastCPU kernel: the layer's call asks for the mode itself, so the
+    exported graph holds recurrent_level(..., bf16=True) and runs it (as it holds aten's own casts to bf16)."""
+    torch.manual_seed(0)
+    layer = contractive(rnnlab.GRU(X, H, engine="native")).eval()
+    x = torch.randn(T, B, X)
+    with torch.autocast(**BF16):
+        program = torch.export.export(layer, (x,))
+        eager = layer(x)[0]
+    calls = [n for n in program.graph.nodes if n.target == torch.ops.rnnlab.recurrent_level.default]
+    assert calls and all(n.kwargs.get("bf16") for n in calls)
+    torch.testing.assert_close(program.module()(x)[0], eager, atol=0, rtol=0)
+    assert rel(eager, layer(x)[0]) > 0
+
+
+@requires_bf16
+def test_adding_problem_trains_as_in_float32():
+    """The adding problem at T = 100 (an LSTM, the same seed and batches): trained under bf16 autocast it
+    reaches the float32 run's held-out MSE band, far below the baseline's 1/6."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small per-step GEMMs: one thread is as fast, and far faster on a busy machine
+    try:
+        bf16, f32 = train_adding()
+    finally:
+        torch.set_num_threads(threads)
+    assert f32 < MSE_BAND and bf16 < MSE_BAND, (bf16, f32)
+
+
+STEPS, MSE_BAND = 800, 0.02  # both runs reach ~0.0025 (800 steps of 32); the baseline is 1/6
+
+
+def train_adding():
+    task = AddingTask(AddingConfig(seq_len=100))
+    test = task.draw(512, torch.Generator().manual_seed(123))
+    results = []
+    for autocast in (True, False):
+        torch.manual_seed(0)
+        rnn, head = rnnlab.LSTM(2, 32, engine="native"), torch.nn.Linear(32, 1)
+        params = [*rnn.parameters(), *head.parameters()]
+        opt = torch.optim.Adam(params, lr=1e-2)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(STEPS):
+            batch = task.draw(32, g)
+            with torch.autocast(**BF16, enabled=autocast):
+                out, _ = rnn(batch.x.transpose(0, 1))
+                pred = head(out[-1]).squeeze(-1)
+            loss = (pred.float() - batch.y).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        with torch.no_grad(), torch.autocast(**BF16, enabled=autocast):
+            out, _ = rnn(test.x.transpose(0, 1))
+            results.append(float((head(out[-1]).squeeze(-1).float() - test.y).square().mean()))
+    return results
+
+
+def test_bf16_tensors_outside_autocast_are_refused_with_the_way_in():
+    x = torch.randn(4, 2, 3).bfloat16()
+    with pytest.raises(TypeError, match=r"expected float32 or float64, got BFloat16 \(for bf16 GEMMs pass float32"):
+        torch.ops.rnnlab.recurrent_level(x, torch.randn(1, 4, 3), torch.randn(1, 4, 4), torch.zeros(1, 2, 4),
+                                         *(None,) * 13, cell="rnn_tanh")
+
+
+@requires_bf16
+@pytest.mark.parametrize("cell", ["lstm", "gru_after"])
+def test_opcheck_with_the_bf16_flag(cell):
+    """schema, fake shapes, autograd registration and AOT dispatch with bf16=True at a size that runs the mode."""
+    args = tuple(t.requires_grad_() if isinstance(t, torch.Tensor) else t for t in level_args(torch.float32, cell))
+    if cell == "gru_after":
+        args = args[:6] + (torch.rand(1, H) - 0.5,) + args[7:]
+    torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, {"cell": cell, "bf16": True})
