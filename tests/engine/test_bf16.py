@@ -34,7 +34,7 @@ CASES = [
     (rnnlab.LSTM, dict(recurrent_dropout=0.3, zoneout=0.2)),
     (rnnlab.GRU, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.GRU, dict(layer_norm=True)),
     (rnnlab.GRU, dict(layer_norm=True, reset="after")), (rnnlab.GRU, dict(reset="after", zoneout=0.2)),
-    (rnnlab.GRU, dict(recurrent_dropout=0.3)),
+    (rnnlab.GRU, dict(recurrent_dropout=0.3)), (rnnlab.LSTM, dict(proj_size=H // 2)),
 ]
 
 
