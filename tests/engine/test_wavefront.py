@@ -242,14 +242,27 @@ def test_torch_compile_fullgraph_runs_the_stack(path):
     torch._dynamo.reset()
 
 
-def test_torch_export_keeps_the_stack(path):
+def test_torch_export_keeps_one_operator_per_level(path):
+    """torch.export traces the per-level operator (the exported program's documented form, read by the ONNX
+    translation), wavefront or not."""
     path(True, 3)
     layer = _layer("gru_before", torch.float32, 3).eval()
     x = torch.randn(10, 2, 5)
-    program = torch.export.export(layer, (x,))
-    assert "recurrent_stack" in str(program.graph)
-    out, h = program.module()(x)
-    path(False)
-    ref, h_ref = layer(x)
-    torch.testing.assert_close(out, ref, **TOL[torch.float32])
-    torch.testing.assert_close(h, h_ref, **TOL[torch.float32])
+    graph = str(torch.export.export(layer, (x,)).graph)
+    assert "recurrent_stack" not in graph and graph.count("target=torch.ops.rnnlab.recurrent_level.default") == 3
+
+
+def test_one_thread_runs_the_levels_in_turn():
+    """At one torch thread the operator runs its levels one after the other: the same results as on threads."""
+    args = stack_args("lstm", torch.float64, True, True, L=3, T=7)
+    out = torch.ops.rnnlab.recurrent_stack(*args, cell="lstm", chunk=2)
+    grads = torch.autograd.grad(out[0].sum() + out[1].sum(), [args[0], *args[1], *args[2]])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out1 = torch.ops.rnnlab.recurrent_stack(*args, cell="lstm", chunk=2)
+        grads1 = torch.autograd.grad(out1[0].sum() + out1[1].sum(), [args[0], *args[1], *args[2]])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip((*out[:3], *grads), (*out1[:3], *grads1)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -15,8 +15,9 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
 * the plain cells (rnn_tanh, rnn_relu, lstm, gru_before, gru_after) with or without bias and lengths, with or
   without inter-layer dropout (its masks are drawn here, up front, as ``F.dropout`` draws them level by level);
   the variants (layer norm, peepholes, coupled gates, recurrent dropout, zoneout) stay on the per-level path;
-* two or more torch threads (``torch.get_num_threads()``), float32 or float64, no autocast;
-* ``T ≥ MIN_STEPS`` (at least two chunks to overlap).
+* float32 or float64; in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast,
+  and ``T ≥ MIN_STEPS``; under torch.compile the structure alone (the operator runs its levels in turn on one
+  thread); never under torch.export (one ``recurrent_level`` node per level, as the export documents).
 
 Autograd: the registered backward is ``recurrent_stack_backward`` (the same wavefront, reverse chunks); a double
 backward (``create_graph=True``) recomputes every level through the cells' own equations (``ops.reference_level``)
@@ -39,11 +40,18 @@ OUTPUTS = ("states", "cells", "gates", "reserve")
 
 
 def applies(layer, x: torch.Tensor, cell: str) -> bool:
-    """Whether the native engine runs this call's stack as one ``recurrent_stack`` (the rule above)."""
-    return (layer.num_layers >= 2 and layer.num_directions == 1 and cell in CELLS and not layer.active_variants()
-            and not layer.options.get("coupled", False) and torch.get_num_threads() >= 2
-            and x.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled("cpu")
-            and x.shape[0] >= MIN_STEPS and ops.available() and not x.is_cuda)
+    """Whether the native engine runs this call's stack as one ``recurrent_stack`` (the rule above). While
+    torch.compile traces, the structure alone decides (no guard on T, no thread count in the graph: the operator
+    runs its levels in turn on one thread); torch.export keeps one ``recurrent_level`` per level (the exported
+    program's documented form, which the ONNX translation reads)."""
+    if torch.compiler.is_exporting():
+        return False
+    plain = (layer.num_layers >= 2 and layer.num_directions == 1 and cell in CELLS and not layer.active_variants()
+             and not layer.options.get("coupled", False) and x.dtype in (torch.float32, torch.float64)
+             and not x.is_cuda and ops.available())
+    if not plain or torch.compiler.is_compiling():
+        return plain
+    return torch.get_num_threads() >= 2 and not torch.is_autocast_enabled("cpu") and x.shape[0] >= MIN_STEPS
 
 
 if ops.library_path() is not None:

@@ -1,4 +1,5 @@
 // A stack's levels as a wavefront: rnnlab::recurrent_stack and rnnlab::recurrent_stack_backward.
+// (On one torch thread the same chunks run level after level on the calling thread: the same results.)
 //
 // Included by ops.cpp inside its anonymous namespace (it uses that file's checks, records and loops).
 //
@@ -54,9 +55,15 @@ struct Progress {
 };
 
 // run job(k) for every level, each on its own thread (level 0 on the calling one), each loop's GEMMs on one BLAS
-// thread; rethrows the first error after every thread has ended
+// thread; rethrows the first error after every thread has ended. On one torch thread the levels run in turn on the
+// calling thread instead, in ``order`` (the forward's 0 … L-1, the backward's L-1 … 0): the same arithmetic.
 template <typename Job>
-void each_level(int64_t L, Progress& progress, Job job) {
+void each_level(int64_t L, Progress& progress, bool upward, Job job) {
+  if (at::get_num_threads() < 2) {
+    BlasThreads guard(1);
+    for (int64_t i = 0; i < L; ++i) job(upward ? i : L - 1 - i);
+    return;
+  }
   std::vector<std::exception_ptr> errors(L);
   auto run = [&](int64_t k) {
     try {
@@ -210,7 +217,7 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
     const T_* q0 = ptr<T_>(q);
     const T_* mk = ptr<T_>(m);
     const int64_t slab = (T + 1) * B * H, rows = T * B;  // one level's states; one level's time rows
-    each_level(L, progress, [&](int64_t k) {
+    each_level(L, progress, true, [&](int64_t k) {
       const Shape& sk = c.shapes[k];
       const Record& r = c.recs[k];
       T_* st = st0 + k * slab;
@@ -315,7 +322,7 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
     T_* dc00 = lstm ? dc0.data_ptr<T_>() : nullptr;
     const T_* q0 = ptr<T_>(q);
     const T_* mk = ptr<T_>(m);
-    each_level(L, progress, [&](int64_t k) {
+    each_level(L, progress, false, [&](int64_t k) {
       const Shape& sk = c.shapes[k];
       const Record& r = c.recs[k];
       Loop<T_>& loop = loops[k];
