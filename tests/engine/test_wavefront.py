@@ -266,3 +266,15 @@ def test_one_thread_runs_the_levels_in_turn():
         torch.set_num_threads(threads)
     for a, b in zip((*out[:3], *grads), (*out1[:3], *grads1)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_auto_runs_stacked_lstms_natively_as_a_wavefront(monkeypatch):
+    """"auto" gives a float32 LSTM stack that runs as a wavefront to the native engine, not oneDNN; a bidirectional
+    one (no wavefront) still to oneDNN where B·H is large."""
+    from rnnlab.engine import choose
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    x = torch.randn(20, 64, 8)
+    assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"
+    assert choose(rnnlab.LSTM(8, 64, num_layers=2, bidirectional=True), x, False).name == "torch"
+    assert choose(rnnlab.LSTM(8, 64, num_layers=1), x, False).name == "torch"
