@@ -278,3 +278,9 @@ def test_auto_runs_stacked_lstms_natively_as_a_wavefront(monkeypatch):
     assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"
     assert choose(rnnlab.LSTM(8, 64, num_layers=2, bidirectional=True), x, False).name == "torch"
     assert choose(rnnlab.LSTM(8, 64, num_layers=1), x, False).name == "torch"
+
+
+def test_environment_switch(path, monkeypatch):
+    path(True)
+    monkeypatch.setenv("RNNLAB_WAVEFRONT", "0")
+    assert not wavefront.applies(_layer("lstm", torch.float32, 2), torch.randn(12, 2, 5), "lstm")

@@ -15,6 +15,7 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
 * the plain cells (rnn_tanh, rnn_relu, lstm, gru_before, gru_after) with or without bias and lengths, with or
   without inter-layer dropout (its masks are drawn here, up front, as ``F.dropout`` draws them level by level);
   the variants (layer norm, peepholes, coupled gates, recurrent dropout, zoneout) stay on the per-level path;
+* ``RNNLAB_WAVEFRONT`` is not 0 (the switch to time or run the per-level path instead);
 * float32 or float64; in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast,
   and ``T ≥ MIN_STEPS``; under torch.compile the structure alone (the operator runs its levels in turn on one
   thread); never under torch.export (one ``recurrent_level`` node per level, as the export documents).
@@ -25,6 +26,8 @@ and differentiates that, as the per-level operator's does.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -44,7 +47,7 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
     torch.compile traces, the structure alone decides (no guard on T, no thread count in the graph: the operator
     runs its levels in turn on one thread); torch.export keeps one ``recurrent_level`` per level (the exported
     program's documented form, which the ONNX translation reads)."""
-    if torch.compiler.is_exporting():
+    if torch.compiler.is_exporting() or os.environ.get("RNNLAB_WAVEFRONT", "1") == "0":
         return False
     plain = (layer.num_layers >= 2 and layer.num_directions == 1 and cell in CELLS and not layer.active_variants()
              and not layer.options.get("coupled", False) and x.dtype in (torch.float32, torch.float64)
