@@ -8,15 +8,15 @@
 // dropout (``drop``: (L-1, T, B, H), the scaled keep mask F.dropout would multiply by) are computed. Time is cut
 // into chunks of ``chunk`` steps and each level runs on its own thread, its per-step GEMMs on one BLAS thread:
 //
-//   forward   level k, chunk c: (k > 0) wait for level k-1's chunk c; input rows = (live ? h_{k-1} : 0) · drop;
-//             xp rows = input rows · W_ihᵀ + b (one GEMM over the chunk's rows; level 0's over all T·B rows first);
+//   forward   level k, chunk c: (k > 0) wait for level k-1's chunk c; input rows = x, or (live ? h_{k-1} : 0) · drop;
+//             xp rows = input rows · W_ihᵀ + b (one GEMM over the chunk's rows, in the level's thread);
 //             the driver's loop over the chunk's steps — while level k-1 runs chunk c+1.
 //   backward  in reverse chunks: level k, chunk c waits for level k+1's chunks down to c-1 (the driver's step t
 //             reads the outputs' gradient of h_{t-1}, one step into the chunk before); ∂h at a chunk's start is
 //             carried to the next chunk through the working copy of the states' gradient; after its chunk, level
-//             k+1 adds (live ? ∂a_rows · W_ih : 0) · drop into level k's states' gradient.
-//             After the threads: each level's ∂W_ih, ∂W_hh, ∂b, ∂b_hn and level 0's ∂x, one GEMM or reduction over
-//             T·B rows each, as recurrent_level_backward computes them.
+//             k+1 adds (live ? ∂a_rows · W_ih : 0) · drop into level k's states' gradient (level 0: ∂x rows).
+//             After the threads: each level's ∂W_ih, ∂W_hh, ∂b, ∂b_hn, one GEMM or reduction over T·B rows each
+//             (on torch's threads), as recurrent_level_backward computes them.
 //
 // The outputs are the per-level operator's, levels first: states (L, T+1, B, H), cells (L, T+1, B, H) (LSTM),
 // gates (L, T, B, G·H), reserve (L, ·); so each level's backward is recurrent_level_backward's, and the results
@@ -188,16 +188,12 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   std::vector<Tensor> xps, w_hhTs;
   for (int64_t k = 0; k < L; ++k) {
     const Record& r = c.recs[k];
-    if (k == 0) {  // level 0's input is known: one GEMM over all T·B rows, as recurrent_level
-      const Tensor x2 = x.contiguous().view({T * B, s.X});
-      xps.push_back((s.bias ? at::addmm(r.b, x2, r.w_ih.t()) : at::mm(x2, r.w_ih.t())).contiguous());
-    } else {
-      xps.push_back(x.new_empty({T, B, GX}));
-    }
+    xps.push_back(x.new_empty({T, B, GX}));
     w_hhTs.push_back(r.w_hh.t().contiguous());
     states[k][0].copy_(r.h0);
     if (lstm) cells[k][0].copy_(r.c0);
   }
+  const Tensor xc = x.contiguous();
   Progress progress(L);
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_stack", [&] {
     using T_ = scalar_t;
@@ -214,6 +210,7 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
     T_* ce0 = lstm ? cells.data_ptr<T_>() : nullptr;
     T_* ga0 = gates.data_ptr<T_>();
     T_* in0 = L > 1 ? inputs.data_ptr<T_>() : nullptr;
+    const T_* x0 = xc.data_ptr<T_>();
     const T_* q0 = ptr<T_>(q);
     const T_* mk = ptr<T_>(m);
     const int64_t slab = (T + 1) * B * H, rows = T * B;  // one level's states; one level's time rows
@@ -226,17 +223,20 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
       T_* xp = xps[k].data_ptr<T_>();
       for (int64_t ci = 0; ci < chunks; ++ci) {
         const int64_t t0 = ci * C, n = std::min(C, T - t0);
+        const T_* in = x0;  // the chunk's input rows: x, or the level below's output (masked, dropped)
         if (k > 0) {
           if (!progress.wait(k - 1, ci + 1)) return;
-          T_* in = in0 + (k - 1) * rows * H;
-          stack_input_rows<T_>(t0, n, B, H, st0 + (k - 1) * slab, mk, q0 ? q0 + (k - 1) * rows * H : nullptr, in);
-          T_* xr = xp + t0 * B * GX;
-          if (sk.bias) {
-            const T_* bias = r.b.data_ptr<T_>();
-            for (int64_t j = 0; j < n * B; ++j) std::memcpy(xr + j * GX, bias, GX * sizeof(T_));
-          }
-          gemm_wt<T_>(n * B, GX, H, in + t0 * B * H, r.w_ih.data_ptr<T_>(), T_(sk.bias ? 1 : 0), xr);
+          T_* rows_in = in0 + (k - 1) * rows * H;
+          stack_input_rows<T_>(t0, n, B, H, st0 + (k - 1) * slab, mk, q0 ? q0 + (k - 1) * rows * H : nullptr,
+                               rows_in);
+          in = rows_in;
         }
+        T_* xr = xp + t0 * B * GX;  // xp rows = input rows · W_ihᵀ + b: one GEMM over the chunk's rows
+        if (sk.bias) {
+          const T_* bias = r.b.data_ptr<T_>();
+          for (int64_t j = 0; j < n * B; ++j) std::memcpy(xr + j * GX, bias, GX * sizeof(T_));
+        }
+        gemm_wt<T_>(n * B, GX, sk.X, in + t0 * B * sk.X, r.w_ih.data_ptr<T_>(), T_(sk.bias ? 1 : 0), xr);
         Direction<T_> dir;  // the chunk's steps: every pointer moved to step t0 (its state slot t0 is h_{t0-1})
         dir.steps = n, dir.reverse = false, dir.mask = mk ? mk + t0 * B : nullptr, dir.xp = xp + t0 * B * GX;
         dir.states = st + t0 * B * H, dir.cells = ce ? ce + t0 * B * H : nullptr, dir.gates = ga + t0 * B * GH;
@@ -297,6 +297,7 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
   Tensor dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({L, T, B, H}) : Tensor();
   Tensor dh0 = x.new_empty({L, B, H});
   Tensor dc0 = lstm ? x.new_empty({L, B, H}) : x.new_empty({0});
+  Tensor dx = need_x ? x.new_empty({T, B, s.X}) : x.new_empty({0});
   Progress progress(L);
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_stack_backward", [&] {
     using T_ = scalar_t;
@@ -354,6 +355,9 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
         dir.dh0 = ci > 0 ? g_st + t0 * B * H : dh0k;
         dir.dc0 = lstm ? (ci > 0 ? g_ce + t0 * B * H : dc0k) : nullptr;
         with_cell<T_>(sk, [&](auto unit) { run_backward<T_, decltype(unit)>(loop, dir); });
+        if (k == 0 && need_x)  // ∂x rows = ∂a rows · W_ih
+          gemm<T_>(n * B, sk.X, GX, d_a + t0 * B * GX, GX, r.w_ih.data_ptr<T_>(), sk.X, T_(0),
+                   dx.data_ptr<T_>() + t0 * B * sk.X, sk.X);
         if (k > 0) {  // this chunk's input gradient, into the level below's states' gradient at slots t + 1
           gemm<T_>(n * B, H, GX, d_a + t0 * B * GX, GX, r.w_ih.data_ptr<T_>(), H, T_(0), dx_rows.data(), H);
           T_* below = gs0 + (k - 1) * slab;
@@ -378,16 +382,13 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
       }
     });
   });
-  // after the loops: each level's weight gradients and level 0's input gradient, as recurrent_level_backward
-  const Tensor none = x.new_empty({0});
-  Tensor dx = none;
+  // after the loops: each level's weight gradients, as recurrent_level_backward computes them
   std::vector<Tensor> dw_ih, dw_hh, db, db_hn;
   for (int64_t k = 0; k < L; ++k) {
     const Shape& sk = c.shapes[k];
     const Record& r = c.recs[k];
     const Reserve res(sk, reserve_c[k]);
     const Tensor da2 = da[k].view({T * B, GX});
-    if (k == 0 && need_x) dx = at::mm(da2, r.w_ih).view({T, B, s.X});
     if (!need_weights) continue;
     const Tensor xk = k == 0 ? x.contiguous().view({T * B, s.X}) : inputs[k - 1].view({T * B, H});
     const Tensor h_prev = states_c[k].narrow(0, 0, T).reshape({T * B, H});
