@@ -11,6 +11,7 @@ wave / torch.nn (the best chunk).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -24,6 +25,7 @@ SHAPES = [(100, 32, 64, 128), (100, 64, 256, 256)]
 def step(module, x, wave=None, chunk=0):
     def run():
         if wave is not None:
+            os.environ["RNNLAB_WAVEFRONT"] = "1" if wave else "0"  # "1": training calls too
             wavefront.MIN_STEPS = 1 if wave else 10**9
             wavefront.CHUNK = chunk
         out, _ = module(x)
@@ -65,6 +67,7 @@ def main() -> None:
             print(f"| {name} | {T}, {B}, {X}, {H} | {1e3 * best['level']:.1f} | {cells} | {1e3 * best['torch']:.1f} | "
                   f"{wave / best['level']:.2f} | {wave / best['torch']:.2f} |", flush=True)
     wavefront.MIN_STEPS, wavefront.CHUNK = default_steps, 0
+    os.environ.pop("RNNLAB_WAVEFRONT", None)
 
 
 if __name__ == "__main__":

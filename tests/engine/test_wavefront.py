@@ -28,6 +28,7 @@ def path(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the rule's thread count, whatever the machine's
 
     def choose(wave: bool, chunk: int = 0):
+        monkeypatch.setenv("RNNLAB_WAVEFRONT", "1")  # training calls too
         monkeypatch.setattr(wavefront, "MIN_STEPS", 1 if wave else 10**9)
         monkeypatch.setattr(wavefront, "CHUNK", chunk)
 
@@ -136,6 +137,7 @@ def test_default_rule_threads_and_steps(monkeypatch):
     """Unpatched: the wavefront needs two torch threads and MIN_STEPS steps."""
     layer = _layer("gru_before", torch.float32, 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setenv("RNNLAB_WAVEFRONT", "1")
     assert wavefront.applies(layer, torch.randn(wavefront.MIN_STEPS, 2, 5), "gru_before")
     assert not wavefront.applies(layer, torch.randn(wavefront.MIN_STEPS - 1, 2, 5), "gru_before")
 
@@ -268,16 +270,19 @@ def test_one_thread_runs_the_levels_in_turn():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_auto_runs_stacked_lstms_natively_as_a_wavefront(monkeypatch):
-    """"auto" gives a float32 LSTM stack that runs as a wavefront to the native engine, not oneDNN; a bidirectional
-    one (no wavefront) still to oneDNN where B·H is large."""
-    from rnnlab.engine import choose
-
+def test_default_rule_is_inference_only(monkeypatch):
+    """Without RNNLAB_WAVEFRONT (and TRAINING off), a call that records a backward stays per level; one without
+    grad runs the wavefront."""
+    monkeypatch.delenv("RNNLAB_WAVEFRONT", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    x = torch.randn(20, 64, 8)
-    assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"
-    assert choose(rnnlab.LSTM(8, 64, num_layers=2, bidirectional=True), x, False).name == "torch"
-    assert choose(rnnlab.LSTM(8, 64, num_layers=1), x, False).name == "torch"
+    monkeypatch.setattr(wavefront, "TRAINING", False)
+    layer = _layer("lstm", torch.float32, 2)
+    x = torch.randn(wavefront.MIN_STEPS, 2, 5)
+    assert not wavefront.applies(layer, x, "lstm")  # the weights require grad
+    with torch.no_grad():
+        assert wavefront.applies(layer, x, "lstm")
+    monkeypatch.setattr(wavefront, "TRAINING", True)
+    assert wavefront.applies(layer, x, "lstm")
 
 
 def test_environment_switch(path, monkeypatch):

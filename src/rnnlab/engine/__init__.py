@@ -10,8 +10,7 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU except larger float32 LSTMs on 2+ threads (oneDNN) that are not
-  stacks the native engine runs as a wavefront (``wavefront.py``: 2+ unidirectional plain levels at once),
+  function (``choose``): native on CPU except larger float32 LSTMs on 2+ threads (oneDNN),
   cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
@@ -30,8 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from . import wavefront
-from .fused import NativeEngine, kernel
+from .fused import NativeEngine
 from .reference import ReferenceEngine
 from .torch_kernel import TorchEngine, unsupported
 
@@ -51,17 +49,13 @@ TORCH_LSTM_MIN_BH = 4096
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs with B·H ≥
-    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads, unless the stack runs as the native engine's
-    wavefront (``wavefront.applies``: 2+ unidirectional plain levels, its levels on concurrent threads) —
-    else the native engine."""
+    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads — else the native engine."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _NATIVE
     if x.is_cuda:
         return _TORCH
-    if wavefront.applies(layer, x, kernel(layer)):
-        return _NATIVE
     big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
     if x.device.type == "cpu" and x.dtype == torch.float32 and layer.cell_class.SPEC.name == "lstm" and big:
         if torch.get_num_threads() >= 2:

@@ -10,15 +10,18 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
 
 ``applies(layer, x)`` is the one rule for when the native engine uses it (``fused.run_levels``):
 
+* ``RNNLAB_WAVEFRONT`` is not 0 (0: never; 1: also for training calls);
 * two or more levels, one direction (a bidirectional level k+1 needs level k's reverse direction at t = 0,
   its last step, before its own first step: no wavefront; its two directions already run on two threads);
 * the plain cells (rnn_tanh, rnn_relu, lstm, gru_before, gru_after) with or without bias and lengths, with or
   without inter-layer dropout (its masks are drawn here, up front, as ``F.dropout`` draws them level by level);
   the variants (layer norm, peepholes, coupled gates, recurrent dropout, zoneout) stay on the per-level path;
-* ``RNNLAB_WAVEFRONT`` is not 0 (the switch to time or run the per-level path instead);
-* float32 or float64; in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast,
-  and ``T ≥ MIN_STEPS``; under torch.compile the structure alone (the operator runs its levels in turn on one
-  thread); never under torch.export (one ``recurrent_level`` node per level, as the export documents).
+* float32 or float64;
+* a call without backward (grad mode off, or neither x nor the weights require grad) — unless ``TRAINING`` or
+  ``RNNLAB_WAVEFRONT=1`` (see ``TRAINING`` for the measurements behind this default);
+* in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast, ``T ≥ MIN_STEPS``;
+  under torch.compile the above alone (the operator runs its levels in turn on one thread); never under
+  torch.export (one ``recurrent_level`` node per level, as the export documents).
 
 Autograd: the registered backward is ``recurrent_stack_backward`` (the same wavefront, reverse chunks); a double
 backward (``create_graph=True``) recomputes every level through the cells' own equations (``ops.reference_level``)
@@ -36,24 +39,37 @@ from . import ops
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")
 MIN_STEPS = 8  # below this the fill and drain of the pipeline leave nothing to overlap
+# training steps (forward + backward) measured 0.85–1.13× the per-level path's time on the 2-vCPU machine the
+# wavefront was written on (two BLAS threads there do ~1.4× one thread's work, not 2×; the per-level path already
+# runs each step's GEMM on both), inference 0.62–0.99×: so it runs by itself for calls without a backward, and
+# for training only with RNNLAB_WAVEFRONT=1 or TRAINING = True (where it measures faster: two physical cores)
+TRAINING = False
 CHUNK = 0  # steps per chunk; 0: the operator's choice (about 256 rows of B, at least 2 steps)
 CALLS = {"stack": 0}  # recurrent_stack calls made by run (tests read it)
 INPUTS = ("x", "w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "drop")
 OUTPUTS = ("states", "cells", "gates", "reserve")
 
 
+def _training(layer, x: torch.Tensor) -> bool:
+    """Whether this call records a graph for backward (grad mode on and x or the weights requiring grad)."""
+    return torch.is_grad_enabled() and (x.requires_grad or layer.weights(0, 0).weight_ih.requires_grad)
+
+
 def applies(layer, x: torch.Tensor, cell: str) -> bool:
     """Whether the native engine runs this call's stack as one ``recurrent_stack`` (the rule above). While
-    torch.compile traces, the structure alone decides (no guard on T, no thread count in the graph: the operator
-    runs its levels in turn on one thread); torch.export keeps one ``recurrent_level`` per level (the exported
-    program's documented form, which the ONNX translation reads)."""
-    if torch.compiler.is_exporting() or os.environ.get("RNNLAB_WAVEFRONT", "1") == "0":
+    torch.compile traces, no thread count or T enters the decision (no guard on T; the operator runs its levels in
+    turn on one thread); torch.export keeps one ``recurrent_level`` per level (the exported program's documented
+    form, which the ONNX translation reads)."""
+    mode = os.environ.get("RNNLAB_WAVEFRONT", "")
+    if torch.compiler.is_exporting() or mode == "0":
         return False
     plain = (layer.num_layers >= 2 and layer.num_directions == 1 and cell in CELLS and not layer.active_variants()
              and not layer.options.get("coupled", False) and x.dtype in (torch.float32, torch.float64)
              and not x.is_cuda and ops.available())
-    if not plain or torch.compiler.is_compiling():
-        return plain
+    if not plain or not (mode == "1" or TRAINING or not _training(layer, x)):
+        return False
+    if torch.compiler.is_compiling():
+        return True
     return torch.get_num_threads() >= 2 and not torch.is_autocast_enabled("cpu") and x.shape[0] >= MIN_STEPS
 
 
