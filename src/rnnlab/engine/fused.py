@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from ..cells import variants
-from . import ops
+from . import ops, wavefront
 from .reference import ReferenceEngine
 from .stack import run_stack
 from .torch_kernel import TorchEngine, unsupported
@@ -106,13 +106,17 @@ def keep(args, fields: dict, trace: bool) -> bool:
 
 
 def run_levels(layer, x, hx, lengths, trace):
-    """The stack through ``stack.run_stack``, each level (both directions) one operator call."""
+    """The stack through ``stack.run_stack``, each level (both directions) one operator call; or, where
+    ``wavefront.applies`` (unidirectional plain stacks of 2+ levels on 2+ threads), all levels in one
+    ``recurrent_stack`` call that runs them as a wavefront on threads, with the same results."""
     T, D = x.shape[0], layer.num_directions
     cell, coupled = kernel(layer), bool(layer.options.get("coupled", False))
     mask = live = None
     if lengths is not None:
         live = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
+    if wavefront.applies(layer, x, cell):
+        return wavefront.run(layer, x, hx, mask, live, cell, trace, _views)
 
     def level(k, inp, states):
         f = level_fields(layer, k, inp, states, T)

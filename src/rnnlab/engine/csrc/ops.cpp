@@ -731,6 +731,8 @@ void autocast_to_float(const c10::OperatorHandle& op, torch::jit::Stack* stack) 
   op.callBoxed(stack);
 }
 
+#include "wavefront.h"  // rnnlab::recurrent_stack: a stack's unidirectional levels as a wavefront on threads
+
 }  // namespace
 }  // namespace rnnlab
 
@@ -750,6 +752,14 @@ TORCH_LIBRARY(rnnlab, m) {
         "bool bf16=False) -> (Tensor dx, Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, "
         "Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, "
         "Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
+  m.def("recurrent_stack(Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor h0, Tensor? c0, Tensor[] b, Tensor[] b_hn, "
+        "Tensor? mask, Tensor? drop, *, str cell, int chunk=0) -> (Tensor states, Tensor cells, Tensor gates, "
+        "Tensor reserve)");
+  m.def("recurrent_stack_backward(Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor h0, Tensor? c0, Tensor[] b, "
+        "Tensor[] b_hn, Tensor? mask, Tensor? drop, Tensor states, Tensor cells, Tensor gates, Tensor reserve, "
+        "Tensor? g_states, Tensor? g_cells, Tensor? g_gates, *, str cell, int chunk=0, bool need_x=True, "
+        "bool need_weights=True) -> (Tensor dx, Tensor[] dw_ih, Tensor[] dw_hh, Tensor dh0, Tensor dc0, Tensor[] db, "
+        "Tensor[] db_hn)");
   m.def("linear_recurrence(Tensor a, Tensor b, Tensor h0, Tensor? mask, *, bool reverse=False) -> Tensor states");
   m.def("linear_recurrence_backward(Tensor a, Tensor? mask, Tensor states, Tensor g_states, *, bool reverse=False) "
         "-> (Tensor da, Tensor db, Tensor dh0)");
@@ -758,13 +768,16 @@ TORCH_LIBRARY(rnnlab, m) {
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {
-  for (const char* name : {"recurrent_level", "recurrent_level_backward", "linear_recurrence", "linear_recurrence_backward"})
+  for (const char* name : {"recurrent_level", "recurrent_level_backward", "linear_recurrence", "linear_recurrence_backward",
+                           "recurrent_stack", "recurrent_stack_backward"})
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&rnnlab::autocast_to_float>());
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("recurrent_level", &rnnlab::recurrent_level);
   m.impl("recurrent_level_backward", &rnnlab::recurrent_level_backward);
+  m.impl("recurrent_stack", &rnnlab::recurrent_stack);
+  m.impl("recurrent_stack_backward", &rnnlab::recurrent_stack_backward);
   m.impl("linear_recurrence", &rnnlab::linear_recurrence);
   m.impl("linear_recurrence_backward", &rnnlab::linear_recurrence_backward);
 }
