@@ -54,7 +54,7 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
 
 // A recurrent weight packed once per call into MKL's internal layout, then reused by every step's GEMM
 // (cblas_sgemm_pack / cblas_sgemm_compute): row-major C (M, N) = A (M, K) · Bw (K, N) + beta · C, Bw packed.
-// float only; ``on()`` is false where MKL's packed API is missing, for double, or when RNNLAB_PACK=0.
+// float only; ``on()`` is false where MKL's packed API is missing, for double, and unless RNNLAB_PACK=1.
 template <typename T>
 class PackedB {
  public:
@@ -78,23 +78,20 @@ class PackedB {
       cblas_sgemm_compute(101, 111, 151, int(M_), int(N_), int(K_), A, int(lda), buf_.data(), int(N_), beta, C,
                           int(ldc));
   }
-  // whether a loop of ``steps`` products (M, K) · (K, N) runs on a packed weight: RNNLAB_PACK=0 never, =1
-  // always (where MKL has the packed API), else where it measured faster (BENCHMARKS.md, "packed W_hh")
-  static bool pays(int64_t M, int64_t N, int64_t K, int64_t steps) {
-    if (!available()) return false;
+  // whether the loops run on packed weights: only with RNNLAB_PACK=1 (where
+  // MKL has the packed API). Measured (2 threads, RNNLAB_PACK=0 against 1, same minutes): slower at B <= 64 (a
+  // batch-1 LSTM's inference 0.34 → 0.86 ms, (100, 32, 64, 128) training 14.9 → 16.3 ms); at B = 128 with W_hh
+  // 1536 × 512 one session gave GRU training 194–220 ms against 226–234, a later one no difference (RNN, GRU,
+  // LSTM at (50, 128, 256, 512): within ±5 %, both ways) — so nothing is packed unless asked for
+  static bool asked() {
     const char* env = std::getenv("RNNLAB_PACK");
-    if (env && std::strcmp(env, "1") == 0) return true;
-    return steps >= PACK_MIN_STEPS && M >= PACK_MIN_ROWS && N * K >= PACK_MIN_WEIGHT;
+    return available() && env && std::strcmp(env, "1") == 0;
   }
   static bool available() {
     if constexpr (!std::is_same_v<T, float>) return false;
     const char* env = std::getenv("RNNLAB_PACK");
     return cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute && !(env && std::strcmp(env, "0") == 0);
   }
-  // measured (2 threads, 2026-12-02, RNNLAB_PACK=0 against =1, same minute): packing paid only at the largest
-  // shape, B = 128 with W_hh 1536 × 512 (GRU training 194–220 ms against 226–234); at B ≤ 64 it was slower
-  // (a batch-1 LSTM's inference 0.34 → 0.86 ms, (100, 32, 64, 128) training 14.9 → 16.3 ms)
-  static constexpr int64_t PACK_MIN_STEPS = 8, PACK_MIN_ROWS = 128, PACK_MIN_WEIGHT = int64_t(1) << 18;
 
  private:
   std::vector<float> buf_;
