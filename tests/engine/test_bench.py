@@ -46,6 +46,23 @@ def test_bench_report_structure():
     assert len(report["variants"]) == len(bench.VARIANTS)
     assert all(set(r) == {"native", "reference"} and min(r.values()) > 0 for r in report["variants"].values())
     assert "| lstm layer_norm |" in text and "| gru (plain) |" in text and "| lstm zoneout=0.1 |" in text
+    assert "Speed targets" in text
+    assert bench.to_markdown(bench.from_json(bench.as_json(report))) == text  # the JSON renders the same page
+
+
+def test_speed_misses_name_each_row_over_its_target():
+    slow = bench.Row("lstm", (100, 32, 64, 128), train_ms={"native": 2.0, "torch.nn": 2.0},
+                     infer_ms={"rnnlab": 1.0, "torch.nn": 2.0, "onnxruntime": 0.5},
+                     bf16_ms={"rnnlab": 1.0, "torch.nn": 2.0})
+    slow.rnnlab_ms = 2.0
+    fast = bench.Row("gru-after", (3, 1, 2, 4), infer_ms={"rnnlab": 1.0, "torch.nn": 1.0})
+    report = {"rows": [slow], "batch1": [fast],
+              "stacked": [{"cell": "rnn", "shape": (4, 2, 2, 4), "directions": 2,
+                           "train_ms": {"rnnlab": 0.8, "torch.nn": 1.0}}]}
+    missed = bench.speed_misses(report)
+    assert missed == {"training": ["lstm (100, 32, 64, 128) 1.00"], "bf16": [],
+                      "inference": ["lstm (100, 32, 64, 128) 2.00"],
+                      "stacked": ["rnn (4, 2, 2, 4; bidirectional) 0.80"]}
 
 
 def test_bench_batch1_stream_and_stacked_rows():

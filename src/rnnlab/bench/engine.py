@@ -478,6 +478,58 @@ def misses(report: dict) -> list[str]:
     return out
 
 
+# the speed targets, each a ratio on its own row: float32 training ≤ 0.8 × the fastest peer, bf16 autocast
+# training ≤ 0.8 × the fastest bf16 peer, inference ≤ 1.0 × the fastest of torch.nn, JAX and onnxruntime (grid and
+# batch 1), stacked and bidirectional 2-level training ≤ 0.7 × torch.nn
+SPEED = {"training": 0.8, "bf16": 0.8, "inference": 1.0, "stacked": 0.7}
+
+
+def speed_misses(report: dict) -> dict[str, list[str]]:
+    """Per speed target, the rows that miss it (cell, shape and ratio), in words."""
+    out: dict[str, list[str]] = {name: [] for name in SPEED}
+
+    def check(name, cell, shape, r, extra=""):
+        if r == r and r > SPEED[name]:
+            out[name].append(f"{cell} ({_shape(shape)}{extra}) {r:.2f}")
+
+    for row in report["rows"]:
+        check("training", row.cell, row.shape, ratio(row))
+        check("bf16", row.cell, row.shape, bf16_ratio(row))
+        check("inference", row.cell, row.shape, infer_ratio(row))
+    for row in report.get("batch1", []):
+        check("inference", row.cell, row.shape, infer_ratio(row))
+    for r in report.get("stacked", []):
+        t = r["train_ms"]
+        check("stacked", r["cell"], r["shape"], t["rnnlab"] / t["torch.nn"], "; bidirectional" if r["directions"] == 2 else "")
+    return out
+
+
+def _speed_lines(report: dict) -> list[str]:
+    missed = speed_misses(report)
+    lines = ["", "Speed targets (ratios as in the tables above): float32 training ≤ 0.8 × the fastest peer, bf16 "
+             "autocast training ≤ 0.8, inference ≤ 1.0 (grid and batch 1), 2-level stacked and bidirectional "
+             "training ≤ 0.7 × torch.nn. Rows that miss them:", ""]
+    for name, rows in missed.items():
+        lines.append(f"* {name} (≤ {SPEED[name]}): " + (", ".join(rows) if rows else "none"))
+    return lines
+
+
+def from_json(text: str) -> dict:
+    """A report written by ``as_json``, back as ``run`` returns it (for ``to_markdown``)."""
+    report = json.loads(text)
+    names = {f.name for f in Row.__dataclass_fields__.values()}
+
+    def row(d):
+        return Row(**{k: (tuple(v) if k == "shape" else v) for k, v in d.items() if k in names})
+
+    report["rows"] = [row(d) for d in report["rows"]]
+    report["batch1"] = [row(d) for d in report.get("batch1", [])]
+    for r in report.get("stacked", []):
+        r["shape"] = tuple(r["shape"])
+    report["scaling"] = {cell: {int(T): ms for T, ms in by_T.items()} for cell, by_T in report.get("scaling", {}).items()}
+    return report
+
+
 def _fmt(v) -> str:
     """A time or size to about 3 significant digits; "–" where absent."""
     return "–" if v is None or v != v else (f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}")
@@ -657,6 +709,7 @@ def to_markdown(report: dict) -> str:
         "",
         *[f"* {m}" for m in missed],
     ]
+    lines += _speed_lines(report)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
