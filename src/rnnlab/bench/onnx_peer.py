@@ -19,6 +19,7 @@ import warnings
 import numpy as np
 import torch
 
+from .. import export
 from ..layers.base import RecurrentLayer
 from .timing import median_ms
 
@@ -36,9 +37,7 @@ def version() -> str | None:
 def _export(module, x: torch.Tensor, path: str) -> None:
     """``module`` as an ONNX file taking ``x`` (and, for an rnnlab layer, ``h0`` / ``c0``)."""
     if isinstance(module, RecurrentLayer):
-        from ..export import to_onnx
-
-        to_onnx(module, path, initial_state=True)
+        export.to_onnx(module, path, initial_state=True)  # loads onnx on first use (rnnlab.export's own rule)
         return
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
