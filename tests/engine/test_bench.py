@@ -125,9 +125,17 @@ def test_saved_bytes_grow_with_sequence_length():
 
 def test_cli_quick_without_jax(tmp_path):
     out = tmp_path / "b.md"
-    res = CliRunner().invoke(main, ["bench", "--quick", "--no-jax", "--threads", "1", "--cells", "rnn", "--out", str(out)])
+    data = tmp_path / "b.json"
+    res = CliRunner().invoke(main, ["bench", "--quick", "--no-jax", "--threads", "1", "--cells", "rnn", "--out", str(out),
+                                    "--json", str(data)])
     assert res.exit_code == 0, res.output
     text = out.read_text()
+    again = tmp_path / "again.md"
+    rendered = CliRunner().invoke(main, ["bench", "--render", str(data), "--out", str(again)])
+    assert rendered.exit_code == 0, rendered.output
+    assert again.read_text() == text  # the JSON renders the same page, timing nothing
+    broken = CliRunner().invoke(main, ["bench", "--render", str(out)])  # markdown, not JSON
+    assert broken.exit_code != 0 and "--render" in broken.output
     assert "| rnn | 20, 2, 4, 8 |" in text and "| rnn | 10, 1, 4, 8 |" in text and "| rnn | 10, 2, 4, 8 | 2 |" in text
     assert "bf16 kernel: " in text and "Where the native engine's training step goes" in text
     assert "onnxruntime not run" not in text

@@ -21,8 +21,18 @@ from ..bench import engine as b
               help="Seconds of repeats per timing (median taken; at least 3 repeats after 2 warm-ups).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the markdown report here.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the raw numbers as JSON.")
-def bench(threads, quick, cells, jax, onnxruntime, budget, out, json_out):
+@click.option("--render", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Time nothing: write the markdown report of a JSON file an earlier run wrote with --json.")
+def bench(threads, quick, cells, jax, onnxruntime, budget, out, json_out, render):
     """Time one training step (and inference) of each cell: rnnlab against torch.nn, JAX/Flax and onnxruntime."""
+    if render is not None:
+        try:
+            report = b.from_json(render.read_text())
+        except (ValueError, KeyError, TypeError) as e:
+            raise click.BadParameter(f"expected a JSON report written by `rnnlab bench --json`, got {render} "
+                                     f"({type(e).__name__}: {e})", param_hint="--render") from None
+        _write(b.to_markdown(report), out)
+        return
     names = tuple(c.strip() for c in cells.split(",") if c.strip())
     unknown = [c for c in names if c not in b.CELLS]
     if unknown or not names:
@@ -35,9 +45,12 @@ def bench(threads, quick, cells, jax, onnxruntime, budget, out, json_out):
                    batch1_shapes=b.QUICK_BATCH1_SHAPES if quick else b.BATCH1_SHAPES,
                    stacked_shapes=b.QUICK_STACKED_SHAPES if quick else b.STACKED_SHAPES,
                    stream_steps=b.QUICK_STREAM_STEPS if quick else b.STREAM_STEPS)
-    text = b.to_markdown(report)
+    _write(b.to_markdown(report), out)
+    if json_out:
+        json_out.write_text(b.as_json(report))
+
+
+def _write(text: str, out: Path | None) -> None:
     click.echo(text)
     if out:
         out.write_text(text)
-    if json_out:
-        json_out.write_text(b.as_json(report))

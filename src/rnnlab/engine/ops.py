@@ -340,11 +340,9 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True
     low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast.
     ``keep=False`` is inference: the caller asks for no gates and nothing for a backward, and no input may need
     a gradient."""
-    if not keep:
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=False, bf16=autocast_bf16())
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
+    if not keep or torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
         # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=autocast_bf16())
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=keep, bf16=autocast_bf16())
     bf16 = False
     if torch.is_autocast_enabled("cpu"):
         bf16 = autocast_bf16()

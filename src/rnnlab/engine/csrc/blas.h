@@ -54,17 +54,14 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
 
 // A recurrent weight packed once per call into MKL's internal layout, then reused by every step's GEMM
 // (cblas_sgemm_pack / cblas_sgemm_compute): row-major C (M, N) = A (M, K) · Bw (K, N) + beta · C, Bw packed.
-// float only; ``on()`` is false where MKL's packed API is missing, for double, and unless RNNLAB_PACK=1.
+// ``asked()`` says whether the loops use it; ``on()`` whether this one was packed.
 template <typename T>
 class PackedB {
  public:
-  PackedB() = default;
-  // pack Bw (K, N), row stride ldb, for products with M rows
+  // pack Bw (K, N), row stride ldb, for products with M rows (callers check ``asked()`` first)
   void pack(int64_t M, int64_t N, int64_t K, const T* Bw, int64_t ldb) {
     if constexpr (std::is_same_v<T, float>) {
-      if (!available() || M < 1) return;
-      const size_t bytes = cblas_sgemm_pack_get_size(162, int(M), int(N), int(K));
-      buf_.assign(bytes / sizeof(float) + 1, 0.f);
+      buf_.assign(cblas_sgemm_pack_get_size(162, int(M), int(N), int(K)) / sizeof(float) + 1, 0.f);
       cblas_sgemm_pack(101, 162, 111, int(M), int(N), int(K), 1.f, Bw, int(ldb), buf_.data());
       M_ = M, N_ = N, K_ = K;
     }
@@ -78,25 +75,21 @@ class PackedB {
       cblas_sgemm_compute(101, 111, 151, int(M_), int(N_), int(K_), A, int(lda), buf_.data(), int(N_), beta, C,
                           int(ldc));
   }
-  // whether the loops run on packed weights: only with RNNLAB_PACK=1 (where
-  // MKL has the packed API). Measured (2 threads, RNNLAB_PACK=0 against 1, same minutes): slower at B <= 64 (a
-  // batch-1 LSTM's inference 0.34 → 0.86 ms, (100, 32, 64, 128) training 14.9 → 16.3 ms); at B = 128 with W_hh
-  // 1536 × 512 one session gave GRU training 194–220 ms against 226–234, a later one no difference (RNN, GRU,
-  // LSTM at (50, 128, 256, 512): within ±5 %, both ways) — so nothing is packed unless asked for
+  // RNNLAB_PACK=1 asks for it (float, where MKL has the packed API). Off by default: measured with 2 threads,
+  // RNNLAB_PACK=0 against 1 in the same minutes, it was slower at B <= 64 (a batch-1 LSTM's inference 0.34 → 0.86
+  // ms, (100, 32, 64, 128) training 14.9 → 16.3 ms); at B = 128 with W_hh 1536 × 512 one session gave GRU training
+  // 194–220 ms against 226–234, a later one no difference (RNN, GRU, LSTM at (50, 128, 256, 512): within ±5 %)
   static bool asked() {
-    const char* env = std::getenv("RNNLAB_PACK");
-    return available() && env && std::strcmp(env, "1") == 0;
-  }
-  static bool available() {
     if constexpr (!std::is_same_v<T, float>) return false;
     const char* env = std::getenv("RNNLAB_PACK");
-    return cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute && !(env && std::strcmp(env, "0") == 0);
+    return env && std::strcmp(env, "1") == 0 && cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute;
   }
 
  private:
   std::vector<float> buf_;
   int64_t M_ = 0, N_ = 0, K_ = 0;
 };
+
 // ---- bf16: the operators' mixed-precision mode (ops.cpp's use_bf16 says when it runs) ----
 // a bf16 number is the upper half of a float32's bits: 8 significant bits, the float32 exponent range
 using bf16_t = uint16_t;

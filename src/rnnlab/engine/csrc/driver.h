@@ -123,12 +123,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     T* extra = d.extra ? d.extra + kt * B * H : nullptr;
     Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
                   k);
-    if (m) {
-      if (live)  // rows past their end: m_t = 0, so that ∂W_hr = Σ ∂h_tᵀ m_t skips them
-        for (int64_t b = 0; b < B; ++b)
-          if (live[b] == T(0)) std::memset(m + b * H, 0, H * sizeof(T));
-      k.project(m, h_next);
-    }
+    if (m) k.project(m, h_next);  // (a row past its end is put back below; GEMM rows do not mix)
     if (d.zone) {
       zoneout_rows<T>(B, P, live, d.zone + (S * t) * B * H, h_prev, h_next, h_next);
       if (S == 2) zoneout_rows<T>(B, H, live, d.zone + (S * t + 1) * B * H, c_prev, c_new, c_next);
@@ -140,6 +135,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
         if (c_next) std::memcpy(c_next + b * H, c_prev + b * H, H * sizeof(T));
         std::memset(gate + b * GH, 0, GH * sizeof(T));
         if (extra) std::memset(extra + b * H, 0, H * sizeof(T));
+        if (m) std::memset(m + b * H, 0, H * sizeof(T));  // so that ∂W_hr = Σ ∂h_tᵀ m_t skips the row
         if (c_new != c_next) std::memset(c_new + b * H, 0, H * sizeof(T));
       }
     }

@@ -288,7 +288,7 @@ std::string bf16_kernel() {
 
 // The threshold rule, in one place: a call runs its bf16 mode when asked, on float32 tensors, where the
 // hardware has it, and where its per-step recurrent GEMM has at least BF16_MIN_STEP_MACS multiply-adds
-// (B · rec · H, rec = the rows of W_hh); else it runs float32 throughout. Measured (T = 100, one thread,
+// (B · rec · P, rec and P = H the rows and columns of W_hh); else it runs float32 throughout. Measured (T = 100, one thread,
 // forward and backward operator calls, min of 10, on a shared 2-core AMX machine): at B·rec·H ≤ 2^16
 // (LSTM B = 8, H = 32; RNN B = 16, H = 64) the bf16 mode is 0–60% slower — the per-step GEMM is a few µs,
 // and rounding h to bf16 plus MKL's bf16 call overhead cost more than AMX saves; around 2^17 (LSTM B = 32,
@@ -299,7 +299,7 @@ constexpr int64_t BF16_MIN_STEP_MACS = int64_t(1) << 17;
 bool use_bf16(const Shape& s, bool requested) {
   if (!requested || s.dtype != at::kFloat || !bf16_hardware_ok() || bf16_disabled()) return false;
   const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  return s.B * R * s.H >= BF16_MIN_STEP_MACS;
+  return s.B * R * s.P >= BF16_MIN_STEP_MACS;  // W_hh is (rec, P): P = H but for the LSTM's projection
 }
 
 Tensor to16(const Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
@@ -350,7 +350,7 @@ void each_direction(const Shape& s, Job job) {
     return;
   }
   const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  BlasThreads guard(s.B * R * s.H >= PARALLEL_STEP_MACS ? threads : 1);
+  BlasThreads guard(s.B * R * s.P >= PARALLEL_STEP_MACS ? threads : 1);  // the per-step GEMM's multiply-adds
   for (int64_t d = 0; d < s.D; ++d) job(d);
 }
 
