@@ -52,6 +52,17 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
   blas(&no, &no, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
 }
 
+// row-major C (M, N) = A (M, K) · Bᵀ + beta · C, B (N, K) with row stride ldb (a weight as torch stores it)
+template <typename T>
+void gemm_t(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T beta, T* C,
+            int64_t ldc) {
+  const char no = 'N', tr = 'T';
+  const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
+  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+  const T one = 1;
+  blas(&tr, &no, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
+}
+
 // A recurrent weight packed once per call into MKL's internal layout, then reused by every step's GEMM
 // (cblas_sgemm_pack / cblas_sgemm_compute): row-major C (M, N) = A (M, K) · Bw (K, N) + beta · C, Bw packed.
 // ``asked()`` says whether the loops use it; ``on()`` whether this one was packed.

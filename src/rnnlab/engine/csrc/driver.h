@@ -38,7 +38,9 @@ struct Direction {
   bool reverse = false;
   bool keep = true;           // false (inference, nothing kept for backward): gates, extra and m hold one step
   const T* mask = nullptr;    // (T, B)
-  const T* xp = nullptr;      // (T, B, gx) the input projection of every step
+  const T* xp = nullptr;      // (T, B, gx) the input projection of every step, or null: the driver computes it
+  const T* x = nullptr;       // (T, B, X) with xp null: the inputs, projected a chunk of steps at a time (Loop::input)
+  const bf16_t* x16 = nullptr;  // the same in bf16 (bf16 mode)
   T* states = nullptr;        // (T+1, B, P)
   T* cells = nullptr;         // (T+1, B, H) the LSTM's C
   T* gates = nullptr;         // (T, B, G·H) activated gates
@@ -92,6 +94,37 @@ void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d,
   }
 }
 
+// The input projection xp_t = x_t W_ihᵀ + b, handed to the driver whole (Direction::xp) or computed by it a
+// chunk of steps at a time into a buffer that stays in cache: one GEMM over the chunk's rows, never a
+// (T, B, gx) array written to memory and read back, and no large allocation per call.
+template <typename T>
+class InputChunks {
+ public:
+  InputChunks(const Loop<T>& k, const Direction<T>& d, int64_t gx) : k_(k), d_(d), gx_(gx) {
+    if (d.xp) return;
+    // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows
+    steps_ = std::clamp<int64_t>((int64_t(1) << 17) / std::max<int64_t>(1, k.B * gx), 1, std::max<int64_t>(1, d.steps));
+    buf_.resize(steps_ * k.B * gx);
+  }
+  // step s's xp rows (B, gx): at the first step of each chunk, the chunk's GEMM
+  const T* at(int64_t s, int64_t t) {
+    if (d_.xp) return d_.xp + t * k_.B * gx_;
+    if (s % steps_ == 0) {
+      const int64_t n = std::min(steps_, d_.steps - s);
+      lo_ = d_.reverse ? t - n + 1 : t;  // the chunk's earliest time: its rows are contiguous in x
+      const int64_t row = lo_ * k_.B;
+      k_.input(n * k_.B, gx_, d_.x + row * k_.X, d_.x16 ? d_.x16 + row * k_.X : nullptr, buf_.data());
+    }
+    return buf_.data() + (t - lo_) * k_.B * gx_;
+  }
+
+ private:
+  const Loop<T>& k_;
+  const Direction<T>& d_;
+  int64_t gx_, steps_ = 1, lo_ = 0;
+  std::vector<T> buf_;
+};
+
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
@@ -100,6 +133,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   k.scratch.assign(Cell::scratch(B, H), T(0));
   if (!k.w_hhT16 && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
   std::vector<T> hh(B * W1), hin(d.h_mask ? B * P : 0);
+  InputChunks<T> xp(k, d, GX);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
@@ -121,7 +155,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     T* c_new = d.cells && d.zone ? d.c_pre + t * B * H : c_next;  // C_t, before zoneout
     T* gate = d.gates + kt * B * GH;
     T* extra = d.extra ? d.extra + kt * B * H : nullptr;
-    Cell::forward(Fw<T>{t, live, d.xp + t * B * GX, hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
                   k);
     if (m) k.project(m, h_next);  // (a row past its end is put back below; GEMM rows do not mix)
     if (d.zone) {

@@ -446,31 +446,26 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   Tensor reserve = x.new_empty({s.D, reserve_size(kept)});
   const bool half = use_bf16(s, bf16);
   const Tensor x16 = half ? to16(x2) : Tensor();
-  std::vector<Tensor> xps, w_hhTs, w_hrTs, w_hhT16s;
+  std::vector<Tensor> xps, w_ih16s, w_hhTs, w_hrTs, w_hhT16s;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     const bool reverse = d == 1;
     const Reserve res(kept, reserve[d]);
-    const Tensor w_ih16 = half ? to16(r.w_ih) : Tensor();
-    Tensor xp;
+    w_ih16s.push_back(half ? to16(r.w_ih) : Tensor());
+    Tensor xp;  // without layer norm the driver projects the inputs itself, a chunk of steps at a time
     if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
       Tensor raw = res.get("raw").view({s.T * s.B, s.GX});
       if (half)
-        mm16(x16, false, w_ih16, true, 0.0f, raw);
+        mm16(x16, false, w_ih16s.back(), true, 0.0f, raw);
       else
         at::mm_out(raw, x2, r.w_ih.t());
       const Tensor shift = s.bias ? r.ln_ih_b + r.b : r.ln_ih_b;
       auto [y, mean, rstd] = at::native_layer_norm(raw, {s.GX}, r.ln_ih_w, shift, LN_EPS);
       res.get("ih_mean").view({-1}).copy_(mean.view({-1}));
       res.get("ih_rstd").view({-1}).copy_(rstd.view({-1}));
-      xp = y;
-    } else if (half) {  // x W_ihᵀ + b: bf16 operands, the bias added in the GEMM's float32 accumulator
-      xp = s.bias ? r.b.expand({s.T * s.B, s.GX}).contiguous() : x.new_empty({s.T * s.B, s.GX});
-      mm16(x16, false, w_ih16, true, s.bias ? 1.0f : 0.0f, xp);
-    } else {
-      xp = s.bias ? at::addmm(r.b, x2, r.w_ih.t()) : at::mm(x2, r.w_ih.t());  // one GEMM
+      xp = y.contiguous();
     }
-    xps.push_back(xp.contiguous());
+    xps.push_back(xp);
     w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (P, rec): MKL is faster on it for small B
     w_hrTs.push_back(s.proj ? r.w_hr.t().contiguous() : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
@@ -486,7 +481,13 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor(), w_hhT16s[d]);
       Direction<T> dir;
       dir.keep = keep;
-      dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = xps[d].data_ptr<T>();
+      dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = ptr<T>(xps[d]);
+      if (!dir.xp) {  // the driver's input projection
+        dir.x = x2.data_ptr<T>();
+        if (half) dir.x16 = reinterpret_cast<const bf16_t*>(x16.data_ptr());
+        k.X = s.X, k.w_ih = r.w_ih.data_ptr<T>(), k.b_ih = s.bias ? r.b.data_ptr<T>() : nullptr;
+        if (half) k.w_ih16 = reinterpret_cast<const bf16_t*>(w_ih16s[d].data_ptr());
+      }
       dir.states = states[d].data_ptr<T>(), dir.cells = lstm ? cells[d].data_ptr<T>() : nullptr;
       dir.gates = gates[d].data_ptr<T>(), dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre[d].data_ptr<T>() : nullptr;
@@ -819,4 +820,44 @@ double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t 
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("time_step_gemms(int B, int H, int GH, int first, int T) -> float", &rnnlab::time_step_gemms);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tests only: rnnlab::activation — the cells' own activations (pointwise.h's act::tanh, act::sigmoid) over a
+// float32 or float64 tensor, run by the same kernel clone the cells run on this CPU, so that a test can hold
+// them against the correctly rounded values over every float32 input (tests/engine/test_activations.py)
+// ---------------------------------------------------------------------------------------------
+
+namespace rnnlab {
+namespace {
+
+template <typename T, bool SIGMOID>
+RNNLAB_KERNEL void activate(int64_t n, const T* __restrict x, T* __restrict y) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) y[j] = SIGMOID ? act::sigmoid(x[j]) : act::tanh(x[j]);
+}
+
+Tensor activation(const Tensor& x, c10::string_view name) {
+  const char* fn = "rnnlab::activation";
+  TORCH_CHECK_VALUE(name == "tanh" || name == "sigmoid", fn, ": name: expected 'tanh' or 'sigmoid', got '",
+                    std::string(name), "'");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, fn,
+                   ": x: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
+  const Tensor xc = x.contiguous();
+  Tensor y = at::empty_like(xc);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnlab::activation", [&] {
+    if (name == "sigmoid")
+      activate<scalar_t, true>(xc.numel(), xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+    else
+      activate<scalar_t, false>(xc.numel(), xc.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+  });
+  return y;
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
+  m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
 }

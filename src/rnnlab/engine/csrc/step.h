@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -91,6 +92,23 @@ struct Loop {
   const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
   const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
   std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+
+  // the input projection, when the driver computes it a chunk of steps at a time (Direction::x)
+  int64_t X = 0;               // input width
+  const T* w_ih = nullptr;     // (gx, X)
+  const T* b_ih = nullptr;     // (gx), or null without a bias
+  const bf16_t* w_ih16 = nullptr;  // bf16 mode: W_ih's bf16 copy
+
+  // out (n, gx) = x (n, X) · W_ihᵀ + b, for n input rows (x16: the same rows in bf16, in bf16 mode)
+  void input(int64_t n, int64_t gx, const T* x, const bf16_t* x16, T* out) const {
+    if (b_ih)
+      for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * gx, b_ih, gx * sizeof(T));
+    const T beta = b_ih ? T(1) : T(0);
+    if constexpr (std::is_same_v<T, float>) {
+      if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
+    }
+    gemm_t<T>(n, gx, X, x, X, w_ih, X, beta, out, gx);
+  }
 
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
   void product(const T* in, int64_t col, int64_t width, T* out, int64_t ldo) {

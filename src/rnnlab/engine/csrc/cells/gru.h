@@ -54,8 +54,8 @@ struct GRUCell {
       T* __restrict rh_ = s.extra + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = sigmoid(x_[j] + hh_[j]);          // z_t
-        const T r = sigmoid(x_[H + j] + hh_[H + j]);  // r_t
+        const T z = act::sigmoid(x_[j] + hh_[j]);          // z_t
+        const T r = act::sigmoid(x_[H + j] + hh_[H + j]);  // r_t
         g_[j] = z;
         g_[H + j] = r;
         rh_[j] = r * hp[j];  // r_t * h_{t-1}
@@ -76,7 +76,7 @@ struct GRUCell {
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = g_[j];
-        const T n = std::tanh(x_[2 * H + j] + hn_[j]);  // h̃_t
+        const T n = act::tanh(x_[2 * H + j] + hn_[j]);  // h̃_t
         g_[2 * H + j] = n;
         h_[j] = hp[j] + z * (n - hp[j]);  // h_t = (1 - z_t) h_{t-1} + z_t h̃_t
       }
@@ -97,10 +97,10 @@ struct GRUCell {
       T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = sigmoid(x_[j] + hh_[j]);
-        const T r = sigmoid(x_[H + j] + hh_[H + j]);
+        const T z = act::sigmoid(x_[j] + hh_[j]);
+        const T r = act::sigmoid(x_[H + j] + hh_[H + j]);
         const T hn = hh_[2 * H + j] + b_hn[j];
-        const T n = std::tanh(x_[2 * H + j] + r * hn);
+        const T n = act::tanh(x_[2 * H + j] + r * hn);
         g_[j] = z;
         g_[H + j] = r;
         g_[2 * H + j] = n;

@@ -37,7 +37,7 @@ struct LSTMCell {
         if (skip(s.live, b)) continue;
         const T* o = s.gate + b * 4 * H + 3 * H;
 #pragma omp simd
-        for (int64_t j = 0; j < H; ++j) s.h[b * H + j] = o[j] * std::tanh(y[b * H + j]);
+        for (int64_t j = 0; j < H; ++j) s.h[b * H + j] = o[j] * act::tanh(y[b * H + j]);
       }
     }
   }
@@ -55,17 +55,17 @@ struct LSTMCell {
       T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T f = sigmoid(x_[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
-        const T i = COUPLED ? T(1) - f : sigmoid(x_[H + j] + hh_[H + j] + (PEEP ? pi[j] * cp[j] : T(0)));  // i_t
-        const T g = std::tanh(x_[KG * H + j] + hh_[KG * H + j]);  // C̃_t
+        const T f = act::sigmoid(x_[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
+        const T i = COUPLED ? T(1) - f : act::sigmoid(x_[H + j] + hh_[H + j] + (PEEP ? pi[j] * cp[j] : T(0)));  // i_t
+        const T g = act::tanh(x_[KG * H + j] + hh_[KG * H + j]);  // C̃_t
         const T cn = f * cp[j] + i * g;                           // C_t = f_t C_{t-1} + i_t C̃_t
-        const T o = sigmoid(x_[KO * H + j] + hh_[KO * H + j] + (PEEP ? po[j] * cn : T(0)));  // o_t
+        const T o = act::sigmoid(x_[KO * H + j] + hh_[KO * H + j] + (PEEP ? po[j] * cn : T(0)));  // o_t
         g_[j] = f;
         g_[H + j] = i;
         g_[2 * H + j] = g;
         g_[3 * H + j] = o;
         c_[j] = cn;
-        h_[j] = o * std::tanh(cn);  // h_t = o_t tanh(C_t)
+        h_[j] = o * act::tanh(cn);  // h_t = o_t tanh(C_t)
       }
     }
   }
@@ -83,7 +83,7 @@ struct LSTMCell {
         const T* o = s.gate + b * 4 * H + 3 * H;
 #pragma omp simd
         for (int64_t j = 0; j < H; ++j) {
-          const T tc = std::tanh(chat[r + j] * k.norm.g_c[j] + k.norm.b_c[j]);
+          const T tc = act::tanh(chat[r + j] * k.norm.g_c[j] + k.norm.b_c[j]);
           tcn[r + j] = tc;
           dyc[r + j] = s.dh[r + j] * o[j] * (T(1) - tc * tc);
         }
@@ -117,7 +117,7 @@ struct LSTMCell {
       for (int64_t j = 0; j < H; ++j) {
         const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
         const T dh = dh_[j];
-        const T tc = LN ? tcn[r + j] : std::tanh(c_[j]);
+        const T tc = LN ? tcn[r + j] : act::tanh(c_[j]);
         const T dao = (dh * tc + gg[3 * H + j]) * o * (T(1) - o);                 // ∂o_t's pre-activation
         const T through_h = LN ? dch[r + j] : dh * o * (T(1) - tc * tc);        // h_t = o_t tanh(C_t)
         const T dC = dc[j] + through_h + (PEEP ? dao * po[j] : T(0));     // ∂C_t (o's peephole sees C_t)

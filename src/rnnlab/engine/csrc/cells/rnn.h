@@ -29,7 +29,7 @@ struct RNNCell {
       T* __restrict h_ = s.h + b * H;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T y = RELU ? relu_kept(x_[j] + hh_[j]) : std::tanh(x_[j] + hh_[j]);
+        const T y = RELU ? relu_kept(x_[j] + hh_[j]) : act::tanh(x_[j] + hh_[j]);
         g_[j] = y;
         h_[j] = y;
       }
