@@ -269,6 +269,32 @@ def test_directions_in_parallel_equal_one_after_the_other(name):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("opts", [{}, dict(peepholes=True, coupled=True), dict(layer_norm=True)], ids=str)
+def test_lstm_rows_split_across_threads_equal_one_thread(opts):
+    """On two threads a one-direction LSTM with B·H >= 1024 splits each step's pointwise passes by rows (ops.cpp's
+    pointwise_threads); outputs and gradients match one thread and the float64 reference, lengths included (rows
+    past their end sit in both halves)."""
+    if not ops.available():
+        pytest.skip("the pointwise passes split only in the compiled operators")
+    torch.manual_seed(0)
+    layer = rnnlab.LSTM(5, 64, engine="native", **opts).double()
+    x = torch.randn(7, 17, 5, dtype=torch.float64)
+    lengths = torch.tensor([7, 3, 5, 1, 7, 2, 6, 4, 7, 7, 1, 2, 3, 4, 5, 6, 7])
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads, engine in ((1, "native"), (2, "native"), (2, "reference")):
+            torch.set_num_threads(threads)
+            layer.engine = engine
+            out, _ = layer(x, lengths=lengths)
+            results.append([out, *torch.autograd.grad((out**2).sum(), list(layer.parameters()))])
+    finally:
+        torch.set_num_threads(old)
+    for one, two, ref in zip(*results):
+        torch.testing.assert_close(two, one, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(two, ref, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_native_on_cuda_runs_cudnn_or_the_reference(name):

@@ -10,6 +10,8 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
 (b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b, ∂W_ih = ∂aᵀ · x and
     ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
     ``torch.addmm`` / ``torch.mm`` at those shapes and layouts (the transposed operands as transposed views).
+    The loop itself runs the input projection a chunk of steps at a time (csrc/driver.h's InputChunks): the
+    same multiply-adds in GEMMs of fewer rows, timed here as one.
 (c) everything else — the cells' pointwise maths, the autograd and operator overhead, bias sums, copies —
     is the step's median time less (a) and (b).
 

@@ -15,6 +15,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #include "blas.h"
 #include "norm.h"
 
@@ -92,6 +94,22 @@ struct Loop {
   const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
   const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
   std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+  // a single row against a large W_hh (the driver decides: make_loop) reads W_hh (rec, P) row by row, one dot
+  // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
+  // slower for small W_hh and for more rows
+  bool dot = false;
+
+  // The threads a step's pointwise passes run on (the driver decides: 1 inside threads of its own). Their rows
+  // never read each other, so rows(pass) splits [0, B) across torch's threads, the ones MKL has just run the
+  // step's GEMM on; with one thread it is a plain call.
+  int64_t threads = 1;
+  template <class Pass>
+  void rows(const Pass& pass) const {
+    if (threads > 1)
+      at::parallel_for(0, B, (B + threads - 1) / threads, pass);
+    else
+      pass(int64_t(0), B);
+  }
 
   // the input projection, when the driver computes it a chunk of steps at a time (Direction::x)
   int64_t X = 0;               // input width
@@ -120,6 +138,7 @@ struct Loop {
       }
     }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
+    if (dot) return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out

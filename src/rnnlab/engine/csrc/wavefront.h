@@ -453,7 +453,6 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
   std::vector<Tensor> dw_ih, dw_hh, db, db_hn;
   for (int64_t k = 0; k < L; ++k) {
     const Shape& sk = c.shapes[k];
-    const Record& r = c.recs[k];
     const Reserve res(sk, reserve_c[k]);
     const Tensor da2 = da[k].view({T * B, GX});
     if (!need_weights) continue;

@@ -26,11 +26,11 @@ struct GRUCell {
 
   static void forward(const Fw<T>& s, Loop<T>& k) {
     if (AFTER) {
-      forward_after(s, k);
+      k.rows([&](int64_t b0, int64_t b1) { forward_after(s, k, b0, b1); });
       return;
     }
     const int64_t B = k.B, H = k.H;
-    forward_zr(s, k);
+    k.rows([&](int64_t b0, int64_t b1) { forward_zr(s, k, b0, b1); });
     if (s.live)  // rows outside their sequence: r·h = 0, so their W_hn product is 0 too
       for (int64_t b = 0; b < B; ++b)
         if (s.live[b] == T(0)) std::memset(s.extra + b * H, 0, H * sizeof(T));
@@ -39,13 +39,13 @@ struct GRUCell {
     if (k.norm.on())                      // the candidate's own LN(W_hn (r h)): gain and bias rows 2H:
       ln_rows<T>(B, H, s.live, hn, H, k.norm.g_hh + 2 * H, k.norm.b_hh + 2 * H, k.norm.nhat + s.t * B * H,
                  k.norm.nrstd + s.t * B);
-    forward_n(s, k, hn);
+    k.rows([&](int64_t b0, int64_t b1) { forward_n(s, k, hn, b0, b1); });
   }
 
   // z, r = σ(·);  rh = r h_in  (the input of the second GEMM, W_hn · rh)
-  static RNNLAB_KERNEL void forward_zr(const Fw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+  static RNNLAB_KERNEL void forward_zr(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hh_ = s.hh + b * 2 * H;
@@ -64,9 +64,9 @@ struct GRUCell {
   }
 
   // n = tanh(W_xn x + b_n + W_hn (r h_{t-1}));  h_t = (1 - z) h_{t-1} + z n
-  static RNNLAB_KERNEL void forward_n(const Fw<T>& s, Loop<T>& k, const T* __restrict hn) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+  static RNNLAB_KERNEL void forward_n(const Fw<T>& s, const Loop<T>& k, const T* __restrict hn, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hn_ = hn + b * H;
@@ -84,10 +84,10 @@ struct GRUCell {
   }
 
   // z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
-  static RNNLAB_KERNEL void forward_after(const Fw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
+  static RNNLAB_KERNEL void forward_after(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
     const T* __restrict b_hn = k.b_hn;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hh_ = s.hh + b * GH;
@@ -114,10 +114,10 @@ struct GRUCell {
     const int64_t B = k.B, H = k.H, GH = 3 * H;
     if (AFTER) {
       T* dhh = k.scratch.data();
-      backward_after(s, k, dhh);
+      k.rows([&](int64_t b0, int64_t b1) { backward_after(s, k, dhh, b0, b1); });
       return {dhh, GH};
     }
-    backward_zn(s, k);
+    k.rows([&](int64_t b0, int64_t b1) { backward_zn(s, k, b0, b1); });
     const T* dn = s.da + 2 * H;  // ∂ W_hn (r h): the candidate's pre-activation gradient, through its LN
     if (k.norm.on()) {
       T* dhh_t = k.norm.dhh + s.t * B * GH;
@@ -128,14 +128,14 @@ struct GRUCell {
     }
     T* drh = k.scratch.data();
     k.product_back(dn, GH, 2 * H, H, T(0), drh);  // ∂(r_t h_{t-1}) = ∂n_pre · W_hn
-    backward_r(s, k, drh);
+    k.rows([&](int64_t b0, int64_t b1) { backward_r(s, k, drh, b0, b1); });
     return {s.da, GH};  // the z, r blocks
   }
 
   // first pass (before the GEMM drh = ∂n_pre · W_hn): z and n, and dh_{t-1}'s direct part (1 - z) dh
-  static RNNLAB_KERNEL void backward_zn(const Bw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+  static RNNLAB_KERNEL void backward_zn(const Bw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
       const T* __restrict g_ = s.gate + q;
@@ -158,9 +158,9 @@ struct GRUCell {
   }
 
   // second pass: r, from drh = ∂(r h_in); and rh's contribution r · drh to the recurrent share of ∂h_{t-1}
-  static RNNLAB_KERNEL void backward_r(const Bw<T>& s, Loop<T>& k, const T* __restrict drh) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+  static RNNLAB_KERNEL void backward_r(const Bw<T>& s, const Loop<T>& k, const T* __restrict drh, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
       const T* __restrict rg_ = s.gate + q + H;
@@ -180,9 +180,9 @@ struct GRUCell {
   }
 
   // da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn)
-  static RNNLAB_KERNEL void backward_after(const Bw<T>& s, Loop<T>& k, T* __restrict dhh) {
-    const int64_t B = k.B, H = k.H, GH = 3 * H;
-    for (int64_t b = 0; b < B; ++b) {
+  static RNNLAB_KERNEL void backward_after(const Bw<T>& s, const Loop<T>& k, T* __restrict dhh, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GH = 3 * H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) {  // outside its sequence: nothing reaches W_hh or b_hn
         std::memset(dhh + b * GH, 0, GH * sizeof(T));
         std::memset(s.dhn + b * H, 0, H * sizeof(T));

@@ -27,7 +27,7 @@ struct LSTMCell {
   static constexpr int64_t KG = COUPLED ? 1 : 2, KO = COUPLED ? 2 : 3;  // the blocks of g, o in xp, hh and da
 
   static void forward(const Fw<T>& s, Loop<T>& k) {
-    gates(s, k);
+    k.rows([&](int64_t b0, int64_t b1) { gates(s, k, b0, b1); });
     if (LN) {  // h_t = o tanh(LN(C_t))
       const int64_t B = k.B, H = k.H;
       T* y = k.scratch.data();
@@ -42,10 +42,11 @@ struct LSTMCell {
     }
   }
 
-  static RNNLAB_KERNEL void gates(const Fw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H, GX = gx(H), GH = 4 * H;
+  // rows [b0, b1) of the step
+  static RNNLAB_KERNEL void gates(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GX = gx(H), GH = 4 * H;
     const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GX;
       const T* __restrict hh_ = s.hh + b * GX;
@@ -91,16 +92,17 @@ struct LSTMCell {
       ln_rows_back<T>(B, H, s.live, dyc, H, k.norm.g_c, chat, k.norm.crstd + s.t * B, dch, H, k.ngrads->g_c.data(),
                       k.ngrads->b_c.data(), k.ln_step.data());
     }
-    derivatives(s, k, tcn, dch);
+    k.rows([&](int64_t b0, int64_t b1) { derivatives(s, k, tcn, dch, b0, b1); });
     return {s.da, gx(H)};
   }
 
   // ∂ of each equation above, bottom up; ``tcn``, ``dch`` (layer norm): tanh(LN(C_t)) and the gradient
   // reaching C_t through h_t, in place of tanh(C_t) and ∂h_t o (1 - tanh²(C_t))
-  static RNNLAB_KERNEL void derivatives(const Bw<T>& s, Loop<T>& k, const T* __restrict tcn, const T* __restrict dch) {
-    const int64_t B = k.B, H = k.H, GX = gx(H), GH = 4 * H;
+  static RNNLAB_KERNEL void derivatives(const Bw<T>& s, const Loop<T>& k, const T* __restrict tcn,
+                                        const T* __restrict dch, int64_t b0, int64_t b1) {
+    const int64_t H = k.H, GX = gx(H), GH = 4 * H;
     const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
-    for (int64_t b = 0; b < B; ++b) {
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H, q = b * GH;
       const T* __restrict g_ = s.gate + q;

@@ -19,9 +19,12 @@ struct RNNCell {
   static constexpr int64_t states = 1;
 
   // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
-  static RNNLAB_KERNEL void forward(const Fw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H;
-    for (int64_t b = 0; b < B; ++b) {
+  static void forward(const Fw<T>& s, Loop<T>& k) {
+    k.rows([&](int64_t b0, int64_t b1) { activate(s, k, b0, b1); });
+  }
+  static RNNLAB_KERNEL void activate(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * H;
       const T* __restrict hh_ = s.hh + b * H;
@@ -37,9 +40,13 @@ struct RNNCell {
   }
 
   // ∂a = ∂h_t φ'(a): (1 - h_t²) for tanh, [h_t > 0] for relu; ∂h_{t-1}'s direct part is the outputs' own
-  static RNNLAB_KERNEL Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
-    const int64_t B = k.B, H = k.H;
-    for (int64_t b = 0; b < B; ++b) {
+  static Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
+    k.rows([&](int64_t b0, int64_t b1) { derivative(s, k, b0, b1); });
+    return {s.da, k.H};
+  }
+  static RNNLAB_KERNEL void derivative(const Bw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
+    const int64_t H = k.H;
+    for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H;
       const T* __restrict y_ = s.gate + r;
@@ -56,7 +63,6 @@ struct RNNCell {
         dhp[j] = ghp[j];
       }
     }
-    return {s.da, H};
   }
 };
 
