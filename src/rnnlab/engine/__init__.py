@@ -10,7 +10,8 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU except larger float32 LSTMs on 2+ threads (oneDNN),
+  function (``choose``): native on CPU except float32 LSTMs on 2+ threads at B·H ≥ 4096 (< 8192 in
+  training) (oneDNN),
   cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
@@ -40,16 +41,27 @@ _NATIVE = NativeEngine()
 _TORCH = TorchEngine()
 
 
-# float32 LSTMs on CPU with at least this many batch·hidden units, on two or more threads, run
-# faster in torch's oneDNN kernel (even fed converted weights) than in the native loops; at one
-# thread, at smaller sizes and for every other cell the native loops are faster (BENCHMARKS.md)
+# Where torch's oneDNN kernel runs a float32 LSTM on CPU (two or more threads) under "auto", measured against
+# the native loops (2 threads, native / oneDNN; BENCHMARKS.md):
+# - inference and bf16 autocast from TORCH_LSTM_MIN_BH batch·hidden units: native 1.06-1.6 slower at
+#   B·H = 4096-16384 (oneDNN's forward, and its bf16 kernel, are the faster ones);
+# - training only below NATIVE_LSTM_TRAIN_MIN_BH: native 1.14-1.25 slower at B·H = 4096 ((100, 32, 64, 128)), but
+#   0.70-0.92 at B·H = 8192-16384 and 0.97-1.03 at (50, 128, 256, 512) (the native backward is the faster half).
+# At one thread, at smaller sizes and for every other cell the native loops are faster.
 TORCH_LSTM_MIN_BH = 4096
+NATIVE_LSTM_TRAIN_MIN_BH = 8192
+
+
+def training(layer, x: torch.Tensor) -> bool:
+    """Whether this call is recorded for a backward: grad mode on and the input or a parameter needs a gradient."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs with B·H ≥
-    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads — else the native engine."""
+    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads, in training only below ``NATIVE_LSTM_TRAIN_MIN_BH``
+    (bf16 autocast counts as inference) — else the native engine."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -58,8 +70,11 @@ def choose(layer, x: torch.Tensor, trace: bool):
         return _TORCH
     big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
     projected = getattr(layer, "proj_size", 0) > 0  # oneDNN has no projection: torch runs its slower ATen loop
-    if x.device.type == "cpu" and x.dtype == torch.float32 and layer.cell_class.SPEC.name == "lstm" and big and not projected:
-        if torch.get_num_threads() >= 2:
+    lstm = layer.cell_class.SPEC.name == "lstm"
+    if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and big and not projected:
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        native_training = training(layer, x) and not bf16 and x.shape[1] * layer.hidden_size >= NATIVE_LSTM_TRAIN_MIN_BH
+        if torch.get_num_threads() >= 2 and not native_training:
             return _TORCH
     return _NATIVE
 

@@ -45,6 +45,10 @@ class TorchStack:
             self._converted[k, d] = weights_from_torch(self.cell_class.SPEC, *self._levels[k][d])
         return self._converted[k, d]
 
+    def parameters(self):
+        """torch.nn's parameter tensors of every level and direction, as a module's ``parameters()``."""
+        return (t for level in self._levels for weights in level for t in weights if t is not None)
+
     def step_arguments(self, k: int, d: int, batch: int) -> dict[str, Any]:
         return {}  # no variant: no added parameters, no recurrent dropout mask
 
