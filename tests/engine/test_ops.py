@@ -120,3 +120,23 @@ def test_inference_is_refused_where_a_backward_or_a_variant_needs_the_saved_valu
     args, kwargs = level_args("gru_after", torch.float64, False, 1, False)
     with pytest.raises(ValueError, match="keep: expected True when an input needs a gradient"):
         torch.ops.rnnlab.recurrent_level(*args, **kwargs, keep=False)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_no_input_features_projects_to_the_bias(cell, bias, capfd):
+    """X = 0 (an operator call; the layers refuse it): the driver's input projection is the bias alone, the same as
+    for inputs of one feature that are all 0, and BLAS is never handed a zero leading dimension."""
+    args, kwargs = level_args(cell, torch.float64, True, 2, False)
+    args = [a.detach() if a is not None else None for a in args]
+    if not bias:
+        args[5] = None
+    empty, zero = list(args), list(args)
+    empty[0], empty[1] = args[0][:, :, :0], args[1][:, :, :0]
+    zero[0] = torch.zeros_like(args[0][:, :, :1])
+    zero[1] = args[1][:, :, :1]
+    got = torch.ops.rnnlab.recurrent_level(*empty, **kwargs)
+    want = torch.ops.rnnlab.recurrent_level(*zero, **kwargs)
+    torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+    printed = capfd.readouterr()
+    assert "ERROR" not in printed.out + printed.err

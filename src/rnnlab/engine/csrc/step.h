@@ -121,6 +121,10 @@ struct Loop {
   void input(int64_t n, int64_t gx, const T* x, const bf16_t* x16, T* out) const {
     if (b_ih)
       for (int64_t r = 0; r < n; ++r) std::memcpy(out + r * gx, b_ih, gx * sizeof(T));
+    if (X == 0) {  // no input features: xp is the bias alone (BLAS refuses a zero leading dimension)
+      if (!b_ih) std::memset(out, 0, n * gx * sizeof(T));
+      return;
+    }
     const T beta = b_ih ? T(1) : T(0);
     if constexpr (std::is_same_v<T, float>) {
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
