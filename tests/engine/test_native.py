@@ -295,6 +295,30 @@ def test_lstm_rows_split_across_threads_equal_one_thread(opts):
         torch.testing.assert_close(two, ref, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, {}), (rnnlab.GRU, {}), (rnnlab.GRU, dict(reset="after")),
+                                      (rnnlab.RNN, {})], ids=str)
+@pytest.mark.parametrize("pack", ["0", "1"])
+def test_one_row_against_a_large_w_hh_reads_it_row_by_row(cls, opts, pack, monkeypatch):
+    """B = 1 with W_hh of 2^18 numbers or more (ops.cpp's dot_rows): the forward reads W_hh row by row and makes no
+    W_hhᵀ copy (packing, when asked, is skipped there); training and inference match the float64 reference."""
+    if not ops.available():
+        pytest.skip("the row-by-row product is the compiled operators'")
+    monkeypatch.setenv("RNNLAB_PACK", pack)
+    torch.manual_seed(0)
+    H = 512 if cls is rnnlab.RNN else 256  # W_hh: 512·512, 768·256 or 1024·256 numbers
+    layer = cls(3, H, engine="native", **opts).double()
+    x = torch.randn(4, 1, 3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for engine in ("native", "reference"):
+        layer.engine = engine
+        with torch.no_grad():
+            inference = layer(x)[0]
+        out, _ = layer(x)
+        results.append([inference, out, *torch.autograd.grad((out**2).sum(), [x, *layer.parameters()])])
+    for got, ref in zip(*results):
+        torch.testing.assert_close(got, ref, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_native_on_cuda_runs_cudnn_or_the_reference(name):

@@ -394,6 +394,13 @@ void with_cell(const Shape& s, F f) {
   }
 }
 
+// Loop::dot: one row against a W_hh of 2^18 numbers (1 MB in float32) or more reads W_hh itself, row by row (and
+// the forward then makes no W_hhᵀ copy)
+bool dot_rows(const Shape& s) {
+  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
+  return s.B == 1 && R * s.P >= (int64_t(1) << 18);
+}
+
 // the services of one direction's loop
 template <typename T>
 Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, const Tensor& w_hrT,
@@ -403,7 +410,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
   k.w_hhT = w_hhT.defined() ? w_hhT.data_ptr<T>() : nullptr;
   k.w_hh = r.w_hh.data_ptr<T>();
-  k.dot = s.B == 1 && k.ldw * s.P >= (int64_t(1) << 18);  // Loop::dot: one row against a W_hh of 1 MB or more
+  k.dot = dot_rows(s);
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
@@ -483,7 +490,8 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       xp = y.contiguous();
     }
     xps.push_back(xp);
-    w_hhTs.push_back(r.w_hh.t().contiguous());  // W_hhᵀ (P, rec): MKL is faster on it for small B
+    // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
+    w_hhTs.push_back(dot_rows(s) && !half ? Tensor() : r.w_hh.t().contiguous());
     w_hrTs.push_back(s.proj ? r.w_hr.t().contiguous() : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
     states[d][reverse ? s.T : 0].copy_(r.h0);
