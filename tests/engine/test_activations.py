@@ -69,3 +69,16 @@ def test_bad_arguments_are_named():
         torch.ops.rnnlab.activation(torch.zeros(3), "relu")
     with pytest.raises(TypeError, match="x: expected float32 or float64, got Int"):
         torch.ops.rnnlab.activation(torch.zeros(3, dtype=torch.int32), "tanh")
+
+
+def test_the_cells_compute_the_same_activation_bit_for_bit():
+    """The checks above hold for what the cells run: an RNN level with W_ih = I, W_hh = 0 and no bias has
+    h_t = tanh(x_t) computed by the cell's own kernel (its clone, its code generation), and it equals
+    rnnlab::activation's tanh bit for bit."""
+    H = 64
+    torch.manual_seed(0)
+    xs = torch.cat([torch.randn(2**16) * 3, torch.linspace(-10, 10, 2**16)])
+    x = xs.view(-1, 1, H)
+    w_ih, w_hh, h0 = torch.eye(H).unsqueeze(0), torch.zeros(1, H, H), torch.zeros(1, 1, H)
+    states = torch.ops.rnnlab.recurrent_level(x, w_ih, w_hh, h0, *(None,) * 13, cell="rnn_tanh", keep=False)[0]
+    assert torch.equal(states[0, 1:].reshape(-1), torch.ops.rnnlab.activation(xs, "tanh"))

@@ -33,6 +33,7 @@ import torch
 from .fused import NativeEngine
 from .reference import ReferenceEngine
 from .torch_kernel import TorchEngine, unsupported
+from .wavefront import training
 
 ENGINES = ("auto", "native", "torch", "reference")
 
@@ -50,11 +51,6 @@ _TORCH = TorchEngine()
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
 TORCH_LSTM_MIN_BH = 4096
 NATIVE_LSTM_TRAIN_MIN_BH = 8192
-
-
-def training(layer, x: torch.Tensor) -> bool:
-    """Whether this call is recorded for a backward: grad mode on and the input or a parameter needs a gradient."""
-    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
 def choose(layer, x: torch.Tensor, trace: bool):

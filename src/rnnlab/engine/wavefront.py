@@ -51,9 +51,10 @@ INPUTS = ("x", "w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "drop")
 OUTPUTS = ("states", "cells", "gates", "reserve")
 
 
-def _training(layer, x: torch.Tensor) -> bool:
-    """Whether this call records a graph for backward (grad mode on and x or the weights requiring grad)."""
-    return torch.is_grad_enabled() and (x.requires_grad or layer.weights(0, 0).weight_ih.requires_grad)
+def training(layer, x: torch.Tensor) -> bool:
+    """Whether this call is recorded for a backward: grad mode on and the input or a parameter needs a gradient
+    (also ``engine.choose``'s test for the LSTM)."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in layer.parameters()))
 
 
 def applies(layer, x: torch.Tensor, cell: str) -> bool:
@@ -68,7 +69,7 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
              and not layer.options.get("coupled", False) and not getattr(layer, "proj_size", 0)
              and x.dtype in (torch.float32, torch.float64)
              and not x.is_cuda and ops.available())
-    if not plain or not (mode == "1" or TRAINING or not _training(layer, x)):
+    if not plain or not (mode == "1" or TRAINING or not training(layer, x)):
         return False
     if torch.compiler.is_compiling():
         return True

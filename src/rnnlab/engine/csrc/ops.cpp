@@ -80,6 +80,7 @@ struct Shape {
   bool peep, drop, zone, ln_hh, ln_ih, bias, bias_hn, proj;
   at::ScalarType dtype;
   int64_t first() const { return kind == Kind::GRU_BEFORE ? 2 * H : GX; }
+  int64_t rec() const { return kind == Kind::LSTM ? GX : GH; }  // W_hh's rows (the coupled LSTM's 3H)
 };
 
 // the reserve's blocks per direction, each (T, B, width), in order
@@ -177,7 +178,7 @@ Shape check_level(const char* fn, const Tensor& x, const Opt& mask, const Tensor
   s.GX = input_gates(s.kind, coupled) * s.H;
   s.GH = stored_gates(s.kind) * s.H;
   const bool lstm = s.kind == Kind::LSTM, gated = lstm || is_gru(s.kind);
-  const int64_t D = s.D, S = lstm ? 2 : 1, R = lstm ? s.GX : s.GH;
+  const int64_t D = s.D, S = lstm ? 2 : 1, R = s.rec();
   expect(fn, "w_ih", w_ih, {D, s.GX, s.X}, s.dtype);
   expect(fn, "w_hh", w_hh, {D, R, s.P}, s.dtype);
   expect(fn, "h0", h0, {D, s.B, s.P}, s.dtype);
@@ -304,8 +305,7 @@ constexpr int64_t BF16_MIN_STEP_MACS = int64_t(1) << 17;
 
 bool use_bf16(const Shape& s, bool requested) {
   if (!requested || s.dtype != at::kFloat || !bf16_hardware_ok() || bf16_disabled()) return false;
-  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  return s.B * R * s.P >= BF16_MIN_STEP_MACS;  // W_hh is (rec, P): P = H but for the LSTM's projection
+  return s.B * s.rec() * s.P >= BF16_MIN_STEP_MACS;  // W_hh is (rec, P): P = H but for the LSTM's projection
 }
 
 Tensor to16(const Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
@@ -355,8 +355,7 @@ void each_direction(const Shape& s, Job job) {
       if (error) std::rethrow_exception(error);
     return;
   }
-  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  BlasThreads guard(step_threads(s.B, R, s.P));
+  BlasThreads guard(step_threads(s.B, s.rec(), s.P));
   for (int64_t d = 0; d < s.D; ++d) job(d);
 }
 
@@ -397,8 +396,7 @@ void with_cell(const Shape& s, F f) {
 // Loop::dot: one row against a W_hh of 2^18 numbers (1 MB in float32) or more reads W_hh itself, row by row (and
 // the forward then makes no W_hhᵀ copy)
 bool dot_rows(const Shape& s) {
-  const int64_t R = s.kind == Kind::LSTM ? s.GX : s.GH;
-  return s.B == 1 && R * s.P >= (int64_t(1) << 18);
+  return s.B == 1 && s.rec() * s.P >= (int64_t(1) << 18);
 }
 
 // the services of one direction's loop
@@ -407,7 +405,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
                   std::vector<T>& zeros, const Tensor& dhh, const Tensor& w_hhT16 = Tensor(),
                   const Tensor& w_hh16 = Tensor()) {
   Loop<T> k;
-  k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.kind == Kind::LSTM ? s.GX : s.GH;
+  k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.rec();
   k.w_hhT = w_hhT.defined() ? w_hhT.data_ptr<T>() : nullptr;
   k.w_hh = r.w_hh.data_ptr<T>();
   k.dot = dot_rows(s);
@@ -554,7 +552,7 @@ LevelGrads recurrent_level_backward(
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
                               ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
   const bool lstm = s.kind == Kind::LSTM;
-  const int64_t R = lstm ? s.GX : s.GH, T = s.T, B = s.B, H = s.H, P = s.P;
+  const int64_t R = s.rec(), T = s.T, B = s.B, H = s.H, P = s.P;
   const int64_t D = s.D;
   expect(fn, "states", states, {D, T + 1, B, P}, s.dtype);
   expect(fn, "cells", cells, lstm ? c10::IntArrayRef{D, T + 1, B, H} : c10::IntArrayRef{0}, s.dtype);

@@ -9,8 +9,8 @@
 // into chunks of ``chunk`` steps and each level runs on its own thread, its per-step GEMMs on one BLAS thread:
 //
 //   forward   level k, chunk c: (k > 0) wait for level k-1's chunk c; input rows = x, or (live ? h_{k-1} : 0) · drop;
-//             xp rows = input rows · W_ihᵀ + b (one GEMM over the chunk's rows, in the level's thread);
-//             the driver's loop over the chunk's steps — while level k-1 runs chunk c+1.
+//             the driver's loop over the chunk's steps (it projects their input rows, x W_ihᵀ + b, itself) —
+//             while level k-1 runs chunk c+1.
 //   backward  in reverse chunks: level k, chunk c waits for level k+1's chunks down to c-1 (the driver's step t
 //             reads the outputs' gradient of h_{t-1}, one step into the chunk before); ∂h at a chunk's start is
 //             carried to the next chunk through the working copy of the states' gradient; after its chunk, level
@@ -155,15 +155,6 @@ int64_t stack_chunk(int64_t chunk, int64_t T, int64_t B) {
   return std::max<int64_t>(1, std::min(chunk, T));
 }
 
-// transposed-B row-major product as at::addmm/at::mm issue it: C (M, N) = A (M, K) · Wᵀ + beta · C, W (N, K)
-template <typename T>
-void gemm_wt(int64_t M, int64_t N, int64_t K, const T* A, const T* W, T beta, T* C) {
-  const char tr = 'T', no = 'N';
-  const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
-  const T one = 1;
-  blas(&tr, &no, &n, &m, &k, &one, W, &k, A, &k, &beta, C, &n);
-}
-
 struct StackCheck {
   std::vector<Shape> shapes;  // per level (D = 1)
   std::vector<Record> recs;
@@ -244,7 +235,7 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   const StackCheck c = check_stack(fn, x, w_ih, w_hh, h0, c0, b, b_hn, mask, drop, cell, inputs);
   const Shape& s = c.shapes[0];
   const bool lstm = s.kind == Kind::LSTM;
-  const int64_t GX = s.GX, GH = s.GH;
+  const int64_t GH = s.GH;
   const int64_t C = stack_chunk(chunk, T, B), chunks = (T + C - 1) / C;
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   const Tensor q = drop.has_value() ? drop->contiguous() : Tensor();
@@ -252,10 +243,9 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   Tensor cells = lstm ? x.new_empty({L, T + 1, B, H}) : x.new_empty({0});
   Tensor gates = x.new_empty({L, T, B, GH});
   Tensor reserve = x.new_empty({L, reserve_size(s)});
-  std::vector<Tensor> xps, w_hhTs;
+  std::vector<Tensor> w_hhTs;
   for (int64_t k = 0; k < L; ++k) {
     const Record& r = c.recs[k];
-    xps.push_back(x.new_empty({T, B, GX}));
     w_hhTs.push_back(r.w_hh.t().contiguous());
     states[k][0].copy_(r.h0);
     if (lstm) cells[k][0].copy_(r.c0);
@@ -271,6 +261,9 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
     for (int64_t k = 0; k < L; ++k) {
       const Reserve res(c.shapes[k], reserve[k]);
       loops.push_back(make_loop<T_>(c.shapes[k], c.recs[k], res, w_hhTs[k], Tensor(), zeros[k], Tensor()));
+      Loop<T_>& lk = loops.back();  // the driver projects each chunk's input rows itself (Loop::input)
+      lk.X = c.shapes[k].X, lk.w_ih = c.recs[k].w_ih.data_ptr<T_>();
+      lk.b_ih = c.shapes[k].bias ? c.recs[k].b.data_ptr<T_>() : nullptr;
       ex[k] = mut<T_>(res.get("extra"));
     }
     T_* st0 = states.data_ptr<T_>();
@@ -283,11 +276,9 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
     const int64_t slab = (T + 1) * B * H, rows = T * B;  // one level's states; one level's time rows
     each_level(L, progress, true, [&](int64_t k) {
       const Shape& sk = c.shapes[k];
-      const Record& r = c.recs[k];
       T_* st = st0 + k * slab;
       T_* ce = ce0 ? ce0 + k * slab : nullptr;
       T_* ga = ga0 + k * rows * GH;
-      T_* xp = xps[k].data_ptr<T_>();
       for (int64_t ci = 0; ci < chunks; ++ci) {
         const int64_t t0 = ci * C, n = std::min(C, T - t0);
         const T_* in = x0;  // the chunk's input rows: x, or the level below's output (masked, dropped)
@@ -298,14 +289,8 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
                                rows_in);
           in = rows_in;
         }
-        T_* xr = xp + t0 * B * GX;  // xp rows = input rows · W_ihᵀ + b: one GEMM over the chunk's rows
-        if (sk.bias) {
-          const T_* bias = r.b.data_ptr<T_>();
-          for (int64_t j = 0; j < n * B; ++j) std::memcpy(xr + j * GX, bias, GX * sizeof(T_));
-        }
-        gemm_wt<T_>(n * B, GX, sk.X, in + t0 * B * sk.X, r.w_ih.data_ptr<T_>(), T_(sk.bias ? 1 : 0), xr);
         Direction<T_> dir;  // the chunk's steps: every pointer moved to step t0 (its state slot t0 is h_{t0-1})
-        dir.steps = n, dir.reverse = false, dir.mask = mk ? mk + t0 * B : nullptr, dir.xp = xp + t0 * B * GX;
+        dir.steps = n, dir.reverse = false, dir.mask = mk ? mk + t0 * B : nullptr, dir.x = in + t0 * B * sk.X;
         dir.states = st + t0 * B * H, dir.cells = ce ? ce + t0 * B * H : nullptr, dir.gates = ga + t0 * B * GH;
         dir.extra = ex[k] ? ex[k] + t0 * B * H : nullptr;
         with_cell<T_>(sk, [&](auto unit) { run_forward<T_, decltype(unit)>(loops[k], dir); });
