@@ -131,7 +131,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t GH = Cell::G * H;  // stored gates: the LSTM keeps (f, i, g, o) even when coupled
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
+  if (!k.w_hhT16 && !k.dot && !k.small && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
   std::vector<T> hh(B * W1), hin(d.h_mask ? B * P : 0);
   InputChunks<T> xp(k, d, GX);
   for (int64_t s = 0; s < steps; ++s) {
@@ -184,7 +184,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
-  if (!k.w_hh16 && PackedB<T>::asked()) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
+  if (!k.w_hh16 && !k.small && PackedB<T>::asked()) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
   NormGrads grads(R, H, k.norm.on(), lstm);
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,

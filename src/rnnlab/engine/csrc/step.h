@@ -19,6 +19,7 @@
 
 #include "blas.h"
 #include "norm.h"
+#include "small_gemm.h"
 
 namespace rnnlab {
 
@@ -98,6 +99,9 @@ struct Loop {
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
   // slower for small W_hh and for more rows
   bool dot = false;
+  // a few rows against a W_hh that stays in cache (the driver decides: make_loop) run small_gemm.h's kernel
+  // instead of BLAS: float32 only
+  bool small = false;
 
   // The threads a step's pointwise passes run on (the driver decides: 1 inside threads of its own). Their rows
   // never read each other, so rows(pass) splits [0, B) across torch's threads, the ones MKL has just run the
@@ -141,6 +145,9 @@ struct Loop {
         return;
       }
     }
+    if constexpr (std::is_same_v<T, float>) {
+      if (small) return small_gemm(B, width, P, in, P, w_hhT + col, ldw, 0.0f, out, ldo);
+    }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     if (dot) return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
@@ -153,6 +160,9 @@ struct Loop {
         gemm_bf16(false, false, B, P, rows, in16.data(), rows, w_hh16 + row * P, P, beta, out, P);
         return;
       }
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (small) return small_gemm(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
     }
     if (row == 0 && packed_back.on() && rows == packed_back.depth()) return packed_back.product(d, ldd, beta, out, P);
     gemm<T>(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);

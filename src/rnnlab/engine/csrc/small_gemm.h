@@ -1,0 +1,95 @@
+// The per-step recurrent GEMM for a few rows, written here instead of calling BLAS.
+//
+// At a small batch the step's product h_{t-1} · W_hhᵀ (B rows against a W_hh of a few tens of KB) is a few
+// thousand multiply-adds: BLAS's own cost per call (argument checks, kernel choice, its thread hand-off)
+// is then most of the step. This kernel has none of it. It keeps a tile of R ≤ 4 output rows by 32 or 64 columns
+// in registers and walks K once, adding a_rk · B[k, tile] per k (the product's rows of B are contiguous);
+// leftover columns (N not a multiple of 16) are plain dot products. Written with g++'s vector types and
+// cloned per instruction set like the cells' kernels (RNNLAB_KERNEL), so it runs 16 lanes wide on AVX-512,
+// as two 8-lane halves on AVX2 and four 4-lane quarters on the baseline.
+//
+// The driver decides where it runs (ops.cpp's small_rows): float32 steps with few rows against a W_hh that
+// stays in cache; larger ones are BLAS's, whose blocking and threads win there.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "pointwise.h"
+
+namespace rnnlab {
+namespace small {
+
+typedef float v16 __attribute__((vector_size(64)));
+
+inline __attribute__((always_inline)) v16 load(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) void store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
+
+// rows [0, R) of C, columns [n, n + 16·V): C = A · B (+ beta · C). An FMA waits about 4 cycles for the one before
+// it on the same accumulator, so a tile keeps about 8 of them: R·V, and for a single row KS sets over alternate k
+// (summed at the end), else one row's product would run at a quarter of the rate
+template <int R, int V, int KS>
+inline __attribute__((always_inline)) void tile(int64_t K, const float* A, int64_t lda, const float* Bm, int64_t ldb,
+                                                float beta, float* C, int64_t ldc, int64_t n) {
+  v16 acc[KS][R][V];
+  for (int q = 0; q < KS; ++q)
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < V; ++v) acc[q][r][v] = v16{};
+  int64_t k = 0;
+  for (; k + KS <= K; k += KS)
+    for (int q = 0; q < KS; ++q)
+      for (int v = 0; v < V; ++v) {
+        const v16 b = load(Bm + (k + q) * ldb + n + 16 * v);
+        for (int r = 0; r < R; ++r) acc[q][r][v] += A[r * lda + k + q] * b;
+      }
+  for (; k < K; ++k)
+    for (int v = 0; v < V; ++v) {
+      const v16 b = load(Bm + k * ldb + n + 16 * v);
+      for (int r = 0; r < R; ++r) acc[0][r][v] += A[r * lda + k] * b;
+    }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      v16 sum = acc[0][r][v];
+      for (int q = 1; q < KS; ++q) sum += acc[q][r][v];
+      float* c = C + r * ldc + n + 16 * v;
+      store(c, beta == 0.0f ? sum : sum + beta * load(c));  // beta = 0 never reads C (BLAS's rule)
+    }
+}
+
+template <int R>
+inline __attribute__((always_inline)) void rows(int64_t N, int64_t K, const float* A, int64_t lda, const float* Bm,
+                                                int64_t ldb, float beta, float* C, int64_t ldc) {
+  constexpr int V = R <= 2 ? 4 : 2, KS = R == 1 ? 2 : 1;
+  int64_t n = 0;
+  for (; n + 16 * V <= N; n += 16 * V) tile<R, V, KS>(K, A, lda, Bm, ldb, beta, C, ldc, n);
+  if (V == 4 && n + 32 <= N) tile<R, 2, 2>(K, A, lda, Bm, ldb, beta, C, ldc, n), n += 32;
+  for (; n + 16 <= N; n += 16) tile<R, 1, 2>(K, A, lda, Bm, ldb, beta, C, ldc, n);
+  for (; n < N; ++n)
+    for (int r = 0; r < R; ++r) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; ++k) s += A[r * lda + k] * Bm[k * ldb + n];
+      C[r * ldc + n] = beta == 0.0f ? s : s + beta * C[r * ldc + n];
+    }
+}
+
+}  // namespace small
+
+// row-major C (M, N) = A (M, K) · B (K, N) + beta · C, row strides lda, ldb, ldc (BLAS's gemm, for small M)
+RNNLAB_KERNEL inline void small_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bm,
+                                     int64_t ldb, float beta, float* C, int64_t ldc) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) small::rows<4>(N, K, A + m * lda, lda, Bm, ldb, beta, C + m * ldc, ldc);
+  switch (M - m) {
+    case 3: return small::rows<3>(N, K, A + m * lda, lda, Bm, ldb, beta, C + m * ldc, ldc);
+    case 2: return small::rows<2>(N, K, A + m * lda, lda, Bm, ldb, beta, C + m * ldc, ldc);
+    case 1: return small::rows<1>(N, K, A + m * lda, lda, Bm, ldb, beta, C + m * ldc, ldc);
+    default: return;
+  }
+}
+
+}  // namespace rnnlab
