@@ -22,6 +22,8 @@ reference engine.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..cells import variants
@@ -105,10 +107,47 @@ def keep(args, fields: dict, trace: bool) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
 
 
+def lean(layer, x, lengths, trace) -> bool:
+    """Whether a call takes ``run_lean``: inference (autograd off) of a one-direction layer with no variant in
+    force and whole sequences, outside tracing. These are the latency calls (batch 1, streaming), where the
+    general path's Python (named fields per level, views, the stacking driver) cost more than the operator."""
+    return (lengths is None and not trace and not torch.is_grad_enabled() and layer.num_directions == 1
+            and not layer.active_variants() and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting())
+
+
+def run_lean(layer, x, hx, cell):
+    """``run_levels`` for a ``lean`` call: per level, the operator called directly below autograd (nothing
+    is recorded: autograd is off) with keep=False, its states' slice as the next level's input. Same results
+    as the general path: the same operator on the same tensors."""
+    lstm, T = cell == "lstm", x.shape[0]
+    bf16 = ops.autocast_bf16()
+    op = torch.ops.rnnlab.recurrent_level
+    finals: list[list[torch.Tensor]] = [[] for _ in hx]
+    inp = x
+    for k in range(layer.num_layers):
+        w = layer.weights(k, 0)
+        with torch._C._AutoDispatchBelowAutograd():
+            states, cells = op(inp, w.weight_ih.unsqueeze(0), w.weight_hh.unsqueeze(0), hx[0][k:k + 1],
+                               hx[1][k:k + 1] if lstm else None, None if w.bias is None else w.bias.unsqueeze(0),
+                               None if w.bias_hn is None else w.bias_hn.unsqueeze(0), None, None, None, None, None,
+                               None, None, None, None, None,
+                               None if w.weight_hr is None else w.weight_hr.unsqueeze(0),
+                               cell=cell, coupled=False, keep=False, bf16=bf16)[:2]
+        inp = states[0, 1:]
+        finals[0].append(states[0, T])
+        if lstm:
+            finals[1].append(cells[0, T])
+        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
+            inp = torch.nn.functional.dropout(inp, layer.dropout, training=True)
+    return inp, tuple(torch.stack(f) for f in finals), None
+
+
 def run_levels(layer, x, hx, lengths, trace):
     """The stack through ``stack.run_stack``, each level (both directions) one operator call; or, where
     ``wavefront.applies`` (unidirectional plain stacks of 2+ levels on 2+ threads), all levels in one
-    ``recurrent_stack`` call that runs them as a wavefront on threads, with the same results."""
+    ``recurrent_stack`` call that runs them as a wavefront on threads, with the same results; or, for
+    inference calls that are ``lean``, ``run_lean``."""
     T, D = x.shape[0], layer.num_directions
     cell, coupled = kernel(layer), bool(layer.options.get("coupled", False))
     mask = live = None
@@ -117,6 +156,8 @@ def run_levels(layer, x, hx, lengths, trace):
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
     if wavefront.applies(layer, x, cell):
         return wavefront.run(layer, x, hx, mask, live, cell, trace, _views)
+    if lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0":
+        return run_lean(layer, x, hx, cell)
 
     def level(k, inp, states):
         f = level_fields(layer, k, inp, states, T)

@@ -457,6 +457,17 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
 
 using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// wᵀ as a dense tensor, for a contiguous 2-D w: MKL's transpose where this BLAS has one (ATen's transposing copy
+// was about 4 µs of a batch-1, one-step LSTM call's 28 at H = 64), else ATen's
+Tensor transposed(const Tensor& w) {
+  Tensor out = at::empty({w.size(1), w.size(0)}, w.options());
+  bool done = false;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rnnlab::transposed", [&] {
+    done = transpose(w.size(0), w.size(1), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return done ? out : w.t().contiguous();
+}
+
 LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
                          const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
                          const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
@@ -483,10 +494,11 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   const bool half = use_bf16(s, bf16);
   const Tensor x16 = half ? to16(x2) : Tensor();
   std::vector<Tensor> xps, w_ih16s, w_hhTs, w_hrTs, w_hhT16s;
+  std::vector<Reserve> reserves;
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
-    const bool reverse = d == 1;
-    const Reserve res(kept, reserve[d]);
+    reserves.emplace_back(kept, reserve[d]);
+    const Reserve& res = reserves.back();
     w_ih16s.push_back(half ? to16(r.w_ih) : Tensor());
     Tensor xp;  // without layer norm the driver projects the inputs itself, a chunk of steps at a time
     if (s.ln_ih) {  // LN(x W_ihᵀ) + b over all T·B rows at once (b folded into LN's bias)
@@ -503,17 +515,15 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     }
     xps.push_back(xp);
     // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
-    w_hhTs.push_back(dot_rows(s) && !half ? Tensor() : r.w_hh.t().contiguous());
-    w_hrTs.push_back(s.proj ? r.w_hr.t().contiguous() : Tensor());  // W_hrᵀ (H, P)
+    w_hhTs.push_back(dot_rows(s) && !half ? Tensor() : transposed(r.w_hh));
+    w_hrTs.push_back(s.proj ? transposed(r.w_hr) : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
-    states[d][reverse ? s.T : 0].copy_(r.h0);
-    if (lstm) cells[d][reverse ? s.T : 0].copy_(r.c0);
   }
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level", [&] {
     using T = scalar_t;
     each_direction(s, [&](int64_t d) {
       const Record& r = recs[d];
-      const Reserve res(kept, reserve[d]);
+      const Reserve& res = reserves[d];
       std::vector<T> zeros;
       Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor(), w_hhT16s[d]);
       k.threads = pointwise_threads(s);
@@ -526,9 +536,14 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
         k.X = s.X, k.w_ih = r.w_ih.data_ptr<T>(), k.b_ih = s.bias ? r.b.data_ptr<T>() : nullptr;
         if (half) k.w_ih16 = reinterpret_cast<const bf16_t*>(w_ih16s[d].data_ptr());
       }
-      dir.states = states[d].data_ptr<T>(), dir.cells = lstm ? cells[d].data_ptr<T>() : nullptr;
-      dir.gates = gates[d].data_ptr<T>(), dir.extra = mut<T>(res.get("extra"));
-      dir.c_pre = lstm && s.zone ? c_pre[d].data_ptr<T>() : nullptr;
+      // direction d's slices of the outputs, by pointer (each is contiguous); h_0 (C_0) into the first slot
+      const int64_t slot = d == 1 ? s.T : 0;
+      dir.states = states.data_ptr<T>() + d * (s.T + 1) * s.B * s.P;
+      std::memcpy(dir.states + slot * s.B * s.P, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
+      dir.cells = lstm ? cells.data_ptr<T>() + d * (s.T + 1) * s.B * s.H : nullptr;
+      if (lstm) std::memcpy(dir.cells + slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
+      dir.gates = gates.data_ptr<T>() + d * kept.T * s.B * s.GH, dir.extra = mut<T>(res.get("extra"));
+      dir.c_pre = lstm && s.zone ? c_pre.data_ptr<T>() + d * s.T * s.B * s.H : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));
       with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
     });

@@ -246,7 +246,7 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   std::vector<Tensor> w_hhTs;
   for (int64_t k = 0; k < L; ++k) {
     const Record& r = c.recs[k];
-    w_hhTs.push_back(r.w_hh.t().contiguous());
+    w_hhTs.push_back(transposed(r.w_hh));
     states[k][0].copy_(r.h0);
     if (lstm) cells[k][0].copy_(r.c0);
   }

@@ -1,0 +1,90 @@
+"""fused.run_lean: inference calls of one-direction layers with no variant in force skip the general path's
+per-level fields and views; their results must be the general path's (RNNLAB_LEAN=0) bit for bit."""
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.engine import fused, ops
+
+pytestmark = pytest.mark.skipif(not ops.available(), reason="the lean path calls the compiled operators")
+
+LAYERS = {
+    "rnn-relu": lambda: rnnlab.RNN(5, 7, nonlinearity="relu", num_layers=2),
+    "lstm": lambda: rnnlab.LSTM(5, 7, num_layers=3),
+    "lstm-proj": lambda: rnnlab.LSTM(5, 7, proj_size=3, num_layers=2),
+    "gru-before": lambda: rnnlab.GRU(5, 7, bias=False),
+    "gru-after": lambda: rnnlab.GRU(5, 7, reset="after", num_layers=2, batch_first=True),
+}
+
+
+def _flat(res):
+    out, h = res
+    return [out, *(h if isinstance(h, tuple) else (h,))]
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("given_state", [False, True])
+def test_lean_equals_the_general_path(name, context, given_state, monkeypatch):
+    torch.manual_seed(0)
+    layer = LAYERS[name]().eval()
+    layer.engine = "native"
+    x = torch.randn(3, 6, 5) if layer.batch_first else torch.randn(6, 3, 5)
+    hx = None
+    if given_state:
+        h = torch.randn(layer.num_layers, 3, getattr(layer, "proj_size", 0) or 7)
+        hx = (h, torch.randn(layer.num_layers, 3, 7)) if isinstance(layer, rnnlab.LSTM) else h
+    results = []
+    for lean in ("1", "0"):
+        monkeypatch.setenv("RNNLAB_LEAN", lean)
+        with getattr(torch, context)():
+            results.append(_flat(layer(x, hx)))
+    for a, b in zip(*results):
+        assert a.shape == b.shape and torch.equal(a, b)
+    # and the float64 reference agrees
+    layer.double().engine = "reference"
+    with torch.no_grad():
+        ref = _flat(layer(x.double(), hx if hx is None else tuple(t.double() for t in hx)
+                          if isinstance(hx, tuple) else hx.double()))
+    for a, b in zip(results[0], ref):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-6)
+
+
+def test_h_n_does_not_alias_the_output(monkeypatch):
+    """As torch.nn: h_n is its own tensor, so writing into the output leaves it alone."""
+    layer = rnnlab.GRU(4, 6, engine="native")
+    with torch.no_grad():
+        out, h = layer(torch.randn(5, 2, 4))
+        before = h.clone()
+        out.zero_()
+    assert torch.equal(h, before)
+
+
+def test_inter_level_dropout_in_training_mode_draws_as_the_general_path(monkeypatch):
+    """A layer left in training mode with dropout between levels, called under no_grad: the lean path draws
+    the same masks in the same order."""
+    layer = rnnlab.LSTM(5, 7, num_layers=3, dropout=0.5, engine="native")
+    x = torch.randn(4, 2, 5)
+    results = []
+    for lean in ("1", "0"):
+        monkeypatch.setenv("RNNLAB_LEAN", lean)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            results.append(_flat(layer(x)))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_which_calls_are_lean():
+    layer = rnnlab.LSTM(3, 4)
+    x = torch.randn(2, 1, 3)
+    with torch.no_grad():
+        assert fused.lean(layer, x, None, False)
+        assert not fused.lean(layer, x, torch.tensor([2]), False)  # lengths
+        assert not fused.lean(layer, x, None, True)  # gate traces
+        assert not fused.lean(rnnlab.LSTM(3, 4, bidirectional=True), x, None, False)
+        assert not fused.lean(rnnlab.LSTM(3, 4, layer_norm=True), x, None, False)
+        assert fused.lean(rnnlab.GRU(3, 4, zoneout=0.1).eval(), x, None, False)  # zoneout is off in eval
+        assert not fused.lean(rnnlab.GRU(3, 4, zoneout=0.1), x, None, False)
+    assert not fused.lean(layer, x, None, False)  # autograd on
