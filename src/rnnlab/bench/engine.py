@@ -290,11 +290,12 @@ def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx: bo
     torch.manual_seed(0)
     layer = _rnnlab_layer(cell, X, H, "auto").eval()
     x = torch.randn(1, X)
-    fns = {"Streamer": Streamer(layer).step, "torch.nn": torch_stack_step([_torch_cell(cell, X, H)], cell == "lstm")}
+    streamer = Streamer(layer)
+    fns = {"Streamer": streamer.step, "torch.nn": torch_stack_step([_torch_cell(cell, X, H)], cell == "lstm")}
     us = dict(zip(fns, per_step_us(list(fns.values()), x, steps, repeats)))
     if onnx:
         us["onnxruntime"] = per_step_us([onnx_peer.one_step(layer, X, torch.get_num_threads())], x, steps, repeats)[0]
-    return {"cell": cell, "X": X, "H": H, "step_us": us}
+    return {"cell": cell, "X": X, "H": H, "step_us": us, "path": streamer.paths[0]}
 
 
 def run_jax(grid, cells, threads: int, budget_s: float = 1.0, timeout_s: float = 1800, infer_grid=(),
@@ -564,14 +565,16 @@ def _stream_lines(report: dict) -> list[str]:
         return []
     lines = ["", f"Streaming at batch 1, on {report.get('stream_threads', '?')} thread(s) (torch and onnxruntime): µs per step (one time "
              "step, state kept; best of repeated blocks of steps): "
-             "rnnlab's `Streamer.step`, a torch.nn cell (GRUCell, reset=\"after\", for gru-before), and "
+             "rnnlab's `Streamer.step` (`path`: the step it runs, `Streamer.paths`), a torch.nn cell (GRUCell, "
+             "reset=\"after\", for gru-before), and "
              "onnxruntime running the layer's ONNX file at T = 1 with h_n (c_n) fed back as h0 (c0); "
              "`ratio` = Streamer / the faster of the other two.", "",
-             "| cell | X, H | Streamer | torch.nn cell | onnxruntime | ratio |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "| cell | X, H | Streamer | path | torch.nn cell | onnxruntime | ratio |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for r in report["stream"]:
         us = r["step_us"]
-        lines.append(f"| {r['cell']} | {r['X']}, {r['H']} | {_fmt(us['Streamer'])} | {_fmt(us['torch.nn'])} | "
-                     f"{_fmt(us.get('onnxruntime'))} | {over_fastest(us['Streamer'], us):.2f} |")
+        lines.append(f"| {r['cell']} | {r['X']}, {r['H']} | {_fmt(us['Streamer'])} | {r.get('path', '?')} | "
+                     f"{_fmt(us['torch.nn'])} | {_fmt(us.get('onnxruntime'))} | {over_fastest(us['Streamer'], us):.2f} |")
     return lines
 
 

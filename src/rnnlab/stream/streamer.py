@@ -3,11 +3,13 @@
 Whatever the split into steps and chunks, the outputs are those of one call on the whole
 sequence: ``feed`` runs the layer's engine on the chunk from the kept state, ``step`` runs every
 level's cell once. A step is the latency path — under ``torch.inference_mode()``, argument checks
-only when the input's shape changes, and each level one call into the fused step the cell's
-``SPEC.stream`` names: torch's fused cell kernel (``torch.lstm_cell``, ``torch.gru_cell``,
-``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights converted to torch's layout once
-(``cells/torch_layout.py``), or for the seed's GRU (reset="before"), which torch has no kernel for,
-the equations with fused GEMMs — or with ``fused=False`` the cell's own ``equations``. Structural variants (layer_norm, peepholes, coupled), which torch has no
+only when the input's shape changes, and each level one call into a fused step: on CPU with the compiled
+operators, ``rnnlab::cell_step`` (the native engine's own cell pass, ``csrc/cells/*.h``, on transposed
+weights made once); elsewhere the one the cell's ``SPEC.stream`` names: torch's fused cell kernel
+(``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``/``rnn_relu_cell``) on weights converted
+to torch's layout once (``cells/torch_layout.py``), or for the seed's GRU (reset="before"), which torch has
+no kernel for, the equations with fused GEMMs — or with ``fused=False`` the cell's own ``equations``.
+``Streamer.paths`` names each level's. Structural variants (layer_norm, peepholes, coupled), which torch has no
 kernel for, always step through their equations; regularisers (recurrent_dropout, zoneout) are off,
 as at evaluation.
 
@@ -25,6 +27,7 @@ from torch import nn
 from .. import _checks
 from ..cells.torch_layout import weights_to_torch
 from ..cells.variants import STRUCTURAL
+from ..engine import ops
 from ..layers.base import RecurrentLayer
 
 Kernel = Callable[[torch.Tensor, tuple], tuple]
@@ -66,24 +69,49 @@ def _gru_before_kernel(w) -> Kernel:
 _OWN_STEPS = {"gru_before": _gru_before_kernel}  # fused steps of cells torch has no kernel for
 
 
-def _fused_kernel(layer, w) -> Kernel | None:
-    """One level's step through the fused step the cell's ``SPEC.stream`` names — torch's fused cell
-    kernel ``torch.<name>`` on weights in torch's layout, or one of ``_OWN_STEPS``; None for cells
-    with neither (MinGRU, MinLSTM), for structural variants (layer_norm, peepholes, coupled) and for
-    the LSTM's projection, which step through their equations."""
+NATIVE_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")  # what rnnlab::cell_step computes
+
+
+def _native_kernel(layer, w) -> Kernel | None:
+    """One level's step through ``rnnlab::cell_step``: the cell's own compiled forward pass (``csrc/cells/*.h``)
+    on transposed copies of the weights made here, once per load — the native engine's arithmetic with none
+    of a layer call's per-call set-up. None where it does not run: no compiled operators, not on the CPU,
+    not float32/float64."""
+    cell = layer.cell_class.SPEC.kernel(layer.options)
+    if (not ops.available() or cell not in NATIVE_CELLS or w.weight_ih.device.type != "cpu"
+            or w.weight_ih.dtype not in (torch.float32, torch.float64)):
+        return None
+    with torch.no_grad():
+        w_ih_t, w_hh_t = w.weight_ih.detach().t().contiguous(), w.weight_hh.detach().t().contiguous()
+        b, b_hn = (None if t is None else t.detach().clone() for t in (w.bias, w.bias_hn))
+    op = torch.ops.rnnlab.cell_step.default
+    if cell == "lstm":
+        return lambda x, s: op(x, s[0], s[1], w_ih_t, w_hh_t, b, None, cell=cell)
+    return lambda x, s: (op(x, s[0], None, w_ih_t, w_hh_t, b, b_hn, cell=cell)[0],)
+
+
+def _fused_kernel(layer, w) -> tuple[Kernel, str] | None:
+    """One level's step through a fused step: ``rnnlab::cell_step`` (``_native_kernel``) where it runs, else
+    the one the cell's ``SPEC.stream`` names — torch's fused cell kernel ``torch.<name>`` on weights in
+    torch's layout, or one of ``_OWN_STEPS``; None for cells with neither (MinGRU, MinLSTM), for structural
+    variants (layer_norm, peepholes, coupled) and for the LSTM's projection, which step through their
+    equations. Returns the step and its name (``Streamer.paths``)."""
     spec, options = layer.cell_class.SPEC, layer.options
     name = spec.stream(options)
     if name is None or any(k in STRUCTURAL for k in options) or w.weight_hr is not None:
         return None  # (torch.lstm_cell has no projection: an LSTM with proj_size steps through its equations)
+    native = _native_kernel(layer, w)
+    if native is not None:
+        return native, "rnnlab::cell_step"
     if name in _OWN_STEPS:
-        return _OWN_STEPS[name](w)
+        return _OWN_STEPS[name](w), "torch GEMMs (" + name + ")"
     with torch.no_grad():
         w_ih, w_hh, b_ih, b_hh = (None if t is None else t.detach().clone() for t in weights_to_torch(spec, w))
     op = getattr(torch, name)
     if len(spec.state) == 2:  # torch.lstm_cell takes and returns (h, c)
-        return lambda x, s: op(x, s, w_ih, w_hh, b_ih, b_hh)
+        return (lambda x, s: op(x, s, w_ih, w_hh, b_ih, b_hh)), "torch." + name
     # torch's GRU kernel: h = (1 - z_t) * n + z_t * h_prev with z_t = 1 - z_seed (the negated z rows)
-    return lambda x, s: (op(x, s[0], w_ih, w_hh, b_ih, b_hh),)
+    return (lambda x, s: (op(x, s[0], w_ih, w_hh, b_ih, b_hh),)), "torch." + name
 
 
 def _equations_kernel(layer, w, extra: dict) -> Kernel:
@@ -133,9 +161,19 @@ class Streamer:
         self._levels: list[tuple[torch.Tensor, ...]] | None = None  # per level, the state parts (B, H)
         self._shape: tuple[int, ...] | None = None  # the step input's shape last checked
         self._kernels: list[Kernel] = []
+        self._paths: list[str] = []
         self._versions: tuple[int, ...] | None = None
 
     # -- state --------------------------------------------------------------------------------
+    @property
+    def paths(self) -> list[str]:
+        """Per level, the step ``step()`` runs: "rnnlab::cell_step" (the native engine's compiled cell, the
+        plain cells on CPU), "torch.lstm_cell" / "torch.gru_cell" / "torch.rnn_tanh_cell" (elsewhere),
+        "torch GEMMs (gru_before)" (the seed's GRU there) or "equations" (variants, fused=False)."""
+        if self._versions is None or self._weights_version() != self._versions:
+            self._load_kernels()
+        return list(self._paths)
+
     @property
     def batch_size(self) -> int | None:
         return None if self._levels is None else self._levels[0][0].shape[0]
@@ -220,7 +258,9 @@ class Streamer:
         self._shape = tuple(x.shape)
 
     def _weights_version(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.layer.parameters())
+        layer = self.layer  # its parameters are its own (no submodules): read them without parameters()' walk
+        params = layer._parameters.values() if not layer._modules else layer.parameters()
+        return tuple(p._version for p in params if p is not None)
 
     def _load_kernels(self) -> None:
         layer = self.layer
@@ -230,8 +270,9 @@ class Streamer:
             w = type(w)(*(None if t is None else t.detach() for t in w))
             extra = {n: t.detach() for n, t in layer.extras(k, 0).items()}
             fused = _fused_kernel(layer, w) if self.fused else None
-            kernels.append(fused or _equations_kernel(layer, w, extra))
-        self._kernels = kernels
+            kernels.append(fused or (_equations_kernel(layer, w, extra), "equations"))
+        self._kernels = [kernel for kernel, _ in kernels]
+        self._paths = [path for _, path in kernels]
         self._versions = self._weights_version()
 
     def _initial(self, batch: int) -> list[tuple[torch.Tensor, ...]]:
@@ -242,20 +283,25 @@ class Streamer:
     # -- the calls ---------------------------------------------------------------------------------
     def step(self, x_t):
         """One time step for the whole batch. Returns ``after(h_t)`` (or h_t of the top level)."""
+        if torch.is_inference_mode_enabled():  # (entering the mode again costs a µs or two a step)
+            return self._step(x_t)
         with torch.inference_mode():
-            x = x_t if self.before is None else self.before(x_t)
-            if not isinstance(x, torch.Tensor) or tuple(x.shape) != self._shape or self._levels is None:
-                self._check_step(x)
-            if self._weights_version() != self._versions:
-                self._load_kernels()
-            levels = self._levels if self._levels is not None else self._initial(x.shape[0])
-            new = []
-            for kernel, state in zip(self._kernels, levels):
-                state = kernel(x, state)
-                new.append(state)
-                x = state[0]
-            self._levels = new
-            return x if self.after is None else self.after(x)
+            return self._step(x_t)
+
+    def _step(self, x_t):
+        x = x_t if self.before is None else self.before(x_t)
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self._shape or self._levels is None:
+            self._check_step(x)
+        if self._weights_version() != self._versions:
+            self._load_kernels()
+        levels = self._levels if self._levels is not None else self._initial(x.shape[0])
+        new = []
+        for kernel, state in zip(self._kernels, levels):
+            state = kernel(x, state)
+            new.append(state)
+            x = state[0]
+        self._levels = new
+        return x if self.after is None else self.after(x)
 
     def feed(self, chunk):
         """Several time steps at once, through the layer's engine. Returns the outputs of every step,

@@ -552,6 +552,82 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   return {states, cells, gates, c_pre, reserve};
 }
 
+// dense row-major C (M, N) = A (M, K) · B (K, N) + beta · C: small_gemm.h's kernel where ``small`` (float32), else BLAS
+template <typename T>
+void rows_times(int64_t M, int64_t N, int64_t K, const T* A, const T* Bm, T beta, T* C, bool small) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (small) return small_gemm(M, N, K, A, K, Bm, N, beta, C, N);
+  }
+  gemm<T>(M, N, K, A, K, Bm, N, beta, C, N);
+}
+
+// rnnlab::cell_step — one time step of one plain level, for streaming (rnnlab.Streamer.step): the cell's own
+// forward pass (cells/*.h) on B rows, with the weights handed over already transposed (the Streamer makes
+// W_ihᵀ (X, gx) and W_hhᵀ (P, rec) once, and again when they change), and no time axis, outputs kept for
+// backward, or per-call copies: the latency path. Returns the new h (B, H) and, for the LSTM, C (else an empty C).
+std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt& c, const Tensor& w_ihT,
+                                     const Tensor& w_hhT, const Opt& b, const Opt& b_hn, c10::string_view cell) {
+  const char* fn = "rnnlab::cell_step";
+  Shape s{};
+  s.kind = kind_of(cell);
+  const bool lstm = s.kind == Kind::LSTM;
+  TORCH_CHECK_VALUE(x.dim() == 2, fn, ": x: expected a 2-D tensor (B, X), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(h.dim() == 2, fn, ": h: expected a 2-D tensor (B, H), got shape ", h.sizes());
+  s.dtype = x.scalar_type();
+  TORCH_CHECK_TYPE(s.dtype == at::kFloat || s.dtype == at::kDouble, fn, ": x: expected float32 or float64, got ",
+                   s.dtype);
+  TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
+  s.D = 1, s.T = 1, s.B = x.size(0), s.X = x.size(1), s.H = s.P = h.size(1);
+  s.GX = input_gates(s.kind, false) * s.H, s.GH = stored_gates(s.kind) * s.H;
+  s.bias = b.has_value(), s.bias_hn = b_hn.has_value();
+  expect(fn, "h", h, {s.B, s.H}, s.dtype);
+  expect(fn, "w_ihT", w_ihT, {s.X, s.GX}, s.dtype);
+  expect(fn, "w_hhT", w_hhT, {s.H, s.rec()}, s.dtype);
+  TORCH_CHECK_VALUE(c.has_value() == lstm, fn, ": c: expected ", lstm ? "a tensor (B, H)" : "None", " for cell '",
+                    std::string(cell), "', got ", c.has_value() ? "a tensor" : "None");
+  if (lstm) expect(fn, "c", *c, {s.B, s.H}, s.dtype);
+  if (s.bias) expect(fn, "b", *b, {s.GX}, s.dtype);
+  present(fn, "b_hn", b_hn, s.kind == Kind::GRU_AFTER, "(only the GRU with reset after has b_hn)");
+  if (s.bias_hn) expect(fn, "b_hn", *b_hn, {s.H}, s.dtype);
+  const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = lstm ? c->contiguous() : Tensor();
+  const Tensor wi = w_ihT.contiguous(), wh = w_hhT.contiguous();
+  Tensor h_out = x.new_empty({s.B, s.H});
+  Tensor c_out = lstm ? x.new_empty({s.B, s.H}) : x.new_empty({0});
+  AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::cell_step", [&] {
+    using T = scalar_t;
+    BlasThreads threads(step_threads(s.B, s.rec(), s.P));
+    Loop<T> k;
+    k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.rec();
+    k.w_hhT = wh.data_ptr<T>();
+    k.small = small_rows(s);
+    std::vector<T> zeros(s.H, T(0));
+    k.b_hn = s.bias_hn ? b_hn->data_ptr<T>() : zeros.data();
+    k.pf = k.pi = k.po = zeros.data();
+    // xp = x · W_ihᵀ + b, then the cell's step (the driver's forward step with one time slot)
+    std::vector<T> buf(s.B * (s.GX + s.first() + s.GH + s.H));
+    T* xp = buf.data();
+    T* hh = xp + s.B * s.GX;
+    T* gate = hh + s.B * s.first();
+    T* extra = gate + s.B * s.GH;
+    if (s.bias)
+      for (int64_t r = 0; r < s.B; ++r) std::memcpy(xp + r * s.GX, b->data_ptr<T>(), s.GX * sizeof(T));
+    if (s.X == 0) {  // no input features: the bias alone (BLAS refuses a zero leading dimension)
+      if (!s.bias) std::fill(xp, xp + s.B * s.GX, T(0));
+    } else {
+      rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), s.bias ? T(1) : T(0), xp, k.small);
+    }
+    const T* h_prev = hc.data_ptr<T>();
+    k.product(h_prev, 0, s.first(), hh, s.first());
+    const Fw<T> step{0, nullptr, xp, hh, h_prev, h_prev, gate, h_out.data_ptr<T>(),
+                     lstm ? cc.data_ptr<T>() : nullptr, lstm ? c_out.data_ptr<T>() : nullptr, extra};
+    with_cell<T>(s, [&](auto unit) {
+      k.scratch.assign(decltype(unit)::scratch(s.B, s.H), T(0));  // the GRU's r·h (reset before)
+      decltype(unit)::forward(step, k);
+    });
+  });
+  return {h_out, c_out};
+}
+
 using LevelGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                               Tensor, Tensor, Tensor, Tensor>;
 
@@ -820,6 +896,8 @@ TORCH_LIBRARY(rnnlab, m) {
         "-> (Tensor da, Tensor db, Tensor dh0)");
   // which kernel recurrent_level's bf16 mode runs here, or why it runs float32 (rnnlab.engine.ops.bf16_kernel)
   m.def("bf16_kernel() -> str", &rnnlab::bf16_kernel);
+  m.def("cell_step(Tensor x, Tensor h, Tensor? c, Tensor w_ihT, Tensor w_hhT, Tensor? b, Tensor? b_hn, *, str cell) "
+        "-> (Tensor h, Tensor c)");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {
@@ -834,6 +912,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("recurrent_stack", &rnnlab::recurrent_stack);
   m.impl("recurrent_stack_backward", &rnnlab::recurrent_stack_backward);
   m.impl("linear_recurrence", &rnnlab::linear_recurrence);
+  m.impl("cell_step", &rnnlab::cell_step);
   m.impl("linear_recurrence_backward", &rnnlab::linear_recurrence_backward);
 }
 
