@@ -88,3 +88,48 @@ def test_which_calls_are_lean():
         assert fused.lean(rnnlab.GRU(3, 4, zoneout=0.1).eval(), x, None, False)  # zoneout is off in eval
         assert not fused.lean(rnnlab.GRU(3, 4, zoneout=0.1), x, None, False)
     assert not fused.lean(layer, x, None, False)  # autograd on
+
+
+def test_weight_changes_reach_the_next_call(monkeypatch):
+    """The lean path keeps views of the parameters between calls: changes in place (through .data too), new
+    storage (.data = ...), a replaced parameter and a dtype change must all be seen, as the general path sees them."""
+    layer = rnnlab.LSTM(4, 5, engine="native")
+    x = torch.randn(3, 2, 4)
+
+    def both():
+        got = []
+        for lean in ("1", "0"):
+            monkeypatch.setenv("RNNLAB_LEAN", lean)
+            with torch.no_grad():
+                got.append(layer(x.to(layer.weight_ih_l0.dtype))[0])
+        assert torch.equal(got[0], got[1])
+        return got[0]
+
+    first = both()
+    with torch.no_grad():
+        layer.weight_hh_l0.mul_(0.5)
+    second = both()
+    assert not torch.equal(first, second)
+    layer.weight_ih_l0.data.add_(1.0)  # in place through .data: the version counter does not move
+    third = both()
+    assert not torch.equal(second, third)
+    layer.bias_l0.data = torch.randn_like(layer.bias_l0)  # new storage
+    fourth = both()
+    assert not torch.equal(third, fourth)
+    layer.weight_hh_l0 = torch.nn.Parameter(torch.randn_like(layer.weight_hh_l0))  # a new parameter
+    fifth = both()
+    assert not torch.equal(fourth, fifth)
+    layer.double()
+    assert both().dtype == torch.float64
+
+
+def test_the_lean_cache_is_not_saved_with_the_layer(tmp_path):
+    layer = rnnlab.GRU(3, 4)
+    with torch.no_grad():
+        layer(torch.randn(2, 1, 3))
+    assert not any("lean" in name for name in vars(layer))
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    with torch.no_grad():
+        x = torch.randn(2, 1, 3)
+        assert torch.equal(loaded(x)[0], layer(x)[0])

@@ -23,6 +23,7 @@ reference engine.
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 
@@ -116,23 +117,44 @@ def lean(layer, x, lengths, trace) -> bool:
             and not torch.compiler.is_exporting())
 
 
+# per layer, each level's weights as the operator takes them (a leading direction axis): views of the
+# parameters, so changes to their values (in place, through .data too) are seen; remade when a parameter is
+# replaced or given new storage (``.data = ``, ``.to()``). Kept beside the layer, not on it: never saved with it.
+_LEAN_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _lean_weights(layer, k: int) -> tuple:
+    """Level k's (w_ih, w_hh, b, b_hn, w_hr), each (1, ...) or None, for ``run_lean``."""
+    cached = _LEAN_WEIGHTS.get(layer)
+    w = layer.weights(k, 0)
+    if cached is not None and len(cached) > k and cached[k] is not None:
+        params, views = cached[k]
+        if all(p is q and (p is None or p.data_ptr() == v.data_ptr()) for p, q, v in zip(w, params, views)):
+            return views
+    views = tuple(None if t is None else t.unsqueeze(0) for t in w)
+    if cached is None or len(cached) != layer.num_layers:
+        cached = [None] * layer.num_layers
+        _LEAN_WEIGHTS[layer] = cached
+    cached[k] = (tuple(w), views)
+    return views
+
+
 def run_lean(layer, x, hx, cell):
     """``run_levels`` for a ``lean`` call: per level, the operator called directly below autograd (nothing
     is recorded: autograd is off) with keep=False, its states' slice as the next level's input. Same results
     as the general path: the same operator on the same tensors."""
     lstm, T = cell == "lstm", x.shape[0]
     bf16 = ops.autocast_bf16()
-    op = torch.ops.rnnlab.recurrent_level
+    op = torch.ops.rnnlab.recurrent_level.default
     finals: list[list[torch.Tensor]] = [[] for _ in hx]
     inp = x
+    one = layer.num_layers == 1
     for k in range(layer.num_layers):
-        w = layer.weights(k, 0)
+        w_ih, w_hh, b, b_hn, w_hr = _lean_weights(layer, k)
         with torch._C._AutoDispatchBelowAutograd():
-            states, cells = op(inp, w.weight_ih.unsqueeze(0), w.weight_hh.unsqueeze(0), hx[0][k:k + 1],
-                               hx[1][k:k + 1] if lstm else None, None if w.bias is None else w.bias.unsqueeze(0),
-                               None if w.bias_hn is None else w.bias_hn.unsqueeze(0), None, None, None, None, None,
-                               None, None, None, None, None,
-                               None if w.weight_hr is None else w.weight_hr.unsqueeze(0),
+            states, cells = op(inp, w_ih, w_hh, hx[0] if one else hx[0][k:k + 1],
+                               (hx[1] if one else hx[1][k:k + 1]) if lstm else None, b, b_hn, None, None, None,
+                               None, None, None, None, None, None, None, w_hr,
                                cell=cell, coupled=False, keep=False, bf16=bf16)[:2]
         inp = states[0, 1:]
         finals[0].append(states[0, T])
@@ -154,6 +176,8 @@ def run_levels(layer, x, hx, lengths, trace):
     if lengths is not None:
         live = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
+    if layer.num_layers == 1 and lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0":
+        return run_lean(layer, x, hx, cell)  # (a one-level call: the wavefront never applies)
     if wavefront.applies(layer, x, cell):
         return wavefront.run(layer, x, hx, mask, live, cell, trace, _views)
     if lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0":
