@@ -539,9 +539,9 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       // direction d's slices of the outputs, by pointer (each is contiguous); h_0 (C_0) into the first slot
       const int64_t slot = d == 1 ? s.T : 0;
       dir.states = states.data_ptr<T>() + d * (s.T + 1) * s.B * s.P;
-      std::memcpy(dir.states + slot * s.B * s.P, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
+      if (s.B > 0) std::memcpy(dir.states + slot * s.B * s.P, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
       dir.cells = lstm ? cells.data_ptr<T>() + d * (s.T + 1) * s.B * s.H : nullptr;
-      if (lstm) std::memcpy(dir.cells + slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
+      if (lstm && s.B > 0) std::memcpy(dir.cells + slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
       dir.gates = gates.data_ptr<T>() + d * kept.T * s.B * s.GH, dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre.data_ptr<T>() + d * s.T * s.B * s.H : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));
