@@ -156,3 +156,29 @@ def test_misses_name_each_target_missed():
     assert bench.misses(report) == ["gru-before (50, 128, 256, 512): 1.33 × torch.nn (target ≤ 1.10)"]
     report["sgemm_gflops"] = rate / 0.5  # now the fast row reaches only 50 %
     assert bench.misses(report)[1] == "rnn (100, 64, 256, 256): 50 % of the SGEMM rate (target ≥ 60 %)"
+
+
+def test_bf16_path_and_split():
+    """Which path a layer's autocast step runs, and the bf16 split of a step (the per-step GEMMs as the bf16 mode
+    runs them) where this machine has the bf16 kernel."""
+    small = bench._rnnlab_layer("gru-after", 4, 8, "auto")
+    assert bench.bf16_path(small, torch.randn(3, 2, 4)) == "native-cpp float32"  # below the mode's threshold
+    big = bench._rnnlab_layer("lstm", 8, 64, "auto")
+    x = torch.randn(3, 64, 8)  # B·H = 4096: torch's oneDNN kernel under autocast on 2+ threads
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert bench.bf16_path(big, x) == "torch-onednn"
+    finally:
+        torch.set_num_threads(old)
+    if not bench.bf16_kernel().startswith("mkl-bf16"):
+        with pytest.raises(ValueError, match="bf16: expected False"):
+            torch.ops.rnnlab.time_step_gemms(64, 64, 192, 192, 2, bf16=True)
+        return
+    assert bench.bf16_path(bench._rnnlab_layer("gru-after", 8, 64, "auto"), x) == "native-cpp bf16"
+    p = split.split("gru-before", (3, 64, 8, 64), 5.0, 1000.0, 0.001, bf16=True)
+    assert p["recurrent"] > 0 and p["large"] > 0 and math.isclose(p["rest"], 5.0 - p["recurrent"] - p["large"])
+    row = bench.Row("gru-before", (3, 64, 8, 64), split=p, split_bf16=p)
+    lines = bench._split_lines({"rows": [row]})
+    assert sum(line.startswith("| gru-before | 3, 64, 8, 64 |") for line in lines) == 2
+    assert any("% bf16 |" in line for line in lines)

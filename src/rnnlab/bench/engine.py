@@ -96,6 +96,8 @@ class Row:
     bf16_ms: dict[str, float] = field(default_factory=dict)  # training step under autocast: rnnlab, torch.nn, jax
     bf16_out: dict[str, str] = field(default_factory=dict)  # the output's dtype under autocast: rnnlab, torch.nn
     split: dict | None = None  # rnnlab.bench.split.split of the native step
+    bf16_path: str = ""  # what rnnlab's autocast step ran: "native-cpp bf16", "native-cpp float32", "torch-onednn", ...
+    split_bf16: dict | None = None  # the same split of that step, where it ran the native bf16 mode
 
     @property
     def flops(self) -> float:
@@ -230,10 +232,25 @@ def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: in
 
 
 def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
-    """Fill ``row.bf16_ms`` and ``row.bf16_out``: the training step under bfloat16 autocast."""
+    """Fill ``row.bf16_ms``, ``row.bf16_out`` and ``row.bf16_path``: the training step under bfloat16 autocast."""
     for name, module in (("rnnlab", ours), ("torch.nn", peer)):
         row.bf16_ms[name] = median_ms(_bf16(_train_step(module, x)), budget_s)
         row.bf16_out[name] = _bf16_out(module, x)
+    row.bf16_path = bf16_path(ours, x)
+
+
+def bf16_path(layer, x) -> str:
+    """What ``layer``'s training step runs under bfloat16 autocast: "native-cpp bf16" (the operators' bf16 mode),
+    "native-cpp float32" (a level below ``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``, or no bf16 kernel here), or
+    the torch kernel's path."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        path = get_engine("auto", layer, x).path(layer, x)
+    if path != "native-cpp":
+        return path
+    B, H = x.shape[1], layer.hidden_size
+    macs = B * len(layer.cell_class.SPEC.gates) * H * H  # one step's h · W_hhᵀ
+    on = bf16_kernel().startswith("mkl-bf16") and macs >= 2**17
+    return "native-cpp " + ("bf16" if on else "float32")
 
 
 def measure(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = None) -> Row:
@@ -402,6 +419,9 @@ def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: fl
         for shape in grid:
             row = measure(cell, shape, budget_s, onnx_threads)
             row.split = time_split.split(cell, shape, row.train_ms["native"], report["sgemm_gflops"], budget_s)
+            if row.bf16_path == "native-cpp bf16":
+                row.split_bf16 = time_split.split(cell, shape, row.bf16_ms["rnnlab"], report["bf16_gflops"], budget_s,
+                                                  bf16=True)
             report["rows"].append(row)
             say(f"{cell:10s} {shape}: rnnlab {row.rnnlab_ms:.2f} ms ({row.path}), torch.nn {row.train_ms['torch.nn']:.2f} ms")
     report["batch1"] = [measure_batch1(cell, shape, budget_s, onnx_threads) for cell in cells for shape in batch1_shapes]
@@ -615,12 +635,25 @@ def _split_lines(report: dict) -> list[str]:
              "`src/rnnlab/bench/split.py`): (a) the per-step recurrent GEMMs (T forward, T backward), (b) the GEMMs "
              "over all T·B rows (input projection, ∂W_ih, ∂W_hh), each timed on its own at the step's exact shapes, "
              "and (c) the rest: step − (a) − (b) (pointwise maths, overhead). `% SGEMM`: the GEMMs' GFLOP/s over "
-             "the SGEMM rate.", "",
-             "| cell | T, B, X, H | step | (a) recurrent | % | (b) large | % | (c) rest | % | (a) % SGEMM | "
-             "(b) % SGEMM |",
+             "the SGEMM rate.", ""]
+    lines += _split_table(rows, "split", "SGEMM")
+    bf16 = [row for row in report["rows"] if getattr(row, "split_bf16", None)]
+    if bf16:
+        lines += ["", "The same split of rnnlab's training step under bfloat16 autocast, at the rows where it ran the "
+                  "operators' bf16 mode (the others: float32 below the mode's size threshold, or torch's oneDNN "
+                  "kernel for the larger LSTMs): (a) as that mode runs the per-step GEMMs (h and the gradient rows "
+                  "rounded to bf16 each step, MKL's bf16 GEMM), (b) on bf16 operands; (c) now also holds the per-call "
+                  "bf16 copies of x and the weights. `% bf16`: the GEMMs' GFLOP/s over the bf16 GEMM rate.", ""]
+        lines += _split_table(bf16, "split_bf16", "bf16")
+    return lines
+
+
+def _split_table(rows, key: str, rate: str) -> list[str]:
+    lines = [f"| cell | T, B, X, H | step | (a) recurrent | % | (b) large | % | (c) rest | % | (a) % {rate} | "
+             f"(b) % {rate} |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        p = row.split
+        p = getattr(row, key)
         pct = lambda ms: f"{100 * ms / p['step']:.0f} %"  # noqa: E731
         lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(p['step'])} | {_fmt(p['recurrent'])} | "
                      f"{pct(p['recurrent'])} | {_fmt(p['large'])} | {pct(p['large'])} | {_fmt(p['rest'])} | "

@@ -15,6 +15,10 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
 (c) everything else — the cells' pointwise maths, the autograd and operator overhead, bias sums, copies —
     is the step's median time less (a) and (b).
 
+The same split of a step under bfloat16 autocast (``bf16=True``: the operators' bf16 mode) times (a) as that mode
+runs it (h and the gradient rows rounded to bf16 each step, MKL's bf16 GEMM) and (b) on bf16 operands, and sets
+them against the machine's bf16 GEMM rate; (c) then also holds the per-call bf16 copies of x and the weights.
+
 Each is a median of repeats (``timing.median_ms``); (a) and (b) as GFLOP/s (2 flops per multiply-add) are
 set against the machine's SGEMM rate. (a) and (b) are timed in isolation, with warm caches of their own:
 inside the step they may run slower (cold caches after the pointwise pass), which (c) then absorbs.
@@ -50,19 +54,20 @@ def large_gemm_flops(cell: str, shape) -> float:
     return 2.0 * T * B * GH * (2 * X + H)  # x·W_ihᵀ, ∂W_ih, ∂W_hh
 
 
-def step_gemms_ms(cell: str, shape, budget_s: float) -> float:
-    """(a): ms of the T forward and T backward per-step GEMMs, on their own (needs the native library)."""
+def step_gemms_ms(cell: str, shape, budget_s: float, bf16: bool = False) -> float:
+    """(a): ms of the T forward and T backward per-step GEMMs, on their own (needs the native library); with
+    ``bf16``, as the operators' bf16 mode runs them."""
     T, B, _, H = shape
     GH = gates(cell) * H
-    return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T), budget_s)
+    return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T, bf16=bf16), budget_s)
 
 
-def _large_gemms(cell: str, shape):
-    """The step's large GEMMs as one function, on operands of their shapes and layouts."""
+def _large_gemms(cell: str, shape, dtype: torch.dtype = torch.float32):
+    """The step's large GEMMs as one function, on operands of their shapes and layouts (in ``dtype``)."""
     T, B, X, H = shape
     GH = gates(cell) * H
-    x2, w_ih, b = torch.randn(T * B, X), torch.randn(GH, X), torch.randn(GH)
-    da, h_prev = torch.randn(T * B, GH), torch.randn(T * B, H)
+    x2, w_ih, b = (torch.randn(*size, dtype=dtype) for size in ((T * B, X), (GH, X), (GH,)))
+    da, h_prev = torch.randn(T * B, GH, dtype=dtype), torch.randn(T * B, H, dtype=dtype)
     blocks = (2 * H, H) if cell.startswith("gru") else (GH,)  # ∂W_hh: the GRU's z, r rows and n rows apart
 
     def run():
@@ -74,17 +79,18 @@ def _large_gemms(cell: str, shape):
     return run
 
 
-def large_gemms_ms(cell: str, shape, budget_s: float) -> float:
-    """(b): ms of the step's GEMMs over T·B rows."""
-    return median_ms(_large_gemms(cell, shape), budget_s)
+def large_gemms_ms(cell: str, shape, budget_s: float, bf16: bool = False) -> float:
+    """(b): ms of the step's GEMMs over T·B rows (bf16 operands with ``bf16``)."""
+    return median_ms(_large_gemms(cell, shape, torch.bfloat16 if bf16 else torch.float32), budget_s)
 
 
-def split(cell: str, shape, step_ms: float, sgemm_gflops: float, budget_s: float) -> dict:
-    """{"step", "recurrent", "large", "rest"} in ms, and each GEMM part's share of the SGEMM rate; None
-    without the native library (the step is then the reference engine's, with no such loop)."""
+def split(cell: str, shape, step_ms: float, sgemm_gflops: float, budget_s: float, bf16: bool = False) -> dict:
+    """{"step", "recurrent", "large", "rest"} in ms, and each GEMM part's share of the GEMM rate
+    ``sgemm_gflops`` (the bf16 GEMM rate with ``bf16``: the step is then the bf16 mode's, its GEMMs timed in
+    bf16); None without the native library (the step is then the reference engine's, with no such loop)."""
     if not ops.available():
         return None
-    rec, large = step_gemms_ms(cell, shape, budget_s), large_gemms_ms(cell, shape, budget_s)
+    rec, large = step_gemms_ms(cell, shape, budget_s, bf16), large_gemms_ms(cell, shape, budget_s, bf16)
     rate = lambda flops, ms: flops / (ms * 1e-3) / 1e9 / sgemm_gflops  # noqa: E731
     return {"step": step_ms, "recurrent": rec, "large": large, "rest": step_ms - rec - large,
             "recurrent_sgemm": rate(step_gemm_flops(cell, shape), rec),

@@ -918,7 +918,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 
 // ---------------------------------------------------------------------------------------------
 // bench only: rnnlab::time_step_gemms — the seconds one training step's per-step recurrent GEMMs take on
-// their own, for the engine benchmark's split of a step (rnnlab.bench.split). Over T steps: forward
+// their own, for the engine benchmark's split of a step (rnnlab.bench.split); with bf16, as the bf16 mode runs
+// them (h and the gradient rows rounded to bf16 per step, MKL's bf16 GEMM). Over T steps: forward
 // (B, H) · W_hhᵀ (H, GH) as the loop runs it (the first ``first`` columns, then the rest: the GRU reset="before"
 // runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise; the same gemm<float>, the
 // same row strides and the same BLAS thread rule as the driver (each_direction). Buffers are allocated first.
@@ -929,21 +930,42 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 namespace rnnlab {
 namespace {
 
-double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T) {
+double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T, bool bf16) {
   TORCH_CHECK_VALUE(B > 0 && H > 0 && T > 0 && 0 < first && first <= GH,
                     "rnnlab::time_step_gemms: expected B, H, T > 0 and 0 < first <= GH");
+  TORCH_CHECK_VALUE(!bf16 || bf16_hardware_ok(), "rnnlab::time_step_gemms: bf16: expected False on this machine (",
+                    bf16_hardware(), "), got True");
   std::vector<float> w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f), h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f),
       dh(B * H);
+  // bf16: W_hh's copies made once, the left operand rounded per step, as Loop::product and product_back do
+  std::vector<bf16_t> w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)), w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f)),
+      in16(bf16 ? B * std::max(H, GH) : 0);
+  auto fw = [&](int64_t col, int64_t width) {
+    if (bf16) {
+      to_bf16_rows(B, H, h.data(), H, in16.data());
+      gemm_bf16(false, false, B, width, H, in16.data(), H, w_hhT16.data() + col, GH, 0.f, hh.data() + col, GH);
+    } else {
+      gemm<float>(B, width, H, h.data(), H, w_hhT.data() + col, GH, 0.f, hh.data() + col, GH);
+    }
+  };
+  auto bw = [&](int64_t row, int64_t rows, float beta) {
+    if (bf16) {
+      to_bf16_rows(B, rows, d.data() + row, GH, in16.data());
+      gemm_bf16(false, false, B, H, rows, in16.data(), rows, w_hh16.data() + row * H, H, beta, dh.data(), H);
+    } else {
+      gemm<float>(B, H, rows, d.data() + row, GH, w_hh.data() + row * H, H, beta, dh.data(), H);
+    }
+  };
   const int64_t rest = GH - first;
   BlasThreads guard(step_threads(B, GH, H));
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t s = 0; s < T; ++s) {
-    gemm<float>(B, first, H, h.data(), H, w_hhT.data(), GH, 0.f, hh.data(), GH);
-    if (rest) gemm<float>(B, rest, H, h.data(), H, w_hhT.data() + first, GH, 0.f, hh.data() + first, GH);
+    fw(0, first);
+    if (rest) fw(first, rest);
   }
   for (int64_t s = 0; s < T; ++s) {
-    if (rest) gemm<float>(B, H, rest, d.data() + first, GH, w_hh.data() + first * H, H, 0.f, dh.data(), H);
-    gemm<float>(B, H, first, d.data(), GH, w_hh.data(), H, rest ? 1.f : 0.f, dh.data(), H);
+    if (rest) bw(first, rest, 0.f);
+    bw(0, first, rest ? 1.f : 0.f);
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -952,7 +974,7 @@ double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t 
 }  // namespace rnnlab
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
-  m.def("time_step_gemms(int B, int H, int GH, int first, int T) -> float", &rnnlab::time_step_gemms);
+  m.def("time_step_gemms(int B, int H, int GH, int first, int T, bool bf16=False) -> float", &rnnlab::time_step_gemms);
 }
 
 // ---------------------------------------------------------------------------------------------
