@@ -110,7 +110,7 @@ def keep(args, fields: dict, trace: bool) -> bool:
 
 def lean(layer, x, lengths, trace) -> bool:
     """Whether a call takes ``run_lean``: inference (autograd off) of a one-direction layer with no variant in
-    force and whole sequences, outside tracing. These are the latency calls (batch 1, streaming), where the
+    force and whole sequences, outside tracing. These are the latency calls (batch 1, small batches), where the
     general path's Python (named fields per level, views, the stacking driver) cost more than the operator."""
     return (lengths is None and not trace and not torch.is_grad_enabled() and layer.num_directions == 1
             and not layer.active_variants() and not torch.compiler.is_compiling()
@@ -140,22 +140,17 @@ def _lean_weights(layer, k: int) -> tuple:
 
 
 def run_lean(layer, x, hx, cell):
-    """``run_levels`` for a ``lean`` call: per level, the operator called directly below autograd (nothing
-    is recorded: autograd is off) with keep=False, its states' slice as the next level's input. Same results
-    as the general path: the same operator on the same tensors."""
+    """``run_levels`` for a ``lean`` call: per level, one inference call of the operator (keep=False) on the
+    kept weight views, its states' slice as the next level's input. Same results as the general path: the
+    same operator on the same tensors."""
     lstm, T = cell == "lstm", x.shape[0]
-    bf16 = ops.autocast_bf16()
-    op = torch.ops.rnnlab.recurrent_level.default
     finals: list[list[torch.Tensor]] = [[] for _ in hx]
     inp = x
-    one = layer.num_layers == 1
     for k in range(layer.num_layers):
         w_ih, w_hh, b, b_hn, w_hr = _lean_weights(layer, k)
-        with torch._C._AutoDispatchBelowAutograd():
-            states, cells = op(inp, w_ih, w_hh, hx[0] if one else hx[0][k:k + 1],
-                               (hx[1] if one else hx[1][k:k + 1]) if lstm else None, b, b_hn, None, None, None,
-                               None, None, None, None, None, None, None, w_hr,
-                               cell=cell, coupled=False, keep=False, bf16=bf16)[:2]
+        states, cells = ops.recurrent_level(inp, w_ih, w_hh, hx[0][k:k + 1], hx[1][k:k + 1] if lstm else None, b,
+                                            b_hn, None, None, None, None, None, None, None, None, None, None, w_hr,
+                                            cell=cell, keep=False)[:2]
         inp = states[0, 1:]
         finals[0].append(states[0, T])
         if lstm:
@@ -176,11 +171,12 @@ def run_levels(layer, x, hx, lengths, trace):
     if lengths is not None:
         live = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
-    if layer.num_layers == 1 and lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0":
-        return run_lean(layer, x, hx, cell)  # (a one-level call: the wavefront never applies)
+    lean_call = lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0"
+    if lean_call and layer.num_layers == 1:  # (the wavefront never runs one level: skip its test)
+        return run_lean(layer, x, hx, cell)
     if wavefront.applies(layer, x, cell):
         return wavefront.run(layer, x, hx, mask, live, cell, trace, _views)
-    if lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0":
+    if lean_call:
         return run_lean(layer, x, hx, cell)
 
     def level(k, inp, states):

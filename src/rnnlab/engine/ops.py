@@ -340,9 +340,16 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True
     low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast.
     ``keep=False`` is inference: the caller asks for no gates and nothing for a backward, and no input may need
     a gradient."""
-    if not keep or torch.compiler.is_compiling() or torch.compiler.is_exporting() or not torch.is_grad_enabled():
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    if tracing or not keep or not torch.is_grad_enabled():
         # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
-        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=keep, bf16=autocast_bf16())
+        args = dict(cell=cell, coupled=coupled, keep=keep, bf16=autocast_bf16())
+        if tracing:
+            return torch.ops.rnnlab.recurrent_level(*inputs, **args)
+        # inference: nothing to record, so the overload is called below autograd (torch.library's Python autograd
+        # layer costs about as much as the operator at batch 1)
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.rnnlab.recurrent_level.default(*inputs, **args)
     bf16 = False
     if torch.is_autocast_enabled("cpu"):
         bf16 = autocast_bf16()

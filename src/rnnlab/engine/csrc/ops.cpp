@@ -395,22 +395,23 @@ void with_cell(const Shape& s, F f) {
 
 // Loop::dot: one row against a W_hh of 2^18 numbers (1 MB in float32) or more reads W_hh itself, row by row (and
 // the forward then makes no W_hhᵀ copy)
-bool dot_rows(const Shape& s) {
-  return s.B == 1 && s.rec() * s.P >= (int64_t(1) << 18);
-}
+bool dot_rows(int64_t B, int64_t w_hh_numbers) { return B == 1 && w_hh_numbers >= (int64_t(1) << 18); }
+bool dot_rows(const Shape& s) { return dot_rows(s.B, s.rec() * s.P); }
 
 // Loop::small: the per-step GEMMs of a float32 loop with few rows against a W_hh that stays in cache run
 // small_gemm.h's kernel instead of BLAS: one row against W_hh < 2^18 numbers, up to 4 against W_hh <= 2^14.
-// Measured on 2 threads, T = 100 inference operator calls, kernel / BLAS in one process (X = H): B = 1 0.77-0.94
-// for every cell at H = 32, 64, 128; B = 2 and 4 0.79-0.98 where W_hh <= 2^14 (one 1.02), 0.97-1.16 above it;
-// B >= 8 0.91-1.28. Training (T = 200, X = 32, H = 32 or 64, B = 1, 2, 4): 0.91-0.96 for every cell.
+// Measured on 2 threads, T = 100 inference operator calls, kernel / BLAS in one process (X = H), two runs:
+// B = 1 0.77-0.94 for every cell at H = 32, 64, 128; B = 2 and 4 where W_hh <= 2^14 0.79-1.05 (3 of 28 above 1.0,
+// and the RNN at H = 128, B = 2, 1.22 in one run and 0.95 in the other); larger W_hh 0.97-1.16; B >= 8
+// 0.87-1.28. Training (T = 200, X = 32, H = 32 or 64, B = 1, 2, 4): 0.91-0.96 for every cell.
 // RNNLAB_SMALL=0 turns it off (the tests compare the two).
-bool small_rows(const Shape& s) {
+bool small_rows(int64_t B, int64_t w_hh_numbers, at::ScalarType dtype) {
   const char* env = std::getenv("RNNLAB_SMALL");
   if (env && std::string(env) == "0") return false;
-  const int64_t w = s.rec() * s.P;
-  return s.dtype == at::kFloat && ((s.B == 1 && w < (int64_t(1) << 18)) || (s.B <= 4 && w <= (int64_t(1) << 14)));
+  const int64_t w = w_hh_numbers;
+  return dtype == at::kFloat && ((B == 1 && w < (int64_t(1) << 18)) || (B <= 4 && w <= (int64_t(1) << 14)));
 }
+bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype); }
 
 // the services of one direction's loop
 template <typename T>
@@ -458,7 +459,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
 using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // wᵀ as a dense tensor, for a contiguous 2-D w: MKL's transpose where this BLAS has one (ATen's transposing copy
-// was about 4 µs of a batch-1, one-step LSTM call's 28 at H = 64), else ATen's
+// was 12.8 % of the samples in a profile of one-step batch-1 LSTM calls at H = 64), else ATen's
 Tensor transposed(const Tensor& w) {
   Tensor out = at::empty({w.size(1), w.size(0)}, w.options());
   bool done = false;
@@ -921,8 +922,9 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 // their own, for the engine benchmark's split of a step (rnnlab.bench.split); with bf16, as the bf16 mode runs
 // them (h and the gradient rows rounded to bf16 per step, MKL's bf16 GEMM). Over T steps: forward
 // (B, H) · W_hhᵀ (H, GH) as the loop runs it (the first ``first`` columns, then the rest: the GRU reset="before"
-// runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise; the same gemm<float>, the
-// same row strides and the same BLAS thread rule as the driver (each_direction). Buffers are allocated first.
+// runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise, through the loop's own
+// Loop::product and product_back (so the same kernel: BLAS, the small-rows kernel or the row-by-row product),
+// with the same row strides and BLAS thread rule as the driver (each_direction). Buffers are allocated first.
 // ---------------------------------------------------------------------------------------------
 
 #include <chrono>
@@ -937,25 +939,17 @@ double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t 
                     bf16_hardware(), "), got True");
   std::vector<float> w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f), h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f),
       dh(B * H);
-  // bf16: W_hh's copies made once, the left operand rounded per step, as Loop::product and product_back do
-  std::vector<bf16_t> w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)), w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f)),
-      in16(bf16 ? B * std::max(H, GH) : 0);
-  auto fw = [&](int64_t col, int64_t width) {
-    if (bf16) {
-      to_bf16_rows(B, H, h.data(), H, in16.data());
-      gemm_bf16(false, false, B, width, H, in16.data(), H, w_hhT16.data() + col, GH, 0.f, hh.data() + col, GH);
-    } else {
-      gemm<float>(B, width, H, h.data(), H, w_hhT.data() + col, GH, 0.f, hh.data() + col, GH);
-    }
-  };
-  auto bw = [&](int64_t row, int64_t rows, float beta) {
-    if (bf16) {
-      to_bf16_rows(B, rows, d.data() + row, GH, in16.data());
-      gemm_bf16(false, false, B, H, rows, in16.data(), rows, w_hh16.data() + row * H, H, beta, dh.data(), H);
-    } else {
-      gemm<float>(B, H, rows, d.data() + row, GH, w_hh.data() + row * H, H, beta, dh.data(), H);
-    }
-  };
+  std::vector<bf16_t> w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)), w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f));
+  // the loop's own products (Loop::product, product_back), chosen by the make_loop's rules: the bf16 mode's, the
+  // small-rows kernel, the row-by-row product or BLAS
+  Loop<float> k;
+  k.B = B, k.H = k.P = H, k.ldw = GH;
+  k.w_hhT = w_hhT.data(), k.w_hh = w_hh.data();
+  k.dot = dot_rows(B, GH * H);
+  k.small = !k.dot && small_rows(B, GH * H, at::kFloat);
+  if (bf16) k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
+  auto fw = [&](int64_t col, int64_t width) { k.product(h.data(), col, width, hh.data() + col, GH); };
+  auto bw = [&](int64_t row, int64_t rows, float beta) { k.product_back(d.data() + row, GH, row, rows, beta, dh.data()); };
   const int64_t rest = GH - first;
   BlasThreads guard(step_threads(B, GH, H));
   const auto t0 = std::chrono::steady_clock::now();
