@@ -32,6 +32,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <exception>
 #include <string>
@@ -44,6 +45,7 @@
 #include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "driver.h"
+#include "split.h"
 
 namespace rnnlab {
 namespace {
@@ -333,8 +335,8 @@ Tensor mm16(const Tensor& a, bool ta, const Tensor& b, bool tb) {
   return out;
 }
 
-// run job(d) for each direction: at once on two threads (each loop's GEMMs on one BLAS thread) when
-// there are two directions and two or more threads, else one after the other
+// run job(d) for each direction: at once on two threads (the reverse one on a LevelPool worker; each loop's GEMMs on
+// one BLAS thread) when there are two directions and two or more threads, else one after the other
 template <typename Job>
 void each_direction(const Shape& s, Job job) {
   const int64_t threads = at::get_num_threads();
@@ -348,9 +350,7 @@ void each_direction(const Shape& s, Job job) {
         errors[d] = std::current_exception();
       }
     };
-    std::thread reverse(run, 1);
-    run(0);  // never throws: the thread is always joined
-    reverse.join();
+    LevelPool::get().run(1, [&](int64_t) { run(1); }, [&] { run(0); });  // run never throws
     for (const auto& error : errors)
       if (error) std::rethrow_exception(error);
     return;
@@ -412,6 +412,37 @@ bool small_rows(int64_t B, int64_t w_hh_numbers, at::ScalarType dtype) {
   return dtype == at::kFloat && ((B == 1 && w < (int64_t(1) << 18)) || (B <= 4 && w <= (int64_t(1) << 14)));
 }
 bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype); }
+
+// split.h: an inference call's one-direction forward loop of a plain RNN, reset-after GRU or LSTM (no variants, no
+// projection) on two threads, each with half the hidden units, where torch has two or more threads, B >= 2 and a
+// step's GEMM has at least split_min_macs multiply-adds. Measured on 2 threads, T = 50-1000 inference calls, A/B in
+// one process (split / one loop): the LSTM 0.66-0.93 from B·rec·H = 2^15 ((1000, 8, 16, 32), (200, 2, 32, 64)) to
+// (50, 128, 256, 512); the GRU 0.70-0.97 from 2^16, about 1.0 below; the RNN, whose pointwise pass is lightest,
+// 0.82-0.87 from 2^19, 1.0-1.6 below. Slower at B = 1 (1.1-2.6: the step is too short for a hand-off per step) and in
+// training (keeping the gates in the layer's layout, and a backward that reads what the other core wrote: 0.96-1.35
+// at the same shapes). RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare).
+int64_t split_min_macs(Kind kind) {
+  return kind == Kind::LSTM ? int64_t(1) << 15 : kind == Kind::GRU_AFTER ? int64_t(1) << 16 : int64_t(1) << 19;
+}
+bool split_units(const Shape& s, bool half, bool keep) {
+  const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
+                     (s.kind == Kind::LSTM && !s.coupled && !s.peep);
+  const bool can = s.D == 1 && plain && !half && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone && !s.proj && s.H >= 32 &&
+                   s.B >= 1 && at::get_num_threads() >= 2;
+  if (!can) return false;
+  const char* env = std::getenv("RNNLAB_SPLIT");
+  if (env && std::string(env) == "0") return false;
+  if (env && std::string(env) == "1") return true;
+  return !keep && s.B >= 2 && s.B * s.rec() * s.P >= split_min_macs(s.kind);
+}
+// how many forward loops recurrent_level has run in this process, by route: [one loop, split.h's two parts, with
+// small_gemm.h's kernel]; read by the test-only rnnlab::route_counts, so that tests see which route ran
+std::atomic<int64_t> route_totals[3];
+enum Route { ONE_LOOP = 0, SPLIT = 1, SMALL = 2 };
+void took(Route r) { route_totals[r].fetch_add(1, std::memory_order_relaxed); }
+
+// the first unit of the second part: half of H, rounded up to a multiple of 16 (whole vectors in each part)
+int64_t split_cut(int64_t H) { return std::min(H - 1, (H / 2 + 15) / 16 * 16); }
 
 // the services of one direction's loop
 template <typename T>
@@ -493,6 +524,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
   Tensor reserve = x.new_empty({s.D, reserve_size(kept)});
   const bool half = use_bf16(s, bf16);
+  const bool split = split_units(s, half, keep);
   const Tensor x16 = half ? to16(x2) : Tensor();
   std::vector<Tensor> xps, w_ih16s, w_hhTs, w_hrTs, w_hhT16s;
   std::vector<Reserve> reserves;
@@ -516,7 +548,8 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     }
     xps.push_back(xp);
     // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
-    w_hhTs.push_back(dot_rows(s) && !half ? Tensor() : transposed(r.w_hh));
+    // (nor where split parts make their own)
+    w_hhTs.push_back((dot_rows(s) && !half) || split ? Tensor() : transposed(r.w_hh));
     w_hrTs.push_back(s.proj ? transposed(r.w_hr) : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
   }
@@ -546,7 +579,15 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       dir.gates = gates.data_ptr<T>() + d * kept.T * s.B * s.GH, dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre.data_ptr<T>() + d * s.T * s.B * s.H : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));
-      with_cell<T>(s, [&](auto unit) { run_forward<T, decltype(unit)>(k, dir); });
+      with_cell<T>(s, [&](auto unit) {
+        using Cell = decltype(unit);
+        if (k.small) took(SMALL);
+        if constexpr (Cell::unit_split) {
+          if (split) return took(SPLIT), run_forward_split<T, Cell>(k, dir, split_cut(s.H));
+        }
+        took(ONE_LOOP);
+        run_forward<T, Cell>(k, dir);
+      });
     });
   });
   if (!keep) return {states, cells, x.new_empty({0}), c_pre, x.new_empty({0})};
@@ -1023,10 +1064,17 @@ Tensor small_gemm_op(const Tensor& a, const Tensor& b, const Tensor& c, double b
   return out;
 }
 
+// tests only: rnnlab::route_counts — recurrent_level's forward loops so far, by route: [one loop, split by unit
+// (split.h), with the small-rows kernel (small_gemm.h)]
+std::vector<int64_t> route_counts() {
+  return {route_totals[ONE_LOOP].load(), route_totals[SPLIT].load(), route_totals[SMALL].load()};
+}
+
 }  // namespace
 }  // namespace rnnlab
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
+  m.def("route_counts() -> int[]", &rnnlab::route_counts);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
 }

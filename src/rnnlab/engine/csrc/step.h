@@ -6,6 +6,9 @@
 //   static int64_t rec(H)    the rows of W_hh
 //   static void forward(const Fw<T>&, Loop<T>&)     the step's pointwise maths (and any mid-step GEMM)
 //   static Grad<T> backward(const Bw<T>&, Loop<T>&) its derivatives; returns ∂ of the first GEMM's output
+//   static constexpr bool unit_split  whether split.h may run its forward loop in two parts by hidden unit: then
+//                            forward reads and writes the state rows (Fw's h_prev, h_in, h, c_prev, c) with row stride
+//                            Loop::state_ld() and its gates and extra rows densely, G·H and H wide
 // Everything else (time slots, direction, lengths, the recurrent GEMMs' threads, layer norm of the
 // first GEMM, recurrent dropout, zoneout) is the driver's (driver.h).
 #pragma once
@@ -74,6 +77,10 @@ template <typename T>
 struct Loop {
   int64_t B, H;
   int64_t P;         // the width of the carried h: H, or the LSTM's proj_size (h_t = W_hr (o_t tanh(C_t)))
+  // the row stride of the state rows the forward pass reads and writes (Fw's h_prev, h_in, h, c_prev, c): 0 for
+  // H; the layer's whole H when this loop runs a slice of the units (split.h), its H being the slice's width
+  int64_t ldh = 0;
+  int64_t state_ld() const { return ldh ? ldh : H; }
   int64_t ldw;       // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
   const T* w_hhT;    // (P, rec) forward
   const T* w_hh;     // (rec, P) backward

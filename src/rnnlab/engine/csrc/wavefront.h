@@ -25,8 +25,6 @@
 
 #include <condition_variable>
 #include <mutex>
-#include <functional>
-#include <unistd.h>
 
 // chunks finished per level, and whether a thread failed (then every waiting thread gives up)
 struct Progress {
@@ -54,73 +52,6 @@ struct Progress {
     }
     cv.notify_all();
   }
-};
-
-// persistent worker threads for the levels above 0: a thread made per call would pay, every call, for its
-// first-touch pages and BLAS's per-thread set-up (measured: the whole gain of the overlap at small sizes). One batch
-// at a time; grown on demand; remade in a forked child (whose copy has no threads); never joined (it lives as long
-// as the process).
-class LevelPool {
- public:
-  static LevelPool& get() {
-    static std::mutex made;
-    static LevelPool* pool = nullptr;
-    std::lock_guard<std::mutex> lock(made);
-    if (!pool || pool->pid_ != getpid()) pool = new LevelPool();  // a forked child's copy is abandoned
-    return *pool;
-  }
-  // job(i) on worker i for i < n while ``here`` runs on the calling thread; returns when all have ended
-  template <class Job, class Here>
-  void run(int64_t n, Job job, Here here) {
-    std::lock_guard<std::mutex> one_batch(batch_);
-    std::function<void(int64_t)> work = job;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      while (static_cast<int64_t>(threads_) < n) {
-        std::thread(&LevelPool::loop, this, static_cast<int64_t>(threads_)).detach();
-        ++threads_;
-      }
-      job_ = &work, count_ = n, remaining_ = n, ++generation_;
-    }
-    wake_.notify_all();
-    here();
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [&] { return remaining_ == 0; });
-    job_ = nullptr;
-  }
-
- private:
-  LevelPool() : pid_(getpid()) {}
-  void loop(int64_t i) {
-    uint64_t seen = 0;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      seen = generation_ - 1;  // made for the current batch: take part in it
-    }
-    for (;;) {
-      const std::function<void(int64_t)>* job = nullptr;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (i >= count_) continue;
-        job = job_;
-      }
-      (*job)(i);  // never throws: each_level's job catches
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        --remaining_;
-      }
-      done_.notify_all();
-    }
-  }
-  pid_t pid_;
-  std::mutex batch_, m_;
-  std::condition_variable wake_, done_;
-  size_t threads_ = 0;
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t count_ = 0, remaining_ = 0;
-  uint64_t generation_ = 0;
 };
 
 // run job(k) for every level, each on its own thread (level 0 on the calling one, the others on the pool's

@@ -23,6 +23,7 @@ struct GRUCell {
   static int64_t scratch(int64_t B, int64_t H) { return AFTER ? 3 * B * H : B * H; }
   static constexpr int64_t G = 3;  // stored gates
   static constexpr int64_t states = 1;
+  static constexpr bool unit_split = AFTER;  // split.h may run it by unit (reset before: W_hn (r h) reads every r)
 
   static void forward(const Fw<T>& s, Loop<T>& k) {
     if (AFTER) {
@@ -85,16 +86,16 @@ struct GRUCell {
 
   // z, r = σ(·);  hn = W_hn h_{t-1} + b_hn;  n = tanh(W_xn x + b_n + r hn);  h_t = (1 - z) h_{t-1} + z n
   static RNNLAB_KERNEL void forward_after(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GH = 3 * H;
+    const int64_t H = k.H, GH = 3 * H, ld = k.state_ld();
     const T* __restrict b_hn = k.b_hn;
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hh_ = s.hh + b * GH;
-      const T* __restrict hp = s.h_prev + b * H;
+      const T* __restrict hp = s.h_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
       T* __restrict hn_ = s.extra + b * H;
-      T* __restrict h_ = s.h + b * H;
+      T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = act::sigmoid(x_[j] + hh_[j]);

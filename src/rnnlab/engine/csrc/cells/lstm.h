@@ -24,6 +24,7 @@ struct LSTMCell {
   static int64_t scratch(int64_t B, int64_t H) { return LN ? 3 * B * H : 0; }
   static constexpr int64_t G = 4;  // stored gates
   static constexpr int64_t states = 2;
+  static constexpr bool unit_split = !COUPLED && !PEEP && !LN;  // split.h may run it by unit (LN: a row-wide pass)
   static constexpr int64_t KG = COUPLED ? 1 : 2, KO = COUPLED ? 2 : 3;  // the blocks of g, o in xp, hh and da
 
   static void forward(const Fw<T>& s, Loop<T>& k) {
@@ -44,16 +45,16 @@ struct LSTMCell {
 
   // rows [b0, b1) of the step
   static RNNLAB_KERNEL void gates(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GX = gx(H), GH = 4 * H;
+    const int64_t H = k.H, GX = gx(H), GH = 4 * H, ld = k.state_ld();
     const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GX;
       const T* __restrict hh_ = s.hh + b * GX;
-      const T* __restrict cp = s.c_prev + b * H;
+      const T* __restrict cp = s.c_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
-      T* __restrict c_ = s.c + b * H;
-      T* __restrict h_ = s.h + b * H;
+      T* __restrict c_ = s.c + b * ld;
+      T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T f = act::sigmoid(x_[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t

@@ -17,19 +17,20 @@ struct RNNCell {
   static int64_t scratch(int64_t, int64_t) { return 0; }
   static constexpr int64_t G = 1;  // stored gates
   static constexpr int64_t states = 1;
+  static constexpr bool unit_split = true;  // split.h may run its forward loop on two threads by unit
 
   // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
   static void forward(const Fw<T>& s, Loop<T>& k) {
     k.rows([&](int64_t b0, int64_t b1) { activate(s, k, b0, b1); });
   }
   static RNNLAB_KERNEL void activate(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
-    const int64_t H = k.H;
+    const int64_t H = k.H, ld = k.state_ld();
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * H;
       const T* __restrict hh_ = s.hh + b * H;
       T* __restrict g_ = s.gate + b * H;
-      T* __restrict h_ = s.h + b * H;
+      T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T y = RELU ? relu_kept(x_[j] + hh_[j]) : act::tanh(x_[j] + hh_[j]);

@@ -1,0 +1,130 @@
+// One direction's forward loop on two threads, split by hidden unit: both cores for one level.
+//
+// Part i owns the units [j0, j0 + n) and runs, on its own thread and one BLAS thread:
+//
+//   once      its rows of W_ih, b and W_hh (each gate block's rows j0 … j0+n-1), gathered into dense copies by the
+//             part's own thread (so its core's cache and memory node hold them); W_hh's as W_hhᵀ (P, G·n)
+//   per step  xp: its columns of x_t W_ihᵀ + b, a chunk of steps at a time (InputChunks, as run_forward)
+//             hh = h_{t-1} (B, P) · its W_hhᵀ columns       the whole h_{t-1}: every unit feeds every gate
+//             the cell's pointwise maths on its units: h_t, C_t for columns j0 … j0+n-1 (Loop::ldh: the rows are
+//             the layer's whole width), its gates (and the GRU's W_hn h + b_hn) into its own buffers, copied
+//             into the layer's (T, B, G·H) layout when they are kept for backward
+//             rows past their sequence keep their state, their gates are zero (as run_forward)
+//             then it waits for the other part (StepBarrier): step t+1 reads every unit of h_t
+//
+// Against one loop whose GEMMs run on two BLAS threads: the pointwise pass runs on both cores, no BLAS thread team
+// is woken and joined per step, and each part reads only its share of W_hh (which stays in its core's cache). A
+// unit's arithmetic is run_forward's: the same cell code, and GEMM dot products over the same P numbers.
+//
+// It runs the cells whose step has one GEMM before the pointwise pass and no row-wide pass: the RNN, the GRU with
+// reset after, the LSTM without variants (no projection, peepholes, coupling, layer norm, recurrent dropout or
+// zoneout). ops.cpp's split_units says where.
+#pragma once
+
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "driver.h"
+#include "threads.h"
+
+namespace rnnlab {
+
+// part [j0, j0 + n) of a gate-blocked matrix (blocks of H rows, each ``cols`` wide), its blocks' rows stacked densely
+template <typename T>
+void gather_units(int64_t blocks, int64_t H, int64_t j0, int64_t n, int64_t cols, const T* w, T* out) {
+  for (int64_t g = 0; g < blocks; ++g) std::memcpy(out + g * n * cols, w + (g * H + j0) * cols, n * cols * sizeof(T));
+}
+
+// out (cols, rows) = in (rows, cols)ᵀ: MKL's where this BLAS has it (blas.h), else a plain loop
+template <typename T>
+void transpose_into(int64_t rows, int64_t cols, const T* in, T* out) {
+  if (transpose(rows, cols, in, out)) return;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
+}
+
+// part [j0, j0 + n) of the loop ``whole`` (the layer's loop as make_loop sets it up; P == H) over direction d
+template <typename T, class Cell>
+void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, int64_t n, StepBarrier& barrier) {
+  const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P, X = whole.X;
+  const int64_t blocks = Cell::gx(H) / H;  // gate blocks of W_ih, b and W_hh (these cells: G of each)
+  const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
+  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(GX * P), w_hhT(GX * P);
+  gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
+  if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
+  gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
+  transpose_into(GX, P, w_hh.data(), w_hhT.data());
+
+  Loop<T> k;
+  k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
+  k.w_hhT = w_hhT.data(), k.w_hh = nullptr, k.w_hrT = k.w_hr = nullptr;
+  k.b_hn = whole.b_hn + j0;
+  k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;  // zeros (no peepholes here), at least H long
+  k.ngrads = nullptr;
+  k.scratch.assign(Cell::scratch(B, n), T(0));
+  k.X = X, k.w_ih = w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
+  k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
+
+  if (!k.small && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
+  std::vector<T> hh(B * W1), gate(B * G * n), extra(B * n);
+  InputChunks<T> xp(k, d, GX);
+  for (int64_t s = 0; s < steps; ++s) {
+    int64_t t, p, q;
+    slots(steps, s, d.reverse, &t, &p, &q);
+    const T* live = d.mask ? d.mask + t * B : nullptr;
+    const T* h_prev = d.states + p * B * H;
+    T* h_next = d.states + q * B * H;
+    const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
+    T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
+    k.product(h_prev, 0, W1, hh.data(), W1);
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev + j0, h_prev + j0, gate.data(), h_next + j0, c_prev,
+                        c_next, extra.data()},
+                  k);
+    if (d.keep) {  // the gates (and the GRU's extra) in the layer's layout, for backward
+      T* kept = d.gates + t * B * GH;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g = 0; g < G; ++g)
+          std::memcpy(kept + b * GH + g * H + j0, gate.data() + b * G * n + g * n, n * sizeof(T));
+      if (d.extra)
+        for (int64_t b = 0; b < B; ++b)
+          std::memcpy(d.extra + (t * B + b) * H + j0, extra.data() + b * n, n * sizeof(T));
+    }
+    if (live) {  // rows past their sequence: state unchanged, gates zero
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        std::memcpy(h_next + b * H + j0, h_prev + b * H + j0, n * sizeof(T));
+        if (c_next) std::memcpy(c_next + b * H, c_prev + b * H, n * sizeof(T));
+        if (d.keep) {
+          for (int64_t g = 0; g < G; ++g) std::memset(d.gates + (t * B + b) * GH + g * H + j0, 0, n * sizeof(T));
+          if (d.extra) std::memset(d.extra + (t * B + b) * H + j0, 0, n * sizeof(T));
+        }
+      }
+    }
+    if (!barrier.wait()) return;  // the other part failed: its error is the one reported
+  }
+}
+
+// run_forward's results, on two threads: units [0, cut) on the calling thread, [cut, H) on a pool worker
+template <typename T, class Cell>
+void run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
+  StepBarrier barrier(2);
+  std::exception_ptr errors[2];
+  auto part = [&](int64_t i) {
+    try {
+      BlasThreads one(1);
+      if (i == 0)
+        run_forward_part<T, Cell>(whole, d, 0, cut, barrier);
+      else
+        run_forward_part<T, Cell>(whole, d, cut, whole.H - cut, barrier);
+    } catch (...) {
+      errors[i] = std::current_exception();
+      barrier.fail();
+    }
+  };
+  LevelPool::get().run(1, [&](int64_t) { part(1); }, [&] { part(0); });
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace rnnlab

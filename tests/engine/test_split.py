@@ -1,0 +1,149 @@
+"""csrc/split.h: an inference call's forward loop on two threads, each with part of the hidden units (ops.cpp's
+split_units chooses it; RNNLAB_SPLIT=1 forces it wherever it can run, 0 turns it off). Checked against the float64
+reference engine and against the one-loop route, with rnnlab::route_counts showing which route ran."""
+
+import threading
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab.engine import ops
+
+pytestmark = pytest.mark.skipif(not ops.available(), reason="the split loop is the compiled operators'")
+
+CELLS = [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.RNN, {}),
+         (rnnlab.RNN, dict(nonlinearity="relu"))]
+
+
+def routes():
+    one, split, small = torch.ops.rnnlab.route_counts()
+    return {"one": one, "split": split, "small": small}
+
+
+def ran(fn):
+    """The routes the forward loops of ``fn()`` took (counts), and its result."""
+    before = routes()
+    out = fn()
+    after = routes()
+    return {k: after[k] - before[k] for k in after}, out
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("cls,opts", CELLS, ids=str)
+@pytest.mark.parametrize("H", [32, 37, 100])  # 37: a part of 32 units and one of 5
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_split_inference_matches_the_reference_and_one_loop(cls, opts, H, dtype, bias, monkeypatch):
+    torch.manual_seed(H)
+    layer = cls(7, H, bias=bias, engine="native", **opts).to(dtype)
+    ref = cls(7, H, bias=bias, engine="reference", **opts).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(11, 5, 7, dtype=dtype)
+    lengths = torch.tensor([11, 3, 1, 11, 6])
+    h0 = torch.randn(1, 5, H, dtype=dtype)
+    state = (h0, torch.randn(1, 5, H, dtype=dtype)) if cls is rnnlab.LSTM else h0
+    for kwargs in ({}, dict(lengths=lengths), dict(hx=state)):
+        results = {}
+        for env in ("1", "0"):
+            monkeypatch.setenv("RNNLAB_SPLIT", env)
+            with torch.inference_mode():
+                took, (out, hn) = ran(lambda: layer(x, **kwargs))
+            assert took["split"] == (env == "1") and took["one"] == (env == "0"), took
+            results[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+        ref_kwargs = {k: (tuple(s.double() for s in v) if isinstance(v, tuple) else v.double()) if k == "hx" else v
+                      for k, v in kwargs.items()}
+        with torch.no_grad():
+            out, hn = ref(x.double(), **ref_kwargs)
+        want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+        for split, one, w in zip(results["1"], results["0"], want):
+            torch.testing.assert_close(split.double(), w, **tol)
+            torch.testing.assert_close(split, one, **tol)
+
+
+@pytest.mark.parametrize("cls,opts", CELLS, ids=str)
+def test_a_forced_split_in_training_keeps_the_gates_for_backward(cls, opts, monkeypatch):
+    """The training forward on the split route (RNNLAB_SPLIT=1; the default keeps training on one loop) copies each
+    part's gates (and the GRU's W_hn h + b_hn) into the layer's layout; backward reads them: gradients match the
+    float64 reference, lengths included."""
+    monkeypatch.setenv("RNNLAB_SPLIT", "1")
+    torch.manual_seed(1)
+    layer = cls(6, 40, engine="native", **opts)
+    ref = cls(6, 40, engine="reference", **opts).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(9, 4, 6)
+    lengths = torch.tensor([9, 2, 5, 9])
+    got = {}
+    for name, model in (("split", layer), ("ref", ref)):
+        xi = x.to(next(model.parameters()).dtype).requires_grad_()
+        took, (out, _) = ran(lambda: model(xi, lengths=lengths))
+        if name == "split":
+            assert took["split"] == 1, took
+        got[name] = [out, *torch.autograd.grad((out**2).sum() + out.sum(), [xi, *model.parameters()])]
+    for a, b in zip(got["split"], got["ref"]):
+        torch.testing.assert_close(a.double(), b, rtol=2e-4, atol=2e-5)
+
+
+def test_where_the_split_runs_by_default(monkeypatch):
+    """Inference with B >= 2 at the measured sizes; not at batch 1, not in training, not for two directions,
+    variants, a projection or reset-before GRUs, and never on one torch thread."""
+    monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
+    x = torch.randn(5, 8, 16)
+
+    def split_ran(layer, x=x, grad=False):
+        if grad:
+            return ran(lambda: layer(x))[0]["split"] == 1
+        with torch.inference_mode():
+            return ran(lambda: layer(x))[0]["split"] == 1
+
+    assert split_ran(rnnlab.LSTM(16, 64, engine="native"))
+    assert split_ran(rnnlab.GRU(16, 64, reset="after", engine="native"))
+    assert split_ran(rnnlab.RNN(16, 256, engine="native"))
+    assert not split_ran(rnnlab.RNN(16, 64, engine="native"))  # the RNN's light step: one loop below 2^19
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), x=torch.randn(5, 1, 16))  # batch 1
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), grad=True)
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native", bidirectional=True))
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native", peepholes=True))
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native", proj_size=16))
+    assert not split_ran(rnnlab.GRU(16, 64, reset="before", engine="native"))
+    assert not split_ran(rnnlab.LSTM(16, 16, engine="native"))  # H < 32: parts of under 16 units
+    torch.set_num_threads(1)
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"))
+
+
+def test_calls_from_two_python_threads_at_once(monkeypatch):
+    """The parts' second thread comes from one shared pool: concurrent calls (split layers and a wavefront stack)
+    take turns and each gets its own results."""
+    monkeypatch.setenv("RNNLAB_SPLIT", "1")
+    torch.manual_seed(2)
+    layers = [rnnlab.LSTM(8, 48, engine="native"), rnnlab.GRU(8, 48, reset="after", engine="native"),
+              rnnlab.LSTM(8, 32, num_layers=3, engine="native")]
+    xs = [torch.randn(20, 3, 8) for _ in layers]
+    with torch.inference_mode():
+        want = [layer(x)[0] for layer, x in zip(layers, xs)]
+    errors, got = [], {}
+
+    def work(i):
+        try:
+            with torch.inference_mode():
+                for _ in range(20):
+                    got[i] = layers[i](xs[i])[0]
+                    torch.testing.assert_close(got[i], want[i], rtol=0, atol=0)
+        except Exception as e:  # noqa: BLE001 — reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(layers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call never returned"
+    assert not errors, errors
