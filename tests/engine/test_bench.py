@@ -23,7 +23,10 @@ def test_bench_report_structure():
                        stacked_shapes=((4, 2, 2, 4),), stream_steps=3)
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
-        assert row.path in ("native-cpp", "reference", "torch-onednn")
+        for path in (row.path, row.infer_path):  # the engine's path, then the native loops' routes the call took
+            engine, *routes = path.replace("split back", "split-back").split()
+            assert engine in ("native-cpp", "reference", "torch-onednn") and set(routes) <= {"split", "split-back", "small"}
+        assert row.infer_path.startswith("native-cpp small") == (bench.ops.available() and row.path != "torch-onednn")
         assert set(row.train_ms) >= {"native", "torch.nn"}
         assert ("rnnlab-torch" in row.train_ms) == (row.cell != "gru-before")
         assert ("onnxruntime" in row.infer_ms) == with_onnx

@@ -1,4 +1,4 @@
-"""csrc/split.h: an inference call's forward loop on two threads, each with part of the hidden units (ops.cpp's
+"""csrc/split.h: a level's forward and backward loops on two threads, each with part of the hidden units (ops.cpp's
 split_units chooses it; RNNLAB_SPLIT=1 forces it wherever it can run, 0 turns it off). Checked against the float64
 reference engine and against the one-loop route, with rnnlab::route_counts showing which route ran."""
 
@@ -17,8 +17,8 @@ CELLS = [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.RNN, {}),
 
 
 def routes():
-    one, split, small = torch.ops.rnnlab.route_counts()
-    return {"one": one, "split": split, "small": small}
+    one, split, small, split_back = torch.ops.rnnlab.route_counts()
+    return {"one": one, "split": split, "small": small, "split_back": split_back}
 
 
 def ran(fn):
@@ -70,10 +70,11 @@ def test_split_inference_matches_the_reference_and_one_loop(cls, opts, H, dtype,
 
 
 @pytest.mark.parametrize("cls,opts", CELLS, ids=str)
-def test_a_forced_split_in_training_keeps_the_gates_for_backward(cls, opts, monkeypatch):
-    """The training forward on the split route (RNNLAB_SPLIT=1; the default keeps training on one loop) copies each
-    part's gates (and the GRU's W_hn h + b_hn) into the layer's layout; backward reads them: gradients match the
-    float64 reference, lengths included."""
+def test_split_training_matches_the_float64_reference(cls, opts, monkeypatch):
+    """Training on the split route, forward and backward (RNNLAB_SPLIT=1): the forward copies each part's gates (and
+    the GRU's W_hn h + b_hn) into the layer's layout, the backward's parts exchange their shares of ∂h_{t-1} each
+    step; every gradient (x, weights, biases, h_0 and C_0 through the outputs) matches the float64 reference,
+    lengths included, from given states."""
     monkeypatch.setenv("RNNLAB_SPLIT", "1")
     torch.manual_seed(1)
     layer = cls(6, 40, engine="native", **opts)
@@ -81,13 +82,23 @@ def test_a_forced_split_in_training_keeps_the_gates_for_backward(cls, opts, monk
     ref.load_state_dict(layer.state_dict())
     x = torch.randn(9, 4, 6)
     lengths = torch.tensor([9, 2, 5, 9])
+    h0, c0 = torch.randn(1, 4, 40), torch.randn(1, 4, 40)
     got = {}
     for name, model in (("split", layer), ("ref", ref)):
-        xi = x.to(next(model.parameters()).dtype).requires_grad_()
-        took, (out, _) = ran(lambda: model(xi, lengths=lengths))
+        dtype = next(model.parameters()).dtype
+        xi, h, c = (t.to(dtype).requires_grad_() for t in (x, h0, c0))
+        state = (h, c) if cls is rnnlab.LSTM else h
+        inputs = [xi, h, c] if cls is rnnlab.LSTM else [xi, h]
+
+        def step():
+            out, hn = model(xi, state, lengths=lengths)
+            last = hn[1].sum() if isinstance(hn, tuple) else hn.sum()  # C_n's (LSTM) or h_n's own gradient
+            return torch.autograd.grad((out**2).sum() + out.sum() + 3 * last, [*inputs, *model.parameters()])
+
+        took, grads = ran(step)
         if name == "split":
-            assert took["split"] == 1, took
-        got[name] = [out, *torch.autograd.grad((out**2).sum() + out.sum(), [xi, *model.parameters()])]
+            assert took["split"] == 1 and took["split_back"] == 1, took
+        got[name] = list(grads)
     for a, b in zip(got["split"], got["ref"]):
         torch.testing.assert_close(a.double(), b, rtol=2e-4, atol=2e-5)
 
@@ -109,7 +120,10 @@ def test_where_the_split_runs_by_default(monkeypatch):
     assert split_ran(rnnlab.RNN(16, 256, engine="native"))
     assert not split_ran(rnnlab.RNN(16, 64, engine="native"))  # the RNN's light step: one loop below 2^19
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), x=torch.randn(5, 1, 16))  # batch 1
-    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), grad=True)
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), grad=True)  # training: the GRU from 2^20, ...
+    assert split_ran(rnnlab.GRU(16, 128, reset="after", engine="native"), x=torch.randn(5, 32, 16), grad=True)
+    assert split_ran(rnnlab.LSTM(16, 256, engine="native"), x=torch.randn(5, 32, 16), grad=True)  # the LSTM 2^23
+    assert not split_ran(rnnlab.RNN(16, 256, engine="native"), grad=True)  # the RNN never
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", bidirectional=True))
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", peepholes=True))
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", proj_size=16))
@@ -147,3 +161,29 @@ def test_calls_from_two_python_threads_at_once(monkeypatch):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a call never returned"
     assert not errors, errors
+
+
+def test_stacks_whose_levels_split_run_level_by_level(monkeypatch):
+    """In inference a stack whose levels run split by unit runs level after level (each on both cores), not as a
+    wavefront; a stack whose levels do not (the seed's GRU) keeps the wavefront; both give the per-level results."""
+    from rnnlab.engine import wavefront
+
+    monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
+    monkeypatch.delenv("RNNLAB_WAVEFRONT", raising=False)
+    x = torch.randn(12, 8, 16)
+    for layer, cell, wave in ((rnnlab.LSTM(16, 64, num_layers=2, engine="native"), "lstm", False),
+                              (rnnlab.GRU(16, 64, num_layers=2, reset="after", engine="native"), "gru_after", False),
+                              (rnnlab.GRU(16, 64, num_layers=2, engine="native"), "gru_before", True)):
+        assert torch.ops.rnnlab.splits_units(cell, 8, 64, False) is not wave
+        calls = wavefront.CALLS["stack"]
+        with torch.inference_mode():
+            took, (out, _) = ran(lambda: layer(x))
+        assert (wavefront.CALLS["stack"] - calls == 1) is wave
+        assert took["split"] == (0 if wave else 2), took
+        monkeypatch.setenv("RNNLAB_WAVEFRONT", "0")
+        monkeypatch.setenv("RNNLAB_SPLIT", "0")
+        with torch.inference_mode():
+            want, _ = layer(x)
+        monkeypatch.delenv("RNNLAB_WAVEFRONT")
+        monkeypatch.delenv("RNNLAB_SPLIT")
+        torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-7)

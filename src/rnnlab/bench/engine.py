@@ -98,6 +98,7 @@ class Row:
     split: dict | None = None  # rnnlab.bench.split.split of the native step
     bf16_path: str = ""  # what rnnlab's autocast step ran: "native-cpp bf16", "native-cpp float32", "torch-onednn", ...
     split_bf16: dict | None = None  # the same split of that step, where it ran the native bf16 mode
+    infer_path: str = ""  # what rnnlab's inference call ran: the engine's path, and the native loops' route (routed)
 
     @property
     def flops(self) -> float:
@@ -221,9 +222,24 @@ def saved_mb(module, x) -> float:
     return total[0] / 2**20
 
 
+def routed(path: str, fn) -> str:
+    """``path`` ("native-cpp", "torch-onednn", ...) and, for the native loops, the routes one call of ``fn`` took
+    (``rnnlab::route_counts``): "split" (forward loops split by unit, csrc/split.h), "split back" (backward too),
+    "small" (the small-rows kernel, csrc/small_gemm.h)."""
+    if not path.startswith("native-cpp") or not ops.available():
+        return path
+    before = torch.ops.rnnlab.route_counts()
+    fn()
+    _, split, small, split_back = (a - b for a, b in zip(torch.ops.rnnlab.route_counts(), before))
+    tags = [name for name, n in (("split", split), ("split back", split_back), ("small", small)) if n]
+    return " ".join([path, *tags])
+
+
 def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: int | None) -> None:
     """Fill ``row.infer_ms``: rnnlab, torch.nn and, given its threads, onnxruntime (torch.nn's module
-    exported; rnnlab's layer for gru-before, which torch.nn cannot express)."""
+    exported; rnnlab's layer for gru-before, which torch.nn cannot express); and ``row.infer_path``."""
+    with torch.inference_mode():
+        row.infer_path = routed(get_engine("auto", ours, x).path(ours, x), _infer(ours, x))
     row.infer_ms["rnnlab"] = median_ms(_infer(ours, x), budget_s / 2)
     row.infer_ms["torch.nn"] = median_ms(_infer(peer, x), budget_s / 2)
     if onnx_threads:
@@ -267,7 +283,7 @@ def measure(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = 
     peer = _torch_layer(cell, X, H)
     row.train_ms["torch.nn"] = median_ms(_train_step(peer, x), budget_s)
     auto = _rnnlab_layer(cell, X, H, "auto")
-    row.path = get_engine("auto", auto, x).path(auto, x)
+    row.path = routed(get_engine("auto", auto, x).path(auto, x), _train_step(auto, x))
     row.rnnlab_ms = row.train_ms["rnnlab-torch" if row.path.startswith("torch") else "native"]
     measure_inference(row, auto, peer, x, budget_s, onnx_threads)
     row.saved_mb["rnnlab"] = saved_mb(auto, x)
@@ -294,7 +310,7 @@ def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0
     ours = _rnnlab_layer(cell, X, H, "auto", num_layers=2, bidirectional=bidirectional)
     peer = _torch_layer(cell, X, H, num_layers=2, bidirectional=bidirectional)
     return {"cell": cell, "shape": tuple(shape), "directions": 2 if bidirectional else 1,
-            "path": get_engine("auto", ours, x).path(ours, x),
+            "path": routed(get_engine("auto", ours, x).path(ours, x), _train_step(ours, x)),
             "train_ms": {"rnnlab": median_ms(_train_step(ours, x), budget_s),
                          "torch.nn": median_ms(_train_step(peer, x), budget_s)}}
 
@@ -563,11 +579,12 @@ def _shape(shape) -> str:
 def _inference_lines(rows, memory: bool) -> list[str]:
     """The inference table's header and rows (with the saved-for-backward MB where ``memory``)."""
     mb = " rnnlab MB | torch.nn MB |" if memory else ""
-    lines = ["| cell | T, B, X, H | rnnlab | torch.nn | JAX | onnxruntime | ratio |" + mb,
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if memory else "")]
+    lines = ["| cell | T, B, X, H | rnnlab | path | torch.nn | JAX | onnxruntime | ratio |" + mb,
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if memory else "")]
     for row in rows:
         i, m = row.infer_ms, row.saved_mb
-        lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(i.get('rnnlab'))} | {_fmt(i.get('torch.nn'))} | "
+        lines.append(f"| {row.cell} | {_shape(row.shape)} | {_fmt(i.get('rnnlab'))} | {row.infer_path or '?'} | "
+                     f"{_fmt(i.get('torch.nn'))} | "
                      f"{_fmt(i.get('jax'))} | {_fmt(i.get('onnxruntime'))} | {infer_ratio(row):.2f} |"
                      + (f" {_fmt(m.get('rnnlab'))} | {_fmt(m.get('torch.nn'))} |" if memory else ""))
     return lines
@@ -753,6 +770,7 @@ def as_json(report: dict) -> str:
     out = dict(report)
     out["rows"] = [dict(asdict(r), flops=r.flops, ratio=ratio(r), infer_ratio=infer_ratio(r), bf16_ratio=bf16_ratio(r))
                    for r in report["rows"]]
-    out["batch1"] = [dict(cell=r.cell, shape=r.shape, infer_ms=r.infer_ms, infer_ratio=infer_ratio(r))
+    out["batch1"] = [dict(cell=r.cell, shape=r.shape, infer_ms=r.infer_ms, infer_path=r.infer_path,
+                          infer_ratio=infer_ratio(r))
                      for r in report.get("batch1", [])]
     return json.dumps(out, indent=1)

@@ -20,7 +20,10 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
 * float32 or float64;
 * a call without backward (grad mode off, or neither x nor the weights require grad) — unless ``TRAINING`` or
   ``RNNLAB_WAVEFRONT=1`` (see ``TRAINING`` for the measurements behind this default);
-* in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast, ``T ≥ MIN_STEPS``;
+* in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast, ``T ≥ MIN_STEPS``,
+  and, for a call without backward, levels that do not run split by unit (``rnnlab::splits_units``,
+  csrc/split.h: then each level's loop already runs on both cores, and level after level measured 0.67-0.90× the
+  wavefront's time for the LSTM and the reset-after GRU at (200, 4, 32, 64) to (100, 64, 256, 256));
   under torch.compile the above alone (the operator runs its levels in turn on one thread); never under
   torch.export (one ``recurrent_level`` node per level, as the export documents).
 
@@ -73,7 +76,10 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
         return False
     if torch.compiler.is_compiling():
         return True
-    return torch.get_num_threads() >= 2 and not torch.is_autocast_enabled("cpu") and x.shape[0] >= MIN_STEPS
+    if torch.get_num_threads() < 2 or torch.is_autocast_enabled("cpu") or x.shape[0] < MIN_STEPS:
+        return False
+    inference = not training(layer, x)
+    return not (inference and torch.ops.rnnlab.splits_units(cell, x.shape[1], layer.hidden_size, False))
 
 
 if ops.library_path() is not None:

@@ -335,7 +335,7 @@ Tensor mm16(const Tensor& a, bool ta, const Tensor& b, bool tb) {
   return out;
 }
 
-// run job(d) for each direction: at once on two threads (the reverse one on a LevelPool worker; each loop's GEMMs on
+// run job(d) for each direction: at once on two threads of OpenMP's team (threads.h's run_pair; each loop's GEMMs on
 // one BLAS thread) when there are two directions and two or more threads, else one after the other
 template <typename Job>
 void each_direction(const Shape& s, Job job) {
@@ -350,7 +350,10 @@ void each_direction(const Shape& s, Job job) {
         errors[d] = std::current_exception();
       }
     };
-    LevelPool::get().run(1, [&](int64_t) { run(1); }, [&] { run(0); });  // run never throws
+    if (!run_pair(run)) {  // run never throws; no pair of threads (inside another parallel region): in turn
+      run(0);
+      run(1);
+    }
     for (const auto& error : errors)
       if (error) std::rethrow_exception(error);
     return;
@@ -359,14 +362,17 @@ void each_direction(const Shape& s, Job job) {
   for (int64_t d = 0; d < s.D; ++d) job(d);
 }
 
-// The threads of a one-direction loop's pointwise passes (Loop::rows): torch's threads for the LSTM when a step has at
-// least 1024 units (B·H) over 2+ rows, else one. Measured on 2 threads, training, A/B in one process: the LSTM 2-8%
-// faster at (100, 32, 64, 128) to (50, 128, 256, 512); the GRU 2-10% slower (its passes are lighter than the cost
-// of handing half the rows to the other thread, twice a step). Two directions already run on a thread each.
+// The threads of a one-direction loop's pointwise passes (Loop::rows, through ATen's parallel_for on OpenMP's team):
+// torch's threads when a step has at least 1024 units (B·H) over 2+ rows (the RNN, whose pass is lightest: 16384),
+// else one. Measured on 2 threads, A/B in one process (these threads / one), one loop (RNNLAB_SPLIT=0), two runs:
+// training, the LSTM 0.83-0.90 at (50, 128, 256, 512) and 0.80-1.0 at (100, 64, 256, 256); the GRU (both forms)
+// 0.84-0.96 from (100, 32, 64, 128) to (50, 128, 256, 512); the RNN 0.71-1.0 at (100, 64, 256, 256) and
+// (50, 128, 256, 512); inference, the RNN 0.89 at (50, 128, 256, 512) but 1.08-1.29 at B·H = 2048-4096.
+// Two directions already run on a thread each.
 int64_t pointwise_threads(const Shape& s) {
   const int64_t threads = at::get_num_threads();
-  if (s.kind != Kind::LSTM || s.D == 2 || threads < 2 || s.B < 2) return 1;
-  return s.B * s.H >= 1024 ? threads : 1;
+  if (s.D == 2 || threads < 2 || s.B < 2) return 1;
+  return s.B * s.H >= (s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU ? 16384 : 1024) ? threads : 1;
 }
 
 // the cell's unit, its variants as template flags, for a run-time call
@@ -413,16 +419,29 @@ bool small_rows(int64_t B, int64_t w_hh_numbers, at::ScalarType dtype) {
 }
 bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype); }
 
-// split.h: an inference call's one-direction forward loop of a plain RNN, reset-after GRU or LSTM (no variants, no
-// projection) on two threads, each with half the hidden units, where torch has two or more threads, B >= 2 and a
-// step's GEMM has at least split_min_macs multiply-adds. Measured on 2 threads, T = 50-1000 inference calls, A/B in
-// one process (split / one loop): the LSTM 0.66-0.93 from B·rec·H = 2^15 ((1000, 8, 16, 32), (200, 2, 32, 64)) to
-// (50, 128, 256, 512); the GRU 0.70-0.97 from 2^16, about 1.0 below; the RNN, whose pointwise pass is lightest,
-// 0.82-0.87 from 2^19, 1.0-1.6 below. Slower at B = 1 (1.1-2.6: the step is too short for a hand-off per step) and in
-// training (keeping the gates in the layer's layout, and a backward that reads what the other core wrote: 0.96-1.35
-// at the same shapes). RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare).
-int64_t split_min_macs(Kind kind) {
-  return kind == Kind::LSTM ? int64_t(1) << 15 : kind == Kind::GRU_AFTER ? int64_t(1) << 16 : int64_t(1) << 19;
+// split.h: a one-direction loop of a plain RNN, reset-after GRU or LSTM (no variants, no projection, not in bf16 mode)
+// on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads, B >= 2 and
+// a step's GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the
+// one loop's LSTM pointwise pass on both threads), T = 50-1000, two runs each:
+// - inference: the LSTM 0.72-0.84 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but
+//   1.03-1.06 at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.75-0.93 from
+//   2^14 to (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.89 from 2^19, 0.9-1.3 below;
+//   batch 1 1.1-2.6 (a hand-off per step costs more than half a step).
+// - training (forward and backward split; each adds a hand-off per step): the GRU 0.82-0.97 from 2^20
+//   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.1-1.6 below; the LSTM 0.86-0.95 at H = 256 (2^23-2^24), but
+//   1.06 at (100, 64, 128, 128) and 1.12 at (50, 128, 256, 512); the RNN 0.9-1.9, so never.
+// RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
+bool split_pays(const Shape& s, bool keep) {
+  const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
+  if (s.B < 2) return false;
+  if (keep) {  // training
+    if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 20);
+    if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 23) && w_hh < (int64_t(1) << 20);
+    return false;
+  }
+  if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 15) && w_hh < (int64_t(1) << 20);
+  if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 14);
+  return macs >= (int64_t(1) << 19);
 }
 bool split_units(const Shape& s, bool half, bool keep) {
   const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
@@ -433,12 +452,14 @@ bool split_units(const Shape& s, bool half, bool keep) {
   const char* env = std::getenv("RNNLAB_SPLIT");
   if (env && std::string(env) == "0") return false;
   if (env && std::string(env) == "1") return true;
-  return !keep && s.B >= 2 && s.B * s.rec() * s.P >= split_min_macs(s.kind);
+  return split_pays(s, keep);
 }
-// how many forward loops recurrent_level has run in this process, by route: [one loop, split.h's two parts, with
-// small_gemm.h's kernel]; read by the test-only rnnlab::route_counts, so that tests see which route ran
-std::atomic<int64_t> route_totals[3];
-enum Route { ONE_LOOP = 0, SPLIT = 1, SMALL = 2 };
+
+// how many loops the operators have run in this process, by route: [forward on one loop, forward split by unit
+// (split.h), forward with small_gemm.h's kernel, backward split by unit]; read by the test-only rnnlab::route_counts,
+// so that tests see which route ran
+std::atomic<int64_t> route_totals[4];
+enum Route { ONE_LOOP = 0, SPLIT = 1, SMALL = 2, SPLIT_BACK = 3 };
 void took(Route r) { route_totals[r].fetch_add(1, std::memory_order_relaxed); }
 
 // the first unit of the second part: half of H, rounded up to a multiple of 16 (whole vectors in each part)
@@ -719,6 +740,7 @@ LevelGrads recurrent_level_backward(
   };
   std::vector<Work> work(s.D);
   const bool half = use_bf16(s, bf16);
+  const bool split = split_units(s, half, true);
   std::vector<Tensor> w_hh16s;  // bf16 mode: W_hh rounded once for the whole loop
   for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half ? to16(recs[d].w_hh) : Tensor());
   for (int64_t d = 0; d < s.D; ++d) {
@@ -760,7 +782,13 @@ LevelGrads recurrent_level_backward(
       dir.m = mut<T_>(res.get("m")), dir.dhr = mut<T_>(w.dhr);
       dir.dg_hh = mut<T_>(w.dln_hh_w), dir.db_hh = mut<T_>(w.dln_hh_b);
       dir.dg_c = mut<T_>(w.dln_c_w), dir.db_c = mut<T_>(w.dln_c_b);
-      with_cell<T_>(s, [&](auto unit) { run_backward<T_, decltype(unit)>(k, dir); });
+      with_cell<T_>(s, [&](auto unit) {
+        using Cell = decltype(unit);
+        if constexpr (Cell::unit_split) {
+          if (split) return took(SPLIT_BACK), run_backward_split<T_, Cell>(k, dir, split_cut(s.H));
+        }
+        run_backward<T_, Cell>(k, dir);
+      });
     });
   });
   // after the loops: every weight and input gradient is one GEMM or reduction over T·B rows
@@ -1064,10 +1092,23 @@ Tensor small_gemm_op(const Tensor& a, const Tensor& b, const Tensor& c, double b
   return out;
 }
 
-// tests only: rnnlab::route_counts — recurrent_level's forward loops so far, by route: [one loop, split by unit
-// (split.h), with the small-rows kernel (small_gemm.h)]
+// rnnlab::splits_units: whether a plain one-direction level (no variants, no projection) of this cell and size runs
+// split by unit (split.h) on this thread count: the stack's rule (engine/wavefront.py) keeps such levels off the
+// wavefront in inference, since each level already uses both cores
+bool splits_units(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+  Shape s{};
+  s.kind = kind_of(cell);
+  s.D = 1, s.B = B, s.H = s.P = H, s.T = 1, s.X = H;
+  s.GX = input_gates(s.kind, false) * H, s.GH = stored_gates(s.kind) * H;
+  s.dtype = at::kFloat;
+  return split_units(s, false, keep);
+}
+
+// tests only: rnnlab::route_counts — the operators' loops so far, by route: [forward on one loop, forward split by
+// unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit]
 std::vector<int64_t> route_counts() {
-  return {route_totals[ONE_LOOP].load(), route_totals[SPLIT].load(), route_totals[SMALL].load()};
+  return {route_totals[ONE_LOOP].load(), route_totals[SPLIT].load(), route_totals[SMALL].load(),
+          route_totals[SPLIT_BACK].load()};
 }
 
 }  // namespace
@@ -1075,6 +1116,7 @@ std::vector<int64_t> route_counts() {
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("route_counts() -> int[]", &rnnlab::route_counts);
+  m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
 }

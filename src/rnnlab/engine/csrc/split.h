@@ -16,6 +16,19 @@
 // is woken and joined per step, and each part reads only its share of W_hh (which stays in its core's cache). A
 // unit's arithmetic is run_forward's: the same cell code, and GEMM dot products over the same P numbers.
 //
+// Backward, likewise by unit, over the arrays in the layer's layout (the parts' cells read and write their columns:
+// Loop::state_ld() is the layer's width, Loop::H the part's):
+//
+//   per step  the cell's derivatives for its units: ∂a (into the layer's (T, B, G·H) ∂a at its columns), ∂C_{t-1}
+//             and ∂h_{t-1}'s direct part at its columns
+//             its share of ∂h_{t-1}'s recurrent part, the whole row: ∂a's own columns (B, G·n) · its rows of W_hh
+//             (G·n, P), one GEMM into its slot of a double-buffered pair
+//             it waits for the other part; then ∂h_{t-1} at its columns += both shares' columns
+//
+// A share is read by the other part after the barrier and written again two steps later, after the next barrier,
+// which the reader reaches only when done: two slots suffice. ∂W_ih, ∂W_hh and the biases' gradients are the
+// operator's GEMMs over all T·B rows of ∂a afterwards, as for one loop.
+//
 // It runs the cells whose step has one GEMM before the pointwise pass and no row-wide pass: the RNN, the GRU with
 // reset after, the LSTM without variants (no projection, peepholes, coupling, layer norm, recurrent dropout or
 // zoneout). ops.cpp's split_units says where.
@@ -105,7 +118,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   }
 }
 
-// run_forward's results, on two threads: units [0, cut) on the calling thread, [cut, H) on a pool worker
+// run_forward's results, on two threads of OpenMP's team (run_pair): units [0, cut) and [cut, H)
 template <typename T, class Cell>
 void run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
   StepBarrier barrier(2);
@@ -122,7 +135,115 @@ void run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut)
       barrier.fail();
     }
   };
-  LevelPool::get().run(1, [&](int64_t) { part(1); }, [&] { part(0); });
+  if (!run_pair(part)) return run_forward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no second thread: one loop
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+// part [j0, j0 + n) of run_backward over direction d (the layer's loop ``whole``: B, H, P == H, W_hh). ``dh``,
+// ``dh_prev``, ``dc`` (B, H) and ``shares`` (2 slots × 2 parts × (B, P)) are the parts' common buffers; part i
+// touches only its own columns of the first three and its own slot pair of the last
+template <typename T, class Cell>
+void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part, int64_t j0, int64_t n, T* dh,
+                       T* dh_prev, T* dc, T* shares, StepBarrier& barrier) {
+  const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P;
+  const int64_t GX = Cell::gx(H), GH = Cell::G * H, blocks = GX / H, W = blocks * n;
+  const bool lstm = d.cells != nullptr;
+  std::vector<T> w_hh(W * P), grad(B * W);
+  gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());  // its rows of W_hh (W, P)
+
+  Loop<T> k;
+  k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
+  k.w_hhT = nullptr, k.w_hh = w_hh.data(), k.w_hrT = k.w_hr = nullptr;
+  k.b_hn = whole.b_hn + j0;
+  k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;
+  k.ngrads = nullptr;
+  k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
+  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H), T(0));
+  const T* zero_gates = zeros.data();
+  const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
+
+  const int64_t last = d.reverse ? 0 : steps;
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(dh + b * H + j0, d.g_states + (last * B + b) * H + j0, n * sizeof(T));
+    if (lstm && d.g_cells)
+      std::memcpy(dc + b * H + j0, d.g_cells + (last * B + b) * H + j0, n * sizeof(T));
+    else if (lstm)
+      std::memset(dc + b * H + j0, 0, n * sizeof(T));
+  }
+  for (int64_t s = steps - 1; s >= 0; --s) {
+    int64_t t, p, q;
+    slots(steps, s, d.reverse, &t, &p, &q);
+    const T* live = d.mask ? d.mask + t * B : nullptr;
+    const T* h_prev = d.states + p * B * H;
+    const T* gh_prev = d.g_states + p * B * H;
+    const T* gc_prev = d.g_cells ? d.g_cells + p * B * H : zero_cells;
+    T* da = d.da + t * B * GX;
+    if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through
+      for (int64_t b = 0; b < B; ++b) {
+        if (live[b] != T(0)) continue;
+        for (int64_t g = 0; g < blocks; ++g) std::memset(da + b * GX + g * H + j0, 0, n * sizeof(T));
+        for (int64_t j = b * H + j0; j < b * H + j0 + n; ++j) dh_prev[j] = dh[j] + gh_prev[j];
+        if (lstm)
+          for (int64_t j = b * H + j0; j < b * H + j0 + n; ++j) dc[j] += gc_prev[j];
+      }
+    }
+    const Bw<T> step{t,
+                     live,
+                     d.gates + t * B * GH + j0,
+                     (d.g_gates ? d.g_gates + t * B * GH : zero_gates) + j0,
+                     h_prev + j0,
+                     h_prev + j0,
+                     dh + j0,
+                     gh_prev + j0,
+                     dh_prev + j0,
+                     dh_prev + j0,
+                     lstm ? d.cells + q * B * H + j0 : nullptr,
+                     lstm ? d.cells + p * B * H + j0 : nullptr,
+                     dc + j0,
+                     gc_prev + j0,
+                     d.extra ? d.extra + t * B * H + j0 : nullptr,
+                     da + j0,
+                     d.dhn ? d.dhn + t * B * H + j0 : nullptr};
+    const Grad<T> g = Cell::backward(step, k);  // its columns of each block, from g.d (already at column j0)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t blk = 0; blk < blocks; ++blk)
+        std::memcpy(grad.data() + b * W + blk * n, g.d + b * g.ld + blk * H, n * sizeof(T));
+    T* slot = shares + (s % 2) * 2 * B * P;
+    gemm<T>(B, P, W, grad.data(), W, w_hh.data(), P, T(0), slot + part * B * P, P);  // its share of ∂h_{t-1}
+    if (!barrier.wait()) return;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = b * P + j0; j < b * P + j0 + n; ++j) dh_prev[j] += slot[j] + slot[B * P + j];
+    std::swap(dh, dh_prev);
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(d.dh0 + b * H + j0, dh + b * H + j0, n * sizeof(T));
+    if (lstm) std::memcpy(d.dc0 + b * H + j0, dc + b * H + j0, n * sizeof(T));
+  }
+}
+
+// run_backward's results, on two threads of OpenMP's team: units [0, cut) and [cut, H)
+template <typename T, class Cell>
+void run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
+  const int64_t B = whole.B, H = whole.H, P = whole.P;
+  std::vector<T> common(3 * B * H + 4 * B * P, T(0));
+  T* dh = common.data();
+  T* dh_prev = dh + B * H;
+  T* dc = dh_prev + B * H;
+  T* shares = dc + B * H;
+  StepBarrier barrier(2);
+  std::exception_ptr errors[2];
+  auto part = [&](int64_t i) {
+    try {
+      BlasThreads one(1);
+      const int64_t j0 = i == 0 ? 0 : cut, n = i == 0 ? cut : H - cut;
+      run_backward_part<T, Cell>(whole, d, i, j0, n, dh, dh_prev, dc, shares, barrier);
+    } catch (...) {
+      errors[i] = std::current_exception();
+      barrier.fail();
+    }
+  };
+  if (!run_pair(part)) return run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no second thread: one loop
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
 }

@@ -112,7 +112,8 @@ struct Loop {
 
   // The threads a step's pointwise passes run on (the driver decides: 1 inside threads of its own). Their rows
   // never read each other, so rows(pass) splits [0, B) across torch's threads, the ones MKL has just run the
-  // step's GEMM on; with one thread it is a plain call.
+  // step's GEMM on, through ATen's parallel_for (which runs on the calling thread unless the extension is compiled
+  // with OpenMP, as it is not: ops.cpp's pointwise_threads); with one thread it is a plain call.
   int64_t threads = 1;
   template <class Pass>
   void rows(const Pass& pass) const {

@@ -1,86 +1,38 @@
-// The threads the loops run on besides the caller's: a persistent pool, and the barrier a split level's two
-// halves meet at once per step (split.h).
+// The threads the loops run on besides the caller's: OpenMP's team (run_team, run_pair), and the barrier a split
+// level's two parts meet at once per step (split.h).
 #pragma once
 
 #include <immintrin.h>
-#include <unistd.h>
+#include <omp.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <functional>
-#include <mutex>
 #include <thread>
 
 namespace rnnlab {
 
-// Persistent worker threads (a stack's levels above 0, wavefront.h; a level's second half of units, split.h): a
-// thread made per call would pay, every call, for its
-// first-touch pages and BLAS's per-thread set-up (measured: the whole gain of the overlap at small sizes). One batch
-// at a time; grown on demand; remade in a forked child (whose copy has no threads); never joined (it lives as long
-// as the process).
-class LevelPool {
- public:
-  static LevelPool& get() {
-    static std::mutex made;
-    static LevelPool* pool = nullptr;
-    std::lock_guard<std::mutex> lock(made);
-    if (!pool || pool->pid_ != getpid()) pool = new LevelPool();  // a forked child's copy is abandoned
-    return *pool;
+// job(0) … job(n-1) at once, one per thread of an OpenMP team: the threads torch's and MKL's parallel work already runs
+// on, so no thread of ours competes for a core with an OpenMP worker still spinning after torch's last parallel op (a
+// pool thread of our own did: split training steps ran 1.3-2.5x slower, until OMP_WAIT_POLICY=passive). False, with
+// none run, when the team has fewer than n threads (called inside another parallel region, or OpenMP refused them).
+// ``job`` must not throw (an exception cannot leave an OpenMP region).
+template <class Job>
+bool run_team(int64_t n, Job job) {
+  if (omp_in_parallel()) return false;
+  bool whole = true;
+#pragma omp parallel num_threads(static_cast<int>(n))
+  {
+    if (omp_get_num_threads() < n)
+      whole = false;
+    else
+      job(static_cast<int64_t>(omp_get_thread_num()));
   }
-  // job(i) on worker i for i < n while ``here`` runs on the calling thread; returns when all have ended
-  template <class Job, class Here>
-  void run(int64_t n, Job job, Here here) {
-    std::lock_guard<std::mutex> one_batch(batch_);
-    std::function<void(int64_t)> work = job;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      while (static_cast<int64_t>(threads_) < n) {
-        std::thread(&LevelPool::loop, this, static_cast<int64_t>(threads_)).detach();
-        ++threads_;
-      }
-      job_ = &work, count_ = n, remaining_ = n, ++generation_;
-    }
-    wake_.notify_all();
-    here();
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [&] { return remaining_ == 0; });
-    job_ = nullptr;
-  }
-
- private:
-  LevelPool() : pid_(getpid()) {}
-  void loop(int64_t i) {
-    uint64_t seen = 0;
-    {
-      std::lock_guard<std::mutex> lock(m_);
-      seen = generation_ - 1;  // made for the current batch: take part in it
-    }
-    for (;;) {
-      const std::function<void(int64_t)>* job = nullptr;
-      {
-        std::unique_lock<std::mutex> lock(m_);
-        wake_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (i >= count_) continue;
-        job = job_;
-      }
-      (*job)(i);  // never throws: each_level's job catches
-      {
-        std::lock_guard<std::mutex> lock(m_);
-        --remaining_;
-      }
-      done_.notify_all();
-    }
-  }
-  pid_t pid_;
-  std::mutex batch_, m_;
-  std::condition_variable wake_, done_;
-  size_t threads_ = 0;
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t count_ = 0, remaining_ = 0;
-  uint64_t generation_ = 0;
-};
+  return whole;
+}
+template <class Job>
+bool run_pair(Job job) {
+  return run_team(2, job);
+}
 
 // n threads meeting once per time step. A step is tens of µs, so a waiting thread spins (with PAUSE) rather than
 // sleep on a mutex; after a while it yields its core, so that a machine with fewer free cores than threads still

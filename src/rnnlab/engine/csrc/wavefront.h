@@ -54,9 +54,8 @@ struct Progress {
   }
 };
 
-// run job(k) for every level, each on its own thread (level 0 on the calling one, the others on the pool's
-// workers), each loop's GEMMs on one BLAS
-// thread; rethrows the first error after every thread has ended. On one torch thread the levels run in turn on the
+// run job(k) for every level, each on its own thread of an OpenMP team (threads.h's run_team), each loop's GEMMs on
+// one BLAS thread; rethrows the first error after every thread has ended. On one torch thread the levels run in turn on the
 // calling thread instead, in ``order`` (the forward's 0 … L-1, the backward's L-1 … 0): the same arithmetic.
 template <typename Job>
 void each_level(int64_t L, Progress& progress, bool upward, Job job) {
@@ -75,7 +74,10 @@ void each_level(int64_t L, Progress& progress, bool upward, Job job) {
       progress.fail();
     }
   };
-  LevelPool::get().run(L - 1, [&](int64_t i) { run(i + 1); }, [&] { run(0); });
+  if (!run_team(L, run)) {  // no team of L threads (inside another parallel region): in turn, as on one thread
+    BlasThreads guard(1);
+    for (int64_t i = 0; i < L; ++i) run(upward ? i : L - 1 - i);
+  }
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
 }

@@ -113,10 +113,10 @@ struct GRUCell {
 
   static Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
     const int64_t B = k.B, H = k.H, GH = 3 * H;
-    if (AFTER) {
+    if (AFTER) {  // (dhh: rows of the layer's width, split.h's parts included)
       T* dhh = k.scratch.data();
       k.rows([&](int64_t b0, int64_t b1) { backward_after(s, k, dhh, b0, b1); });
-      return {dhh, GH};
+      return {dhh, 3 * k.state_ld()};
     }
     k.rows([&](int64_t b0, int64_t b1) { backward_zn(s, k, b0, b1); });
     const T* dn = s.da + 2 * H;  // ∂ W_hn (r h): the candidate's pre-activation gradient, through its LN
@@ -180,13 +180,14 @@ struct GRUCell {
     }
   }
 
-  // da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn)
+  // da goes to the input side (z, r, n pre-activations); dhh to the recurrent side (z, r, hn). Rows are the layer's
+  // width H; the units [0, n) (split.h runs a part of the units)
   static RNNLAB_KERNEL void backward_after(const Bw<T>& s, const Loop<T>& k, T* __restrict dhh, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GH = 3 * H;
+    const int64_t H = k.state_ld(), n = k.H, GH = 3 * H;
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) {  // outside its sequence: nothing reaches W_hh or b_hn
         std::memset(dhh + b * GH, 0, GH * sizeof(T));
-        std::memset(s.dhn + b * H, 0, H * sizeof(T));
+        std::memset(s.dhn + b * H, 0, n * sizeof(T));
         continue;
       }
       const int64_t r = b * H, q = b * GH;
@@ -201,11 +202,11 @@ struct GRUCell {
       T* __restrict dhn = s.dhn + r;
       T* __restrict dhp = s.dh_prev + r;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const T z = g_[j], rg = g_[H + j], n = g_[2 * H + j];
-        const T dz = dh[j] * (n - hp[j]) + gg[j];
+      for (int64_t j = 0; j < n; ++j) {
+        const T z = g_[j], rg = g_[H + j], c = g_[2 * H + j];  // c: the candidate h̃_t
+        const T dz = dh[j] * (c - hp[j]) + gg[j];
         const T dn = dh[j] * z + gg[2 * H + j];
-        const T dn_pre = dn * (T(1) - n * n);
+        const T dn_pre = dn * (T(1) - c * c);
         const T dr = dn_pre * hn[j] + gg[H + j];  // h̃_t = tanh(W_xn x + b_n + r_t hn)
         const T dz_pre = dz * z * (T(1) - z);
         const T dr_pre = dr * rg * (T(1) - rg);

@@ -94,14 +94,15 @@ struct LSTMCell {
                       k.ngrads->b_c.data(), k.ln_step.data());
     }
     k.rows([&](int64_t b0, int64_t b1) { derivatives(s, k, tcn, dch, b0, b1); });
-    return {s.da, gx(H)};
+    return {s.da, gx(k.state_ld())};
   }
 
   // ∂ of each equation above, bottom up; ``tcn``, ``dch`` (layer norm): tanh(LN(C_t)) and the gradient
-  // reaching C_t through h_t, in place of tanh(C_t) and ∂h_t o (1 - tanh²(C_t))
+  // reaching C_t through h_t, in place of tanh(C_t) and ∂h_t o (1 - tanh²(C_t)). Rows are the layer's width H;
+  // the units [0, n) (split.h runs a part of the units; layer norm never is)
   static RNNLAB_KERNEL void derivatives(const Bw<T>& s, const Loop<T>& k, const T* __restrict tcn,
                                         const T* __restrict dch, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GX = gx(H), GH = 4 * H;
+    const int64_t H = k.state_ld(), n = k.H, GX = gx(H), GH = 4 * H;
     const T *__restrict pf = k.pf, *__restrict pi = k.pi, *__restrict po = k.po;
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
@@ -117,7 +118,7 @@ struct LSTMCell {
       T* __restrict dhp = s.dh_prev + r;
       T* __restrict da_ = s.da + b * GX;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = 0; j < n; ++j) {
         const T f = g_[j], i = g_[H + j], g = g_[2 * H + j], o = g_[3 * H + j];
         const T dh = dh_[j];
         const T tc = LN ? tcn[r + j] : act::tanh(c_[j]);

@@ -43,10 +43,11 @@ struct RNNCell {
   // ∂a = ∂h_t φ'(a): (1 - h_t²) for tanh, [h_t > 0] for relu; ∂h_{t-1}'s direct part is the outputs' own
   static Grad<T> backward(const Bw<T>& s, Loop<T>& k) {
     k.rows([&](int64_t b0, int64_t b1) { derivative(s, k, b0, b1); });
-    return {s.da, k.H};
+    return {s.da, k.state_ld()};
   }
+  // (rows of the layer's width H, units [0, n): split.h runs a part of the units)
   static RNNLAB_KERNEL void derivative(const Bw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
-    const int64_t H = k.H;
+    const int64_t H = k.state_ld(), n = k.H;
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const int64_t r = b * H;
@@ -57,7 +58,7 @@ struct RNNCell {
       T* __restrict da = s.da + r;
       T* __restrict dhp = s.dh_prev + r;
 #pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = 0; j < n; ++j) {
         const T y = y_[j];
         const T d = dh[j] + gg[j];
         da[j] = RELU ? relu_kept_grad(y, d) : d * (T(1) - y * y);
