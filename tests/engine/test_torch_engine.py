@@ -91,19 +91,23 @@ def test_auto_picks_an_exact_engine():
     old = torch.get_num_threads()
     try:  # measured (BENCHMARKS.md): oneDNN wins for larger float32 LSTMs' inference on 2+ threads only
         torch.set_num_threads(2)
+        big = torch.randn(5, 256, 8)
         with torch.no_grad():
-            assert choose(lstm, x, False).name == "torch"  # B·H = 64·64 = 4096
-            assert get_engine("auto", lstm, x).path(lstm, x) == "torch-onednn"
+            assert choose(lstm, x, False).name == "native"  # B·H = 64·64 = 4096: the split native loop
+            assert choose(lstm, big, False).name == "torch"  # B·H = 16384
+            assert get_engine("auto", lstm, big).path(lstm, big) == "torch-onednn"
             assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
-            assert choose(lstm, x.double(), False).name == "native"  # oneDNN's RNNs are float32
-        assert choose(lstm, x, False).name == "torch"  # training below B·H = 8192
+            assert choose(lstm, big.double(), False).name == "native"  # oneDNN's RNNs are float32
+        assert choose(lstm, x, False).name == "torch"  # training from 4096 to below B·H = 8192
         wide = torch.randn(5, 128, 8)
         assert choose(lstm, wide, False).name == "native"  # training at B·H = 8192: the parameters need gradients
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert choose(lstm, wide, False).name == "torch"  # bf16: oneDNN's kernel
+            assert choose(lstm, wide, False).name == "torch"  # bf16: oneDNN's kernel from B·H = 4096
+            assert choose(lstm, x, False).name == "torch"
         lstm.requires_grad_(False)
-        assert choose(lstm, wide, False).name == "torch"  # no gradient asked for: inference
-        assert choose(lstm, wide.requires_grad_(), False).name == "native"
+        assert choose(lstm, wide, False).name == "native"  # no gradient asked for: inference, below 16384
+        assert choose(lstm, big, False).name == "torch"
+        assert choose(lstm, big.requires_grad_(), False).name == "native"
         lstm.requires_grad_(True)
         torch.set_num_threads(1)
         with torch.no_grad():

@@ -10,8 +10,8 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU except float32 LSTMs on 2+ threads at B·H ≥ 4096 (< 8192 in
-  training) (oneDNN),
+  function (``choose``): native on CPU except float32 LSTMs on 2+ threads in inference at B·H ≥ 16384, under
+  bf16 autocast at B·H ≥ 4096, in training at 4096 ≤ B·H < 8192 (oneDNN),
   cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
@@ -43,35 +43,39 @@ _TORCH = TorchEngine()
 
 
 # Where torch's oneDNN kernel runs a float32 LSTM on CPU (two or more threads) under "auto", measured against
-# the native loops (2 threads, native / oneDNN; BENCHMARKS.md):
-# - inference and bf16 autocast from TORCH_LSTM_MIN_BH batch·hidden units: native 1.06-1.6 slower at
-#   B·H = 4096-16384 (oneDNN's forward, and its bf16 kernel, are the faster ones);
-# - training only below NATIVE_LSTM_TRAIN_MIN_BH: native 1.14-1.25 slower at B·H = 4096 ((100, 32, 64, 128)), but
-#   0.70-0.92 at B·H = 8192-16384 and 0.97-1.03 at (50, 128, 256, 512) (the native backward is the faster half).
+# the native loops (2 threads, native / oneDNN, A/B in one process; BENCHMARKS.md):
+# - inference from TORCH_LSTM_MIN_BH batch·hidden units: with the loop split by unit over both cores (csrc/split.h),
+#   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
+#   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.10-1.12 at 65536 ((50, 128, 256, 512));
+# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there;
+# - training from TORCH_LSTM_BF16_MIN_BH and only below NATIVE_LSTM_TRAIN_MIN_BH: native 1.04-1.19 at B·H = 4096
+#   ((100, 32, 64, 128)), but 0.66-0.90 from 8192 to (50, 128, 256, 512) (the native backward is the faster half).
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_MIN_BH = 4096
+TORCH_LSTM_MIN_BH = 16384
+TORCH_LSTM_BF16_MIN_BH = 4096
 NATIVE_LSTM_TRAIN_MIN_BH = 8192
 
 
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
-    function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs with B·H ≥
-    ``TORCH_LSTM_MIN_BH`` on two or more CPU threads, in training only below ``NATIVE_LSTM_TRAIN_MIN_BH``
-    (bf16 autocast counts as inference) — else the native engine."""
+    function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
+    inference from B·H = ``TORCH_LSTM_MIN_BH``, under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH``, in training
+    from ``TORCH_LSTM_BF16_MIN_BH`` to below ``NATIVE_LSTM_TRAIN_MIN_BH`` — else the native engine."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _NATIVE
     if x.is_cuda:
         return _TORCH
-    big = x.shape[1] * layer.hidden_size >= TORCH_LSTM_MIN_BH
     projected = getattr(layer, "proj_size", 0) > 0  # oneDNN has no projection: torch runs its slower ATen loop
     lstm = layer.cell_class.SPEC.name == "lstm"
-    if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and big and not projected:
-        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        native_training = training(layer, x) and not bf16 and x.shape[1] * layer.hidden_size >= NATIVE_LSTM_TRAIN_MIN_BH
-        if torch.get_num_threads() >= 2 and not native_training:
-            return _TORCH
+    if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and not projected and torch.get_num_threads() >= 2:
+        bh = x.shape[1] * layer.hidden_size
+        if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+            return _TORCH if bh >= TORCH_LSTM_BF16_MIN_BH else _NATIVE
+        if training(layer, x):
+            return _TORCH if TORCH_LSTM_BF16_MIN_BH <= bh < NATIVE_LSTM_TRAIN_MIN_BH else _NATIVE
+        return _TORCH if bh >= TORCH_LSTM_MIN_BH else _NATIVE
     return _NATIVE
 
 
