@@ -41,15 +41,16 @@ def two_threads():
 @pytest.mark.parametrize("H", [32, 37, 100])  # 37: a part of 32 units and one of 5
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [True, False])
-def test_split_inference_matches_the_reference_and_one_loop(cls, opts, H, dtype, bias, monkeypatch):
+@pytest.mark.parametrize("B", [5, 1])  # 1: the parts read their rows of W_hh (Loop::dot)
+def test_split_inference_matches_the_reference_and_one_loop(cls, opts, H, dtype, bias, B, monkeypatch):
     torch.manual_seed(H)
     layer = cls(7, H, bias=bias, engine="native", **opts).to(dtype)
     ref = cls(7, H, bias=bias, engine="reference", **opts).double()
     ref.load_state_dict(layer.state_dict())
-    x = torch.randn(11, 5, 7, dtype=dtype)
-    lengths = torch.tensor([11, 3, 1, 11, 6])
-    h0 = torch.randn(1, 5, H, dtype=dtype)
-    state = (h0, torch.randn(1, 5, H, dtype=dtype)) if cls is rnnlab.LSTM else h0
+    x = torch.randn(11, B, 7, dtype=dtype)
+    lengths = torch.tensor([11, 3, 1, 11, 6][:B] if B > 1 else [6])
+    h0 = torch.randn(1, B, H, dtype=dtype)
+    state = (h0, torch.randn(1, B, H, dtype=dtype)) if cls is rnnlab.LSTM else h0
     for kwargs in ({}, dict(lengths=lengths), dict(hx=state)):
         results = {}
         for env in ("1", "0"):
@@ -104,7 +105,8 @@ def test_split_training_matches_the_float64_reference(cls, opts, monkeypatch):
 
 
 def test_where_the_split_runs_by_default(monkeypatch):
-    """Inference with B >= 2 at the measured sizes; not at batch 1, not in training, not for two directions,
+    """Inference at the measured sizes (batch 1 only for W_hh of 2^16 to 2^19 numbers); training for the GRU and the
+    LSTM's larger sizes; not for two directions,
     variants, a projection or reset-before GRUs, and never on one torch thread."""
     monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
     x = torch.randn(5, 8, 16)
@@ -119,7 +121,9 @@ def test_where_the_split_runs_by_default(monkeypatch):
     assert split_ran(rnnlab.GRU(16, 64, reset="after", engine="native"))
     assert split_ran(rnnlab.RNN(16, 256, engine="native"))
     assert not split_ran(rnnlab.RNN(16, 64, engine="native"))  # the RNN's light step: one loop below 2^19
-    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), x=torch.randn(5, 1, 16))  # batch 1
+    assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), x=torch.randn(5, 1, 16))  # batch 1, small W_hh
+    assert split_ran(rnnlab.GRU(16, 256, reset="after", engine="native"), x=torch.randn(5, 1, 16))  # 3·2^16
+    assert not split_ran(rnnlab.GRU(16, 512, reset="after", engine="native"), x=torch.randn(5, 1, 16))  # 3·2^18
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native"), grad=True)  # training: the GRU from 2^20, ...
     assert split_ran(rnnlab.GRU(16, 128, reset="after", engine="native"), x=torch.randn(5, 32, 16), grad=True)
     assert split_ran(rnnlab.LSTM(16, 256, engine="native"), x=torch.randn(5, 32, 16), grad=True)  # the LSTM 2^23
@@ -187,3 +191,25 @@ def test_stacks_whose_levels_split_run_level_by_level(monkeypatch):
         monkeypatch.delenv("RNNLAB_WAVEFRONT")
         monkeypatch.delenv("RNNLAB_SPLIT")
         torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls,opts,H", [(rnnlab.LSTM, {}, 256), (rnnlab.GRU, dict(reset="after"), 384)], ids=str)
+def test_batch_one_parts_read_their_rows_of_w_hh(cls, opts, H, monkeypatch):
+    """At batch 1 against a W_hh of 2^18 numbers or more (no small-rows kernel) each part reads its rows of W_hh
+    one dot product per output: the results match the float64 reference and the one loop."""
+    torch.manual_seed(3)
+    layer = cls(8, H, engine="native", **opts)
+    ref = cls(8, H, engine="reference", **opts).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 1, 8)
+    got = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv("RNNLAB_SPLIT", env)
+        with torch.inference_mode():
+            took, (out, _) = ran(lambda: layer(x))
+        assert took["split"] == (env == "1") and took["small"] == 0, took
+        got[env] = out
+    with torch.no_grad():
+        want, _ = ref(x.double())
+    torch.testing.assert_close(got["1"].double(), want, rtol=2e-5, atol=2e-6)
+    torch.testing.assert_close(got["1"], got["0"], rtol=2e-5, atol=2e-6)

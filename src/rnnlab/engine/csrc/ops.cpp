@@ -425,15 +425,17 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 // one loop's LSTM pointwise pass on both threads), T = 50-1000, two runs each:
 // - inference: the LSTM 0.72-0.84 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but
 //   1.03-1.06 at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.75-0.93 from
-//   2^14 to (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.89 from 2^19, 0.9-1.3 below;
-//   batch 1 1.1-2.6 (a hand-off per step costs more than half a step).
+//   2^14 to (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.89 from 2^19, 0.9-1.3 below.
+//   At batch 1 (each part reading its rows of W_hh, as Loop::dot): 0.75-0.92 for every cell at (100, 1, 128, 256)
+//   (W_hh 2^16-2^18 numbers), but 1.1-1.7 at H = 32-64 (the step is too short for a hand-off per step) and 1.02-1.05
+//   for the GRU and LSTM at H = 512 (W_hh 2^19-2^20 numbers: a part's half overflows its core's L2 all the same).
 // - training (forward and backward split; each adds a hand-off per step): the GRU 0.82-0.97 from 2^20
 //   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.1-1.6 below; the LSTM 0.86-0.95 at H = 256 (2^23-2^24), but
 //   1.06 at (100, 64, 128, 128) and 1.12 at (50, 128, 256, 512); the RNN 0.9-1.9, so never.
 // RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
 bool split_pays(const Shape& s, bool keep) {
   const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
-  if (s.B < 2) return false;
+  if (s.B == 1) return !keep && w_hh >= (int64_t(1) << 16) && w_hh < (int64_t(1) << 19);
   if (keep) {  // training
     if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 20);
     if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 23) && w_hh < (int64_t(1) << 20);

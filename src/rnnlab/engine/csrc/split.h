@@ -63,15 +63,19 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P, X = whole.X;
   const int64_t blocks = Cell::gx(H) / H;  // gate blocks of W_ih, b and W_hh (these cells: G of each)
   const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
-  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(GX * P), w_hhT(GX * P);
+  // a single row reads its rows of W_hh (GX, P) one dot product per output, as the whole loop's Loop::dot does; more
+  // rows read them as W_hhᵀ (P, GX)
+  const bool dot = B == 1 && !whole.small;
+  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(GX * P), w_hhT(dot ? 0 : GX * P);
   gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
   if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
   gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
-  transpose_into(GX, P, w_hh.data(), w_hhT.data());
+  if (!dot) transpose_into(GX, P, w_hh.data(), w_hhT.data());
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
-  k.w_hhT = w_hhT.data(), k.w_hh = nullptr, k.w_hrT = k.w_hr = nullptr;
+  k.w_hhT = dot ? nullptr : w_hhT.data(), k.w_hh = w_hh.data(), k.w_hrT = k.w_hr = nullptr;
+  k.dot = dot;
   k.b_hn = whole.b_hn + j0;
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;  // zeros (no peepholes here), at least H long
   k.ngrads = nullptr;
@@ -79,7 +83,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   k.X = X, k.w_ih = w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
   k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
 
-  if (!k.small && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
+  if (!k.small && !dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   std::vector<T> hh(B * W1), gate(B * G * n), extra(B * n);
   InputChunks<T> xp(k, d, GX);
   for (int64_t s = 0; s < steps; ++s) {
