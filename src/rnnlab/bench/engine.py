@@ -10,7 +10,8 @@ threads, the median of repeats after warm-up of:
   thread pool sharing a process with torch slows torch down 10–100×;
 * inference (forward only) for rnnlab, torch.nn, JAX (``jax.jit(model.apply)``) and onnxruntime
   (``onnx_peer``: the layer as an ONNX file with ONNX's own RNN / LSTM / GRU operator), over the grid and at
-  batch 1 (``BATCH1_SHAPES``); and the per-step latency of streaming (``rnnlab.stream.Streamer.step``) at
+  batch 1 (``BATCH1_SHAPES``), in ``INFER_ROUNDS`` rounds that time the torch-process peers in turn (the
+  median of the rounds' medians); and the per-step latency of streaming (``rnnlab.stream.Streamer.step``) at
   batch 1 against a torch.nn cell and onnxruntime stepping the T = 1 file with its state fed back (on
   ``STREAM_THREADS`` = 1 thread, as ``benchmarks/bench_stream.py``);
 * a training step under ``torch.autocast("cpu", dtype=torch.bfloat16)`` for rnnlab and torch.nn (and JAX
@@ -27,7 +28,9 @@ threads, the median of repeats after warm-up of:
   training step of each cell variant (layer norm, peepholes, CIFG, recurrent dropout, zoneout) on the
   native engine against the reference engine.
 
-rnnlab's number is the engine "auto" picks (the ``path`` column says which). GFLOP/s counts
+rnnlab's number is the engine "auto" picks (the ``path`` column says which, and, for the native loops, the routes
+one call took: ``split`` forward, ``split back`` backward split by unit over both cores, ``small`` the small-rows
+kernel; ``routed``). GFLOP/s counts
 6·G·T·B·H·(X+H) per step (forward 2, backward 4 multiply-adds per weight and row) and is set
 against the SGEMM rate measured on the machine (the header gives the bfloat16 GEMM rate, measured alike).
 torch.nn and Flax have no GRU of the seed's form (reset="before"): gru-before is set against their GRU
@@ -36,9 +39,11 @@ torch.nn and Flax have no GRU of the seed's form (reset="before"): gru-before is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -235,16 +240,28 @@ def routed(path: str, fn) -> str:
     return " ".join([path, *tags])
 
 
+INFER_ROUNDS = 3  # inference is timed in rounds, the peers in turn within each: a ratio then sees the same minutes
+
+
 def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: int | None) -> None:
     """Fill ``row.infer_ms``: rnnlab, torch.nn and, given its threads, onnxruntime (torch.nn's module
-    exported; rnnlab's layer for gru-before, which torch.nn cannot express); and ``row.infer_path``."""
+    exported; rnnlab's layer for gru-before, which torch.nn cannot express), each the median of its medians over
+    ``INFER_ROUNDS`` rounds that time them in turn (onnxruntime on a fresh session each round, gone before the next
+    is timed: its threads spin between runs); and ``row.infer_path``."""
     with torch.inference_mode():
         row.infer_path = routed(get_engine("auto", ours, x).path(ours, x), _infer(ours, x))
-    row.infer_ms["rnnlab"] = median_ms(_infer(ours, x), budget_s / 2)
-    row.infer_ms["torch.nn"] = median_ms(_infer(peer, x), budget_s / 2)
-    if onnx_threads:
-        exported = ours if row.cell == "gru-before" else peer
-        row.infer_ms["onnxruntime"] = onnx_peer.infer_ms(exported, x, onnx_threads, budget_s / 2)
+    budget = budget_s / 2 / INFER_ROUNDS
+    times: dict[str, list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        path = None
+        if onnx_threads:
+            path = stack.enter_context(onnx_peer.exported(ours if row.cell == "gru-before" else peer, x))
+        for _ in range(INFER_ROUNDS):
+            times.setdefault("rnnlab", []).append(median_ms(_infer(ours, x), budget))
+            times.setdefault("torch.nn", []).append(median_ms(_infer(peer, x), budget))
+            if path:
+                times.setdefault("onnxruntime", []).append(onnx_peer.infer_ms_at(path, x, onnx_threads, budget))
+    row.infer_ms.update({name: statistics.median(v) for name, v in times.items()})
 
 
 def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
@@ -709,7 +726,9 @@ def to_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "Inference (forward only, no autograd), median ms — onnxruntime runs the layer as ONNX's own RNN / LSTM / GRU "
+        f"Inference (forward only, no autograd), median ms (the median of {INFER_ROUNDS} rounds that time the peers in "
+        "turn) — `path`: what rnnlab's call ran (`split`: the loop split by unit over both cores, `small`: the "
+        "small-rows kernel) — onnxruntime runs the layer as ONNX's own RNN / LSTM / GRU "
         "operator (torch.nn's module exported; rnnlab's for gru-before) — `ratio` = rnnlab / fastest of torch.nn, JAX, "
         "onnxruntime; and memory saved for backward by one training step (MB):",
         "",

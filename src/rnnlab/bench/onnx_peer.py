@@ -44,18 +44,30 @@ def _export(module, x: torch.Tensor, path: str) -> None:
         torch.onnx.export(module, (x,), path, dynamo=False, opset_version=18, input_names=["x"])
 
 
-def session(module, x: torch.Tensor, threads: int):
-    """An onnxruntime InferenceSession of ``module`` exported at ``x``'s shape."""
+@contextlib.contextmanager
+def exported(module, x: torch.Tensor):
+    """The path of ``module`` exported at ``x``'s shape, in a temporary directory removed on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "layer.onnx")
+        _export(module, x, path)
+        yield path
+
+
+def session_at(path: str, threads: int):
+    """An onnxruntime InferenceSession of the file at ``path``."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "layer.onnx")
-        _export(module, x, path)
-        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def session(module, x: torch.Tensor, threads: int):
+    """An onnxruntime InferenceSession of ``module`` exported at ``x``'s shape."""
+    with exported(module, x) as path:
+        return session_at(path, threads)
 
 
 def _zero_state(sess, x: np.ndarray) -> dict:
@@ -66,7 +78,14 @@ def _zero_state(sess, x: np.ndarray) -> dict:
 
 def infer_ms(module, x: torch.Tensor, threads: int, budget_s: float) -> float:
     """Median ms of one ``sess.run`` over the whole sequence ``x`` (T, B, X)."""
-    sess = session(module, x, threads)
+    with exported(module, x) as path:
+        return infer_ms_at(path, x, threads, budget_s)
+
+
+def infer_ms_at(path: str, x: torch.Tensor, threads: int, budget_s: float) -> float:
+    """``infer_ms`` of an exported file, on a session made here and gone on return (its thread pool, which spins
+    between runs, with it)."""
+    sess = session_at(path, threads)
     feeds = {"x": x.numpy()}
     feeds.update(_zero_state(sess, feeds["x"]))
     return median_ms(lambda: sess.run(None, feeds), budget_s)
