@@ -11,7 +11,7 @@
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
   function (``choose``): native on CPU except float32 LSTMs on 2+ threads in inference at B·H ≥ 16384, under
-  bf16 autocast at B·H ≥ 4096, in training at 4096 ≤ B·H < 8192 (oneDNN),
+  bf16 autocast at B·H ≥ 4096, in training of one unidirectional level at 4096 ≤ B·H < 8192 (oneDNN),
   cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
@@ -48,8 +48,9 @@ _TORCH = TorchEngine()
 #   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
 #   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.10-1.12 at 65536 ((50, 128, 256, 512));
 # - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there;
-# - training from TORCH_LSTM_BF16_MIN_BH and only below NATIVE_LSTM_TRAIN_MIN_BH: native 1.04-1.19 at B·H = 4096
-#   ((100, 32, 64, 128)), but 0.66-0.90 from 8192 to (50, 128, 256, 512) (the native backward is the faster half).
+# - training of one unidirectional level from TORCH_LSTM_BF16_MIN_BH and only below NATIVE_LSTM_TRAIN_MIN_BH: native
+#   1.04-1.19 at B·H = 4096 ((100, 32, 64, 128)), but 0.66-0.90 from 8192 to (50, 128, 256, 512) (the native
+#   backward is the faster half); a 2-level stack at (100, 32, 64, 128) native 0.72-0.89, bidirectional 0.65.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
 TORCH_LSTM_MIN_BH = 16384
 TORCH_LSTM_BF16_MIN_BH = 4096
@@ -60,7 +61,8 @@ def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
     inference from B·H = ``TORCH_LSTM_MIN_BH``, under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH``, in training
-    from ``TORCH_LSTM_BF16_MIN_BH`` to below ``NATIVE_LSTM_TRAIN_MIN_BH`` — else the native engine."""
+    of one unidirectional level from ``TORCH_LSTM_BF16_MIN_BH`` to below ``NATIVE_LSTM_TRAIN_MIN_BH`` — else the
+    native engine."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -74,7 +76,8 @@ def choose(layer, x: torch.Tensor, trace: bool):
         if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
             return _TORCH if bh >= TORCH_LSTM_BF16_MIN_BH else _NATIVE
         if training(layer, x):
-            return _TORCH if TORCH_LSTM_BF16_MIN_BH <= bh < NATIVE_LSTM_TRAIN_MIN_BH else _NATIVE
+            single = layer.num_layers == 1 and layer.num_directions == 1
+            return _TORCH if single and TORCH_LSTM_BF16_MIN_BH <= bh < NATIVE_LSTM_TRAIN_MIN_BH else _NATIVE
         return _TORCH if bh >= TORCH_LSTM_MIN_BH else _NATIVE
     return _NATIVE
 
