@@ -213,3 +213,29 @@ def test_batch_one_parts_read_their_rows_of_w_hh(cls, opts, H, monkeypatch):
         want, _ = ref(x.double())
     torch.testing.assert_close(got["1"].double(), want, rtol=2e-5, atol=2e-6)
     torch.testing.assert_close(got["1"], got["0"], rtol=2e-5, atol=2e-6)
+
+
+def _forked_child(queue, layer, x, want):
+    torch.set_num_threads(1)  # libgomp's team does not survive a fork (as for torch's own parallel ops)
+    with torch.inference_mode():
+        queue.put(float((layer(x)[0] - want).abs().max()))
+
+
+def test_a_forked_child_on_one_thread_runs_after_a_split_call():
+    """The split's threads are OpenMP's team: after a multi-threaded call a forked child that sets one torch thread
+    (as torch's DataLoader workers do) computes the same results (and does not wait on the parent's team)."""
+    import multiprocessing as mp
+
+    layer = rnnlab.LSTM(16, 64, engine="native")
+    x = torch.randn(10, 8, 16)
+    with torch.inference_mode():
+        took, (want, _) = ran(lambda: layer(x))
+    assert took["split"] == 1
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_forked_child, args=(queue, layer, x, want))
+    child.start()
+    child.join(120)
+    assert not child.is_alive(), "the forked child never finished"
+    assert child.exitcode == 0
+    assert queue.get(timeout=10) <= 1e-6

@@ -367,7 +367,7 @@ void each_direction(const Shape& s, Job job) {
 // else one. Measured on 2 threads, A/B in one process (these threads / one), one loop (RNNLAB_SPLIT=0), two runs:
 // training, the LSTM 0.83-0.90 at (50, 128, 256, 512) and 0.80-1.0 at (100, 64, 256, 256); the GRU (both forms)
 // 0.84-0.96 from (100, 32, 64, 128) to (50, 128, 256, 512); the RNN 0.71-1.0 at (100, 64, 256, 256) and
-// (50, 128, 256, 512); inference, the RNN 0.89 at (50, 128, 256, 512) but 1.08-1.29 at B·H = 2048-4096.
+// (50, 128, 256, 512); inference, the RNN 0.89 at (50, 128, 256, 512) but 1.15-1.18 at B·H = 2048-4096.
 // Two directions already run on a thread each.
 int64_t pointwise_threads(const Shape& s) {
   const int64_t threads = at::get_num_threads();
@@ -420,18 +420,19 @@ bool small_rows(int64_t B, int64_t w_hh_numbers, at::ScalarType dtype) {
 bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype); }
 
 // split.h: a one-direction loop of a plain RNN, reset-after GRU or LSTM (no variants, no projection, not in bf16 mode)
-// on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads, B >= 2 and
-// a step's GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the
-// one loop's LSTM pointwise pass on both threads), T = 50-1000, two runs each:
-// - inference: the LSTM 0.72-0.84 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but
-//   1.03-1.06 at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.75-0.93 from
-//   2^14 to (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.89 from 2^19, 0.9-1.3 below.
-//   At batch 1 (each part reading its rows of W_hh, as Loop::dot): 0.75-0.92 for every cell at (100, 1, 128, 256)
-//   (W_hh 2^16-2^18 numbers), but 1.1-1.7 at H = 32-64 (the step is too short for a hand-off per step) and 1.02-1.05
+// on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads and a step's
+// GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the one
+// loop's pointwise pass on both threads), T = 50-1000, two runs each:
+// - inference: the LSTM 0.74-0.87 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but 1.04
+//   at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.66-0.93 from 2^14 to
+//   (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.88 from 2^19 (0.93 at 2^18), 1.16-1.27
+//   below.
+//   At batch 1 (each part reading its rows of W_hh, as Loop::dot): 0.76-0.91 for every cell at (100, 1, 128, 256)
+//   (W_hh 2^16-2^18 numbers), but 0.96-1.6 at H = 64 (the step is too short for a hand-off per step) and 1.03-1.05
 //   for the GRU and LSTM at H = 512 (W_hh 2^19-2^20 numbers: a part's half overflows its core's L2 all the same).
-// - training (forward and backward split; each adds a hand-off per step): the GRU 0.82-0.97 from 2^20
-//   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.1-1.6 below; the LSTM 0.86-0.95 at H = 256 (2^23-2^24), but
-//   1.06 at (100, 64, 128, 128) and 1.12 at (50, 128, 256, 512); the RNN 0.9-1.9, so never.
+// - training (forward and backward split; each adds a hand-off per step): the GRU 0.88-0.97 from 2^20
+//   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.07-1.5 below; the LSTM 0.85-0.94 at H = 256 (2^23-2^24), but
+//   1.06 at (100, 64, 128, 128) and 1.09-1.12 at (50, 128, 256, 512); the RNN 0.94-1.68, so never.
 // RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
 bool split_pays(const Shape& s, bool keep) {
   const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
