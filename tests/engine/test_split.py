@@ -239,3 +239,33 @@ def test_a_forked_child_on_one_thread_runs_after_a_split_call():
     assert not child.is_alive(), "the forked child never finished"
     assert child.exitcode == 0
     assert queue.get(timeout=10) <= 1e-6
+
+
+def test_without_a_pair_of_threads_the_split_runs_one_loop():
+    """Where OpenMP gives no second thread (here its thread limit; also inside another parallel region) a level
+    chosen for the split runs one loop instead, with the same results (a process of its own: the limit is read at
+    start-up)."""
+    import subprocess
+    import sys
+
+    code = """
+import torch, rnnlab
+torch.set_num_threads(2)
+for B, cls, H, kw in ((8, rnnlab.LSTM, 64, {}), (8, rnnlab.GRU, 64, dict(reset="after")), (8, rnnlab.RNN, 256, {}),
+                      (1, rnnlab.LSTM, 256, {})):
+    layer, ref = cls(16, H, **kw), cls(16, H, engine="reference", **kw).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(5, B, 16)
+    before = torch.ops.rnnlab.route_counts()
+    with torch.no_grad():
+        got, want = layer(x)[0], ref(x.double())[0]
+    out, _ = layer(x)
+    out.sum().backward()
+    after = torch.ops.rnnlab.route_counts()
+    assert after[1] == before[1] and after[3] == before[3] and after[0] == before[0] + 2, (before, after)
+    torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=2e-6)
+print("ok")
+"""
+    env = {**__import__("os").environ, "OMP_THREAD_LIMIT": "1", "RNNLAB_SPLIT": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr

@@ -607,7 +607,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
         using Cell = decltype(unit);
         if (k.small) took(SMALL);
         if constexpr (Cell::unit_split) {
-          if (split) return took(SPLIT), run_forward_split<T, Cell>(k, dir, split_cut(s.H));
+          if (split) return took(run_forward_split<T, Cell>(k, dir, split_cut(s.H)) ? SPLIT : ONE_LOOP);
         }
         took(ONE_LOOP);
         run_forward<T, Cell>(k, dir);
@@ -788,7 +788,10 @@ LevelGrads recurrent_level_backward(
       with_cell<T_>(s, [&](auto unit) {
         using Cell = decltype(unit);
         if constexpr (Cell::unit_split) {
-          if (split) return took(SPLIT_BACK), run_backward_split<T_, Cell>(k, dir, split_cut(s.H));
+          if (split) {
+            if (run_backward_split<T_, Cell>(k, dir, split_cut(s.H))) took(SPLIT_BACK);
+            return;
+          }
         }
         run_backward<T_, Cell>(k, dir);
       });

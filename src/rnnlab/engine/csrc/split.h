@@ -122,9 +122,24 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   }
 }
 
-// run_forward's results, on two threads of OpenMP's team (run_pair): units [0, cut) and [cut, H)
+// run_forward on one loop, where no pair of threads came (run_pair: inside another parallel region, or OpenMP's thread
+// limit): the caller made no W_hhᵀ for a split level, so it is made here (not needed where the loop reads W_hh itself)
 template <typename T, class Cell>
-void run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
+void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
+  Loop<T> k = whole;
+  std::vector<T> w_hhT;
+  if (!k.dot) {
+    w_hhT.resize(k.P * k.ldw);
+    transpose_into(k.ldw, k.P, k.w_hh, w_hhT.data());
+    k.w_hhT = w_hhT.data();
+  }
+  run_forward<T, Cell>(k, d);
+}
+
+// run_forward's results, on two threads of OpenMP's team (run_pair): units [0, cut) and [cut, H)
+// (true; false where it ran run_forward_whole instead)
+template <typename T, class Cell>
+bool run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
   StepBarrier barrier(2);
   std::exception_ptr errors[2];
   auto part = [&](int64_t i) {
@@ -139,9 +154,10 @@ void run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut)
       barrier.fail();
     }
   };
-  if (!run_pair(part)) return run_forward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no second thread: one loop
+  if (!run_pair(part)) return run_forward_whole<T, Cell>(whole, d), false;
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
+  return true;
 }
 
 // part [j0, j0 + n) of run_backward over direction d (the layer's loop ``whole``: B, H, P == H, W_hh). ``dh``,
@@ -227,8 +243,9 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
 }
 
 // run_backward's results, on two threads of OpenMP's team: units [0, cut) and [cut, H)
+// (true; false where no pair of threads came and it ran run_backward)
 template <typename T, class Cell>
-void run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
+bool run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
   const int64_t B = whole.B, H = whole.H, P = whole.P;
   std::vector<T> common(3 * B * H + 4 * B * P, T(0));
   T* dh = common.data();
@@ -247,9 +264,10 @@ void run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut
       barrier.fail();
     }
   };
-  if (!run_pair(part)) return run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no second thread: one loop
+  if (!run_pair(part)) return run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d), false;  // one loop
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
+  return true;
 }
 
 }  // namespace rnnlab
