@@ -270,19 +270,25 @@ def test_one_thread_runs_the_levels_in_turn():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_default_rule_is_inference_only(monkeypatch):
-    """Without RNNLAB_WAVEFRONT (and TRAINING off), a call that records a backward stays per level; one without
-    grad runs the wavefront."""
+def test_default_rule(monkeypatch):
+    """Without RNNLAB_WAVEFRONT (and TRAINING off), a call that records a backward runs the wavefront for a small
+    stack only (B·H up to TRAINING_MAX_BH: 4096 for the LSTM, 8192 for the others); one without grad runs it."""
     monkeypatch.delenv("RNNLAB_WAVEFRONT", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(wavefront, "TRAINING", False)
     layer = _layer("lstm", torch.float32, 2)
+    H = layer.hidden_size
     x = torch.randn(wavefront.MIN_STEPS, 2, 5)
-    assert not wavefront.applies(layer, x, "lstm")  # the weights require grad
+    assert wavefront.applies(layer, x, "lstm")  # training, B·H small
+    big = torch.randn(wavefront.MIN_STEPS, 4096 // H + 1, 5)
+    assert not wavefront.applies(layer, big, "lstm")  # training, B·H > 4096
+    rnn = _layer("rnn_tanh", torch.float32, 2)
+    assert wavefront.applies(rnn, torch.randn(wavefront.MIN_STEPS, 8192 // H, 5), "rnn_tanh")
+    assert not wavefront.applies(rnn, torch.randn(wavefront.MIN_STEPS, 8192 // H + 1, 5), "rnn_tanh")
     with torch.no_grad():
         assert wavefront.applies(layer, x, "lstm")
     monkeypatch.setattr(wavefront, "TRAINING", True)
-    assert wavefront.applies(layer, x, "lstm")
+    assert wavefront.applies(layer, big, "lstm")
 
 
 def test_environment_switch(path, monkeypatch):

@@ -18,8 +18,9 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
   without inter-layer dropout (its masks are drawn here, up front, as ``F.dropout`` draws them level by level);
   the variants (layer norm, peepholes, coupled gates, recurrent dropout, zoneout) stay on the per-level path;
 * float32 or float64;
-* a call without backward (grad mode off, or neither x nor the weights require grad) — unless ``TRAINING`` or
-  ``RNNLAB_WAVEFRONT=1`` (see ``TRAINING`` for the measurements behind this default);
+* a call without backward (grad mode off, or neither x nor the weights require grad), or a training call of a
+  small stack: B·H ≤ ``TRAINING_MAX_BH`` (4096 for the LSTM, 8192 for the GRU and the RNN); any training call with
+  ``TRAINING`` or ``RNNLAB_WAVEFRONT=1`` (see ``TRAINING`` for the measurements behind this default);
 * in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast, ``T ≥ MIN_STEPS``,
   and, for a call without backward, levels that do not run split by unit (``rnnlab::splits_units``,
   csrc/split.h: then each level's loop already runs on both cores, and level after level measured 0.67-0.90× the
@@ -44,10 +45,14 @@ from . import ops
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")
 MIN_STEPS = 8  # below this the fill and drain of the pipeline leave nothing to overlap
 # training steps (forward + backward) measured 0.85–1.13× the per-level path's time on the 2-vCPU machine the
-# wavefront was written on (two BLAS threads there do ~1.4× one thread's work, not 2×; the per-level path already
-# runs each step's GEMM on both), inference 0.62–0.99×: so it runs by itself for calls without a backward, and
-# for training only with RNNLAB_WAVEFRONT=1 or TRAINING = True (where it measures faster: two physical cores)
+# wavefront was written on, when its levels ran on threads of rnnlab's own (which competed for the cores with
+# OpenMP's spinning worker); on OpenMP's team (csrc/threads.h), A/B in one process, 2 threads, two runs: the GRUs
+# 0.72–0.96 and the RNN 0.80–0.98 from (200, 4, 32, 64) to (100, 64, 64, 128) (B·H ≤ 8192), the LSTM 0.89–1.01 to
+# B·H = 4096 but 1.23 at 8192; every cell 1.11–1.20 at (100, 64, 256, 256). So training calls run it up to
+# TRAINING_MAX_BH, and every training call with RNNLAB_WAVEFRONT=1 or TRAINING = True
 TRAINING = False
+TRAINING_MAX_BH = {"lstm": 4096}
+TRAINING_MAX_BH_OTHERS = 8192
 CHUNK = 0  # steps per chunk; 0: the operator's choice (about 256 rows of B, at least 2 steps)
 CALLS = {"stack": 0}  # recurrent_stack calls made by run (tests read it)
 INPUTS = ("x", "w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "drop")
@@ -72,14 +77,17 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
              and not layer.options.get("coupled", False) and not getattr(layer, "proj_size", 0)
              and x.dtype in (torch.float32, torch.float64)
              and not x.is_cuda and ops.available())
-    if not plain or not (mode == "1" or TRAINING or not training(layer, x)):
+    if not plain:
         return False
-    if torch.compiler.is_compiling():
-        return True
+    recorded = training(layer, x)
+    if torch.compiler.is_compiling():  # (no guard on B: a small stack's training rule is eager's only)
+        return mode == "1" or TRAINING or not recorded
+    small = x.shape[1] * layer.hidden_size <= TRAINING_MAX_BH.get(cell, TRAINING_MAX_BH_OTHERS)
+    if recorded and not (mode == "1" or TRAINING or small):
+        return False
     if torch.get_num_threads() < 2 or torch.is_autocast_enabled("cpu") or x.shape[0] < MIN_STEPS:
         return False
-    inference = not training(layer, x)
-    return not (inference and torch.ops.rnnlab.splits_units(cell, x.shape[1], layer.hidden_size, False))
+    return recorded or not torch.ops.rnnlab.splits_units(cell, x.shape[1], layer.hidden_size, False)
 
 
 if ops.library_path() is not None:
