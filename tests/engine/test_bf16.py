@@ -168,6 +168,24 @@ def test_small_levels_run_float32():
 
 
 @requires_bf16
+def test_route_counts_see_the_bf16_mode():
+    """rnnlab::route_counts counts a loop that ran the bf16 mode (its 5th entry), which is what the bench reports as
+    "native-cpp bf16" (bench.engine.bf16_path): a level from BF16_MIN_STEP_MACS does, a smaller one does not."""
+    from rnnlab.bench import engine as bench
+
+    def bf16_loops(layer, x):
+        before = torch.ops.rnnlab.route_counts()[4]
+        with torch.no_grad(), torch.autocast(**BF16):
+            layer(x)
+        return torch.ops.rnnlab.route_counts()[4] - before
+
+    big, big_x = rnnlab.GRU(16, 128, engine="native"), torch.randn(4, 16, 16)  # 16·384·128 ≥ 2^17
+    small, small_x = rnnlab.GRU(4, 8, engine="native"), torch.randn(4, 2, 4)
+    assert bf16_loops(big, big_x) == 1 and bf16_loops(small, small_x) == 0
+    assert bench.bf16_path(big, big_x) == "native-cpp bf16" and bench.bf16_path(small, small_x) == "native-cpp float32"
+
+
+@requires_bf16
 def test_compile_under_autocast_equals_eager():
     """torch.compile under autocast: the graph's recurrent_level runs the bf16 mode and its backward the same
     mode, so the compiled model gives eager autocast's values and gradients."""

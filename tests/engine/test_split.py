@@ -17,7 +17,7 @@ CELLS = [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.RNN, {}),
 
 
 def routes():
-    one, split, small, split_back = torch.ops.rnnlab.route_counts()
+    one, split, small, split_back, _ = torch.ops.rnnlab.route_counts()
     return {"one": one, "split": split, "small": small, "split_back": split_back}
 
 

@@ -230,13 +230,13 @@ def saved_mb(module, x) -> float:
 def routed(path: str, fn) -> str:
     """``path`` ("native-cpp", "torch-onednn", ...) and, for the native loops, the routes one call of ``fn`` took
     (``rnnlab::route_counts``): "split" (forward loops split by unit, csrc/split.h), "split back" (backward too),
-    "small" (the small-rows kernel, csrc/small_gemm.h)."""
+    "small" (the small-rows kernel, csrc/small_gemm.h), "bf16" (the operators' bf16 mode)."""
     if not path.startswith("native-cpp") or not ops.available():
         return path
     before = torch.ops.rnnlab.route_counts()
     fn()
-    _, split, small, split_back = (a - b for a, b in zip(torch.ops.rnnlab.route_counts(), before))
-    tags = [name for name, n in (("split", split), ("split back", split_back), ("small", small)) if n]
+    _, split, small, split_back, bf16 = (a - b for a, b in zip(torch.ops.rnnlab.route_counts(), before))
+    tags = [name for name, n in (("split", split), ("split back", split_back), ("small", small), ("bf16", bf16)) if n]
     return " ".join([path, *tags])
 
 
@@ -273,16 +273,14 @@ def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
 
 
 def bf16_path(layer, x) -> str:
-    """What ``layer``'s training step runs under bfloat16 autocast: "native-cpp bf16" (the operators' bf16 mode),
-    "native-cpp float32" (a level below ``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``, or no bf16 kernel here), or
-    the torch kernel's path."""
+    """What ``layer``'s training step runs under bfloat16 autocast: "native-cpp bf16" (the operators' bf16 mode ran,
+    as ``rnnlab::route_counts`` saw), "native-cpp float32" (a level below ``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``,
+    or no bf16 kernel here), or the torch kernel's path."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         path = get_engine("auto", layer, x).path(layer, x)
-    if path != "native-cpp":
+    if path != "native-cpp" or not ops.available():
         return path
-    B, H = x.shape[1], layer.hidden_size
-    macs = B * len(layer.cell_class.SPEC.gates) * H * H  # one step's h · W_hhᵀ
-    on = bf16_kernel().startswith("mkl-bf16") and macs >= 2**17
+    on = "bf16" in routed(path, _bf16(_train_step(layer, x))).split()
     return "native-cpp " + ("bf16" if on else "float32")
 
 

@@ -46,11 +46,12 @@ _TORCH = TorchEngine()
 # the native loops (2 threads, native / oneDNN, A/B in one process; BENCHMARKS.md):
 # - inference from TORCH_LSTM_MIN_BH batch·hidden units: with the loop split by unit over both cores (csrc/split.h),
 #   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
-#   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.10-1.12 at 65536 ((50, 128, 256, 512));
+#   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.12 at 65536 ((50, 128, 256, 512));
 # - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there;
 # - training of one unidirectional level from TORCH_LSTM_BF16_MIN_BH and only below NATIVE_LSTM_TRAIN_MIN_BH: native
-#   1.04-1.19 at B·H = 4096 ((100, 32, 64, 128)), but 0.66-0.90 from 8192 to (50, 128, 256, 512) (the native
-#   backward is the faster half); a 2-level stack at (100, 32, 64, 128) native 0.72-0.89, bidirectional 0.65.
+#   1.04-1.19 at B·H = 4096 ((100, 32, 64, 128)), but 0.65-0.91 from 8192 to (50, 128, 256, 512) (the native
+#   backward is the faster half); a 2-level stack at (100, 32, 64, 128) native 0.72-0.86 of the torch engine,
+#   bidirectional 0.65.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
 TORCH_LSTM_MIN_BH = 16384
 TORCH_LSTM_BF16_MIN_BH = 4096

@@ -51,8 +51,7 @@ MIN_STEPS = 8  # below this the fill and drain of the pipeline leave nothing to 
 # B·H = 4096 but 1.23 at 8192; every cell 1.11–1.20 at (100, 64, 256, 256). So training calls run it up to
 # TRAINING_MAX_BH, and every training call with RNNLAB_WAVEFRONT=1 or TRAINING = True
 TRAINING = False
-TRAINING_MAX_BH = {"lstm": 4096}
-TRAINING_MAX_BH_OTHERS = 8192
+TRAINING_MAX_BH = {"rnn_tanh": 8192, "rnn_relu": 8192, "lstm": 4096, "gru_before": 8192, "gru_after": 8192}
 CHUNK = 0  # steps per chunk; 0: the operator's choice (about 256 rows of B, at least 2 steps)
 CALLS = {"stack": 0}  # recurrent_stack calls made by run (tests read it)
 INPUTS = ("x", "w_ih", "w_hh", "h0", "c0", "b", "b_hn", "mask", "drop")
@@ -82,7 +81,7 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
     recorded = training(layer, x)
     if torch.compiler.is_compiling():  # (no guard on B: a small stack's training rule is eager's only)
         return mode == "1" or TRAINING or not recorded
-    small = x.shape[1] * layer.hidden_size <= TRAINING_MAX_BH.get(cell, TRAINING_MAX_BH_OTHERS)
+    small = x.shape[1] * layer.hidden_size <= TRAINING_MAX_BH[cell]
     if recorded and not (mode == "1" or TRAINING or small):
         return False
     if torch.get_num_threads() < 2 or torch.is_autocast_enabled("cpu") or x.shape[0] < MIN_STEPS:

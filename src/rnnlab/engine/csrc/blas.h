@@ -160,19 +160,28 @@ class BlasThreads {
   int old_;
 };
 
-// out (cols, rows) = in (rows, cols)ᵀ, both dense row-major, through MKL's transpose on one thread (on more it
-// hands a weight-sized copy to OpenMP, whose idle threads then spin); false where this BLAS has none
-inline bool transpose(int64_t rows, int64_t cols, const float* in, float* out) {
+// MKL's out-of-place transpose where this BLAS has it (false where not)
+inline bool mkl_transpose(int64_t rows, int64_t cols, const float* in, float* out) {
   if (!MKL_Somatcopy) return false;
-  BlasThreads one(1);
   MKL_Somatcopy('R', 'T', size_t(rows), size_t(cols), 1.0f, in, size_t(cols), out, size_t(rows));
   return true;
 }
-inline bool transpose(int64_t rows, int64_t cols, const double* in, double* out) {
+inline bool mkl_transpose(int64_t rows, int64_t cols, const double* in, double* out) {
   if (!MKL_Domatcopy) return false;
-  BlasThreads one(1);
   MKL_Domatcopy('R', 'T', size_t(rows), size_t(cols), 1.0, in, size_t(cols), out, size_t(rows));
   return true;
+}
+
+// out (cols, rows) = in (rows, cols)ᵀ, both dense row-major: MKL's transpose on one thread (on more it hands a
+// weight-sized copy to OpenMP, whose idle threads then spin), or a plain loop where this BLAS has none
+template <typename T>
+void transpose(int64_t rows, int64_t cols, const T* in, T* out) {
+  {
+    BlasThreads one(1);
+    if (mkl_transpose(rows, cols, in, out)) return;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
 }
 
 }  // namespace rnnlab

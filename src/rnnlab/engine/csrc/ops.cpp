@@ -335,39 +335,22 @@ Tensor mm16(const Tensor& a, bool ta, const Tensor& b, bool tb) {
   return out;
 }
 
-// run job(d) for each direction: at once on two threads of OpenMP's team (threads.h's run_pair; each loop's GEMMs on
+// run job(d) for each direction: at once on two threads of OpenMP's team (threads.h's run_jobs; each loop's GEMMs on
 // one BLAS thread) when there are two directions and two or more threads, else one after the other
 template <typename Job>
 void each_direction(const Shape& s, Job job) {
-  const int64_t threads = at::get_num_threads();
-  if (s.D == 2 && threads >= 2) {
-    std::exception_ptr errors[2];
-    auto run = [&](int64_t d) {
-      try {
-        BlasThreads guard(1);
-        job(d);
-      } catch (...) {
-        errors[d] = std::current_exception();
-      }
-    };
-    if (!run_pair(run)) {  // run never throws; no pair of threads (inside another parallel region): in turn
-      run(0);
-      run(1);
-    }
-    for (const auto& error : errors)
-      if (error) std::rethrow_exception(error);
-    return;
-  }
-  BlasThreads guard(step_threads(s.B, s.rec(), s.P));
+  if (s.D == 2 && at::get_num_threads() >= 2 && run_jobs(2, job, [] {})) return;
+  BlasThreads guard(step_threads(s.B, s.rec(), s.P));  // one direction, one torch thread, or no pair of threads
   for (int64_t d = 0; d < s.D; ++d) job(d);
 }
 
 // The threads of a one-direction loop's pointwise passes (Loop::rows, through ATen's parallel_for on OpenMP's team):
 // torch's threads when a step has at least 1024 units (B·H) over 2+ rows (the RNN, whose pass is lightest: 16384),
-// else one. Measured on 2 threads, A/B in one process (these threads / one), one loop (RNNLAB_SPLIT=0), two runs:
-// training, the LSTM 0.83-0.90 at (50, 128, 256, 512) and 0.80-1.0 at (100, 64, 256, 256); the GRU (both forms)
-// 0.84-0.96 from (100, 32, 64, 128) to (50, 128, 256, 512); the RNN 0.71-1.0 at (100, 64, 256, 256) and
-// (50, 128, 256, 512); inference, the RNN 0.89 at (50, 128, 256, 512) but 1.15-1.18 at B·H = 2048-4096.
+// else one. Measured on 2 threads, one loop (RNNLAB_SPLIT=0), these threads / one, the mean of two runs each (the
+// LSTM's two builds alternated, the others A/B in one process): training, the LSTM 0.84 at (50, 128, 256, 512) and
+// 0.90 at (100, 64, 256, 256); the GRU (both forms) 0.86-0.97 from (100, 32, 64, 128) to (50, 128, 256, 512); the
+// RNN 0.78-0.90 at (100, 64, 256, 256) and (50, 128, 256, 512); inference, the RNN 0.90 at (50, 128, 256, 512)
+// but 1.15-1.18 at B·H = 2048-4096.
 // Two directions already run on a thread each.
 int64_t pointwise_threads(const Shape& s) {
   const int64_t threads = at::get_num_threads();
@@ -422,14 +405,15 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 // split.h: a one-direction loop of a plain RNN, reset-after GRU or LSTM (no variants, no projection, not in bf16 mode)
 // on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads and a step's
 // GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the one
-// loop's pointwise pass on both threads), T = 50-1000, two runs each:
+// loop's pointwise pass on both threads), T = 50-1000, the ratio of two runs' means:
 // - inference: the LSTM 0.74-0.87 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but 1.04
 //   at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.66-0.93 from 2^14 to
 //   (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.88 from 2^19 (0.93 at 2^18), 1.16-1.27
 //   below.
-//   At batch 1 (each part reading its rows of W_hh, as Loop::dot): 0.76-0.91 for every cell at (100, 1, 128, 256)
-//   (W_hh 2^16-2^18 numbers), but 0.96-1.6 at H = 64 (the step is too short for a hand-off per step) and 1.03-1.05
-//   for the GRU and LSTM at H = 512 (W_hh 2^19-2^20 numbers: a part's half overflows its core's L2 all the same).
+//   At batch 1 (each part running the whole loop's product, Loop::dot or the small-rows kernel): the LSTM and GRU
+//   0.88-0.89 at (100, 1, 128, 256), the RNN 0.99 there and 0.95 at H = 512 (W_hh 2^16-2^18 numbers); but the LSTM
+//   1.08 and the GRU 0.99 at H = 512 (W_hh 2^19-2^20: a part's half overflows its core's L2 all the same) and 0.93-1.47
+//   at H = 64 (the step is too short for a hand-off per step).
 // - training (forward and backward split; each adds a hand-off per step): the GRU 0.88-0.97 from 2^20
 //   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.07-1.5 below; the LSTM 0.85-0.94 at H = 256 (2^23-2^24), but
 //   1.06 at (100, 64, 128, 128) and 1.09-1.12 at (50, 128, 256, 512); the RNN 0.94-1.68, so never.
@@ -459,10 +443,10 @@ bool split_units(const Shape& s, bool half, bool keep) {
 }
 
 // how many loops the operators have run in this process, by route: [forward on one loop, forward split by unit
-// (split.h), forward with small_gemm.h's kernel, backward split by unit]; read by the test-only rnnlab::route_counts,
-// so that tests see which route ran
-std::atomic<int64_t> route_totals[4];
-enum Route { ONE_LOOP = 0, SPLIT = 1, SMALL = 2, SPLIT_BACK = 3 };
+// (split.h), forward with small_gemm.h's kernel, backward split by unit, forward in the bf16 mode]; read by
+// rnnlab::route_counts, so that tests and the bench see which route ran
+std::atomic<int64_t> route_totals[5];
+enum Route { ONE_LOOP = 0, SPLIT = 1, SMALL = 2, SPLIT_BACK = 3, BF16 = 4 };
 void took(Route r) { route_totals[r].fetch_add(1, std::memory_order_relaxed); }
 
 // the first unit of the second part: half of H, rounded up to a multiple of 16 (whole vectors in each part)
@@ -513,15 +497,14 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
 
 using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-// wᵀ as a dense tensor, for a contiguous 2-D w: MKL's transpose where this BLAS has one (ATen's transposing copy
-// was 12.8 % of the samples in a profile of one-step batch-1 LSTM calls at H = 64), else ATen's
+// wᵀ as a dense tensor, for a contiguous 2-D w: blas.h's transpose (MKL's where this BLAS has one: ATen's transposing
+// copy was 12.8 % of the samples in a profile of one-step batch-1 LSTM calls at H = 64)
 Tensor transposed(const Tensor& w) {
   Tensor out = at::empty({w.size(1), w.size(0)}, w.options());
-  bool done = false;
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rnnlab::transposed", [&] {
-    done = transpose(w.size(0), w.size(1), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+    transpose(w.size(0), w.size(1), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
   });
-  return done ? out : w.t().contiguous();
+  return out;
 }
 
 LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
@@ -606,6 +589,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       with_cell<T>(s, [&](auto unit) {
         using Cell = decltype(unit);
         if (k.small) took(SMALL);
+        if (half) took(BF16);
         if constexpr (Cell::unit_split) {
           if (split) return took(run_forward_split<T, Cell>(k, dir, split_cut(s.H)) ? SPLIT : ONE_LOOP);
         }
@@ -1110,11 +1094,13 @@ bool splits_units(c10::string_view cell, int64_t B, int64_t H, bool keep) {
   return split_units(s, false, keep);
 }
 
-// tests only: rnnlab::route_counts — the operators' loops so far, by route: [forward on one loop, forward split by
-// unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit]
+// rnnlab::route_counts (tests and the bench) — the operators' loops so far, by route: [forward on one loop, forward
+// split by unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit, forward in the
+// bf16 mode]
 std::vector<int64_t> route_counts() {
-  return {route_totals[ONE_LOOP].load(), route_totals[SPLIT].load(), route_totals[SMALL].load(),
-          route_totals[SPLIT_BACK].load()};
+  std::vector<int64_t> out;
+  for (const auto& total : route_totals) out.push_back(total.load());
+  return out;
 }
 
 }  // namespace

@@ -49,28 +49,20 @@ void gather_units(int64_t blocks, int64_t H, int64_t j0, int64_t n, int64_t cols
   for (int64_t g = 0; g < blocks; ++g) std::memcpy(out + g * n * cols, w + (g * H + j0) * cols, n * cols * sizeof(T));
 }
 
-// out (cols, rows) = in (rows, cols)ᵀ: MKL's where this BLAS has it (blas.h), else a plain loop
-template <typename T>
-void transpose_into(int64_t rows, int64_t cols, const T* in, T* out) {
-  if (transpose(rows, cols, in, out)) return;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
-}
-
 // part [j0, j0 + n) of the loop ``whole`` (the layer's loop as make_loop sets it up; P == H) over direction d
 template <typename T, class Cell>
 void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, int64_t n, StepBarrier& barrier) {
   const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P, X = whole.X;
   const int64_t blocks = Cell::gx(H) / H;  // gate blocks of W_ih, b and W_hh (these cells: G of each)
   const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
-  // a single row reads its rows of W_hh (GX, P) one dot product per output, as the whole loop's Loop::dot does; more
-  // rows read them as W_hhᵀ (P, GX)
-  const bool dot = B == 1 && !whole.small;
+  // the product the whole loop runs (make_loop's rules): W_hh's rows, one dot product per output (Loop::dot), or
+  // W_hhᵀ (P, GX) through the small-rows kernel or BLAS
+  const bool dot = whole.dot;
   std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(GX * P), w_hhT(dot ? 0 : GX * P);
   gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
   if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
   gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
-  if (!dot) transpose_into(GX, P, w_hh.data(), w_hhT.data());
+  if (!dot) transpose(GX, P, w_hh.data(), w_hhT.data());
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
@@ -122,7 +114,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   }
 }
 
-// run_forward on one loop, where no pair of threads came (run_pair: inside another parallel region, or OpenMP's thread
+// run_forward on one loop, where no pair of threads came (run_jobs: inside another parallel region, or OpenMP's thread
 // limit): the caller made no W_hhᵀ for a split level, so it is made here (not needed where the loop reads W_hh itself)
 template <typename T, class Cell>
 void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
@@ -130,34 +122,26 @@ void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
   std::vector<T> w_hhT;
   if (!k.dot) {
     w_hhT.resize(k.P * k.ldw);
-    transpose_into(k.ldw, k.P, k.w_hh, w_hhT.data());
+    transpose(k.ldw, k.P, k.w_hh, w_hhT.data());
     k.w_hhT = w_hhT.data();
   }
   run_forward<T, Cell>(k, d);
 }
 
-// run_forward's results, on two threads of OpenMP's team (run_pair): units [0, cut) and [cut, H)
+// run_forward's results, on two threads of OpenMP's team (run_jobs): units [0, cut) and [cut, H)
 // (true; false where it ran run_forward_whole instead)
 template <typename T, class Cell>
 bool run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
   StepBarrier barrier(2);
-  std::exception_ptr errors[2];
   auto part = [&](int64_t i) {
-    try {
-      BlasThreads one(1);
-      if (i == 0)
-        run_forward_part<T, Cell>(whole, d, 0, cut, barrier);
-      else
-        run_forward_part<T, Cell>(whole, d, cut, whole.H - cut, barrier);
-    } catch (...) {
-      errors[i] = std::current_exception();
-      barrier.fail();
-    }
+    if (i == 0)
+      run_forward_part<T, Cell>(whole, d, 0, cut, barrier);
+    else
+      run_forward_part<T, Cell>(whole, d, cut, whole.H - cut, barrier);
   };
-  if (!run_pair(part)) return run_forward_whole<T, Cell>(whole, d), false;
-  for (const auto& error : errors)
-    if (error) std::rethrow_exception(error);
-  return true;
+  if (run_jobs(2, part, [&] { barrier.fail(); })) return true;
+  run_forward_whole<T, Cell>(whole, d);
+  return false;
 }
 
 // part [j0, j0 + n) of run_backward over direction d (the layer's loop ``whole``: B, H, P == H, W_hh). ``dh``,
@@ -253,21 +237,13 @@ bool run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut
   T* dc = dh_prev + B * H;
   T* shares = dc + B * H;
   StepBarrier barrier(2);
-  std::exception_ptr errors[2];
   auto part = [&](int64_t i) {
-    try {
-      BlasThreads one(1);
-      const int64_t j0 = i == 0 ? 0 : cut, n = i == 0 ? cut : H - cut;
-      run_backward_part<T, Cell>(whole, d, i, j0, n, dh, dh_prev, dc, shares, barrier);
-    } catch (...) {
-      errors[i] = std::current_exception();
-      barrier.fail();
-    }
+    const int64_t j0 = i == 0 ? 0 : cut, n = i == 0 ? cut : H - cut;
+    run_backward_part<T, Cell>(whole, d, i, j0, n, dh, dh_prev, dc, shares, barrier);
   };
-  if (!run_pair(part)) return run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d), false;  // one loop
-  for (const auto& error : errors)
-    if (error) std::rethrow_exception(error);
-  return true;
+  if (run_jobs(2, part, [&] { barrier.fail(); })) return true;
+  run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no pair of threads: one loop
+  return false;
 }
 
 }  // namespace rnnlab

@@ -1,5 +1,5 @@
-// The threads the loops run on besides the caller's: OpenMP's team (run_team, run_pair), and the barrier a split
-// level's two parts meet at once per step (split.h).
+// The threads the loops run on besides the caller's: OpenMP's team (run_team, and run_jobs for jobs that may throw),
+// and the barrier a split level's two parts meet at once per step (split.h).
 #pragma once
 
 #include <immintrin.h>
@@ -7,7 +7,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <thread>
+#include <vector>
+
+#include "blas.h"
 
 namespace rnnlab {
 
@@ -29,9 +33,25 @@ bool run_team(int64_t n, Job job) {
   }
   return whole;
 }
-template <class Job>
-bool run_pair(Job job) {
-  return run_team(2, job);
+// job(0) … job(n-1) at once on run_team, each with its BLAS calls on one thread. An exception in a job is kept and
+// ``failed()`` is called (so that the others stop waiting on it: StepBarrier::fail, Progress::fail); after every
+// thread has ended the first is rethrown. False, with none run, where no team of n came (the caller then runs the
+// work its own way).
+template <class Job, class Failed>
+bool run_jobs(int64_t n, Job job, Failed failed) {
+  std::vector<std::exception_ptr> errors(n);
+  const bool ran = run_team(n, [&](int64_t i) {
+    try {
+      BlasThreads one(1);
+      job(i);
+    } catch (...) {
+      errors[i] = std::current_exception();
+      failed();
+    }
+  });
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+  return ran;
 }
 
 // n threads meeting once per time step. A step is tens of µs, so a waiting thread spins (with PAUSE) rather than

@@ -54,32 +54,14 @@ struct Progress {
   }
 };
 
-// run job(k) for every level, each on its own thread of an OpenMP team (threads.h's run_team), each loop's GEMMs on
+// run job(k) for every level, each on its own thread of an OpenMP team (threads.h's run_jobs), each loop's GEMMs on
 // one BLAS thread; rethrows the first error after every thread has ended. On one torch thread the levels run in turn on the
 // calling thread instead, in ``order`` (the forward's 0 … L-1, the backward's L-1 … 0): the same arithmetic.
 template <typename Job>
 void each_level(int64_t L, Progress& progress, bool upward, Job job) {
-  if (at::get_num_threads() < 2) {
-    BlasThreads guard(1);
-    for (int64_t i = 0; i < L; ++i) job(upward ? i : L - 1 - i);
-    return;
-  }
-  std::vector<std::exception_ptr> errors(L);
-  auto run = [&](int64_t k) {
-    try {
-      BlasThreads guard(1);
-      job(k);
-    } catch (...) {
-      errors[k] = std::current_exception();
-      progress.fail();
-    }
-  };
-  if (!run_team(L, run)) {  // no team of L threads (inside another parallel region): in turn, as on one thread
-    BlasThreads guard(1);
-    for (int64_t i = 0; i < L; ++i) run(upward ? i : L - 1 - i);
-  }
-  for (const auto& error : errors)
-    if (error) std::rethrow_exception(error);
+  if (at::get_num_threads() >= 2 && run_jobs(L, job, [&] { progress.fail(); })) return;
+  BlasThreads guard(1);  // one torch thread, or no team of L (inside another parallel region): in turn
+  for (int64_t i = 0; i < L; ++i) job(upward ? i : L - 1 - i);
 }
 
 // the steps per chunk: given, or about 256 rows (B per step) and at least 2 steps
