@@ -60,11 +60,12 @@ def test_native_variants_equal_reference(loops, cfg):
                                       (rnnlab.GRU, dict(layer_norm=True, reset="after"))], ids=str)
 def test_layer_norm_float32_is_as_accurate_as_the_reference(loops, cls, opts):
     """At a realistic size (T = 60, B = 8, H = 32), float32 layer norm on the native engine is about as close to the
-    float64 truth as the reference engine in float32 is, normwise over each output and gradient. One draw's max-norm
-    error moves by 2-10x between two float32 computations of the same accuracy (which roundings happen to line up),
-    so the claim is held over 5 draws: for every tensor the median ratio of the errors is at most 3, and no draw is
-    worse than 8x. Measured: LSTM medians 0.4-1.5 (worst draw 2.2), GRU reset="before" 0.55-1.1, GRU reset="after"
-    0.4-2.5 (∂W_hh the highest, as in the engine before its own activations: 2.1 there)."""
+    float64 truth as the reference engine in float32 is, normwise (‖got - truth‖ / ‖truth‖) over each output and
+    gradient. One draw's error moves by 2-5x between two float32 computations of the same accuracy (which roundings
+    happen to line up; a max-norm error, a single element's, moved by up to 9x), so the claim is held over 5 draws:
+    for every tensor the median ratio of the errors is at most 3, and no draw is worse than 8x. Measured (on an AMD EPYC
+    host): worst medians LSTM 1.04 (worst draw 4.7), GRU reset="before" 1.2 (2.9), GRU reset="after"
+    2.2 (2.4; ∂W_hh the highest, as in the engine before its own activations)."""
     ratios = []
     for seed in range(5):
         torch.manual_seed(seed)
@@ -81,8 +82,7 @@ def test_layer_norm_float32_is_as_accurate_as_the_reference(loops, cls, opts):
             res[name] = [out, *torch.autograd.grad((out * weights).sum(), [xx, *layer.parameters()])]
         draw = []
         for got, ref, truth in zip(res["native"], res["reference"], res["truth"]):
-            scale = truth.abs().max().item()
-            err, ref_err = ((t.double() - truth).abs().max().item() / scale for t in (got, ref))
+            err, ref_err = ((t.double() - truth).norm().item() / truth.norm().item() for t in (got, ref))
             draw.append((err + 1e-9) / (ref_err + 1e-9))
         ratios.append(draw)
     per_tensor = torch.tensor(ratios)  # (draws, tensors)

@@ -21,9 +21,6 @@ size_t cblas_sgemm_pack_get_size(int, int, int, int) __attribute__((weak));
 void cblas_sgemm_pack(int, int, int, int, int, int, float, const float*, int, float*) __attribute__((weak));
 void cblas_sgemm_compute(int, int, int, int, int, int, const float*, int, const float*, int, float, float*, int)
     __attribute__((weak));
-// MKL's out-of-place transpose ('R' row major, 'T' transpose): B = alpha · Aᵀ; weak, another BLAS still links
-void MKL_Somatcopy(char, char, size_t, size_t, float, const float*, size_t, float*, size_t) __attribute__((weak));
-void MKL_Domatcopy(char, char, size_t, size_t, double, const double*, size_t, double*, size_t) __attribute__((weak));
 // MKL's bf16 GEMM (row-major flag 101, no-transpose 111, transpose 112): bf16 operands, float32 accumulation
 // and output; weak, so another BLAS still links (and the operators then never run their bf16 mode)
 void cblas_gemm_bf16bf16f32(int layout, int transa, int transb, int m, int n, int k, float alpha, const uint16_t* a,
@@ -159,29 +156,5 @@ class BlasThreads {
  private:
   int old_;
 };
-
-// MKL's out-of-place transpose where this BLAS has it (false where not)
-inline bool mkl_transpose(int64_t rows, int64_t cols, const float* in, float* out) {
-  if (!MKL_Somatcopy) return false;
-  MKL_Somatcopy('R', 'T', size_t(rows), size_t(cols), 1.0f, in, size_t(cols), out, size_t(rows));
-  return true;
-}
-inline bool mkl_transpose(int64_t rows, int64_t cols, const double* in, double* out) {
-  if (!MKL_Domatcopy) return false;
-  MKL_Domatcopy('R', 'T', size_t(rows), size_t(cols), 1.0, in, size_t(cols), out, size_t(rows));
-  return true;
-}
-
-// out (cols, rows) = in (rows, cols)ᵀ, both dense row-major: MKL's transpose on one thread (on more it hands a
-// weight-sized copy to OpenMP, whose idle threads then spin), or a plain loop where this BLAS has none
-template <typename T>
-void transpose(int64_t rows, int64_t cols, const T* in, T* out) {
-  {
-    BlasThreads one(1);
-    if (mkl_transpose(rows, cols, in, out)) return;
-  }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) out[c * rows + r] = in[r * cols + c];
-}
 
 }  // namespace rnnlab

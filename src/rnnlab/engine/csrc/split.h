@@ -40,6 +40,7 @@
 
 #include "driver.h"
 #include "threads.h"
+#include "transpose.h"
 
 namespace rnnlab {
 
