@@ -72,3 +72,23 @@ def test_layers_on_the_small_kernel_match_the_float64_reference(cls, opts, B, H,
     for small, blas, want in zip(results["small"], results["blas"], results["ref"]):
         torch.testing.assert_close(small, want, rtol=2e-4, atol=2e-5)
         torch.testing.assert_close(small, blas, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("N", [1, 3, 4, 5, 8, 13, 256])
+@pytest.mark.parametrize("K", [1, 15, 16, 17, 31, 32, 33, 48, 100, 512])
+def test_gemv_against_a_float64_product(N, K):
+    """small_gemv, the batch-1 product read from W_hh's rows (Loop::dot, float32): groups of four rows and the rows
+    left over, two accumulators over 32s of k, one 16, and the scalar tail."""
+    gen = torch.Generator().manual_seed(N * 1000 + K)
+    w, a = torch.randn(N, K, generator=gen), torch.randn(K, generator=gen)
+    got = torch.ops.rnnlab.small_gemv(w, a)
+    want = w.double() @ a.double()
+    scale = w.double().abs() @ a.double().abs()
+    assert ((got.double() - want).abs() <= 4 * K * 2**-24 * scale + 1e-30).all(), (got - want).abs().max()
+
+
+def test_gemv_refuses_bad_input_by_name():
+    with pytest.raises(TypeError, match="w: expected float32"):
+        torch.ops.rnnlab.small_gemv(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(3))
+    with pytest.raises(ValueError, match="expected CPU tensors w"):
+        torch.ops.rnnlab.small_gemv(torch.zeros(2, 3), torch.zeros(4))

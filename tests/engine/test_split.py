@@ -269,3 +269,30 @@ print("ok")
     env = {**__import__("os").environ, "OMP_THREAD_LIMIT": "1", "RNNLAB_SPLIT": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("cls,opts", CELLS, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_split_at_batch_1_reads_its_rows_of_a_large_w_hh_in_place(cls, opts, dtype, monkeypatch):
+    """B = 1 against a W_hh of 2^18 numbers or more (Loop::dot): each part runs its gate blocks' rows of the whole W_hh
+    in place (small_gemv in float32), no copy; inference equals one loop and the float64 reference."""
+    torch.manual_seed(1)
+    H = 512 if cls is rnnlab.RNN else 300  # W_hh 2^18 numbers or more; 300: parts of 160 and 140 units
+    layer = cls(5, H, engine="native", **opts).to(dtype)
+    ref = cls(5, H, engine="reference", **opts).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 1, 5, dtype=dtype)
+    results = {}
+    for env in ("1", "0"):
+        monkeypatch.setenv("RNNLAB_SPLIT", env)
+        with torch.inference_mode():
+            took, (out, hn) = ran(lambda: layer(x))
+        assert took["split"] == (env == "1"), took
+        results[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+    with torch.no_grad():
+        out, hn = ref(x.double())
+    want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for split, one, w in zip(results["1"], results["0"], want):
+        torch.testing.assert_close(split.double(), w, **tol)
+        torch.testing.assert_close(split, one, **tol)

@@ -412,16 +412,18 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 //   (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.88 from 2^19 (0.93 at 2^18), 1.16-1.27
 //   below.
 //   At batch 1 (each part running the whole loop's product, Loop::dot or the small-rows kernel): the LSTM and GRU
-//   0.88-0.89 at (100, 1, 128, 256), the RNN 0.99 there and 0.95 at H = 512 (W_hh 2^16-2^18 numbers); but the LSTM
-//   1.08 and the GRU 0.99 at H = 512 (W_hh 2^19-2^20: a part's half overflows its core's L2 all the same) and 0.93-1.47
-//   at H = 64 (the step is too short for a hand-off per step).
+//   0.88-0.89 at (100, 1, 128, 256), the RNN 0.99 there and 0.95 at H = 512 (W_hh 2^16-2^18 numbers); 0.93-1.47 at
+//   H = 64 (the step is too short for a hand-off per step). At H = 512 (W_hh 2^19-2^20 numbers) the LSTM measured 1.08
+//   and the GRU 0.99 on an Intel host with BLAS's GEMV in the parts; with small_gemv reading each part's rows in place,
+//   on an AMD EPYC host, 0.62-0.65 (LSTM 5.7 → 3.5-3.7 ms, GRU 4.0-4.2 → 2.5-2.6 ms at (50, 1, 256, 512)), so no upper
+//   bound now.
 // - training (forward and backward split; each adds a hand-off per step): the GRU 0.88-0.97 from 2^20
 //   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.07-1.5 below; the LSTM 0.85-0.94 at H = 256 (2^23-2^24), but
 //   1.06 at (100, 64, 128, 128) and 1.09-1.12 at (50, 128, 256, 512); the RNN 0.94-1.68, so never.
 // RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
 bool split_pays(const Shape& s, bool keep) {
   const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
-  if (s.B == 1) return !keep && w_hh >= (int64_t(1) << 16) && w_hh < (int64_t(1) << 19);
+  if (s.B == 1) return !keep && w_hh >= (int64_t(1) << 16);
   if (keep) {  // training
     if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 20);
     if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 23) && w_hh < (int64_t(1) << 20);
@@ -1084,6 +1086,19 @@ Tensor small_gemm_op(const Tensor& a, const Tensor& b, const Tensor& c, double b
   return out;
 }
 
+// rnnlab::small_gemv (tests) — small_gemm.h's out (N) = w (N, K) · a (K), the batch-1 product Loop::dot runs in float32
+Tensor small_gemv_op(const Tensor& w, const Tensor& a) {
+  const char* fn = "rnnlab::small_gemv";
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"w", w}, {"a", a}})
+    TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, fn, ": ", name, ": expected float32, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(w.dim() == 2 && a.dim() == 1 && w.size(1) == a.size(0) && w.device().is_cpu() && a.device().is_cpu(),
+                    fn, ": expected CPU tensors w (N, K) and a (K), got shapes ", w.sizes(), " and ", a.sizes());
+  const Tensor wc = w.contiguous(), ac = a.contiguous();
+  Tensor out = at::empty({w.size(0)}, w.options());
+  small_gemv(w.size(0), w.size(1), ac.data_ptr<float>(), wc.data_ptr<float>(), w.size(1), out.data_ptr<float>());
+  return out;
+}
+
 // rnnlab::splits_units: whether a plain one-direction level (no variants, no projection) of this cell and size runs
 // split by unit (split.h) on this thread count: the stack's rule (engine/wavefront.py) keeps such levels off the
 // wavefront in inference, since each level already uses both cores
@@ -1124,4 +1139,5 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
+  m.def("small_gemv(Tensor w, Tensor a) -> Tensor", &rnnlab::small_gemv_op);
 }

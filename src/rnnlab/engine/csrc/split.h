@@ -58,16 +58,20 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
   // the product the whole loop runs (make_loop's rules): W_hh's rows, one dot product per output (Loop::dot), or
   // W_hhᵀ (P, GX) through the small-rows kernel or BLAS
+  // (the dot products read the part's rows of the whole W_hh in place, one gate block at a time: no copy of W_hh,
+  // which at batch 1 is megabytes read once per step)
   const bool dot = whole.dot;
-  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(GX * P), w_hhT(dot ? 0 : GX * P);
+  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(dot ? 0 : GX * P), w_hhT(dot ? 0 : GX * P);
   gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
   if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
-  gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
-  if (!dot) transpose(GX, P, w_hh.data(), w_hhT.data());
+  if (!dot) {
+    gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
+    transpose(GX, P, w_hh.data(), w_hhT.data());
+  }
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
-  k.w_hhT = dot ? nullptr : w_hhT.data(), k.w_hh = w_hh.data(), k.w_hrT = k.w_hr = nullptr;
+  k.w_hhT = dot ? nullptr : w_hhT.data(), k.w_hh = dot ? whole.w_hh + j0 * P : w_hh.data(), k.w_hrT = k.w_hr = nullptr;
   k.dot = dot;
   k.b_hn = whole.b_hn + j0;
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;  // zeros (no peepholes here), at least H long
@@ -87,7 +91,10 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
     T* h_next = d.states + q * B * H;
     const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
     T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
-    k.product(h_prev, 0, W1, hh.data(), W1);
+    if (dot)  // gate block g: rows g·H + j0 … of the whole W_hh (k.w_hh starts at row j0)
+      for (int64_t g = 0; g < blocks; ++g) k.product(h_prev, g * H, n, hh.data() + g * n, W1);
+    else
+      k.product(h_prev, 0, W1, hh.data(), W1);
     Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev + j0, h_prev + j0, gate.data(), h_next + j0, c_prev,
                         c_next, extra.data()},
                   k);

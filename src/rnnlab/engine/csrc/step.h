@@ -157,7 +157,12 @@ struct Loop {
       if (small) return small_gemm(B, width, P, in, P, w_hhT + col, ldw, 0.0f, out, ldo);
     }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
-    if (dot) return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
+    if (dot) {
+      if constexpr (std::is_same_v<T, float>) {
+        if (B == 1) return small_gemv(width, P, in, w_hh + col * P, P, out);
+      }
+      return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
+    }
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
