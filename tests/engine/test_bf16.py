@@ -10,6 +10,7 @@ rounding, float32's own included, and no bound holds there.
 """
 
 import copy
+import os
 
 import pytest
 import torch
@@ -19,8 +20,29 @@ from rnnlab.engine import ops
 from rnnlab.tasks.adding import AddingConfig, AddingTask
 
 pytestmark = pytest.mark.skipif(not ops.available(), reason="the native operators are not built")
-requires_bf16 = pytest.mark.skipif(not ops.bf16_kernel().startswith("mkl-bf16"),
-                                   reason=f"no bf16 mode on this machine: {ops.bf16_kernel()}")
+
+
+def _kernel_when_asked() -> str:
+    """The bf16 mode's kernel where this CPU and BLAS can run it at all: without AMX it is off unless RNNLAB_BF16=1."""
+    old = os.environ.get("RNNLAB_BF16")
+    os.environ["RNNLAB_BF16"] = "1"
+    try:
+        return ops.bf16_kernel()
+    finally:
+        if old is None:
+            del os.environ["RNNLAB_BF16"]
+        else:
+            os.environ["RNNLAB_BF16"] = old
+
+
+KERNEL = _kernel_when_asked()
+requires_bf16 = pytest.mark.skipif(not KERNEL.startswith("mkl-bf16"), reason=f"no bf16 mode on this machine: {KERNEL}")
+
+
+@pytest.fixture(autouse=True)
+def bf16_mode_on(monkeypatch):
+    """These tests check the mode itself, so they run it wherever the CPU can (RNNLAB_BF16=1: on AMX the default)."""
+    monkeypatch.setenv("RNNLAB_BF16", "1")
 
 BOUND = 2.0 ** -5
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
@@ -114,10 +136,30 @@ def test_forced_fallback_is_float32(cls, opts, monkeypatch):
         torch.testing.assert_close(a, b.to(a.dtype), atol=0, rtol=0)
 
 
-def test_bf16_kernel_names_the_path():
+def test_bf16_kernel_names_the_path(monkeypatch):
+    monkeypatch.delenv("RNNLAB_BF16")
     kernel = ops.bf16_kernel()
-    assert kernel in ("mkl-bf16 (amx)", "mkl-bf16 (avx512-bf16)", "float32 (no bf16 GEMM on this CPU)",
-                      "float32 (no bf16 GEMM in this BLAS)", "float32 (RNNLAB_BF16=0)")
+    assert kernel in ("mkl-bf16 (amx)", "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)",
+                      "float32 (no bf16 GEMM on this CPU)", "float32 (no bf16 GEMM in this BLAS)",
+                      "float32 (no native operators)")
+    # the mode is on by default with AMX only; without it RNNLAB_BF16=1 runs it, and RNNLAB_BF16=0 never does
+    assert (kernel == "mkl-bf16 (amx)") == (KERNEL == "mkl-bf16 (amx)")
+    assert kernel.startswith("float32 (no AMX") == (KERNEL == "mkl-bf16 (avx512-bf16)")
+    monkeypatch.setenv("RNNLAB_BF16", "0")
+    assert ops.bf16_kernel() in ("float32 (RNNLAB_BF16=0)", kernel if kernel.startswith("float32 (no b") else "")
+
+
+def test_without_amx_autocast_computes_float32(monkeypatch):
+    """On a CPU with AVX-512-BF16 but no AMX (where MKL's bf16 GEMM measured no faster than float32) autocast runs the
+    float32 path unless RNNLAB_BF16=1: no loop counts as the bf16 mode."""
+    monkeypatch.delenv("RNNLAB_BF16")
+    if not ops.bf16_kernel().startswith("float32 (no AMX"):
+        pytest.skip(f"not a CPU without AMX but with AVX-512-BF16: {ops.bf16_kernel()}")
+    layer, x = rnnlab.GRU(16, 128, engine="native"), torch.randn(4, 16, 16)  # 16·384·128 ≥ 2^17
+    before = torch.ops.rnnlab.route_counts()[4]
+    with torch.no_grad(), torch.autocast(**BF16):
+        layer(x)
+    assert torch.ops.rnnlab.route_counts()[4] == before
 
 
 def level_args(dtype, cell="lstm"):

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "step.h"
@@ -104,7 +105,7 @@ class InputChunks {
     if (d.xp) return;
     // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows
     steps_ = std::clamp<int64_t>((int64_t(1) << 17) / std::max<int64_t>(1, k.B * gx), 1, std::max<int64_t>(1, d.steps));
-    buf_.resize(steps_ * k.B * gx);
+    buf_.reset(new T[steps_ * k.B * gx]);  // (not zeroed: every chunk is written before it is read)
   }
   // step s's xp rows (B, gx): at the first step of each chunk, the chunk's GEMM
   const T* at(int64_t s, int64_t t) {
@@ -113,16 +114,16 @@ class InputChunks {
       const int64_t n = std::min(steps_, d_.steps - s);
       lo_ = d_.reverse ? t - n + 1 : t;  // the chunk's earliest time: its rows are contiguous in x
       const int64_t row = lo_ * k_.B;
-      k_.input(n * k_.B, gx_, d_.x + row * k_.X, d_.x16 ? d_.x16 + row * k_.X : nullptr, buf_.data());
+      k_.input(n * k_.B, gx_, d_.x + row * k_.X, d_.x16 ? d_.x16 + row * k_.X : nullptr, buf_.get());
     }
-    return buf_.data() + (t - lo_) * k_.B * gx_;
+    return buf_.get() + (t - lo_) * k_.B * gx_;
   }
 
  private:
   const Loop<T>& k_;
   const Direction<T>& d_;
   int64_t gx_, steps_ = 1, lo_ = 0;
-  std::vector<T> buf_;
+  std::unique_ptr<T[]> buf_;
 };
 
 template <typename T, class Cell>

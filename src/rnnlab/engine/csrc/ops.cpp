@@ -285,16 +285,26 @@ const std::string& bf16_hardware() {
 
 bool bf16_hardware_ok() { return bf16_hardware().rfind("mkl-bf16", 0) == 0; }
 
-// RNNLAB_BF16=0 forces the float32 path (tests use it to check the fallback)
-bool bf16_disabled() {
+// RNNLAB_BF16=0 forces the float32 path (tests use it to check the fallback); RNNLAB_BF16=1 runs the bf16 mode on a CPU
+// with AVX-512-BF16 but no AMX, where it is off by default (tests use it there to check the mode itself)
+bool bf16_env(const char* value) {
   const char* v = std::getenv("RNNLAB_BF16");
-  return v != nullptr && std::string(v) == "0";
+  return v != nullptr && std::string(v) == value;
 }
+bool bf16_disabled() { return bf16_env("0"); }
 
+// Without AMX the bf16 mode is off unless asked for: on an AMD EPYC host (AVX-512-BF16, no AMX) MKL's bf16 GEMM ran the
+// per-step GEMMs at 0.90-1.27x float32's time (B = 32-128, H = 128-512), and whole training steps under autocast took
+// 1.06-2.05x the float32 step at (100, 64, 256, 256) and (50, 128, 256, 512) (BENCHMARKS.md, the AMD run): the bf16
+// copies and roundings then cost more than the GEMMs save.
 std::string bf16_kernel() {
-  if (bf16_disabled() && bf16_hardware_ok()) return "float32 (RNNLAB_BF16=0)";
-  return bf16_hardware();
+  const std::string& hw = bf16_hardware();
+  if (!bf16_hardware_ok()) return hw;
+  if (bf16_disabled()) return "float32 (RNNLAB_BF16=0)";
+  if (hw == "mkl-bf16 (avx512-bf16)" && !bf16_env("1")) return "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)";
+  return hw;
 }
+bool bf16_on() { return bf16_kernel().rfind("mkl-bf16", 0) == 0; }
 
 // The threshold rule, in one place: a call runs its bf16 mode when asked, on float32 tensors, where the
 // hardware has it, and where its per-step recurrent GEMM has at least BF16_MIN_STEP_MACS multiply-adds
@@ -307,7 +317,7 @@ std::string bf16_kernel() {
 constexpr int64_t BF16_MIN_STEP_MACS = int64_t(1) << 17;
 
 bool use_bf16(const Shape& s, bool requested) {
-  if (!requested || s.dtype != at::kFloat || !bf16_hardware_ok() || bf16_disabled()) return false;
+  if (!requested || s.dtype != at::kFloat || !bf16_on()) return false;
   return s.B * s.rec() * s.P >= BF16_MIN_STEP_MACS;  // W_hh is (rec, P): P = H but for the LSTM's projection
 }
 
@@ -998,8 +1008,8 @@ namespace {
 double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T, bool bf16) {
   TORCH_CHECK_VALUE(B > 0 && H > 0 && T > 0 && 0 < first && first <= GH,
                     "rnnlab::time_step_gemms: expected B, H, T > 0 and 0 < first <= GH");
-  TORCH_CHECK_VALUE(!bf16 || bf16_hardware_ok(), "rnnlab::time_step_gemms: bf16: expected False on this machine (",
-                    bf16_hardware(), "), got True");
+  TORCH_CHECK_VALUE(!bf16 || bf16_on(), "rnnlab::time_step_gemms: bf16: expected False on this machine (",
+                    bf16_kernel(), "), got True");
   std::vector<float> w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f), h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f),
       dh(B * H);
   std::vector<bf16_t> w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)), w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f));

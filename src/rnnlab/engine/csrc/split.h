@@ -58,11 +58,11 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
   // the product the whole loop runs (make_loop's rules): W_hh's rows, one dot product per output (Loop::dot), or
   // W_hhᵀ (P, GX) through the small-rows kernel or BLAS
-  // (the dot products read the part's rows of the whole W_hh in place, one gate block at a time: no copy of W_hh,
-  // which at batch 1 is megabytes read once per step)
+  // (at batch 1, the dot products and the input projection read the part's rows of the whole W_hh and W_ih in place,
+  // one gate block at a time: no copies, which there cost as much as several steps)
   const bool dot = whole.dot;
-  std::vector<T> w_ih(GX * X), bias(whole.b_ih ? GX : 0), w_hh(dot ? 0 : GX * P), w_hhT(dot ? 0 : GX * P);
-  gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
+  std::vector<T> w_ih(dot ? 0 : GX * X), bias(whole.b_ih ? GX : 0), w_hh(dot ? 0 : GX * P), w_hhT(dot ? 0 : GX * P);
+  if (!dot) gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
   if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
   if (!dot) {
     gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
@@ -77,7 +77,8 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;  // zeros (no peepholes here), at least H long
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, n), T(0));
-  k.X = X, k.w_ih = w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
+  k.X = X, k.w_ih = dot ? whole.w_ih + j0 * X : w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
+  if (dot) k.ih_blocks = blocks, k.ih_stride = H;
   k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
 
   if (!k.small && !dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);

@@ -128,6 +128,9 @@ struct Loop {
   const T* w_ih = nullptr;     // (gx, X)
   const T* b_ih = nullptr;     // (gx), or null without a bias
   const bf16_t* w_ih16 = nullptr;  // bf16 mode: W_ih's bf16 copy
+  // W_ih's rows in ih_blocks blocks of gx / ih_blocks rows, block g starting at w_ih + g · ih_stride rows: a split part
+  // reading its rows of each gate block of the whole W_ih in place (split.h, at batch 1); 1: one dense block
+  int64_t ih_blocks = 1, ih_stride = 0;
 
   // out (n, gx) = x (n, X) · W_ihᵀ + b, for n input rows (x16: the same rows in bf16, in bf16 mode)
   void input(int64_t n, int64_t gx, const T* x, const bf16_t* x16, T* out) const {
@@ -141,7 +144,9 @@ struct Loop {
     if constexpr (std::is_same_v<T, float>) {
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
     }
-    gemm_t<T>(n, gx, X, x, X, w_ih, X, beta, out, gx);
+    const int64_t rows = gx / ih_blocks;  // (the bf16 mode never runs split: one block)
+    for (int64_t g = 0; g < ih_blocks; ++g)
+      gemm_t<T>(n, rows, X, x, X, w_ih + g * ih_stride * X, X, beta, out + g * rows, gx);
   }
 
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
