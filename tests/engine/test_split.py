@@ -14,6 +14,8 @@ pytestmark = pytest.mark.skipif(not ops.available(), reason="the split loop is t
 
 CELLS = [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(reset="after")), (rnnlab.RNN, {}),
          (rnnlab.RNN, dict(nonlinearity="relu"))]
+# inference splits the seed's GRU too (its W_hn (r h) reads the whole row of r h both parts write: Loop::mid_step)
+INFER_CELLS = CELLS + [(rnnlab.GRU, {})]
 
 
 def routes():
@@ -37,7 +39,7 @@ def two_threads():
     torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("cls,opts", CELLS, ids=str)
+@pytest.mark.parametrize("cls,opts", INFER_CELLS, ids=str)
 @pytest.mark.parametrize("H", [32, 37, 100])  # 37: a part of 32 units and one of 5
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bias", [True, False])
@@ -107,7 +109,7 @@ def test_split_training_matches_the_float64_reference(cls, opts, monkeypatch):
 def test_where_the_split_runs_by_default(monkeypatch):
     """Inference at the measured sizes (batch 1 only for W_hh of 2^16 numbers or more); training for the GRU and the
     LSTM's larger sizes; not for two directions,
-    variants, a projection or reset-before GRUs, and never on one torch thread."""
+    variants, a projection or the reset-before GRU's training, and never on one torch thread."""
     monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
     x = torch.randn(5, 8, 16)
 
@@ -131,7 +133,8 @@ def test_where_the_split_runs_by_default(monkeypatch):
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", bidirectional=True))
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", peepholes=True))
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native", proj_size=16))
-    assert not split_ran(rnnlab.GRU(16, 64, reset="before", engine="native"))
+    assert split_ran(rnnlab.GRU(16, 64, reset="before", engine="native"))  # inference: the seed's GRU too
+    assert not split_ran(rnnlab.GRU(16, 128, reset="before", engine="native"), x=torch.randn(5, 32, 16), grad=True)
     assert not split_ran(rnnlab.LSTM(16, 16, engine="native"))  # H < 32: parts of under 16 units
     torch.set_num_threads(1)
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native"))
@@ -169,7 +172,8 @@ def test_calls_from_two_python_threads_at_once(monkeypatch):
 
 def test_stacks_whose_levels_split_run_level_by_level(monkeypatch):
     """In inference a stack whose levels run split by unit runs level after level (each on both cores), not as a
-    wavefront; a stack whose levels do not (the seed's GRU) keeps the wavefront; both give the per-level results."""
+    wavefront; a stack whose levels do not (the RNN's light step at H = 64) keeps the wavefront; both give the
+    per-level results."""
     from rnnlab.engine import wavefront
 
     monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
@@ -177,7 +181,8 @@ def test_stacks_whose_levels_split_run_level_by_level(monkeypatch):
     x = torch.randn(12, 8, 16)
     for layer, cell, wave in ((rnnlab.LSTM(16, 64, num_layers=2, engine="native"), "lstm", False),
                               (rnnlab.GRU(16, 64, num_layers=2, reset="after", engine="native"), "gru_after", False),
-                              (rnnlab.GRU(16, 64, num_layers=2, engine="native"), "gru_before", True)):
+                              (rnnlab.GRU(16, 64, num_layers=2, engine="native"), "gru_before", False),
+                              (rnnlab.RNN(16, 64, num_layers=2, engine="native"), "rnn_tanh", True)):
         assert torch.ops.rnnlab.splits_units(cell, 8, 64, False) is not wave
         calls = wavefront.CALLS["stack"]
         with torch.inference_mode():
@@ -271,7 +276,7 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("cls,opts", CELLS, ids=str)
+@pytest.mark.parametrize("cls,opts", INFER_CELLS, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_split_at_batch_1_reads_its_rows_of_a_large_w_hh_in_place(cls, opts, dtype, monkeypatch):
     """B = 1 against a W_hh of 2^18 numbers or more (Loop::dot): each part runs its gate blocks' rows of the whole W_hh

@@ -413,7 +413,8 @@ bool small_rows(int64_t B, int64_t w_hh_numbers, at::ScalarType dtype) {
 }
 bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype); }
 
-// split.h: a one-direction loop of a plain RNN, reset-after GRU or LSTM (no variants, no projection, not in bf16 mode)
+// split.h: a one-direction loop of a plain RNN, reset-after GRU or LSTM, or in inference the reset-before GRU (no
+// variants, no projection, not in bf16 mode)
 // on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads and a step's
 // GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the one
 // loop's pointwise pass on both threads), T = 50-1000, the ratio of two runs' means:
@@ -430,6 +431,10 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 // - training (forward and backward split; each adds a hand-off per step): the GRU 0.88-0.97 from 2^20
 //   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.07-1.5 below; the LSTM 0.85-0.94 at H = 256 (2^23-2^24), but
 //   1.06 at (100, 64, 128, 128) and 1.09-1.12 at (50, 128, 256, 512); the RNN 0.94-1.68, so never.
+// - inference of the seed's GRU (reset before; its parts meet twice a step, before and after W_hn (r h)), on the AMD
+//   EPYC host, min of 40 interleaved calls: 0.84-0.93 from (1000, 8, 16, 32) to (50, 128, 256, 512), at batch 1 0.55 at
+//   (50, 1, 256, 512) and 0.73 at (100, 1, 128, 256); but 1.78 at (200, 4, 32, 64) and 0.90 (within noise) at
+//   (200, 1, 32, 64), whose steps are too short for two hand-offs.
 // RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
 bool split_pays(const Shape& s, bool keep) {
   const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
@@ -441,11 +446,12 @@ bool split_pays(const Shape& s, bool keep) {
   }
   if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 15) && w_hh < (int64_t(1) << 20);
   if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 14);
+  if (s.kind == Kind::GRU_BEFORE) return macs >= (int64_t(1) << 14) && s.B >= 8;  // two hand-offs a step
   return macs >= (int64_t(1) << 19);
 }
 bool split_units(const Shape& s, bool half, bool keep) {
   const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
-                     (s.kind == Kind::LSTM && !s.coupled && !s.peep);
+                     (s.kind == Kind::GRU_BEFORE && !keep) || (s.kind == Kind::LSTM && !s.coupled && !s.peep);
   const bool can = s.D == 1 && plain && !half && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone && !s.proj && s.H >= 32 &&
                    s.B >= 1 && at::get_num_threads() >= 2;
   if (!can) return false;
@@ -785,7 +791,7 @@ LevelGrads recurrent_level_backward(
       dir.dg_c = mut<T_>(w.dln_c_w), dir.db_c = mut<T_>(w.dln_c_b);
       with_cell<T_>(s, [&](auto unit) {
         using Cell = decltype(unit);
-        if constexpr (Cell::unit_split) {
+        if constexpr (Cell::unit_split_back) {
           if (split) {
             if (run_backward_split<T_, Cell>(k, dir, split_cut(s.H))) took(SPLIT_BACK);
             return;

@@ -31,7 +31,9 @@
 //
 // It runs the cells whose step has one GEMM before the pointwise pass and no row-wide pass: the RNN, the GRU with
 // reset after, the LSTM without variants (no projection, peepholes, coupling, layer norm, recurrent dropout or
-// zoneout). ops.cpp's split_units says where.
+// zoneout); and, forward only, the GRU with reset before, whose second GEMM W_hn (r h) reads the whole row of r h:
+// each part writes its units of r h into one shared row (B, H) and waits for the other (Loop::mid_step, a second
+// barrier in the step) before multiplying the row by its rows of W_hn. ops.cpp's split_units says where.
 #pragma once
 
 #include <cstring>
@@ -52,7 +54,8 @@ void gather_units(int64_t blocks, int64_t H, int64_t j0, int64_t n, int64_t cols
 
 // part [j0, j0 + n) of the loop ``whole`` (the layer's loop as make_loop sets it up; P == H) over direction d
 template <typename T, class Cell>
-void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, int64_t n, StepBarrier& barrier) {
+void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, int64_t n, StepBarrier& barrier,
+                      T* shared) {
   const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P, X = whole.X;
   const int64_t blocks = Cell::gx(H) / H;  // gate blocks of W_ih, b and W_hh (these cells: G of each)
   const int64_t GX = Cell::gx(n), W1 = Cell::first(n), G = Cell::G, GH = G * H;
@@ -80,9 +83,16 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   k.X = X, k.w_ih = dot ? whole.w_ih + j0 * X : w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
   if (dot) k.ih_blocks = blocks, k.ih_stride = H;
   k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
+  k.j0 = j0;
+  k.wblock = dot ? H : n;
+  // a cell with a mid-step GEMM over a whole row of its outputs (Cell::mid_product) writes them into ``shared`` (B, H),
+  // the layer's row, and waits for the other part's units before its GEMM reads the row
+  if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
   if (!k.small && !dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
-  std::vector<T> hh(B * W1), gate(B * G * n), extra(B * n);
+  std::vector<T> hh(B * W1), gate(B * G * n), extra(Cell::mid_product ? 0 : B * n);
+  T* ext = Cell::mid_product ? shared + j0 : extra.data();  // the GRU's extra rows (row stride lde)
+  const int64_t lde = Cell::mid_product ? H : n;
   InputChunks<T> xp(k, d, GX);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, q;
@@ -93,11 +103,11 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
     const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
     T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
     if (dot)  // gate block g: rows g·H + j0 … of the whole W_hh (k.w_hh starts at row j0)
-      for (int64_t g = 0; g < blocks; ++g) k.product(h_prev, g * H, n, hh.data() + g * n, W1);
+      for (int64_t g = 0; g < W1 / n; ++g) k.product(h_prev, g * k.block(), n, hh.data() + g * n, W1);
     else
       k.product(h_prev, 0, W1, hh.data(), W1);
     Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev + j0, h_prev + j0, gate.data(), h_next + j0, c_prev,
-                        c_next, extra.data()},
+                        c_next, ext},
                   k);
     if (d.keep) {  // the gates (and the GRU's extra) in the layer's layout, for backward
       T* kept = d.gates + t * B * GH;
@@ -106,7 +116,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
           std::memcpy(kept + b * GH + g * H + j0, gate.data() + b * G * n + g * n, n * sizeof(T));
       if (d.extra)
         for (int64_t b = 0; b < B; ++b)
-          std::memcpy(d.extra + (t * B + b) * H + j0, extra.data() + b * n, n * sizeof(T));
+          std::memcpy(d.extra + (t * B + b) * H + j0, ext + b * lde, n * sizeof(T));
     }
     if (live) {  // rows past their sequence: state unchanged, gates zero
       for (int64_t b = 0; b < B; ++b) {
@@ -142,11 +152,12 @@ void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
 template <typename T, class Cell>
 bool run_forward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut) {
   StepBarrier barrier(2);
+  std::vector<T> shared(Cell::mid_product ? whole.B * whole.H : 0);  // the row both parts' mid-step GEMM reads
   auto part = [&](int64_t i) {
     if (i == 0)
-      run_forward_part<T, Cell>(whole, d, 0, cut, barrier);
+      run_forward_part<T, Cell>(whole, d, 0, cut, barrier, shared.data());
     else
-      run_forward_part<T, Cell>(whole, d, cut, whole.H - cut, barrier);
+      run_forward_part<T, Cell>(whole, d, cut, whole.H - cut, barrier, shared.data());
   };
   if (run_jobs(2, part, [&] { barrier.fail(); })) return true;
   run_forward_whole<T, Cell>(whole, d);

@@ -9,12 +9,17 @@
 //   static constexpr bool unit_split  whether split.h may run its forward loop in two parts by hidden unit: then
 //                            forward reads and writes the state rows (Fw's h_prev, h_in, h, c_prev, c) with row stride
 //                            Loop::state_ld() and its gates and extra rows densely, G·H and H wide
+//   static constexpr bool unit_split_back  whether split.h may run its backward by unit too
+//   static constexpr bool mid_product  whether its forward runs a second GEMM over a whole row of its own outputs (the
+//                            GRU with reset before: W_hn (r h)); split, those rows (extra) are the layer's, with row
+//                            stride Loop::state_ld(), and the cell calls Loop::mid_step before the GEMM
 // Everything else (time slots, direction, lengths, the recurrent GEMMs' threads, layer norm of the
 // first GEMM, recurrent dropout, zoneout) is the driver's (driver.h).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -81,6 +86,14 @@ struct Loop {
   // H; the layer's whole H when this loop runs a slice of the units (split.h), its H being the slice's width
   int64_t ldh = 0;
   int64_t state_ld() const { return ldh ? ldh : H; }
+  // a split part: its first unit (the cell's state rows start there), and what a cell with a second GEMM over a whole
+  // row of its own outputs (the GRU with reset before: W_hn (r h)) calls between its passes: wait for the other part
+  int64_t j0 = 0;
+  std::function<void()> mid_step;
+  // the column of W_hhᵀ (row of W_hh) where gate block g starts is g · block(): H, but for a split part reading the
+  // whole W_hh in place (Loop::dot) the layer's H
+  int64_t wblock = 0;
+  int64_t block() const { return wblock ? wblock : H; }
   int64_t ldw;       // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
   const T* w_hhT;    // (P, rec) forward
   const T* w_hh;     // (rec, P) backward

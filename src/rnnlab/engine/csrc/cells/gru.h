@@ -23,20 +23,25 @@ struct GRUCell {
   static int64_t scratch(int64_t B, int64_t H) { return AFTER ? 3 * B * H : B * H; }
   static constexpr int64_t G = 3;  // stored gates
   static constexpr int64_t states = 1;
-  static constexpr bool unit_split = AFTER;  // split.h may run it by unit (reset before: W_hn (r h) reads every r)
+  // split.h may run its forward by unit; reset before in inference only (its backward is not split), each part's
+  // W_hn (r h) reading the whole row of r h that both parts write (Loop::mid_step waits for the other's units)
+  static constexpr bool unit_split = true;
+  static constexpr bool unit_split_back = AFTER;
+  static constexpr bool mid_product = !AFTER;
 
   static void forward(const Fw<T>& s, Loop<T>& k) {
     if (AFTER) {
       k.rows([&](int64_t b0, int64_t b1) { forward_after(s, k, b0, b1); });
       return;
     }
-    const int64_t B = k.B, H = k.H;
+    const int64_t B = k.B, H = k.H, ld = k.state_ld();
     k.rows([&](int64_t b0, int64_t b1) { forward_zr(s, k, b0, b1); });
     if (s.live)  // rows outside their sequence: r·h = 0, so their W_hn product is 0 too
       for (int64_t b = 0; b < B; ++b)
-        if (s.live[b] == T(0)) std::memset(s.extra + b * H, 0, H * sizeof(T));
+        if (s.live[b] == T(0)) std::memset(s.extra + b * ld, 0, H * sizeof(T));
+    if (k.mid_step) k.mid_step();  // a split part: the other part's units of r h are written too
     T* hn = k.scratch.data();
-    k.product(s.extra, 2 * H, H, hn, H);  // W_hn (r_t h_{t-1})
+    k.product(s.extra - k.j0, 2 * k.block(), H, hn, H);  // W_hn (r_t h_{t-1}), over the whole row of r h
     if (k.norm.on())                      // the candidate's own LN(W_hn (r h)): gain and bias rows 2H:
       ln_rows<T>(B, H, s.live, hn, H, k.norm.g_hh + 2 * H, k.norm.b_hh + 2 * H, k.norm.nhat + s.t * B * H,
                  k.norm.nrstd + s.t * B);
@@ -45,14 +50,14 @@ struct GRUCell {
 
   // z, r = σ(·);  rh = r h_in  (the input of the second GEMM, W_hn · rh)
   static RNNLAB_KERNEL void forward_zr(const Fw<T>& s, const Loop<T>& k, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GH = 3 * H;
+    const int64_t H = k.H, GH = 3 * H, ld = k.state_ld();
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hh_ = s.hh + b * 2 * H;
-      const T* __restrict hp = s.h_in + b * H;
+      const T* __restrict hp = s.h_in + b * ld;
       T* __restrict g_ = s.gate + b * GH;
-      T* __restrict rh_ = s.extra + b * H;
+      T* __restrict rh_ = s.extra + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = act::sigmoid(x_[j] + hh_[j]);          // z_t
@@ -66,14 +71,14 @@ struct GRUCell {
 
   // n = tanh(W_xn x + b_n + W_hn (r h_{t-1}));  h_t = (1 - z) h_{t-1} + z n
   static RNNLAB_KERNEL void forward_n(const Fw<T>& s, const Loop<T>& k, const T* __restrict hn, int64_t b0, int64_t b1) {
-    const int64_t H = k.H, GH = 3 * H;
+    const int64_t H = k.H, GH = 3 * H, ld = k.state_ld();
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
       const T* __restrict hn_ = hn + b * H;
-      const T* __restrict hp = s.h_prev + b * H;
+      const T* __restrict hp = s.h_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
-      T* __restrict h_ = s.h + b * H;
+      T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = g_[j];

@@ -25,6 +25,8 @@ struct LSTMCell {
   static constexpr int64_t G = 4;  // stored gates
   static constexpr int64_t states = 2;
   static constexpr bool unit_split = !COUPLED && !PEEP && !LN;  // split.h may run it by unit (LN: a row-wide pass)
+  static constexpr bool unit_split_back = unit_split;
+  static constexpr bool mid_product = false;
   static constexpr int64_t KG = COUPLED ? 1 : 2, KO = COUPLED ? 2 : 3;  // the blocks of g, o in xp, hh and da
 
   static void forward(const Fw<T>& s, Loop<T>& k) {

@@ -18,6 +18,8 @@ struct RNNCell {
   static constexpr int64_t G = 1;  // stored gates
   static constexpr int64_t states = 1;
   static constexpr bool unit_split = true;  // split.h may run its forward loop on two threads by unit
+  static constexpr bool unit_split_back = true;
+  static constexpr bool mid_product = false;
 
   // h_t = φ(a),  a = x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
   static void forward(const Fw<T>& s, Loop<T>& k) {
