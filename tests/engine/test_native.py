@@ -325,6 +325,33 @@ def test_one_row_against_a_large_w_hh_reads_it_row_by_row(cls, opts, pack, dtype
         torch.testing.assert_close(got.double(), ref, **tol)
 
 
+@pytest.mark.parametrize("cls,opts,H", [(rnnlab.GRU, {}, 301), (rnnlab.LSTM, dict(peepholes=True), 256),
+                                        (rnnlab.GRU, dict(reset="after", layer_norm=True), 301)], ids=str)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_by_row_product_on_the_team_matches_the_reference(cls, opts, H, threads, monkeypatch):
+    """A whole loop's float32 row-by-row product at batch 1 (Loop::dot_threads: its rows halved between OpenMP's
+    threads, in groups of four; an odd row count leaves an uneven last share), in layers that do not split (variants,
+    or RNNLAB_SPLIT=0), against the float64 reference."""
+    if not ops.available():
+        pytest.skip("the row-by-row product is the compiled operators'")
+    monkeypatch.setenv("RNNLAB_SPLIT", "0")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(3)
+        layer = cls(5, H, engine="native", **opts)
+        ref = cls(5, H, engine="reference", **opts).double()
+        ref.load_state_dict(layer.state_dict())
+        x = torch.randn(7, 1, 5)
+        with torch.inference_mode():
+            got = layer(x)[0]
+        with torch.no_grad():
+            want = ref(x.double())[0]
+        torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=2e-6)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_native_on_cuda_runs_cudnn_or_the_reference(name):

@@ -510,6 +510,11 @@ class Trainer:
         final = last_eval if last_eval is not None else self.evaluate()
         if self._writer is not None:
             self._writer.flush()
+        if self.world > 1:
+            # every process past its last collective and rank 0's checkpoint before any of them tears the group down
+            # (close): a rank that destroyed its gloo group while the other was still writing was seen to abort at
+            # exit ("terminate called without an active exception", twice in many CI runs of the distributed test)
+            torch.distributed.barrier()
         return TrainResult(
             config=self.config, run_dir=self.run_dir, history=list(self.history), final=final, best=dict(self.best),
             baselines=self.task.baselines(), step=self.step, finished=self.step >= tc.steps or self.stopped_early,

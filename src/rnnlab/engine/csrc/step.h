@@ -17,6 +17,7 @@
 // first GEMM, recurrent dropout, zoneout) is the driver's (driver.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include "blas.h"
 #include "norm.h"
@@ -119,6 +121,9 @@ struct Loop {
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
   // slower for small W_hh and for more rows
   bool dot = false;
+  // the threads the float32 row-by-row product runs on (make_loop: the step's BLAS threads for a whole loop; a split
+  // part's own loop has 1): its rows halved between OpenMP's team, outside another parallel region
+  int64_t dot_threads = 1;
   // a few rows against a W_hh that stays in cache (the driver decides: make_loop) run small_gemm.h's kernel
   // instead of BLAS: float32 only
   bool small = false;
@@ -177,12 +182,24 @@ struct Loop {
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     if (dot) {
       if constexpr (std::is_same_v<T, float>) {
-        if (B == 1) return small_gemv(width, P, in, w_hh + col * P, P, out);
+        if (B == 1) return gemv_rows(width, in, w_hh + col * P, out);
       }
       return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
     }
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
+  // out (width) = W (width, P) · in (P): small_gemv, its rows split between dot_threads threads
+  void gemv_rows(int64_t width, const float* in, const float* W, float* out) const {
+    if (dot_threads < 2 || omp_in_parallel() || width < 8) return small_gemv(width, P, in, W, P, out);
+#pragma omp parallel num_threads(static_cast<int>(dot_threads))
+    {
+      const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+      const int64_t share = (width / n + 3) / 4 * 4;  // whole groups of four rows
+      const int64_t lo = std::min(width, i * share), hi = i == n - 1 ? width : std::min(width, lo + share);
+      if (hi > lo) small_gemv(hi - lo, P, in, W + lo * P, P, out + lo);
+    }
+  }
+
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
   void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) {
     if constexpr (std::is_same_v<T, float>) {
