@@ -294,9 +294,9 @@ bool bf16_env(const char* value) {
 bool bf16_disabled() { return bf16_env("0"); }
 
 // Without AMX the bf16 mode is off unless asked for: on an AMD EPYC host (AVX-512-BF16, no AMX) MKL's bf16 GEMM ran the
-// per-step GEMMs at 0.90-1.27x float32's time (B = 32-128, H = 128-512), and whole training steps under autocast took
-// 1.06-2.05x the float32 step at (100, 64, 256, 256) and (50, 128, 256, 512) (BENCHMARKS.md, the AMD run): the bf16
-// copies and roundings then cost more than the GEMMs save.
+// per-step GEMMs at 0.90-1.27x float32's time (B = 32-128, H = 128-512), and the nine training steps under autocast that
+// ran the mode (RNN and GRUs from (100, 32, 64, 128)) took 0.93-1.57x rnnlab's float32 step (BENCHMARKS.md, the AMD
+// run): the bf16 copies and roundings cost about what the GEMMs save.
 std::string bf16_kernel() {
   const std::string& hw = bf16_hardware();
   if (!bf16_hardware_ok()) return hw;
@@ -426,8 +426,9 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 //   0.88-0.89 at (100, 1, 128, 256), the RNN 0.99 there and 0.95 at H = 512 (W_hh 2^16-2^18 numbers); 0.93-1.47 at
 //   H = 64 (the step is too short for a hand-off per step). At H = 512 (W_hh 2^19-2^20 numbers) the LSTM measured 1.08
 //   and the GRU 0.99 on an Intel host with BLAS's GEMV in the parts; with small_gemv reading each part's rows in place,
-//   on an AMD EPYC host, 0.62-0.65 (LSTM 5.7 → 3.5-3.7 ms, GRU 4.0-4.2 → 2.5-2.6 ms at (50, 1, 256, 512)), so no upper
-//   bound now.
+//   on an AMD EPYC host, 0.60-0.65 (LSTM 5.7 → 3.5-3.7 ms, GRU 4.0-4.2 → 2.5-2.6 ms at (50, 1, 256, 512)) against one loop with
+//   a one-thread product, 0.75 (LSTM) and 0.80 (seed GRU) against one loop with its product on both threads (min of
+//   40 calls), so no upper bound now.
 // - training (forward and backward split; each adds a hand-off per step): the GRU 0.88-0.97 from 2^20
 //   ((100, 32, 64, 128)) to (50, 128, 256, 512), 1.07-1.5 below; the LSTM 0.85-0.94 at H = 256 (2^23-2^24), but
 //   1.06 at (100, 64, 128, 128) and 1.09-1.12 at (50, 128, 256, 512); the RNN 0.94-1.68, so never.
@@ -482,10 +483,6 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.w_hh = r.w_hh.data_ptr<T>();
   k.dot = dot_rows(s);
   k.small = !k.dot && small_rows(s);
-  // the row-by-row product on the step's BLAS threads (a split part's own loop keeps 1): on the AMD EPYC host, B = 1,
-  // H = 512 inference of layers that do not split, two threads / one (min of 30 calls, three runs): LSTM with
-  // peepholes 0.70-0.86, GRU with layer norm 0.61-0.71, LSTM with proj_size = 256 0.92-1.06
-  k.dot_threads = k.dot ? step_threads(s.B, s.rec(), s.P) : 1;
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call

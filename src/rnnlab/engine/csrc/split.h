@@ -81,10 +81,9 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, n), T(0));
   k.X = X, k.w_ih = dot ? whole.w_ih + j0 * X : w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
-  if (dot) k.ih_blocks = blocks, k.ih_stride = H;
+  k.wblock = dot ? H : 0;  // at batch 1 its rows of each gate block, read in place
   k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
   k.j0 = j0;
-  k.wblock = dot ? H : n;
   // a cell with a mid-step GEMM over a whole row of its outputs (Cell::mid_product) writes them into ``shared`` (B, H),
   // the layer's row, and waits for the other part's units before its GEMM reads the row
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
@@ -102,10 +101,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
     T* h_next = d.states + q * B * H;
     const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
     T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
-    if (dot)  // gate block g: rows g·H + j0 … of the whole W_hh (k.w_hh starts at row j0)
-      for (int64_t g = 0; g < W1 / n; ++g) k.product(h_prev, g * k.block(), n, hh.data() + g * n, W1);
-    else
-      k.product(h_prev, 0, W1, hh.data(), W1);
+    k.product(h_prev, 0, W1, hh.data(), W1);
     Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev + j0, h_prev + j0, gate.data(), h_next + j0, c_prev,
                         c_next, ext},
                   k);

@@ -92,10 +92,10 @@ struct Loop {
   // row of its own outputs (the GRU with reset before: W_hn (r h)) calls between its passes: wait for the other part
   int64_t j0 = 0;
   std::function<void()> mid_step;
-  // the column of W_hhᵀ (row of W_hh) where gate block g starts is g · block(): H, but for a split part reading the
-  // whole W_hh in place (Loop::dot) the layer's H
+  // a split part at batch 1 reads its units' rows of the whole W_hh and W_ih in place (its w_hh and w_ih start at its
+  // first unit's row): wblock is then the layer's H, the row distance between gate blocks, and the loop's column c
+  // (gate block c / H, unit c % H of the part) is row (c / H) · wblock + c % H; 0: dense (gathered) weights
   int64_t wblock = 0;
-  int64_t block() const { return wblock ? wblock : H; }
   int64_t ldw;       // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
   const T* w_hhT;    // (P, rec) forward
   const T* w_hh;     // (rec, P) backward
@@ -121,9 +121,6 @@ struct Loop {
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
   // slower for small W_hh and for more rows
   bool dot = false;
-  // the threads the float32 row-by-row product runs on (make_loop: the step's BLAS threads for a whole loop; a split
-  // part's own loop has 1): its rows halved between OpenMP's team, outside another parallel region
-  int64_t dot_threads = 1;
   // a few rows against a W_hh that stays in cache (the driver decides: make_loop) run small_gemm.h's kernel
   // instead of BLAS: float32 only
   bool small = false;
@@ -146,9 +143,6 @@ struct Loop {
   const T* w_ih = nullptr;     // (gx, X)
   const T* b_ih = nullptr;     // (gx), or null without a bias
   const bf16_t* w_ih16 = nullptr;  // bf16 mode: W_ih's bf16 copy
-  // W_ih's rows in ih_blocks blocks of gx / ih_blocks rows, block g starting at w_ih + g · ih_stride rows: a split part
-  // reading its rows of each gate block of the whole W_ih in place (split.h, at batch 1); 1: one dense block
-  int64_t ih_blocks = 1, ih_stride = 0;
 
   // out (n, gx) = x (n, X) · W_ihᵀ + b, for n input rows (x16: the same rows in bf16, in bf16 mode)
   void input(int64_t n, int64_t gx, const T* x, const bf16_t* x16, T* out) const {
@@ -162,9 +156,9 @@ struct Loop {
     if constexpr (std::is_same_v<T, float>) {
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
     }
-    const int64_t rows = gx / ih_blocks;  // (the bf16 mode never runs split: one block)
-    for (int64_t g = 0; g < ih_blocks; ++g)
-      gemm_t<T>(n, rows, X, x, X, w_ih + g * ih_stride * X, X, beta, out + g * rows, gx);
+    if (!wblock) return gemm_t<T>(n, gx, X, x, X, w_ih, X, beta, out, gx);
+    for (int64_t g = 0; g < gx / H; ++g)  // a split part's gate blocks of the whole W_ih (the bf16 mode never splits)
+      gemm_t<T>(n, H, X, x, X, w_ih + g * wblock * X, X, beta, out + g * H, gx);
   }
 
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
@@ -181,17 +175,31 @@ struct Loop {
     }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     if (dot) {
-      if constexpr (std::is_same_v<T, float>) {
-        if (B == 1) return gemv_rows(width, in, w_hh + col * P, out);
+      if (!wblock) return by_rows(in, w_hh + col * P, width, out, ldo);
+      for (int64_t c = col; c < col + width;) {  // a split part: block by block, each a run of rows of the whole W_hh
+        const int64_t len = std::min(H - c % H, col + width - c);
+        by_rows(in, w_hh + (c / H * wblock + c % H) * P, len, out + (c - col), ldo);
+        c += len;
       }
-      return gemm_t<T>(B, width, P, in, P, w_hh + col * P, P, T(0), out, ldo);
+      return;
     }
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
-  // out (width) = W (width, P) · in (P): small_gemv, its rows split between dot_threads threads
+  // out (B, width) = in (B, P) · W (width, P)ᵀ for row-major W: in float32 at batch 1 small_gemv, its rows halved between
+  // OpenMP's threads outside another parallel region (a whole loop: a split part, a bidirectional level's direction and
+  // a wavefront's level run inside one, on one thread each), as BLAS threads its GEMV; else BLAS. Both threads / one,
+  // on the AMD EPYC host at B = 1, H = 512, for layers that do not split (min of 30 calls, three runs): LSTM with
+  // peepholes 0.70-0.86, GRU with layer norm 0.61-0.71, LSTM with proj_size = 256 0.92-1.06
+  void by_rows(const T* in, const T* W, int64_t width, T* out, int64_t ldo) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (B == 1) return gemv_rows(width, in, W, out);
+    }
+    gemm_t<T>(B, width, P, in, P, W, P, T(0), out, ldo);
+  }
   void gemv_rows(int64_t width, const float* in, const float* W, float* out) const {
-    if (dot_threads < 2 || omp_in_parallel() || width < 8) return small_gemv(width, P, in, W, P, out);
-#pragma omp parallel num_threads(static_cast<int>(dot_threads))
+    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (threads < 2 || width < 8) return small_gemv(width, P, in, W, P, out);
+#pragma omp parallel num_threads(threads)
     {
       const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
       const int64_t share = (width / n + 3) / 4 * 4;  // whole groups of four rows

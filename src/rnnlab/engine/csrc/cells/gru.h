@@ -41,7 +41,7 @@ struct GRUCell {
         if (s.live[b] == T(0)) std::memset(s.extra + b * ld, 0, H * sizeof(T));
     if (k.mid_step) k.mid_step();  // a split part: the other part's units of r h are written too
     T* hn = k.scratch.data();
-    k.product(s.extra - k.j0, 2 * k.block(), H, hn, H);  // W_hn (r_t h_{t-1}), over the whole row of r h
+    k.product(s.extra - k.j0, 2 * H, H, hn, H);  // W_hn (r_t h_{t-1}), over the whole row of r h
     if (k.norm.on())                      // the candidate's own LN(W_hn (r h)): gain and bias rows 2H:
       ln_rows<T>(B, H, s.live, hn, H, k.norm.g_hh + 2 * H, k.norm.b_hh + 2 * H, k.norm.nhat + s.t * B * H,
                  k.norm.nrstd + s.t * B);
