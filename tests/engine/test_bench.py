@@ -24,9 +24,9 @@ def test_bench_report_structure():
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
         for path in (row.path, row.infer_path):  # the engine's path, then the native loops' routes the call took
-            engine, *routes = path.replace("split back", "split-back").split()
-            assert engine in ("native-cpp", "reference", "torch-onednn") and set(routes) <= {"split", "split-back", "small",
-                                                                                           "bf16"}
+            engine, *routes = path.replace("split back", "split-back").replace("rows back", "rows-back").split()
+            assert engine in ("native-cpp", "reference", "torch-onednn") and set(routes) <= {
+                "split", "split-back", "rows", "rows-back", "small", "bf16"}
         assert row.infer_path.startswith("native-cpp small") == (bench.ops.available() and row.path != "torch-onednn")
         assert set(row.train_ms) >= {"native", "torch.nn"}
         assert ("rnnlab-torch" in row.train_ms) == (row.cell != "gru-before")

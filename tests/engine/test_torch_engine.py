@@ -98,8 +98,9 @@ def test_auto_picks_an_exact_engine():
             assert get_engine("auto", lstm, big).path(lstm, big) == "torch-onednn"
             assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
             assert choose(lstm, big.double(), False).name == "native"  # oneDNN's RNNs are float32
-        assert choose(lstm, x, False).name == "torch"  # training from 4096 to below B·H = 8192
-        assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"  # ... of one level only
+        assert choose(lstm, x, False).name == "native"  # training: the native loops at every size (split by row)
+        assert choose(lstm, big, False).name == "native"
+        assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"
         assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "native"
         wide = torch.randn(5, 128, 8)
         assert choose(lstm, wide, False).name == "native"  # training at B·H = 8192: the parameters need gradients

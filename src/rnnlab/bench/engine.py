@@ -29,8 +29,8 @@ threads, the median of repeats after warm-up of:
   native engine against the reference engine.
 
 rnnlab's number is the engine "auto" picks (the ``path`` column says which, and, for the native loops, the routes
-one call took: ``split`` forward, ``split back`` backward split by unit over both cores, ``small`` the small-rows
-kernel; ``routed``). GFLOP/s counts
+one call took: ``split`` forward, ``split back`` backward split by unit over both cores, ``rows`` and ``rows back`` split
+by row (each half of the batch a loop on a core of its own), ``small`` the small-rows kernel; ``routed``). GFLOP/s counts
 6·G·T·B·H·(X+H) per step (forward 2, backward 4 multiply-adds per weight and row) and is set
 against the SGEMM rate measured on the machine (the header gives the bfloat16 GEMM rate, measured alike).
 torch.nn and Flax have no GRU of the seed's form (reset="before"): gru-before is set against their GRU
@@ -230,13 +230,15 @@ def saved_mb(module, x) -> float:
 def routed(path: str, fn) -> str:
     """``path`` ("native-cpp", "torch-onednn", ...) and, for the native loops, the routes one call of ``fn`` took
     (``rnnlab::route_counts``): "split" (forward loops split by unit, csrc/split.h), "split back" (backward too),
-    "small" (the small-rows kernel, csrc/small_gemm.h), "bf16" (the operators' bf16 mode)."""
+    "rows" and "rows back" (split by row: halves of the batch on a thread each, split.h's run_rows), "small" (the
+    small-rows kernel, csrc/small_gemm.h), "bf16" (the operators' bf16 mode)."""
     if not path.startswith("native-cpp") or not ops.available():
         return path
     before = torch.ops.rnnlab.route_counts()
     fn()
-    _, split, small, split_back, bf16 = (a - b for a, b in zip(torch.ops.rnnlab.route_counts(), before))
-    tags = [name for name, n in (("split", split), ("split back", split_back), ("small", small), ("bf16", bf16)) if n]
+    _, split, small, split_back, bf16, rows, rows_back = (a - b for a, b in zip(torch.ops.rnnlab.route_counts(), before))
+    tags = [name for name, n in (("split", split), ("split back", split_back), ("rows", rows), ("rows back", rows_back),
+                                 ("small", small), ("bf16", bf16)) if n]
     return " ".join([path, *tags])
 
 
@@ -725,7 +727,8 @@ def to_markdown(report: dict) -> str:
     lines += [
         "",
         f"Inference (forward only, no autograd), median ms (the median of {INFER_ROUNDS} rounds that time the peers in "
-        "turn) — `path`: what rnnlab's call ran (`split`: the loop split by unit over both cores, `small`: the "
+        "turn) — `path`: what rnnlab's call ran (`split`: the loop split by unit over both cores, `rows`: by row, each "
+        "half of the batch a loop on a core of its own, `small`: the "
         "small-rows kernel) — onnxruntime runs the layer as ONNX's own RNN / LSTM / GRU "
         "operator (torch.nn's module exported; rnnlab's for gru-before) — `ratio` = rnnlab / fastest of torch.nn, JAX, "
         "onnxruntime; and memory saved for backward by one training step (MB):",

@@ -47,23 +47,21 @@ _TORCH = TorchEngine()
 # - inference from TORCH_LSTM_MIN_BH batch·hidden units: with the loop split by unit over both cores (csrc/split.h),
 #   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
 #   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.12 at 65536 ((50, 128, 256, 512));
-# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there;
-# - training of one unidirectional level from TORCH_LSTM_BF16_MIN_BH and only below NATIVE_LSTM_TRAIN_MIN_BH: native
-#   1.04-1.19 at B·H = 4096 ((100, 32, 64, 128)), but 0.65-0.91 from 8192 to (50, 128, 256, 512) (the native
-#   backward is the faster half); a 2-level stack at (100, 32, 64, 128) native 0.72-0.86 of the torch engine,
-#   bidirectional 0.65.
+# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there.
+# Training runs the native loops at every size: with a level split by row (each half of the batch on a core of its
+# own, csrc/split.h's run_rows) native / oneDNN measured 0.92 at (100, 32, 64, 128) and (100, 16, 128, 256), where
+# oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
+# (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
 TORCH_LSTM_MIN_BH = 16384
 TORCH_LSTM_BF16_MIN_BH = 4096
-NATIVE_LSTM_TRAIN_MIN_BH = 8192
 
 
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
-    inference from B·H = ``TORCH_LSTM_MIN_BH``, under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH``, in training
-    of one unidirectional level from ``TORCH_LSTM_BF16_MIN_BH`` to below ``NATIVE_LSTM_TRAIN_MIN_BH`` — else the
-    native engine."""
+    inference from B·H = ``TORCH_LSTM_MIN_BH`` and under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH`` — else the
+    native engine (training always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -77,8 +75,7 @@ def choose(layer, x: torch.Tensor, trace: bool):
         if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
             return _TORCH if bh >= TORCH_LSTM_BF16_MIN_BH else _NATIVE
         if training(layer, x):
-            single = layer.num_layers == 1 and layer.num_directions == 1
-            return _TORCH if single and TORCH_LSTM_BF16_MIN_BH <= bh < NATIVE_LSTM_TRAIN_MIN_BH else _NATIVE
+            return _NATIVE
         return _TORCH if bh >= TORCH_LSTM_MIN_BH else _NATIVE
     return _NATIVE
 

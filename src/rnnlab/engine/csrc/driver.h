@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "step.h"
+#include "workspace.h"
 
 namespace rnnlab {
 
@@ -60,6 +61,10 @@ struct Direction {
   T* dhr = nullptr;             // (T, B, P) projection only: ∂h_t entering W_hr, for ∂W_hr
   T* dh0 = nullptr;             // (B, P)
   T* dc0 = nullptr;             // (B, H) LSTM
+  // the rows of each time slot of the (T, ·, ·) arrays above when the loop runs a part of them (split.h's
+  // run_rows: its pointers start at the part's first row), else 0: the loop's own B
+  int64_t rows = 0;
+  int64_t row_slot(int64_t B) const { return rows ? rows : B; }
   T* dg_hh = nullptr;           // layer norm's gains' and biases' gradients
   T* db_hh = nullptr;
   T* dg_c = nullptr;
@@ -97,71 +102,92 @@ void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d,
 
 // The input projection xp_t = x_t W_ihᵀ + b, handed to the driver whole (Direction::xp) or computed by it a
 // chunk of steps at a time into a buffer that stays in cache: one GEMM over the chunk's rows, never a
-// (T, B, gx) array written to memory and read back, and no large allocation per call.
+// (T, B, gx) array written to memory and read back. Its buffers are taken from ``ws``, the caller's workspace scope
+// (workspace.h: kept by the thread between calls), which must outlive it.
 template <typename T>
 class InputChunks {
  public:
-  InputChunks(const Loop<T>& k, const Direction<T>& d, int64_t gx) : k_(k), d_(d), gx_(gx) {
+  InputChunks(const Loop<T>& k, const Direction<T>& d, int64_t gx, Workspace& ws) : k_(k), d_(d), gx_(gx) {
     if (d.xp) return;
     // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows
     steps_ = std::clamp<int64_t>((int64_t(1) << 17) / std::max<int64_t>(1, k.B * gx), 1, std::max<int64_t>(1, d.steps));
-    buf_.reset(new T[steps_ * k.B * gx]);  // (not zeroed: every chunk is written before it is read)
+    buf_ = ws.take<T>(steps_ * k.B * gx);  // (not zeroed: every chunk is written before it is read)
+    if (d.row_slot(k.B) != k.B) {  // a part of each time slot's rows (Direction::rows): gathered here first
+      rows_ = ws.take<T>(steps_ * k.B * k.X);
+      if (d.x16) rows16_ = ws.take<bf16_t>(steps_ * k.B * k.X);
+    }
   }
   // step s's xp rows (B, gx): at the first step of each chunk, the chunk's GEMM
   const T* at(int64_t s, int64_t t) {
-    if (d_.xp) return d_.xp + t * k_.B * gx_;
+    const int64_t B = k_.B, R = d_.row_slot(B);
+    if (d_.xp) return d_.xp + t * R * gx_;
     if (s % steps_ == 0) {
       const int64_t n = std::min(steps_, d_.steps - s);
       lo_ = d_.reverse ? t - n + 1 : t;  // the chunk's earliest time: its rows are contiguous in x
-      const int64_t row = lo_ * k_.B;
-      k_.input(n * k_.B, gx_, d_.x + row * k_.X, d_.x16 ? d_.x16 + row * k_.X : nullptr, buf_.get());
+      if (R == B) {
+        const int64_t row = lo_ * B;
+        k_.input(n * B, gx_, d_.x + row * k_.X, d_.x16 ? d_.x16 + row * k_.X : nullptr, buf_);
+      } else {  // a part of each time slot's rows: gathered, then one GEMM (a GEMM per step of few rows is slower)
+        const int64_t X = k_.X;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t row = (lo_ + i) * R;
+          std::memcpy(rows_ + i * B * X, d_.x + row * X, B * X * sizeof(T));
+          if (d_.x16) std::memcpy(rows16_ + i * B * X, d_.x16 + row * X, B * X * sizeof(bf16_t));
+        }
+        k_.input(n * B, gx_, rows_, rows16_, buf_);
+      }
     }
-    return buf_.get() + (t - lo_) * k_.B * gx_;
+    return buf_ + (t - lo_) * k_.B * gx_;
   }
 
  private:
   const Loop<T>& k_;
   const Direction<T>& d_;
   int64_t gx_, steps_ = 1, lo_ = 0;
-  std::unique_ptr<T[]> buf_;
+  T* buf_ = nullptr;
+  T* rows_ = nullptr;  // a part's rows of the chunk's inputs (Direction::rows)
+  bf16_t* rows16_ = nullptr;
 };
 
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
   const int64_t GH = Cell::G * H;  // stored gates: the LSTM keeps (f, i, g, o) even when coupled
+  const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   if (!k.w_hhT16 && !k.dot && !k.small && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
-  std::vector<T> hh(B * W1), hin(d.h_mask ? B * P : 0);
-  InputChunks<T> xp(k, d, GX);
+  Workspace ws;
+  T* hh = ws.take<T>(B * W1);
+  T* hin = ws.take<T>(d.h_mask ? B * P : 0);
+  InputChunks<T> xp(k, d, GX, ws);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
-    const T* live = d.mask ? d.mask + t * B : nullptr;
-    const T* h_prev = d.states + p * B * P;
-    T* h_next = d.states + n * B * P;
+    const T* live = d.mask ? d.mask + t * RS : nullptr;
+    const T* h_prev = d.states + p * RS * P;
+    T* h_next = d.states + n * RS * P;
     const int64_t kt = d.keep ? t : 0;  // the slot of this step's gates, extra and m
-    T* m = d.m ? d.m + kt * B * H : nullptr;  // projection: the cell's h is m_t, h_t = m_t W_hrᵀ
+    T* m = d.m ? d.m + kt * RS * H : nullptr;  // projection: the cell's h is m_t, h_t = m_t W_hrᵀ
     const T* h_in = h_prev;
     if (d.h_mask) {  // recurrent dropout: W_hh sees h_{t-1} · mask
       for (int64_t j = 0; j < B * P; ++j) hin[j] = h_prev[j] * d.h_mask[j];
-      h_in = hin.data();
+      h_in = hin;
     }
-    k.product(h_in, 0, W1, hh.data(), W1);
+    k.product(h_in, 0, W1, hh, W1);
     if (k.norm.on())
-      ln_rows<T>(B, W1, live, hh.data(), W1, k.norm.g_hh, k.norm.b_hh, k.norm.uhat + t * B * W1, k.norm.urstd + t * B);
-    const T* c_prev = d.cells ? d.cells + p * B * H : nullptr;
-    T* c_next = d.cells ? d.cells + n * B * H : nullptr;
-    T* c_new = d.cells && d.zone ? d.c_pre + t * B * H : c_next;  // C_t, before zoneout
-    T* gate = d.gates + kt * B * GH;
-    T* extra = d.extra ? d.extra + kt * B * H : nullptr;
-    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
+      ln_rows<T>(B, W1, live, hh, W1, k.norm.g_hh, k.norm.b_hh, k.norm.uhat + t * RS * W1, k.norm.urstd + t * RS);
+    const T* c_prev = d.cells ? d.cells + p * RS * H : nullptr;
+    T* c_next = d.cells ? d.cells + n * RS * H : nullptr;
+    T* c_new = d.cells && d.zone ? d.c_pre + t * RS * H : c_next;  // C_t, before zoneout
+    T* gate = d.gates + kt * RS * GH;
+    T* extra = d.extra ? d.extra + kt * RS * H : nullptr;
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh, h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
                   k);
     if (m) k.project(m, h_next);  // (a row past its end is put back below; GEMM rows do not mix)
     if (d.zone) {
-      zoneout_rows<T>(B, P, live, d.zone + (S * t) * B * H, h_prev, h_next, h_next);
-      if (S == 2) zoneout_rows<T>(B, H, live, d.zone + (S * t + 1) * B * H, c_prev, c_new, c_next);
+      zoneout_rows<T>(B, P, live, d.zone + (S * t) * RS * H, h_prev, h_next, h_next);
+      if (S == 2) zoneout_rows<T>(B, H, live, d.zone + (S * t + 1) * RS * H, c_prev, c_new, c_next);
     }
     if (live) {  // rows past their sequence: state unchanged, gates zero
       for (int64_t b = 0; b < B; ++b) {
@@ -180,7 +206,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
 template <typename T, class Cell>
 void run_backward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H), R = Cell::rec(H);
-  const int64_t GH = Cell::G * H;
+  const int64_t GH = Cell::G * H, RS = d.row_slot(B);
   constexpr int64_t S = Cell::states;
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
@@ -204,27 +230,27 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   std::vector<T> proj(d.dhr ? 3 * B * H : 0, T(0));
   T* dm = d.dhr ? proj.data() : nullptr;
   const int64_t last = d.reverse ? 0 : steps;
-  std::memcpy(dh, d.g_states + last * B * P, B * P * sizeof(T));
+  std::memcpy(dh, d.g_states + last * RS * P, B * P * sizeof(T));
   if (d.g_cells)
-    std::memcpy(dc, d.g_cells + last * B * H, B * H * sizeof(T));
+    std::memcpy(dc, d.g_cells + last * RS * H, B * H * sizeof(T));
   else
     std::memset(dc, 0, B * H * sizeof(T));
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
-    const T* live = d.mask ? d.mask + t * B : nullptr;
-    const T* h_prev = d.states + p * B * P;
-    const T* gh_prev = d.g_states + p * B * P;
-    const T* gc_prev = d.g_cells ? d.g_cells + p * B * H : zero_cells;
-    T* da = d.da + t * B * GX;
+    const T* live = d.mask ? d.mask + t * RS : nullptr;
+    const T* h_prev = d.states + p * RS * P;
+    const T* gh_prev = d.g_states + p * RS * P;
+    const T* gc_prev = d.g_cells ? d.g_cells + p * RS * H : zero_cells;
+    T* da = d.da + t * RS * GX;
     if (d.zone) {
-      zoneout_rows_back<T>(B, P, live, d.zone + (S * t) * B * H, dh, carry.data());
+      zoneout_rows_back<T>(B, P, live, d.zone + (S * t) * RS * H, dh, carry.data());
       if (S == 2) {
-        zoneout_rows_back<T>(B, H, live, d.zone + (S * t + 1) * B * H, dc, carry.data() + B * H);
+        zoneout_rows_back<T>(B, H, live, d.zone + (S * t + 1) * RS * H, dc, carry.data() + B * H);
         if (d.g_cpre)  // the traces' C_t (before zoneout)
           for (int64_t b = 0; b < B; ++b)
             if (!skip(live, b))
-              for (int64_t j = b * H; j < (b + 1) * H; ++j) dc[j] += d.g_cpre[t * B * H + j];
+              for (int64_t j = b * H; j < (b + 1) * H; ++j) dc[j] += d.g_cpre[t * RS * H + j];
       }
     }
     if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through
@@ -244,23 +270,23 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
       std::memset(dhin, 0, B * P * sizeof(T));
       acc = dhin;
     }
-    const T* c_t = lstm ? (d.zone ? d.c_pre + t * B * H : d.cells + n * B * H) : nullptr;  // C_t before zoneout
+    const T* c_t = lstm ? (d.zone ? d.c_pre + t * RS * H : d.cells + n * RS * H) : nullptr;  // C_t before zoneout
     if (dm) {  // h_t = m_t W_hrᵀ: keep ∂h_t for ∂W_hr, and ∂m_t = ∂h_t W_hr
-      std::memcpy(d.dhr + t * B * P, dh, B * P * sizeof(T));
+      std::memcpy(d.dhr + t * RS * P, dh, B * P * sizeof(T));
       k.project_back(dh, dm);
     }
-    const Bw<T> step{t,       live,    d.gates + t * B * GH, d.g_gates ? d.g_gates + t * B * GH : zero_gates,
+    const Bw<T> step{t,       live,    d.gates + t * RS * GH, d.g_gates ? d.g_gates + t * RS * GH : zero_gates,
                      h_prev,  h_in,    dm ? dm : dh,         dm ? dm + 2 * B * H : gh_prev,
-                     dm ? dm + B * H : dh_prev, acc, c_t,     lstm ? d.cells + p * B * H : nullptr,
-                     dc,      gc_prev, d.extra ? d.extra + t * B * H : nullptr,
-                     da,      d.dhn ? d.dhn + t * B * H : nullptr};
+                     dm ? dm + B * H : dh_prev, acc, c_t,     lstm ? d.cells + p * RS * H : nullptr,
+                     dc,      gc_prev, d.extra ? d.extra + t * RS * H : nullptr,
+                     da,      d.dhn ? d.dhn + t * RS * H : nullptr};
     Grad<T> g = Cell::backward(step, k);
     if (dm)  // the direct part of ∂h_{t-1}: the outputs' own gradient, for the rows inside their sequence
       for (int64_t b = 0; b < B; ++b)
         if (!skip(live, b)) std::memcpy(dh_prev + b * P, gh_prev + b * P, P * sizeof(T));
     if (k.norm.on()) {  // through LN(W_h ·) to the raw GEMM outputs, kept for ∂W_hh
-      T* dhh = k.norm.dhh + t * B * R;
-      ln_rows_back<T>(B, W1, live, g.d, g.ld, k.norm.g_hh, k.norm.uhat + t * B * W1, k.norm.urstd + t * B, dhh, R,
+      T* dhh = k.norm.dhh + t * RS * R;
+      ln_rows_back<T>(B, W1, live, g.d, g.ld, k.norm.g_hh, k.norm.uhat + t * RS * W1, k.norm.urstd + t * RS, dhh, R,
                       grads.g_hh.data(), grads.b_hh.data(), k.ln_step.data());
       g = {dhh, R};
     }

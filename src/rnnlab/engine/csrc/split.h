@@ -43,6 +43,7 @@
 #include "driver.h"
 #include "threads.h"
 #include "transpose.h"
+#include "workspace.h"
 
 namespace rnnlab {
 
@@ -64,23 +65,27 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   // (at batch 1, the dot products and the input projection read the part's rows of the whole W_hh and W_ih in place,
   // one gate block at a time: no copies, which there cost as much as several steps)
   const bool dot = whole.dot;
-  std::vector<T> w_ih(dot ? 0 : GX * X), bias(whole.b_ih ? GX : 0), w_hh(dot ? 0 : GX * P), w_hhT(dot ? 0 : GX * P);
-  if (!dot) gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih.data());
-  if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias.data());
+  Workspace ws;  // this thread's, kept between calls (workspace.h)
+  T* w_ih = ws.take<T>(dot ? 0 : GX * X);
+  T* bias = ws.take<T>(whole.b_ih ? GX : 0);
+  T* w_hh = ws.take<T>(dot ? 0 : GX * P);
+  T* w_hhT = ws.take<T>(dot ? 0 : GX * P);
+  if (!dot) gather_units(blocks, H, j0, n, X, whole.w_ih, w_ih);
+  if (whole.b_ih) gather_units(blocks, H, j0, n, int64_t(1), whole.b_ih, bias);
   if (!dot) {
-    gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());
-    transpose(GX, P, w_hh.data(), w_hhT.data());
+    gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh);
+    transpose(GX, P, w_hh, w_hhT);
   }
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
-  k.w_hhT = dot ? nullptr : w_hhT.data(), k.w_hh = dot ? whole.w_hh + j0 * P : w_hh.data(), k.w_hrT = k.w_hr = nullptr;
+  k.w_hhT = dot ? nullptr : w_hhT, k.w_hh = dot ? whole.w_hh + j0 * P : w_hh, k.w_hrT = k.w_hr = nullptr;
   k.dot = dot;
   k.b_hn = whole.b_hn + j0;
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;  // zeros (no peepholes here), at least H long
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, n), T(0));
-  k.X = X, k.w_ih = dot ? whole.w_ih + j0 * X : w_ih.data(), k.b_ih = whole.b_ih ? bias.data() : nullptr;
+  k.X = X, k.w_ih = dot ? whole.w_ih + j0 * X : w_ih, k.b_ih = whole.b_ih ? bias : nullptr;
   k.wblock = dot ? H : 0;  // at batch 1 its rows of each gate block, read in place
   k.small = whole.small;  // a few rows: small_gemm.h's kernel, as the whole loop would run it
   k.j0 = j0;
@@ -89,10 +94,11 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
   if (!k.small && !dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
-  std::vector<T> hh(B * W1), gate(B * G * n), extra(Cell::mid_product ? 0 : B * n);
-  T* ext = Cell::mid_product ? shared + j0 : extra.data();  // the GRU's extra rows (row stride lde)
+  T* hh = ws.take<T>(B * W1);
+  T* gate = ws.take<T>(B * G * n);
+  T* ext = Cell::mid_product ? shared + j0 : ws.take<T>(B * n);  // the GRU's extra rows (row stride lde)
   const int64_t lde = Cell::mid_product ? H : n;
-  InputChunks<T> xp(k, d, GX);
+  InputChunks<T> xp(k, d, GX, ws);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, q;
     slots(steps, s, d.reverse, &t, &p, &q);
@@ -101,15 +107,15 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
     T* h_next = d.states + q * B * H;
     const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
     T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
-    k.product(h_prev, 0, W1, hh.data(), W1);
-    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh.data(), h_prev + j0, h_prev + j0, gate.data(), h_next + j0, c_prev,
+    k.product(h_prev, 0, W1, hh, W1);
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh, h_prev + j0, h_prev + j0, gate, h_next + j0, c_prev,
                         c_next, ext},
                   k);
     if (d.keep) {  // the gates (and the GRU's extra) in the layer's layout, for backward
       T* kept = d.gates + t * B * GH;
       for (int64_t b = 0; b < B; ++b)
         for (int64_t g = 0; g < G; ++g)
-          std::memcpy(kept + b * GH + g * H + j0, gate.data() + b * G * n + g * n, n * sizeof(T));
+          std::memcpy(kept + b * GH + g * H + j0, gate + b * G * n + g * n, n * sizeof(T));
       if (d.extra)
         for (int64_t b = 0; b < B; ++b)
           std::memcpy(d.extra + (t * B + b) * H + j0, ext + b * lde, n * sizeof(T));
@@ -169,19 +175,23 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   const int64_t steps = d.steps, B = whole.B, H = whole.H, P = whole.P;
   const int64_t GX = Cell::gx(H), GH = Cell::G * H, blocks = GX / H, W = blocks * n;
   const bool lstm = d.cells != nullptr;
-  std::vector<T> w_hh(W * P), grad(B * W);
-  gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh.data());  // its rows of W_hh (W, P)
+  Workspace ws;
+  T* w_hh = ws.take<T>(W * P);
+  T* grad = ws.take<T>(B * W);
+  gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh);  // its rows of W_hh (W, P)
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
-  k.w_hhT = nullptr, k.w_hh = w_hh.data(), k.w_hrT = k.w_hr = nullptr;
+  k.w_hhT = nullptr, k.w_hh = w_hh, k.w_hrT = k.w_hr = nullptr;
   k.b_hn = whole.b_hn + j0;
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
-  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H), T(0));
-  const T* zero_gates = zeros.data();
-  const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
+  const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H);
+  T* zeros = ws.take<T>(nz);
+  std::fill(zeros, zeros + nz, T(0));
+  const T* zero_gates = zeros;
+  const T* zero_cells = zeros + (d.g_gates ? 0 : B * GH);
 
   const int64_t last = d.reverse ? 0 : steps;
   for (int64_t b = 0; b < B; ++b) {
@@ -228,9 +238,9 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
     const Grad<T> g = Cell::backward(step, k);  // its columns of each block, from g.d (already at column j0)
     for (int64_t b = 0; b < B; ++b)
       for (int64_t blk = 0; blk < blocks; ++blk)
-        std::memcpy(grad.data() + b * W + blk * n, g.d + b * g.ld + blk * H, n * sizeof(T));
+        std::memcpy(grad + b * W + blk * n, g.d + b * g.ld + blk * H, n * sizeof(T));
     T* slot = shares + (s % 2) * 2 * B * P;
-    gemm<T>(B, P, W, grad.data(), W, w_hh.data(), P, T(0), slot + part * B * P, P);  // its share of ∂h_{t-1}
+    gemm<T>(B, P, W, grad, W, w_hh, P, T(0), slot + part * B * P, P);  // its share of ∂h_{t-1}
     if (!barrier.wait()) return;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = b * P + j0; j < b * P + j0 + n; ++j) dh_prev[j] += slot[j] + slot[B * P + j];
@@ -260,6 +270,16 @@ bool run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut
   if (run_jobs(2, part, [&] { barrier.fail(); })) return true;
   run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no pair of threads: one loop
   return false;
+}
+
+// Split by row: part(b0, n) for the rows [0, B/2) and [B/2, B) at once, on two threads of OpenMP's team (run_jobs), each
+// a whole loop (run_forward, run_backward) over its rows of the layer's arrays (ops.cpp's rows_of). A row's numbers
+// never meet another row's inside a step, so the parts need no hand-off: each reads all of W_hh every step. False, with
+// nothing run, where no pair of threads came.
+template <class Part>
+bool run_rows(int64_t B, Part part) {
+  const int64_t cut = B / 2;
+  return run_jobs(2, [&](int64_t i) { i == 0 ? part(int64_t(0), cut) : part(cut, B - cut); }, [] {});
 }
 
 }  // namespace rnnlab
