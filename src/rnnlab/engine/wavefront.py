@@ -22,9 +22,10 @@ it does in the whole sequence's GEMM, which MKL does for chunks of a few hundred
   small stack: B·H ≤ ``TRAINING_MAX_BH`` (4096 for the LSTM, 8192 for the GRU and the RNN); any training call with
   ``TRAINING`` or ``RNNLAB_WAVEFRONT=1`` (see ``TRAINING`` for the measurements behind this default);
 * in eager mode also two or more torch threads (``torch.get_num_threads()``), no autocast, ``T ≥ MIN_STEPS``,
-  and, for a call without backward, levels that do not run split by unit (``rnnlab::splits_units``,
-  csrc/split.h: then each level's loop already runs on both cores, and level after level measured 0.67-0.90× the
-  wavefront's time for the LSTM and the reset-after GRU at (200, 4, 32, 64) to (100, 64, 256, 256));
+  and levels that do not run split, by unit or by row (``rnnlab::splits_level``, csrc/split.h: then each level's
+  loop already runs on both cores; level after level measured 0.67-0.90× the wavefront's time in inference for the
+  LSTM and the reset-after GRU at (200, 4, 32, 64) to (100, 64, 256, 256) split by unit, and 0.88-0.90× in training
+  at (100, 16, 64, 128) and (100, 32, 64, 128) split by row, LSTM, GRU and RNN);
   under torch.compile the above alone (the operator runs its levels in turn on one thread); never under
   torch.export (one ``recurrent_level`` node per level, as the export documents).
 
@@ -81,12 +82,14 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
     recorded = training(layer, x)
     if torch.compiler.is_compiling():  # (no guard on B: a small stack's training rule is eager's only)
         return mode == "1" or TRAINING or not recorded
+    forced = mode == "1" or TRAINING
     small = x.shape[1] * layer.hidden_size <= TRAINING_MAX_BH[cell]
-    if recorded and not (mode == "1" or TRAINING or small):
+    if recorded and not (forced or small):
         return False
     if torch.get_num_threads() < 2 or torch.is_autocast_enabled("cpu") or x.shape[0] < MIN_STEPS:
         return False
-    return recorded or not torch.ops.rnnlab.splits_units(cell, x.shape[1], layer.hidden_size, False)
+    # a level whose loop runs split (by unit or by row) already uses both cores
+    return (recorded and forced) or not torch.ops.rnnlab.splits_level(cell, x.shape[1], layer.hidden_size, recorded)
 
 
 if ops.library_path() is not None:

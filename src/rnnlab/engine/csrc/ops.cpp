@@ -1199,13 +1199,23 @@ Tensor small_gemv_op(const Tensor& w, const Tensor& a) {
 // rnnlab::splits_units: whether a plain one-direction level (no variants, no projection) of this cell and size runs
 // split by unit (split.h) on this thread count: the stack's rule (engine/wavefront.py) keeps such levels off the
 // wavefront in inference, since each level already uses both cores
-bool splits_units(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+Shape plain_level(c10::string_view cell, int64_t B, int64_t H) {  // a stack's upper level: X = H, float32
   Shape s{};
   s.kind = kind_of(cell);
   s.D = 1, s.B = B, s.H = s.P = H, s.T = 1, s.X = H;
   s.GX = input_gates(s.kind, false) * H, s.GH = stored_gates(s.kind) * H;
   s.dtype = at::kFloat;
-  return split_units(s, false, keep);
+  return s;
+}
+bool splits_units(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+  return split_units(plain_level(cell, B, H), false, keep);
+}
+
+// rnnlab::splits_level: whether such a level's loop runs on two threads of its own, split by unit or by row
+// (split.h): the stack's rule keeps those levels off the wavefront
+bool splits_level(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+  const Shape s = plain_level(cell, B, H);
+  return split_rows(s, false, keep) || split_units(s, false, keep);
 }
 
 // rnnlab::route_counts (tests and the bench) — the operators' loops so far, by route: [forward on one loop, forward
@@ -1234,6 +1244,7 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("transpose(Tensor w) -> Tensor", &rnnlab::transpose_op);
   m.def("route_counts() -> int[]", &rnnlab::route_counts);
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
+  m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
   m.def("small_gemv(Tensor w, Tensor a) -> Tensor", &rnnlab::small_gemv_op);
