@@ -162,17 +162,20 @@ def test_misses_name_each_target_missed():
     assert bench.misses(report)[1] == "rnn (100, 64, 256, 256): 50 % of the SGEMM rate (target ≥ 60 %)"
 
 
-def test_bf16_path_and_split():
+def test_bf16_path_and_split(monkeypatch):
     """Which path a layer's autocast step runs, and the bf16 split of a step (the per-step GEMMs as the bf16 mode
     runs them) where this machine has the bf16 kernel."""
     small = bench._rnnlab_layer("gru-after", 4, 8, "auto")
     assert bench.bf16_path(small, torch.randn(3, 2, 4)) == "native-cpp float32"  # below the mode's threshold
     big = bench._rnnlab_layer("lstm", 8, 64, "auto")
-    x = torch.randn(3, 64, 8)  # B·H = 4096: torch's oneDNN kernel under autocast on 2+ threads
+    x = torch.randn(3, 64, 8)  # B·H = 4096: torch's oneDNN kernel under autocast on 2+ threads, where not split by row
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
+        monkeypatch.setenv("RNNLAB_ROWS", "0")
         assert bench.bf16_path(big, x) == "torch-onednn"
+        monkeypatch.delenv("RNNLAB_ROWS")
+        assert bench.bf16_path(big, x).startswith("native-cpp")
     finally:
         torch.set_num_threads(old)
     if not bench.bf16_kernel().startswith("mkl-bf16"):

@@ -124,6 +124,34 @@ def test_bf16_outputs_and_gradients_within_bound(cls, opts):
     assert rel(bf[0].float(), ref[0].to(bf[0].dtype).float()) > 0
 
 
+@requires_bf16
+@pytest.mark.parametrize("cls,opts", [c for c in CASES if not c[1].get("layer_norm")], ids=str)
+def test_bf16_split_by_row_within_bound(cls, opts, monkeypatch):
+    """One direction of two levels, each level's loop split by row (RNNLAB_ROWS=1: each half of the batch a bf16-mode
+    loop on a thread of its own, forward and backward): within the same bound, and the counters saw both routes."""
+    monkeypatch.setenv("RNNLAB_ROWS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the split runs on two
+    try:
+        torch.manual_seed(0)
+        layer = contractive(cls(X, H, num_layers=2, engine="native", **opts))
+        x = torch.randn(T, B, X, requires_grad=True)
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[0] = T
+        before = torch.ops.rnnlab.route_counts()
+        bf = run(layer, x, lengths, True)
+        after = torch.ops.rnnlab.route_counts()
+        assert after[4] > before[4] and after[5] > before[5] and after[6] > before[6], (before, after)
+        ref = run(layer, x, lengths, False)
+    finally:
+        torch.set_num_threads(threads)
+    errors = [rel(a, b) for a, b in zip(bf, ref)]
+    bounds = [BOUND] * len(errors)
+    if opts.get("nonlinearity") == "relu":
+        bounds[2:] = [max(BOUND, 2 * e) for e in step_sensitivity(layer, x, lengths, ref)[2:]]
+    assert all(e <= b for e, b in zip(errors, bounds)), (errors, bounds)
+
+
 @pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(layer_norm=True)), (rnnlab.RNN, {})],
                          ids=str)
 def test_forced_fallback_is_float32(cls, opts, monkeypatch):

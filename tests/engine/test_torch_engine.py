@@ -1,6 +1,8 @@
 """The torch engine (torch's fused kernels on converted weights) and "auto"'s choice, against the
 reference engine."""
 
+import os
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -105,8 +107,18 @@ def test_auto_picks_an_exact_engine():
         wide = torch.randn(5, 128, 8)
         assert choose(lstm, wide, False).name == "native"  # training at B·H = 8192: the parameters need gradients
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert choose(lstm, wide, False).name == "torch"  # bf16: oneDNN's kernel from B·H = 4096
-            assert choose(lstm, x, False).name == "torch"
+            # bf16: oneDNN's kernel from B·H = 4096, unless the level splits by row (W_hh here is 64 KB)
+            assert choose(lstm, wide, False).name == "native"
+            assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "torch"
+            before = os.environ.get("RNNLAB_ROWS")
+            os.environ["RNNLAB_ROWS"] = "0"
+            try:
+                assert choose(lstm, wide, False).name == "torch"
+                assert choose(lstm, x, False).name == "torch"
+            finally:
+                os.environ.pop("RNNLAB_ROWS")
+                if before is not None:
+                    os.environ["RNNLAB_ROWS"] = before
         lstm.requires_grad_(False)
         assert choose(lstm, wide, False).name == "native"  # no gradient asked for: inference, below 16384
         assert choose(lstm, big, False).name == "torch"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from . import ops
 from .fused import NativeEngine
 from .reference import ReferenceEngine
 from .torch_kernel import TorchEngine, unsupported
@@ -47,7 +48,9 @@ _TORCH = TorchEngine()
 # - inference from TORCH_LSTM_MIN_BH batch·hidden units: with the loop split by unit over both cores (csrc/split.h),
 #   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
 #   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.12 at 65536 ((50, 128, 256, 512));
-# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there.
+# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except where a
+#   one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128) (1.14 on
+#   one loop), 1.00 at (100, 64, 256, 256).
 # Training runs the native loops at every size: with a level split by row (each half of the batch on a core of its
 # own, csrc/split.h's run_rows) native / oneDNN measured 0.92 at (100, 32, 64, 128) and (100, 16, 128, 256), where
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
@@ -57,11 +60,18 @@ TORCH_LSTM_MIN_BH = 16384
 TORCH_LSTM_BF16_MIN_BH = 4096
 
 
+def _splits_rows(layer, x: torch.Tensor) -> bool:
+    """Whether this one-direction layer's levels run split by row (csrc/split.h's run_rows) in this call."""
+    if layer.num_directions != 1 or not ops.available():
+        return False
+    return torch.ops.rnnlab.splits_rows("lstm", x.shape[1], layer.hidden_size, training(layer, x))
+
+
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
-    inference from B·H = ``TORCH_LSTM_MIN_BH`` and under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH`` — else the
-    native engine (training always)."""
+    inference from B·H = ``TORCH_LSTM_MIN_BH`` and under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH`` (unless its
+    levels split by row) — else the native engine (float32 training always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -73,7 +83,9 @@ def choose(layer, x: torch.Tensor, trace: bool):
     if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and not projected and torch.get_num_threads() >= 2:
         bh = x.shape[1] * layer.hidden_size
         if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
-            return _TORCH if bh >= TORCH_LSTM_BF16_MIN_BH else _NATIVE
+            if bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
+                return _NATIVE
+            return _TORCH
         if training(layer, x):
             return _NATIVE
         return _TORCH if bh >= TORCH_LSTM_MIN_BH else _NATIVE

@@ -498,7 +498,7 @@ bool rows_pay(const Shape& s, bool keep) {
   return s.B >= (keep && rnn ? 16 : 8) && (keep ? 2 * w_hh_bytes <= l2 : 2 * w_hh_bytes < l2);
 }
 bool split_rows(const Shape& s, bool half, bool keep) {
-  const bool can = s.D == 1 && !half && !s.ln_hh && !s.ln_ih && s.B >= 2 && at::get_num_threads() >= 2;
+  const bool can = s.D == 1 && !s.ln_hh && !s.ln_ih && s.B >= 2 && at::get_num_threads() >= 2;
   if (!can) return false;
   const char* env = std::getenv("RNNLAB_ROWS");
   if (env && std::string(env) == "0") return false;
@@ -675,7 +675,10 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
             if (kp.small) took(SMALL);
             run_forward<T, Cell>(kp, dp);
           };
-          if (run_rows(s.B, part)) return took(ROWS);
+          if (run_rows(s.B, part)) {
+            if (half) took(BF16);
+            return took(ROWS);
+          }
         }
         if (k.small) took(SMALL);
         if (half) took(BF16);
@@ -1217,6 +1220,11 @@ bool splits_level(c10::string_view cell, int64_t B, int64_t H, bool keep) {
   const Shape s = plain_level(cell, B, H);
   return split_rows(s, false, keep) || split_units(s, false, keep);
 }
+// rnnlab::splits_rows: whether it runs split by row (in float32 and in the bf16 mode alike): engine "auto" runs the
+// native LSTM under bf16 autocast there
+bool splits_rows(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+  return split_rows(plain_level(cell, B, H), false, keep);
+}
 
 // rnnlab::route_counts (tests and the bench) — the operators' loops so far, by route: [forward on one loop, forward
 // split by unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit, forward in the
@@ -1245,6 +1253,7 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("route_counts() -> int[]", &rnnlab::route_counts);
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);
+  m.def("splits_rows(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_rows);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
   m.def("small_gemv(Tensor w, Tensor a) -> Tensor", &rnnlab::small_gemv_op);
