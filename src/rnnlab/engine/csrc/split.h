@@ -1,4 +1,9 @@
-// One direction's forward loop on two threads, split by hidden unit: both cores for one level.
+// One direction's loops on two threads, split by hidden unit or by row: both cores for one level.
+//
+// By row (run_rows, at the end): each half of the batch runs the whole loop (driver.h's run_forward, run_backward) on
+// a thread of its own over its rows of the layer's arrays; rows never meet inside a step, so the halves never wait
+// for each other, but each reads all of W_hh every step (ops.cpp's rows_pay: while it fits in half a core's L2).
+// By unit, the rest of this file:
 //
 // Part i owns the units [j0, j0 + n) and runs, on its own thread and one BLAS thread:
 //
