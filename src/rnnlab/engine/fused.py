@@ -146,11 +146,13 @@ def run_lean(layer, x, hx, cell):
     lstm, T = cell == "lstm", x.shape[0]
     finals: list[list[torch.Tensor]] = [[] for _ in hx]
     inp = x
+    one = layer.num_layers == 1  # hx is that level's state already
     for k in range(layer.num_layers):
         w_ih, w_hh, b, b_hn, w_hr = _lean_weights(layer, k)
-        states, cells = ops.recurrent_level(inp, w_ih, w_hh, hx[0][k:k + 1], hx[1][k:k + 1] if lstm else None, b,
-                                            b_hn, None, None, None, None, None, None, None, None, None, None, w_hr,
-                                            cell=cell, keep=False)[:2]
+        h0 = hx[0] if one else hx[0][k:k + 1]
+        c0 = (hx[1] if one else hx[1][k:k + 1]) if lstm else None
+        states, cells = ops.level_inference(inp, w_ih, w_hh, h0, c0, b, b_hn, None, None, None, None, None, None, None,
+                                            None, None, None, w_hr, cell=cell)[:2]
         inp = states[0, 1:]
         finals[0].append(states[0, T])
         if lstm:

@@ -335,6 +335,14 @@ def bf16_kernel() -> str:
     return torch.ops.rnnlab.bf16_kernel()
 
 
+def level_inference(*inputs, cell: str):
+    """``recurrent_level(*inputs, cell=cell, keep=False)`` for a caller that knows autograd records nothing and
+    torch is not tracing (``fused.run_lean``): the operator's overload below autograd, without re-asking either."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return torch.ops.rnnlab.recurrent_level.default(*inputs, cell=cell, coupled=False, keep=False,
+                                                        bf16=autocast_bf16())
+
+
 def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True):
     """``torch.ops.rnnlab.recurrent_level(*inputs, cell=, coupled=)``, the same autograd, less per-call overhead
     in eager mode (``_EagerLevel``); the operator itself while torch traces. Under CPU autocast the eager path

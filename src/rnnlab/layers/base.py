@@ -177,8 +177,14 @@ class RecurrentLayer(nn.Module):
     def weights(self, k: int, d: int) -> Weights:
         """The parameters of level k, direction d (0 forward, 1 reverse), as a cell's ``Weights``."""
         s = self._suffix(k, d)
-        return Weights(getattr(self, "weight_ih" + s), getattr(self, "weight_hh" + s), getattr(self, "bias" + s),
-                       getattr(self, "bias_hn" + s), getattr(self, "weight_hr" + s, None))
+        own = self._parameters  # read first (a batch-1 call reads these each time; Module.__getattr__ is slower)
+
+        def get(name):
+            t = own.get(name)  # else the attribute (a parametrization, a bias left out: None)
+            return t if t is not None else getattr(self, name, None)
+
+        return Weights(get("weight_ih" + s), get("weight_hh" + s), get("bias" + s), get("bias_hn" + s),
+                       get("weight_hr" + s))
 
     def active_variants(self) -> dict[str, Any]:
         """The variants that change this call's function: structural ones always, recurrent_dropout and
