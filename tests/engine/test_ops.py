@@ -102,13 +102,19 @@ def _shapes_match_fake(args, kwargs):
 
 @pytest.mark.parametrize("cell,P", [(cell, 0) for cell in CELLS] + [("lstm", 2)])
 def test_inference_keeps_nothing_and_computes_the_same(cell, P):
-    """keep=False (inference): the same states and cells, no gates and no reserve."""
+    """keep=False (inference): the same states, and of the cells (LSTM) the first and the last only — slots (C_0, C_T)
+    forward, (C_T, C_0) for the reverse direction, as the full layout's slots 0 and T — no gates and no reserve."""
     args, kwargs = level_args(cell, torch.float64, True, 2, False, H=4, P=P)
     args = tuple(a.detach() if a is not None else None for a in args)
     full = torch.ops.rnnlab.recurrent_level(*args, **kwargs)
     lean = torch.ops.rnnlab.recurrent_level(*args, **kwargs, keep=False)
     torch.testing.assert_close(lean[0], full[0], atol=0, rtol=0)
-    torch.testing.assert_close(lean[1], full[1], atol=0, rtol=0)
+    if cell == "lstm":
+        T = full[1].shape[1] - 1
+        assert T > 1 and lean[1].shape == (full[1].shape[0], 2, *full[1].shape[2:])
+        torch.testing.assert_close(lean[1], full[1][:, [0, T]], atol=0, rtol=0)
+    else:
+        assert lean[1].numel() == 0
     assert lean[2].numel() == 0 and lean[4].numel() == 0
     torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, {**kwargs, "keep": False})
 

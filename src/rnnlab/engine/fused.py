@@ -47,7 +47,8 @@ def _views(layer, states, cells, gates, c_pre, live, reverse: bool, trace: bool)
     T = states.shape[0] - 1
     out = states[:T] if reverse else states[1:]  # the reverse direction keeps h_t in slot t
     last = 0 if reverse else T
-    final = (states[last],) if cells is None else (states[last], cells[last])
+    # C: (T+1) slots, or in inference its first and last only (the operator's keep=False): the last is slot -1
+    final = (states[last],) if cells is None else (states[last], cells[0 if reverse else -1])
     if live is not None:
         out = torch.where(live, out, 0.0)  # not out * live: a NaN state at a padded step must still give 0
     traces = None
@@ -156,7 +157,7 @@ def run_lean(layer, x, hx, cell):
         inp = states[0, 1:]
         finals[0].append(states[0, T])
         if lstm:
-            finals[1].append(cells[0, T])
+            finals[1].append(cells[0, -1])  # (keep=False: C's first and last slots only)
         if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
             inp = torch.nn.functional.dropout(inp, layer.dropout, training=True)
     return inp, tuple(torch.stack(f) for f in finals), None

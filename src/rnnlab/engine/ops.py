@@ -118,7 +118,7 @@ if _LIBRARY["path"] is not None:
         D, P, lstm = w_hh.shape[0], w_hh.shape[2], cell == "lstm"
         H = P if w_hr is None else w_hr.shape[2]  # a projection carries h (P wide), C_t and the gates are H wide
         K = reserve_width(cell, H, coupled, ln_hh_w is not None, ln_ih_w is not None, w_hr is not None)
-        return (x.new_empty(D, T + 1, B, P), x.new_empty(D, T + 1, B, H) if lstm else x.new_empty(0),
+        return (x.new_empty(D, T + 1, B, P), x.new_empty(D, T + 1 if keep else 2, B, H) if lstm else x.new_empty(0),
                 x.new_empty(D, T, B, STORED_GATES[cell] * H) if keep else x.new_empty(0),
                 x.new_empty(D, T, B, H) if lstm and zone is not None else x.new_empty(0),
                 x.new_empty(D, T * B * K) if keep else x.new_empty(0))
@@ -348,7 +348,8 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True
     in eager mode (``_EagerLevel``); the operator itself while torch traces. Under CPU autocast the eager path
     does what the operator's AutocastCPU kernel does (which ``_EagerLevel`` would bypass for its saved tensors):
     low-precision arguments cast up to float32, differentiably, and ``bf16=True`` under bfloat16 autocast.
-    ``keep=False`` is inference: the caller asks for no gates and nothing for a backward, and no input may need
+    ``keep=False`` is inference: the caller asks for no gates and nothing for a backward (and of the LSTM's C the
+    first and the last only: cells is (D, 2, B, H), the (T+1)-slot layout at T = 1), and no input may need
     a gradient."""
     tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
     if tracing or not keep or not torch.is_grad_enabled():

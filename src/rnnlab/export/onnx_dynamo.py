@@ -121,8 +121,11 @@ def recurrent_level_onnx(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_
         if lstm:  # the carried C_t: h_0's C_0 and the final C (the steps between are not kept by ONNX's LSTM)
             c_last = op.Unsqueeze(op.Squeeze(op.Slice(outs[2], _ints(d), _ints(d + 1), _ints(0)), _ints(0)), _ints(0))
             c_start = op.Slice(c0, _ints(d), _ints(d + 1), _ints(0))
-            middle = op.Expand(c_start, op.Shape(op.Slice(y, _ints(1), _ints(2**62), _ints(0))))
-            cells.append(op.Concat(c_start, middle, c_last, axis=0) if d == 0 else op.Concat(c_last, middle, c_start, axis=0))
+            if keep:
+                middle = op.Expand(c_start, op.Shape(op.Slice(y, _ints(1), _ints(2**62), _ints(0))))
+                cells.append(op.Concat(c_start, middle, c_last, axis=0) if d == 0 else op.Concat(c_last, middle, c_start, axis=0))
+            else:  # the operator's inference call keeps C's first and last slots only
+                cells.append(op.Concat(c_start, c_last, axis=0) if d == 0 else op.Concat(c_last, c_start, axis=0))
     zero = op.CastLike(op.Constant(value_float=0.0), x)
     tb = op.Slice(op.Shape(x), _ints(0), _ints(2), _ints(0))  # (T, B)
     GH = STORED_GATES[cell] * H

@@ -65,6 +65,9 @@ struct Direction {
   // run_rows: its pointers start at the part's first row), else 0: the loop's own B
   int64_t rows = 0;
   int64_t row_slot(int64_t B) const { return rows ? rows : B; }
+  // 2 where ``cells`` holds only the first and the last C (inference: slots (C_0, C_T), reversed for the reverse
+  // direction, as the (T+1)-slot layout at T = 1), else 0: every slot
+  int64_t cell_slots = 0;
   T* dg_hh = nullptr;           // layer norm's gains' and biases' gradients
   T* db_hh = nullptr;
   T* dg_c = nullptr;
@@ -149,6 +152,33 @@ class InputChunks {
   bf16_t* rows16_ = nullptr;
 };
 
+// Where step s reads C_{t-1} and writes C_t: the layer's slots p and n of ``cells``; or, where it keeps only the first
+// and the last C (Direction::cell_slots == 2), the first step reads the first, the last step writes the last, and the
+// steps between pass C through a pair of scratch rows (B, H) — no (T+1, B, H) array written in inference
+template <typename T>
+class CellSlots {
+ public:
+  CellSlots(const Direction<T>& d, int64_t rows_per_slot, int64_t B, int64_t H, Workspace& ws)
+      : d_(d), stride_(rows_per_slot * H), BH_(B * H) {
+    if (d.cells && d.cell_slots == 2) pair_ = ws.take<T>(2 * B * H);
+  }
+  T* prev(int64_t s, int64_t p) const {
+    if (!d_.cells) return nullptr;
+    if (!pair_) return d_.cells + p * stride_;
+    return s == 0 ? d_.cells + (d_.reverse ? 1 : 0) * stride_ : pair_ + ((s - 1) & 1) * BH_;
+  }
+  T* next(int64_t s, int64_t n) const {
+    if (!d_.cells) return nullptr;
+    if (!pair_) return d_.cells + n * stride_;
+    return s == d_.steps - 1 ? d_.cells + (d_.reverse ? 0 : 1) * stride_ : pair_ + (s & 1) * BH_;
+  }
+
+ private:
+  const Direction<T>& d_;
+  int64_t stride_, BH_;
+  T* pair_ = nullptr;
+};
+
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
@@ -161,6 +191,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   T* hh = ws.take<T>(B * W1);
   T* hin = ws.take<T>(d.h_mask ? B * P : 0);
   InputChunks<T> xp(k, d, GX, ws);
+  const CellSlots<T> cs(d, RS, B, H, ws);
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);
@@ -177,8 +208,8 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     k.product(h_in, 0, W1, hh, W1);
     if (k.norm.on())
       ln_rows<T>(B, W1, live, hh, W1, k.norm.g_hh, k.norm.b_hh, k.norm.uhat + t * RS * W1, k.norm.urstd + t * RS);
-    const T* c_prev = d.cells ? d.cells + p * RS * H : nullptr;
-    T* c_next = d.cells ? d.cells + n * RS * H : nullptr;
+    const T* c_prev = cs.prev(s, p);
+    T* c_next = cs.next(s, n);
     T* c_new = d.cells && d.zone ? d.c_pre + t * RS * H : c_next;  // C_t, before zoneout
     T* gate = d.gates + kt * RS * GH;
     T* extra = d.extra ? d.extra + kt * RS * H : nullptr;

@@ -597,8 +597,10 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   // the outputs, directions first: each direction's slice is contiguous
   Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.P});
-  Tensor cells = lstm ? x.new_empty({s.D, s.T + 1, s.B, s.H}) : x.new_empty({0});
-  // keep=False (inference): one step's gates and reserve, overwritten every step, and neither is returned
+  // keep=False (inference): C's first and last slots only (Direction::cell_slots), one step's gates and reserve,
+  // overwritten every step, and neither is returned
+  const int64_t cell_slots = keep ? s.T + 1 : 2;
+  Tensor cells = lstm ? x.new_empty({s.D, cell_slots, s.B, s.H}) : x.new_empty({0});
   Shape kept = s;
   if (!keep) kept.T = 1;
   Tensor gates = x.new_empty({s.D, kept.T, s.B, s.GH});
@@ -656,8 +658,10 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       const int64_t slot = d == 1 ? s.T : 0;
       dir.states = states.data_ptr<T>() + d * (s.T + 1) * s.B * s.P;
       if (s.B > 0) std::memcpy(dir.states + slot * s.B * s.P, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
-      dir.cells = lstm ? cells.data_ptr<T>() + d * (s.T + 1) * s.B * s.H : nullptr;
-      if (lstm && s.B > 0) std::memcpy(dir.cells + slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
+      dir.cells = lstm ? cells.data_ptr<T>() + d * cell_slots * s.B * s.H : nullptr;
+      dir.cell_slots = keep ? 0 : 2;
+      const int64_t c_slot = keep ? slot : (d == 1 ? 1 : 0);
+      if (lstm && s.B > 0) std::memcpy(dir.cells + c_slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
       dir.gates = gates.data_ptr<T>() + d * kept.T * s.B * s.GH, dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre.data_ptr<T>() + d * s.T * s.B * s.H : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));

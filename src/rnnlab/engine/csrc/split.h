@@ -104,14 +104,15 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   T* ext = Cell::mid_product ? shared + j0 : ws.take<T>(B * n);  // the GRU's extra rows (row stride lde)
   const int64_t lde = Cell::mid_product ? H : n;
   InputChunks<T> xp(k, d, GX, ws);
+  const CellSlots<T> cs(d, B, B, H, ws);  // (its own scratch rows, the layer's width: it touches its columns)
   for (int64_t s = 0; s < steps; ++s) {
     int64_t t, p, q;
     slots(steps, s, d.reverse, &t, &p, &q);
     const T* live = d.mask ? d.mask + t * B : nullptr;
     const T* h_prev = d.states + p * B * H;
     T* h_next = d.states + q * B * H;
-    const T* c_prev = d.cells ? d.cells + p * B * H + j0 : nullptr;
-    T* c_next = d.cells ? d.cells + q * B * H + j0 : nullptr;
+    const T* c_prev = d.cells ? cs.prev(s, p) + j0 : nullptr;
+    T* c_next = d.cells ? cs.next(s, q) + j0 : nullptr;
     k.product(h_prev, 0, W1, hh, W1);
     Cell::forward(Fw<T>{t, live, xp.at(s, t), hh, h_prev + j0, h_prev + j0, gate, h_next + j0, c_prev,
                         c_next, ext},
