@@ -101,25 +101,34 @@ def test_rows_training_matches_float64_and_the_whole_loop(loops, cls, opts, B, m
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_rows_inference_is_the_rule_at_a_small_layer_and_matches(loops, cls, opts, dtype, monkeypatch):
     """Without RNNLAB_ROWS the rule (ops.cpp's rows_pay) splits a batch of 16 rows of a small layer by row, and the
-    outputs match the float64 reference and the whole loop's."""
-    monkeypatch.delenv("RNNLAB_ROWS", raising=False)
+    outputs and final states (the LSTM's C_T from the operator's two-slot C) match the float64 reference and the whole
+    loop's, with lengths."""
     torch.manual_seed(0)
     layer = cls(8, 32, engine="native", **opts).to(dtype)
     ref = cls(8, 32, engine="reference", **opts).double()
     ref.load_state_dict(layer.state_dict())
     x = torch.randn(30, 16, 8, dtype=dtype)
-    before = rows_ran()
-    with torch.inference_mode():
-        got = layer(x)[0]
-    assert rows_ran()[0] == before[0] + 1
-    monkeypatch.setenv("RNNLAB_ROWS", "0")
-    with torch.inference_mode():
-        whole = layer(x)[0]
-    with torch.no_grad():
-        want = ref(x.double())[0]
     tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(got.double(), want, **tol)
-    torch.testing.assert_close(got, whole, **tol)
+
+    def flat(res):
+        out, hn = res
+        return [out, *(hn if isinstance(hn, tuple) else (hn,))]
+
+    # whole sequences take run_lean, lengths the general path: each reads C_T from the operator's two-slot C
+    for kwargs in ({}, dict(lengths=torch.randint(1, 31, (16,)))):
+        monkeypatch.delenv("RNNLAB_ROWS", raising=False)
+        before = rows_ran()
+        with torch.inference_mode():
+            got = flat(layer(x, **kwargs))
+        assert rows_ran()[0] == before[0] + 1
+        monkeypatch.setenv("RNNLAB_ROWS", "0")
+        with torch.inference_mode():
+            whole = flat(layer(x, **kwargs))
+        with torch.no_grad():
+            want = flat(ref(x.double(), **kwargs))
+        for g, w, r in zip(got, whole, want):
+            torch.testing.assert_close(g.double(), r, **tol)
+            torch.testing.assert_close(g, w, **tol)
 
 
 def test_rows_never_split_layer_norm_or_one_thread(loops, monkeypatch):

@@ -1,8 +1,6 @@
 """The torch engine (torch's fused kernels on converted weights) and "auto"'s choice, against the
 reference engine."""
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -85,7 +83,7 @@ def test_torch_engine_refuses_what_it_cannot_compute():
         rnnlab.LSTM(2, 3, engine="torch")(torch.randn(4, 1, 2), return_gates=True)
 
 
-def test_auto_picks_an_exact_engine():
+def test_auto_picks_an_exact_engine(monkeypatch):
     x = torch.randn(5, 64, 8)
     lstm, gru_before = rnnlab.LSTM(8, 64), rnnlab.GRU(8, 64)
     assert choose(gru_before, x, False).name == "native"  # no torch kernel for the seed's GRU
@@ -110,15 +108,10 @@ def test_auto_picks_an_exact_engine():
             # bf16: oneDNN's kernel from B·H = 4096, unless the level splits by row (W_hh here is 64 KB)
             assert choose(lstm, wide, False).name == "native"
             assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "torch"
-            before = os.environ.get("RNNLAB_ROWS")
-            os.environ["RNNLAB_ROWS"] = "0"
-            try:
-                assert choose(lstm, wide, False).name == "torch"
-                assert choose(lstm, x, False).name == "torch"
-            finally:
-                os.environ.pop("RNNLAB_ROWS")
-                if before is not None:
-                    os.environ["RNNLAB_ROWS"] = before
+            monkeypatch.setenv("RNNLAB_ROWS", "0")
+            assert choose(lstm, wide, False).name == "torch"
+            assert choose(lstm, x, False).name == "torch"
+            monkeypatch.delenv("RNNLAB_ROWS")
         lstm.requires_grad_(False)
         assert choose(lstm, wide, False).name == "native"  # no gradient asked for: inference, below 16384
         assert choose(lstm, big, False).name == "torch"

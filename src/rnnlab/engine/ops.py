@@ -335,11 +335,12 @@ def bf16_kernel() -> str:
     return torch.ops.rnnlab.bf16_kernel()
 
 
-def level_inference(*inputs, cell: str):
-    """``recurrent_level(*inputs, cell=cell, keep=False)`` for a caller that knows autograd records nothing and
-    torch is not tracing (``fused.run_lean``): the operator's overload below autograd, without re-asking either."""
+def level_inference(*inputs, cell: str, coupled: bool = False, keep: bool = False):
+    """The operator's overload called below autograd (torch.library's Python autograd layer costs about as much as
+    the operator at batch 1), for a call that records nothing and is not traced: ``recurrent_level``'s eager
+    inference, and ``fused.run_lean``, which knows both already. ``bf16`` as the AutocastCPU kernel would set it."""
     with torch._C._AutoDispatchBelowAutograd():
-        return torch.ops.rnnlab.recurrent_level.default(*inputs, cell=cell, coupled=False, keep=False,
+        return torch.ops.rnnlab.recurrent_level.default(*inputs, cell=cell, coupled=coupled, keep=keep,
                                                         bf16=autocast_bf16())
 
 
@@ -352,15 +353,10 @@ def recurrent_level(*inputs, cell: str, coupled: bool = False, keep: bool = True
     first and the last only: cells is (D, 2, B, H), the (T+1)-slot layout at T = 1), and no input may need
     a gradient."""
     tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-    if tracing or not keep or not torch.is_grad_enabled():
-        # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
-        args = dict(cell=cell, coupled=coupled, keep=keep, bf16=autocast_bf16())
-        if tracing:
-            return torch.ops.rnnlab.recurrent_level(*inputs, **args)
-        # inference: nothing to record, so the overload is called below autograd (torch.library's Python autograd
-        # layer costs about as much as the operator at batch 1)
-        with torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.rnnlab.recurrent_level.default(*inputs, **args)
+    if tracing:  # bf16 given here too: torch.export traces above the AutocastCPU kernel, and so records it from here
+        return torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, keep=keep, bf16=autocast_bf16())
+    if not keep or not torch.is_grad_enabled():  # inference: nothing to record
+        return level_inference(*inputs, cell=cell, coupled=coupled, keep=keep)
     bf16 = False
     if torch.is_autocast_enabled("cpu"):
         bf16 = autocast_bf16()

@@ -554,16 +554,8 @@ class Trainer:
             self._writer.close()
             self._writer = None
         if self._owns_group:
-            import gc
-
             import torch.distributed as dist
 
-            # DistributedDataParallel holds the process group: let it go first, so that destroying the group
-            # destroys its gloo threads here, while the interpreter is whole, and not in whatever order objects
-            # are collected at exit (a rank that exited holding it was seen to abort: "terminate called without an
-            # active exception", rarely, in CI runs of the two-process test)
-            self.net = self.model
-            gc.collect()
             dist.destroy_process_group()
             self._owns_group = False
 

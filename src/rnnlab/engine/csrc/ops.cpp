@@ -477,12 +477,11 @@ void took(Route r) { route_totals[r].fetch_add(1, std::memory_order_relaxed); }
 // but each reads the whole W_hh every step, so it pays while W_hh fits in half a core's L2 (read at run time; 1 MB
 // where the system does not say). Measured on an Intel Xeon (2 MB L2), 2 threads, min of 20 interleaved calls, rows /
 // the route before (the unit split or one loop), at B >= 8:
-// - inference: RNN 0.72-0.90, GRU 0.62-0.99, LSTM 0.68-0.99 from (1000, 8, 16, 32) to (100, 64, 256, 256) (the LSTM
-//   there, W_hh 1 MB: 1.10, so not at half the L2 or more);
+// - inference: RNN 0.72-0.90, GRU 0.62-0.99, LSTM 0.68-1.01 (1.01 and 0.90 in two runs at (100, 32, 64, 128)) from
+//   (1000, 8, 16, 32) to (100, 64, 256, 256) (the LSTM there, W_hh 1 MB: 1.10, so not at half the L2 or more);
 // - training: LSTM 0.76-0.82 ((1000, 8, 16, 32), (100, 32, 64, 128)), GRU 0.81-0.90, RNN 0.79-0.90, but the RNN 1.10
 //   at (1000, 8, 16, 32) (four rows a part), so the RNN from 16 rows; with W_hh at half the L2 (the LSTM at H = 256)
-//   still 0.86-0.90 ((100, 16, 128, 256) against one loop, (100, 64, 256, 256) against the unit split), at W_hh 4 MB
-//   ((100, 8, 256, 512)) 1.2.
+//   0.97 at (100, 64, 256, 256) against the unit split; at W_hh 4 MB ((100, 8, 256, 512)) 1.25 against one loop.
 // RNNLAB_ROWS=0 turns it off, RNNLAB_ROWS=1 runs it wherever it can run (the tests compare the two).
 int64_t l2_bytes() {
   static const int64_t bytes = [] {
@@ -549,6 +548,21 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
     k.norm.dhh = mut<T>(dhh);
   }
   k.ngrads = nullptr;
+  return k;
+}
+
+// the loop over n of the batch's rows (split.h's run_rows): the whole loop's, with what make_loop derives from B
+// derived again (the product's route for so few rows, the bf16 mode's row buffer), on one thread
+template <typename T>
+Loop<T> rows_loop(const Loop<T>& whole, const Shape& s, int64_t n) {
+  Shape part = s;
+  part.B = n;
+  Loop<T> k = whole;
+  k.B = n;
+  k.dot = dot_rows(part);
+  k.small = !k.dot && small_rows(part);
+  if (!k.in16.empty()) k.in16.assign(n * std::max(s.H, k.ldw), bf16_t(0));
+  k.threads = 1;
   return k;
 }
 
@@ -633,7 +647,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     xps.push_back(xp);
     // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
     // (nor where split parts make their own)
-    w_hhTs.push_back((dot_rows(s) && !half) || split ? Tensor() : transposed(r.w_hh));  // (by_rows: never at B = 1)
+    w_hhTs.push_back((dot_rows(s) && !half) || split ? Tensor() : transposed(r.w_hh));  // (split by row: one, shared)
     w_hrTs.push_back(s.proj ? transposed(r.w_hr) : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
   }
@@ -669,15 +683,9 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
         using Cell = decltype(unit);
         if (by_rows) {  // each half of the batch a whole loop of its own, on a thread each (split.h's run_rows)
           auto part = [&](int64_t b0, int64_t n) {
-            Shape sp = s;
-            sp.B = n;
-            std::vector<T> zeros_p;
-            Loop<T> kp = make_loop<T>(sp, r, res, w_hhTs[d], w_hrTs[d], zeros_p, Tensor(), w_hhT16s[d]);
-            kp.threads = 1;
-            kp.X = k.X, kp.w_ih = k.w_ih, kp.b_ih = k.b_ih, kp.w_ih16 = k.w_ih16;
-            Direction<T> dp = rows_of(dir, s, b0);
+            Loop<T> kp = rows_loop(k, s, n);
             if (kp.small) took(SMALL);
-            run_forward<T, Cell>(kp, dp);
+            run_forward<T, Cell>(kp, rows_of(dir, s, b0));
           };
           if (run_rows(s.B, part)) {
             if (half) took(BF16);
@@ -870,11 +878,7 @@ LevelGrads recurrent_level_backward(
         using Cell = decltype(unit);
         if (by_rows) {  // each half of the batch on a thread of its own (split.h's run_rows)
           auto part = [&](int64_t b0, int64_t n) {
-            Shape sp = s;
-            sp.B = n;
-            std::vector<T_> zeros_p;
-            Loop<T_> kp = make_loop<T_>(sp, r, res, Tensor(), Tensor(), zeros_p, w.dhh, Tensor(), w_hh16s[d]);
-            kp.threads = 1;
+            Loop<T_> kp = rows_loop(k, s, n);
             run_backward<T_, Cell>(kp, rows_of(dir, s, b0));
           };
           if (run_rows(s.B, part)) return took(ROWS_BACK);
