@@ -22,9 +22,6 @@ reference engine.
 
 from __future__ import annotations
 
-import os
-import weakref
-
 import torch
 
 from ..cells import variants
@@ -110,57 +107,56 @@ def keep(args, fields: dict, trace: bool) -> bool:
 
 
 def lean(layer, x, lengths, trace) -> bool:
-    """Whether a call takes ``run_lean``: inference (autograd off) of a one-direction layer with no variant in
-    force and whole sequences, outside tracing. These are the latency calls (batch 1, small batches), where the
-    general path's Python (named fields per level, views, the stacking driver) cost more than the operator."""
+    """Whether a call takes ``run_lean``: inference (autograd off) of a one-direction layer with no variant in force and
+    whole sequences, outside tracing, with the library's direct entry (``ops.lean_forward``). These are the latency
+    calls (batch 1, small batches), where the general path's Python (named fields per level, views, the stacking
+    driver) cost more than the operator; ``latency.forward`` takes most of them before the layer's own checks."""
     return (lengths is None and not trace and not torch.is_grad_enabled() and layer.num_directions == 1
             and not layer.active_variants() and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting())
+            and not torch.compiler.is_exporting() and ops.direct_available())
 
 
-# per layer, each level's weights as the operator takes them (a leading direction axis): views of the
-# parameters, so changes to their values (in place, through .data too) are seen; remade when a parameter is
-# replaced or given new storage (``.data = ``, ``.to()``). Kept beside the layer, not on it: never saved with it.
-_LEAN_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+def _names(layer, levels: range) -> list:
+    """Per level the names of (w_ih, w_hh, b, b_hn, w_hr), flat, None where the layer has no such parameter."""
+    bias, bias_hn, proj = layer.bias, layer._has_bias_hn(), getattr(layer, "proj_size", 0)
+    return [name for k in levels for name in ("weight_ih_l%d" % k, "weight_hh_l%d" % k, bias and "bias_l%d" % k or None,
+                                              bias_hn and "bias_hn_l%d" % k or None, proj and "weight_hr_l%d" % k or None)]
 
 
-def _lean_weights(layer, k: int) -> tuple:
-    """Level k's (w_ih, w_hh, b, b_hn, w_hr), each (1, ...) or None, for ``run_lean``."""
-    cached = _LEAN_WEIGHTS.get(layer)
-    w = layer.weights(k, 0)
-    if cached is not None and len(cached) > k and cached[k] is not None:
-        params, views = cached[k]
-        if all(p is q and (p is None or p.data_ptr() == v.data_ptr()) for p, q, v in zip(w, params, views)):
-            return views
-    views = tuple(None if t is None else t.unsqueeze(0) for t in w)
-    if cached is None or len(cached) != layer.num_layers:
-        cached = [None] * layer.num_layers
-        _LEAN_WEIGHTS[layer] = cached
-    cached[k] = (tuple(w), views)
-    return views
+def lean_weights(layer, levels: range) -> list:
+    """Per level (w_ih, w_hh, b, b_hn, w_hr), flat, as ``layer.weights`` reads them (None where absent): the module's
+    own parameters, else the attribute (a parametrization). Read on every call, never kept: changes of any kind
+    (in place, through ``.data``, replaced parameters) are seen as the general path sees them."""
+    own = layer._parameters
+    out = []
+    for name in _names(layer, levels):
+        t = None if name is None else own.get(name)
+        out.append(t if t is not None or name is None else getattr(layer, name))
+    return out
 
 
 def run_lean(layer, x, hx, cell):
-    """``run_levels`` for a ``lean`` call: per level, one inference call of the operator (keep=False) on the
-    kept weight views, its states' slice as the next level's input. Same results as the general path: the
-    same operator on the same tensors."""
-    lstm, T = cell == "lstm", x.shape[0]
-    finals: list[list[torch.Tensor]] = [[] for _ in hx]
+    """``run_levels`` for a ``lean`` call: the library's ``lean_forward``, per level one inference call of the
+    operator (keep=False), each level's states the next level's input; with dropout between levels (a layer in
+    training mode under no_grad) a call per level, dropout drawn between them as the general path draws it. Same
+    results as the general path: the same operator on the same tensors. ``hx``: the (L, B, ·) state parts, or None
+    for zeros."""
+    L, H = layer.num_layers, layer.hidden_size
+    h0, c0 = (None, None) if hx is None else (hx[0], hx[1] if len(hx) > 1 else None)
+    if not (layer.dropout > 0 and layer.training and L > 1):
+        out, h_n, c_n = ops.lean_forward(x, lean_weights(layer, range(L)), h0, c0, cell, H)
+        return out, (h_n, c_n) if cell == "lstm" else (h_n,), None
+    finals: list[list[torch.Tensor]] = [[], []]
     inp = x
-    one = layer.num_layers == 1  # hx is that level's state already
-    for k in range(layer.num_layers):
-        w_ih, w_hh, b, b_hn, w_hr = _lean_weights(layer, k)
-        h0 = hx[0] if one else hx[0][k:k + 1]
-        c0 = (hx[1] if one else hx[1][k:k + 1]) if lstm else None
-        states, cells = ops.level_inference(inp, w_ih, w_hh, h0, c0, b, b_hn, None, None, None, None, None, None, None,
-                                            None, None, None, w_hr, cell=cell)[:2]
-        inp = states[0, 1:]
-        finals[0].append(states[0, T])
-        if lstm:
-            finals[1].append(cells[0, -1])  # (keep=False: C's first and last slots only)
-        if layer.dropout > 0 and layer.training and k < layer.num_layers - 1:
+    for k in range(L):
+        part = (lambda t: None if t is None else t[k:k + 1])
+        inp, h_n, c_n = ops.lean_forward(inp, lean_weights(layer, range(k, k + 1)), part(h0), part(c0), cell, H)
+        finals[0].append(h_n)
+        finals[1].append(c_n)
+        if k < L - 1:
             inp = torch.nn.functional.dropout(inp, layer.dropout, training=True)
-    return inp, tuple(torch.stack(f) for f in finals), None
+    finals = finals if cell == "lstm" else finals[:1]
+    return inp, tuple(torch.cat(f) for f in finals), None
 
 
 def run_levels(layer, x, hx, lengths, trace):
@@ -174,7 +170,7 @@ def run_levels(layer, x, hx, lengths, trace):
     if lengths is not None:
         live = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
-    lean_call = lean(layer, x, lengths, trace) and os.environ.get("RNNLAB_LEAN", "1") != "0"
+    lean_call = lean(layer, x, lengths, trace) and ops.env("RNNLAB_LEAN", "1") != "0"
     if lean_call and layer.num_layers == 1:  # (the wavefront never runs one level: skip its test)
         return run_lean(layer, x, hx, cell)
     if wavefront.applies(layer, x, cell):

@@ -36,7 +36,6 @@ and differentiates that, as the per-level operator's does.
 
 from __future__ import annotations
 
-import os
 
 import torch
 
@@ -70,7 +69,7 @@ def applies(layer, x: torch.Tensor, cell: str) -> bool:
     torch.compile traces, no thread count or T enters the decision (no guard on T; the operator runs its levels in
     turn on one thread); torch.export keeps one ``recurrent_level`` per level (the exported program's documented
     form, which the ONNX translation reads)."""
-    mode = os.environ.get("RNNLAB_WAVEFRONT", "")
+    mode = ops.env("RNNLAB_WAVEFRONT")
     if torch.compiler.is_exporting() or mode == "0":
         return False
     plain = (layer.num_layers >= 2 and layer.num_directions == 1 and cell in CELLS and not layer.active_variants()

@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import PackedSequence
 from .. import _checks
 from ..cells import variants
 from ..cells.base import RecurrentCell, Weights
-from ..engine import ENGINES, get_engine
+from ..engine import ENGINES, get_engine, latency
 from ..init import SCHEMES, init_projection, init_weights
 from . import memory, packing
 from .convert import layer_from_torch, layer_to_torch
@@ -189,6 +189,8 @@ class RecurrentLayer(nn.Module):
     def active_variants(self) -> dict[str, Any]:
         """The variants that change this call's function: structural ones always, recurrent_dropout and
         zoneout in training mode only. Engines that compute the plain cell refuse when this is non-empty."""
+        if not self.options and not self.regularisers:  # the plain layer (read on every call)
+            return {}
         return {k: v for k, v in self.variants().items() if k in variants.STRUCTURAL or self.training}
 
     def extras(self, k: int, d: int) -> dict[str, torch.Tensor]:
@@ -251,6 +253,10 @@ class RecurrentLayer(nn.Module):
         is one), ``h_n`` (D·num_layers, B, H), LSTM ``(h_n, c_n)`` — and with ``return_gates=True``
         also the gate traces: ``{"l0": {"f": (T, B, H), ...}, "l0_reverse": {...}, ...}``.
         """
+        if lengths is None and not return_gates and not torch.is_grad_enabled():
+            done = latency.forward(self, x, hx, memory.guard)  # a latency call in one native call, or None
+            if done is not None:
+                return done
         x, hx, cast = self._autocast(x, hx)
         packed = isinstance(x, PackedSequence)
         if packed:

@@ -1266,3 +1266,57 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
   m.def("small_gemv(Tensor w, Tensor a) -> Tensor", &rnnlab::small_gemv_op);
 }
+
+// ---------------------------------------------------------------------------------------------
+// rnnlab.engine._C.lean_forward — Python's direct entry for the latency calls (fused.run_lean: eager inference of
+// a plain one-direction stack, outside tracing and autocast). Per level one recurrent_level(keep=False), the same
+// function the operator's CPU kernel runs, each level's h_1..h_T the next level's input; then out (T, B, P) and the
+// finals h_n (L, B, P) and, for the LSTM, c_n (L, B, H) (else an empty c_n). h0 / c0 (L, B, ·), or None for zeros;
+// bf16: the operators' bf16 mode, as the AutocastCPU kernel would set it.
+// One pybind call with typed arguments instead of one dispatcher call per level (whose Python binding matches its
+// 18 arguments against the schema): at batch 1 that, not the steps, was most of a short call.
+// ---------------------------------------------------------------------------------------------
+
+#include <torch/extension.h>
+
+namespace rnnlab {
+namespace {
+
+std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vector<Opt>& weights, const Opt& h0,
+                                                const Opt& c0, const std::string& cell, int64_t hidden, bool bf16) {
+  const char* fn = "rnnlab._C.lean_forward";
+  TORCH_CHECK_VALUE(!weights.empty() && weights.size() % 5 == 0, fn, ": weights: expected (w_ih, w_hh, b, b_hn, ",
+                    "w_hr) per level, got ", weights.size(), " tensors");
+  TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected (T, B, X), got ", x.dim(), " dimensions");
+  const int64_t L = static_cast<int64_t>(weights.size() / 5), T = x.size(0), B = x.size(1);
+  const bool lstm = kind_of(cell) == Kind::LSTM;
+  auto level_state = [&](const Opt& given, int64_t k, int64_t width) {
+    return given.has_value() ? given->narrow(0, k, 1) : x.new_zeros({1, B, width});
+  };
+  auto view = [](const Opt& w) { return w.has_value() ? Opt(w->unsqueeze(0)) : Opt(); };
+  std::vector<Tensor> h_n, c_n;
+  Tensor inp = x;
+  for (int64_t k = 0; k < L; ++k) {
+    const Opt* w = &weights[5 * k];
+    TORCH_CHECK_VALUE(w[0].has_value() && w[1].has_value(), fn, ": weights: level ", k, " has no w_ih or w_hh");
+    const int64_t P = w[1]->size(1);
+    const Tensor h = level_state(h0, k, P);
+    const Opt c = lstm ? Opt(level_state(c0, k, hidden)) : Opt();
+    auto [states, cells, gates, c_pre, reserve] =
+        recurrent_level(inp, w[0]->unsqueeze(0), w[1]->unsqueeze(0), h, c, view(w[2]),
+                        view(w[3]), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), view(w[4]),
+                        cell, false, false, bf16);
+    inp = states.select(0, 0).narrow(0, 1, T);
+    h_n.push_back(states.select(0, 0).select(0, T));
+    if (lstm) c_n.push_back(cells.select(0, 0).select(0, 1));  // keep=False: C's first and last slots
+  }
+  return {inp, at::stack(h_n), lstm ? at::stack(c_n) : x.new_empty({0})};
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lean_forward", &rnnlab::lean_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"),
+        py::arg("weights"), py::arg("h0"), py::arg("c0"), py::arg("cell"), py::arg("hidden"), py::arg("bf16"));
+}
