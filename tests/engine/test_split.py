@@ -302,3 +302,26 @@ def test_split_at_batch_1_reads_its_rows_of_a_large_w_hh_in_place(cls, opts, dty
     for split, one, w in zip(results["1"], results["0"], want):
         torch.testing.assert_close(split.double(), w, **tol)
         torch.testing.assert_close(split, one, **tol)
+
+
+@pytest.mark.parametrize("cls,opts", INFER_CELLS + [(rnnlab.LSTM, dict(peepholes=True))], ids=str)
+@pytest.mark.parametrize("split", ["1", "0"])
+def test_batch_1_steps_alternate_the_direction_they_read_w_hh_in(cls, opts, split, monkeypatch):
+    """Loop::dot's steps read W_hh's rows last to first every other step (a W_hh larger than L2 then finds the rows
+    read last still cached): split into parts or one loop (whose product runs on both threads), peepholes (never
+    split) too, over odd and even T, the results are those of reading first to last every step (RNNLAB_ALTERNATE=0),
+    bit for bit."""
+    torch.manual_seed(2)
+    H = 513 if cls is rnnlab.RNN else 301  # W_hh 2^18 numbers or more; parts whose rows are no multiple of four
+    layer = cls(5, H, engine="native", **opts)
+    monkeypatch.setenv("RNNLAB_SPLIT", split)
+    for T in (1, 2, 7):
+        x = torch.randn(T, 1, 5)
+        got = {}
+        for env in ("1", "0"):
+            monkeypatch.setenv("RNNLAB_ALTERNATE", env)
+            with torch.inference_mode():
+                out, hn = layer(x)
+            got[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+        for a, b in zip(got["1"], got["0"]):
+            assert torch.equal(a, b)

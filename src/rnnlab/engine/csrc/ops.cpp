@@ -1195,7 +1195,7 @@ Tensor small_gemm_op(const Tensor& a, const Tensor& b, const Tensor& c, double b
 }
 
 // rnnlab::small_gemv (tests) — small_gemm.h's out (N) = w (N, K) · a (K), the batch-1 product Loop::dot runs in float32
-Tensor small_gemv_op(const Tensor& w, const Tensor& a) {
+Tensor small_gemv_op(const Tensor& w, const Tensor& a, bool backwards) {
   const char* fn = "rnnlab::small_gemv";
   for (const auto& [name, t] : {std::pair<const char*, const Tensor&>{"w", w}, {"a", a}})
     TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat, fn, ": ", name, ": expected float32, got ", t.scalar_type());
@@ -1203,7 +1203,8 @@ Tensor small_gemv_op(const Tensor& w, const Tensor& a) {
                     fn, ": expected CPU tensors w (N, K) and a (K), got shapes ", w.sizes(), " and ", a.sizes());
   const Tensor wc = w.contiguous(), ac = a.contiguous();
   Tensor out = at::empty({w.size(0)}, w.options());
-  small_gemv(w.size(0), w.size(1), ac.data_ptr<float>(), wc.data_ptr<float>(), w.size(1), out.data_ptr<float>());
+  small_gemv(w.size(0), w.size(1), ac.data_ptr<float>(), wc.data_ptr<float>(), w.size(1), out.data_ptr<float>(),
+             backwards);
   return out;
 }
 
@@ -1264,7 +1265,7 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("splits_rows(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_rows);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
-  m.def("small_gemv(Tensor w, Tensor a) -> Tensor", &rnnlab::small_gemv_op);
+  m.def("small_gemv(Tensor w, Tensor a, bool backwards=False) -> Tensor", &rnnlab::small_gemv_op);
 }
 
 // ---------------------------------------------------------------------------------------------

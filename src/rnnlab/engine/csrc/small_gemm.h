@@ -114,7 +114,20 @@ inline __attribute__((always_inline)) void dots(int64_t K, const float* a, const
 // 29.8 µs a step against 32-36 for eight rows of one, 30.5 for two of four and 34.8 for one of eight). Written here
 // instead of calling BLAS's GEMV, which on an AMD EPYC host ran at about half this rate (MKL's generic path there):
 // LSTM inference at (50, 1, 256, 512) on one loop took 5.0 ms against 8.8.
-RNNLAB_KERNEL inline void small_gemv(int64_t N, int64_t K, const float* a, const float* W, int64_t ldw, float* out) {
+//
+// ``backwards``: the same dot products, the rows taken last to first. A caller that reads a W larger than its core's
+// L2 every step alternates the direction (Loop::product): the rows read last in one step, still in the cache, are
+// then the first read in the next, where a pass in one direction finds none of them (the cache, least recently used
+// out first, has dropped each row before the pass comes back to it). Each row's sum is formed the same way in either
+// order (dots<4> and dots<1> do the same per-row arithmetic), so the results do not change.
+RNNLAB_KERNEL inline void small_gemv(int64_t N, int64_t K, const float* a, const float* W, int64_t ldw, float* out,
+                                     bool backwards = false) {
+  if (backwards) {
+    int64_t n = N;
+    for (; n >= 4; n -= 4) small::dots<4>(K, a, W, ldw, out, n - 4);
+    for (; n > 0; --n) small::dots<1>(K, a, W, ldw, out, n - 1);
+    return;
+  }
   int64_t n = 0;
   for (; n + 4 <= N; n += 4) small::dots<4>(K, a, W, ldw, out, n);
   for (; n < N; ++n) small::dots<1>(K, a, W, ldw, out, n);
