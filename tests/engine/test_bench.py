@@ -99,6 +99,36 @@ def test_split_parts_add_up_to_the_step():
         torch.ops.rnnlab.time_step_gemms(2, 4, 12, 13, 3)  # first > GH
 
 
+@pytest.mark.skipif(not bench.ops.available(), reason="the native library is not built")
+def test_split_times_a_row_split_steps_products_as_it_runs_them(monkeypatch):
+    """Where the step splits by row, (a) is timed as two halves of the batch on a thread each (rows=True)."""
+    assert set(split.KERNELS) == set(bench.CELLS)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch.ops.rnnlab.time_step_gemms(9, 16, 64, 64, 3, rows=True) > 0
+        with pytest.raises(ValueError, match="rows: expected B >= 2"):
+            torch.ops.rnnlab.time_step_gemms(1, 16, 64, 64, 3, rows=True)
+        calls = []
+        ops = torch.ops.rnnlab
+
+        class Spy:  # torch.ops.rnnlab with time_step_gemms recorded
+            def __getattr__(self, name):
+                if name != "time_step_gemms":
+                    return getattr(ops, name)
+                return lambda *a, **k: calls.append(k["rows"]) or ops.time_step_gemms(*a, **k)
+
+        monkeypatch.setattr(split.torch.ops, "rnnlab", Spy(), raising=False)
+        for cell in ("lstm", "gru-after"):
+            shape = (3, 16, 8, 32)  # W_hh far below half the L2, B >= 8: split by row in training
+            split.step_gemms_ms(cell, shape, 0.001)
+            assert calls[-1] == bool(ops.splits_rows(split.KERNELS[cell], 16, 32, True)) is True
+        split.step_gemms_ms("lstm", (3, 1, 8, 32), 0.001)
+        assert calls[-1] is False
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_split_flops():
     # (a) T steps of (B, H)·(H, G·H) forward and (B, G·H)·(G·H, H) backward; (b) x·W_ihᵀ, ∂W_ih, ∂W_hh
     T, B, X, H = 2, 3, 5, 7

@@ -6,7 +6,8 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
 (a) per step, T times each: forward h_{t-1} (B, H) · W_hhᵀ (H, GH) and backward ∂hh (B, GH) · W_hh (GH, H)
     (GRU reset="before" splits each into its z, r block and its n block). Timed by
     ``rnnlab::time_step_gemms``: the same ``gemm<float>`` calls, row strides and BLAS thread rule as the
-    loop, in a C++ loop on their own.
+    loop, in a C++ loop on their own; where the step splits by row (``rnnlab::splits_rows``), as it runs them:
+    each half of the batch its own products on a thread of its own.
 (b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b, ∂W_ih = ∂aᵀ · x and
     ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
     ``torch.addmm`` / ``torch.mm`` at those shapes and layouts (the transposed operands as transposed views).
@@ -31,6 +32,10 @@ import torch
 from ..cells.spec import SPECS
 from ..engine import ops
 from .timing import median_ms
+
+
+# the operators' cell names of the bench's cells
+KERNELS = {"rnn": "rnn_tanh", "lstm": "lstm", "gru-after": "gru_after", "gru-before": "gru_before"}
 
 
 def gates(cell: str) -> int:
@@ -59,7 +64,9 @@ def step_gemms_ms(cell: str, shape, budget_s: float, bf16: bool = False) -> floa
     ``bf16``, as the operators' bf16 mode runs them."""
     T, B, _, H = shape
     GH = gates(cell) * H
-    return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T, bf16=bf16), budget_s)
+    rows = B >= 2 and torch.ops.rnnlab.splits_rows(KERNELS[cell], B, H, True)  # halves of the batch on a core each
+    return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T, bf16=bf16, rows=rows),
+                     budget_s)
 
 
 def _large_gemms(cell: str, shape, dtype: torch.dtype = torch.float32):

@@ -1096,6 +1096,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 // runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise, through the loop's own
 // Loop::product and product_back (so the same kernel: BLAS, the small-rows kernel or the row-by-row product),
 // with the same row strides and BLAS thread rule as the driver (each_direction). Buffers are allocated first.
+// With rows, as a step split by row runs them: each half of the batch its own products on a thread of its own, one
+// BLAS thread each (split.h's run_rows), both halves timed together.
 // ---------------------------------------------------------------------------------------------
 
 #include <chrono>
@@ -1103,35 +1105,55 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 namespace rnnlab {
 namespace {
 
-double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T, bool bf16) {
+// One thread's per-step products over B rows: its buffers, made before the clock starts, and the loop's own
+// Loop::product / product_back, chosen by make_loop's rules (the bf16 mode's, the small-rows kernel, the row-by-row
+// product or BLAS)
+struct StepGemms {
+  int64_t B, H, GH, first;
+  bool bf16;
+  std::vector<float> w_hhT, w_hh, h, hh, d, dh;
+  std::vector<bf16_t> w_hhT16, w_hh16;
+  Loop<float> k;
+  StepGemms(int64_t B_, int64_t H_, int64_t GH_, int64_t first_, bool bf16_)
+      : B(B_), H(H_), GH(GH_), first(first_), bf16(bf16_), w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f),
+        h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f), dh(B * H), w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)),
+        w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f)) {
+    k.B = B, k.H = k.P = H, k.ldw = GH;
+    k.w_hhT = w_hhT.data(), k.w_hh = w_hh.data();
+    k.dot = dot_rows(B, GH * H);
+    k.small = !k.dot && small_rows(B, GH * H, at::kFloat);
+    if (bf16) k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
+  }
+  void run(int64_t T) {
+    const int64_t rest = GH - first;
+    for (int64_t s = 0; s < T; ++s) {
+      k.product(h.data(), 0, first, hh.data(), GH);
+      if (rest) k.product(h.data(), first, rest, hh.data() + first, GH);
+    }
+    for (int64_t s = 0; s < T; ++s) {
+      if (rest) k.product_back(d.data() + first, GH, first, rest, 0.f, dh.data());
+      k.product_back(d.data(), GH, 0, first, rest ? 1.f : 0.f, dh.data());
+    }
+  }
+};
+
+double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t T, bool bf16, bool rows) {
   TORCH_CHECK_VALUE(B > 0 && H > 0 && T > 0 && 0 < first && first <= GH,
                     "rnnlab::time_step_gemms: expected B, H, T > 0 and 0 < first <= GH");
   TORCH_CHECK_VALUE(!bf16 || bf16_on(), "rnnlab::time_step_gemms: bf16: expected False on this machine (",
                     bf16_kernel(), "), got True");
-  std::vector<float> w_hhT(H * GH, 0.01f), w_hh(GH * H, 0.01f), h(B * H, 0.5f), hh(B * GH), d(B * GH, 0.1f),
-      dh(B * H);
-  std::vector<bf16_t> w_hhT16(bf16 ? H * GH : 0, to_bf16(0.01f)), w_hh16(bf16 ? GH * H : 0, to_bf16(0.01f));
-  // the loop's own products (Loop::product, product_back), chosen by the make_loop's rules: the bf16 mode's, the
-  // small-rows kernel, the row-by-row product or BLAS
-  Loop<float> k;
-  k.B = B, k.H = k.P = H, k.ldw = GH;
-  k.w_hhT = w_hhT.data(), k.w_hh = w_hh.data();
-  k.dot = dot_rows(B, GH * H);
-  k.small = !k.dot && small_rows(B, GH * H, at::kFloat);
-  if (bf16) k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
-  auto fw = [&](int64_t col, int64_t width) { k.product(h.data(), col, width, hh.data() + col, GH); };
-  auto bw = [&](int64_t row, int64_t rows, float beta) { k.product_back(d.data() + row, GH, row, rows, beta, dh.data()); };
-  const int64_t rest = GH - first;
-  BlasThreads guard(step_threads(B, GH, H));
+  TORCH_CHECK_VALUE(!rows || B >= 2, "rnnlab::time_step_gemms: rows: expected B >= 2, got B = ", B);
+  if (rows) {  // split by row: each half of the batch its own products on a thread of its own (split.h's run_rows)
+    StepGemms a(B / 2, H, GH, first, bf16), b(B - B / 2, H, GH, first, bf16);
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool ran = run_rows(B, [&](int64_t b0, int64_t) { (b0 == 0 ? a : b).run(T); });
+    TORCH_CHECK(ran, "rnnlab::time_step_gemms: rows: OpenMP gave no second thread");
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  StepGemms one(B, H, GH, first, bf16);
+  BlasThreads guard(step_threads(B, GH, H));  // with the driver's BLAS thread rule (each_direction)
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t s = 0; s < T; ++s) {
-    fw(0, first);
-    if (rest) fw(first, rest);
-  }
-  for (int64_t s = 0; s < T; ++s) {
-    if (rest) bw(first, rest, 0.f);
-    bw(0, first, rest ? 1.f : 0.f);
-  }
+  one.run(T);
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -1139,7 +1161,8 @@ double time_step_gemms(int64_t B, int64_t H, int64_t GH, int64_t first, int64_t 
 }  // namespace rnnlab
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
-  m.def("time_step_gemms(int B, int H, int GH, int first, int T, bool bf16=False) -> float", &rnnlab::time_step_gemms);
+  m.def("time_step_gemms(int B, int H, int GH, int first, int T, bool bf16=False, bool rows=False) -> float",
+        &rnnlab::time_step_gemms);
 }
 
 // ---------------------------------------------------------------------------------------------
