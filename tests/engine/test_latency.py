@@ -103,10 +103,11 @@ def test_calls_that_do_not_take_it(calls):
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        big = rnnlab.LSTM(3, 256)
-        from rnnlab.engine import TORCH_LSTM_MIN_BH
+        from rnnlab.engine import TORCH_LSTM_MIN_B
+        H = next(h for h in (256, 512, 1024, 2048) if 4 * h * h * 4 // 2 >= torch.ops.rnnlab.l2_bytes())
+        big = rnnlab.LSTM(3, H)
         with torch.no_grad():
-            big(torch.randn(2, TORCH_LSTM_MIN_BH // 256, 3))  # "auto" runs torch's oneDNN kernel here
+            big(torch.randn(2, TORCH_LSTM_MIN_B, 3))  # "auto" runs torch's oneDNN kernel here
     finally:
         torch.set_num_threads(old)
     assert calls[0] == 1
@@ -136,3 +137,27 @@ def test_applies_reads_the_switch(monkeypatch):
         assert latency.applies(layer, x)
         monkeypatch.setenv("RNNLAB_LEAN", "0")
         assert not latency.applies(layer, x)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_the_drop_in_modules_inference_takes_the_lean_path_too(name, monkeypatch):
+    """rnnlab.nn's modules (weights converted per call, no module of rnnlab's underneath) run fused.run_lean for
+    their inference calls: the general path's results bit for bit, and torch.nn's within float32 rounding."""
+    import rnnlab.nn
+
+    torch.manual_seed(0)
+    ours = getattr(rnnlab.nn, name)(5, 7, num_layers=2)
+    ours.engine = "native"
+    peer = getattr(torch.nn, name)(5, 7, num_layers=2)
+    peer.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 1, 5)
+    got = []
+    for lean in ("1", "0"):
+        monkeypatch.setenv("RNNLAB_LEAN", lean)
+        with torch.inference_mode():
+            got.append(_flat(ours(x)))
+    with torch.inference_mode():
+        want = _flat(peer(x))
+    for a, b, c in zip(*got, want):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)

@@ -89,15 +89,19 @@ def test_auto_picks_an_exact_engine(monkeypatch):
     assert choose(gru_before, x, False).name == "native"  # no torch kernel for the seed's GRU
     assert choose(lstm, x, True).name == "native"  # traces
     old = torch.get_num_threads()
-    try:  # measured (BENCHMARKS.md): oneDNN wins for larger float32 LSTMs' inference on 2+ threads only
+    try:  # measured (BENCHMARKS.md): oneDNN wins float32 LSTM inference on 2+ threads where half of W_hh fills L2
         torch.set_num_threads(2)
         big = torch.randn(5, 256, 8)
+        H = next(h for h in (256, 512, 1024, 2048) if 4 * h * h * 4 // 2 >= torch.ops.rnnlab.l2_bytes())
+        wide_h = rnnlab.LSTM(8, H)
         with torch.no_grad():
             assert choose(lstm, x, False).name == "native"  # B·H = 64·64 = 4096: the split native loop
-            assert choose(lstm, big, False).name == "torch"  # B·H = 16384
-            assert get_engine("auto", lstm, big).path(lstm, big) == "torch-onednn"
+            assert choose(lstm, big, False).name == "native"  # B·H = 16384, W_hh 64 KB
+            assert choose(wide_h, x[:, :8], False).name == "torch"  # W_hh 4H·H·4 bytes, half of it >= the L2
+            assert get_engine("auto", wide_h, x[:, :8]).path(wide_h, x[:, :8]) == "torch-onednn"
+            assert choose(wide_h, x[:, :4], False).name == "native"  # B = 4: the split native loop
+            assert choose(wide_h, x[:, :8].double(), False).name == "native"  # oneDNN's RNNs are float32
             assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
-            assert choose(lstm, big.double(), False).name == "native"  # oneDNN's RNNs are float32
         assert choose(lstm, x, False).name == "native"  # training: the native loops at every size (split by row)
         assert choose(lstm, big, False).name == "native"
         assert choose(rnnlab.LSTM(8, 64, num_layers=2), x, False).name == "native"
@@ -112,11 +116,11 @@ def test_auto_picks_an_exact_engine(monkeypatch):
             assert choose(lstm, wide, False).name == "torch"
             assert choose(lstm, x, False).name == "torch"
             monkeypatch.delenv("RNNLAB_ROWS")
-        lstm.requires_grad_(False)
-        assert choose(lstm, wide, False).name == "native"  # no gradient asked for: inference, below 16384
-        assert choose(lstm, big, False).name == "torch"
-        assert choose(lstm, big.requires_grad_(), False).name == "native"
-        lstm.requires_grad_(True)
+        wide_h.requires_grad_(False)
+        assert choose(wide_h, x[:, :8], False).name == "torch"  # no gradient asked for: inference
+        assert choose(wide_h, x[:, :8].clone().requires_grad_(), False).name == "native"
+        wide_h.requires_grad_(True)
+        assert choose(wide_h, x[:, :8], False).name == "native"  # training
         torch.set_num_threads(1)
         with torch.no_grad():
             assert choose(lstm, x, False).name == "native"

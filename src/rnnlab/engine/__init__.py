@@ -44,10 +44,12 @@ _TORCH = TorchEngine()
 
 
 # Where torch's oneDNN kernel runs a float32 LSTM on CPU (two or more threads) under "auto", measured against
-# the native loops (2 threads, native / oneDNN, A/B in one process; BENCHMARKS.md):
-# - inference from TORCH_LSTM_MIN_BH batch·hidden units: with the loop split by unit over both cores (csrc/split.h),
-#   native 0.95-1.04 at B·H = 4096-8192 ((100, 32, 64, 128), (100, 64, 64, 128), (100, 32, 128, 256),
-#   (100, 128, 64, 64)), but 1.06-1.08 at 16384 ((100, 64, 256, 256)) and 1.12 at 65536 ((50, 128, 256, 512));
+# the native loops (2 threads, native / oneDNN, A/B in one process, min of 12 interleaved calls; BENCHMARKS.md):
+# - inference where a unit-split part's W_hh (half of W_hh) fills a core's L2 (H >= 512 on a 2 MB L2), from
+#   TORCH_LSTM_MIN_B rows: native (split by unit) 1.09 at (100, 8, 256, 512), 0.99 at B = 16, 1.06 at 32, 1.01 at 64,
+#   0.93-0.99 at 128, but 0.70 at B = 4; with W_hh in L2 the native loops are the faster at every size measured:
+#   0.88-0.96 at (100, 64, 256, 256) (five runs; 1.06-1.11 in an earlier build, before the per-thread workspace and the
+#   two-slot C), 0.88-0.91 at (100, 128, 64, 128), 0.87-0.89 at (100, 128, 128, 256), 0.90-0.94 at (50, 256, 128, 256);
 # - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except where a
 #   one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128) (1.14 on
 #   one loop), 1.00 at (100, 64, 256, 256).
@@ -56,8 +58,23 @@ _TORCH = TorchEngine()
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
 # (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_MIN_BH = 16384
+TORCH_LSTM_MIN_B = 8
 TORCH_LSTM_BF16_MIN_BH = 4096
+
+
+_L2 = []  # a core's L2 in bytes, as the operators' rules read it (read once)
+
+
+def _l2_bytes() -> int:
+    if not _L2:
+        _L2.append(torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20)
+    return _L2[0]
+
+
+def _w_hh_fills_l2(layer) -> bool:
+    """Whether half of a float32 LSTM level's W_hh (4H·H numbers), a unit-split part's, fills a core's L2."""
+    H = layer.hidden_size
+    return 4 * H * H * 4 // 2 >= _l2_bytes()
 
 
 def _splits_rows(layer, x: torch.Tensor) -> bool:
@@ -70,8 +87,9 @@ def _splits_rows(layer, x: torch.Tensor) -> bool:
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
-    inference from B·H = ``TORCH_LSTM_MIN_BH`` and under bf16 autocast from ``TORCH_LSTM_BF16_MIN_BH`` (unless its
-    levels split by row) — else the native engine (float32 training always)."""
+    inference from ``TORCH_LSTM_MIN_B`` rows where half of W_hh fills a core's L2, and under bf16 autocast from
+    B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine (float32 training
+    always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -88,7 +106,7 @@ def choose(layer, x: torch.Tensor, trace: bool):
             return _TORCH
         if training(layer, x):
             return _NATIVE
-        return _TORCH if bh >= TORCH_LSTM_MIN_BH else _NATIVE
+        return _TORCH if x.shape[1] >= TORCH_LSTM_MIN_B and _w_hh_fills_l2(layer) else _NATIVE
     return _NATIVE
 
 

@@ -127,7 +127,9 @@ def lean_weights(layer, levels: range) -> list:
     """Per level (w_ih, w_hh, b, b_hn, w_hr), flat, as ``layer.weights`` reads them (None where absent): the module's
     own parameters, else the attribute (a parametrization). Read on every call, never kept: changes of any kind
     (in place, through ``.data``, replaced parameters) are seen as the general path sees them."""
-    own = layer._parameters
+    own = getattr(layer, "_parameters", None)
+    if own is None:  # not a module (rnnlab.nn's TorchStack: its weights converted per call)
+        return [t for k in levels for t in layer.weights(k, 0)]
     out = []
     for name in _names(layer, levels):
         t = None if name is None else own.get(name)

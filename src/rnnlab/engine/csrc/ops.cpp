@@ -420,8 +420,10 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 // on two threads of OpenMP's team, each with half the hidden units, where torch has two or more threads and a step's
 // GEMM has enough multiply-adds (B·rec·H). Measured on 2 threads, A/B in one process (split / one loop, the one
 // loop's pointwise pass on both threads), T = 50-1000, the ratio of two runs' means:
-// - inference: the LSTM 0.74-0.87 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256), but 1.04
-//   at (50, 128, 256, 512) (W_hh 2^20 numbers: a part's W_hhᵀ fills its core's L2); the GRU 0.66-0.93 from 2^14 to
+// - inference: the LSTM 0.74-0.87 from 2^15 ((200, 2, 32, 64), (1000, 8, 16, 32)) to (100, 64, 256, 256); at H = 512
+//   (W_hh 2^20 numbers, a part's W_hhᵀ filling a 2 MB L2) 1.04 at (50, 128, 256, 512) in an earlier build, and on the
+//   Intel host with the workspace and the two-slot C (min of 12 interleaved calls) 0.84 at B = 4, 0.90 at 8, 0.80 at
+//   32 and 0.93 at 128 (T = 50-100, X = 256), so no bound on W_hh; the GRU 0.66-0.93 from 2^14 to
 //   (50, 128, 256, 512); the RNN, whose pointwise pass is lightest, 0.78-0.88 from 2^19 (0.93 at 2^18), 1.16-1.27
 //   below.
 //   At batch 1 (each part running the whole loop's product, Loop::dot or the small-rows kernel): the LSTM and GRU
@@ -447,7 +449,7 @@ bool split_pays(const Shape& s, bool keep) {
     if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 23) && w_hh < (int64_t(1) << 20);
     return false;
   }
-  if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 15) && w_hh < (int64_t(1) << 20);
+  if (s.kind == Kind::LSTM) return macs >= (int64_t(1) << 15);
   if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 14);
   if (s.kind == Kind::GRU_BEFORE) return macs >= (int64_t(1) << 16) && s.B >= 8;  // two hand-offs a step
   return macs >= (int64_t(1) << 19);
@@ -1261,6 +1263,8 @@ bool splits_rows(c10::string_view cell, int64_t B, int64_t H, bool keep) {
 // rnnlab::route_counts (tests and the bench) — the operators' loops so far, by route: [forward on one loop, forward
 // split by unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit, forward in the
 // bf16 mode, forward split by row (split.h's run_rows), backward split by row]
+int64_t l2_bytes_op() { return l2_bytes(); }
+
 std::vector<int64_t> route_counts() {
   std::vector<int64_t> out;
   for (const auto& total : route_totals) out.push_back(total.load());
@@ -1283,6 +1287,7 @@ Tensor transpose_op(const Tensor& w) {
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("transpose(Tensor w) -> Tensor", &rnnlab::transpose_op);
   m.def("route_counts() -> int[]", &rnnlab::route_counts);
+  m.def("l2_bytes() -> int", &rnnlab::l2_bytes_op);  // a core's L2 as the rules read it (sysconf; 1 MB if unknown)
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);
   m.def("splits_rows(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_rows);
