@@ -10,9 +10,9 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU except float32 LSTMs on 2+ threads in inference at B·H ≥ 16384, under
-  bf16 autocast at B·H ≥ 4096, in training of one unidirectional level at 4096 ≤ B·H < 8192 (oneDNN),
-  cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
+  function (``choose``): native on CPU except float32 LSTMs on 2+ threads in inference from 8 rows where half of
+  W_hh fills a core's L2 (H ≥ 512 on a 2 MB L2), and under bf16 autocast at B·H ≥ 4096 where the level does not split
+  by row (oneDNN), cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
