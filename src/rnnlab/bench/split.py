@@ -34,8 +34,10 @@ from ..engine import ops
 from .timing import median_ms
 
 
-# the operators' cell names of the bench's cells
-KERNELS = {"rnn": "rnn_tanh", "lstm": "lstm", "gru-after": "gru_after", "gru-before": "gru_before"}
+def kernel(cell: str) -> str:
+    """The operators' name for a bench cell ("gru-after" -> "gru_after"): its SPEC's, with the reset the name gives."""
+    name, _, reset = cell.partition("-")
+    return SPECS[name].kernel({"reset": reset} if reset else {})
 
 
 def gates(cell: str) -> int:
@@ -64,7 +66,7 @@ def step_gemms_ms(cell: str, shape, budget_s: float, bf16: bool = False) -> floa
     ``bf16``, as the operators' bf16 mode runs them."""
     T, B, _, H = shape
     GH = gates(cell) * H
-    rows = B >= 2 and torch.ops.rnnlab.splits_rows(KERNELS[cell], B, H, True)  # halves of the batch on a core each
+    rows = B >= 2 and torch.ops.rnnlab.splits_rows(kernel(cell), B, H, True)  # halves of the batch on a core each
     return median_ms(lambda: torch.ops.rnnlab.time_step_gemms(B, H, GH, first_block(cell, H), T, bf16=bf16, rows=rows),
                      budget_s)
 

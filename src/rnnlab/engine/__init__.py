@@ -28,6 +28,8 @@ force. A variant a cell's ``SPEC.native_variants`` does not list runs on the ref
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import ops
@@ -48,7 +50,7 @@ _TORCH = TorchEngine()
 # - inference where a unit-split part's W_hh (half of W_hh) fills a core's L2 (H >= 512 on a 2 MB L2), from
 #   TORCH_LSTM_MIN_B rows: native (split by unit) 1.09 at (100, 8, 256, 512), 0.99 at B = 16, 1.06 at 32, 1.01 at 64,
 #   0.93-0.99 at 128, but 0.70 at B = 4; with W_hh in L2 the native loops are the faster at every size measured:
-#   0.88-0.96 at (100, 64, 256, 256) (five runs; 1.06-1.11 in an earlier build, before the per-thread workspace and the
+#   0.93-0.98 at (100, 64, 256, 256) (five runs; 1.06-1.11 in an earlier build, before the per-thread workspace and the
 #   two-slot C), 0.88-0.91 at (100, 128, 64, 128), 0.87-0.89 at (100, 128, 128, 256), 0.90-0.94 at (50, 256, 128, 256);
 # - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except where a
 #   one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128) (1.14 on
@@ -62,13 +64,10 @@ TORCH_LSTM_MIN_B = 8
 TORCH_LSTM_BF16_MIN_BH = 4096
 
 
-_L2 = []  # a core's L2 in bytes, as the operators' rules read it (read once)
-
-
+@functools.cache
 def _l2_bytes() -> int:
-    if not _L2:
-        _L2.append(torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20)
-    return _L2[0]
+    """A core's L2 in bytes, as the operators' rules read it (1 MB without them)."""
+    return torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20
 
 
 def _w_hh_fills_l2(layer) -> bool:

@@ -110,10 +110,11 @@ def lean(layer, x, lengths, trace) -> bool:
     """Whether a call takes ``run_lean``: inference (autograd off) of a one-direction layer with no variant in force and
     whole sequences, outside tracing, with the library's direct entry (``ops.lean_forward``). These are the latency
     calls (batch 1, small batches), where the general path's Python (named fields per level, views, the stacking
-    driver) cost more than the operator; ``latency.forward`` takes most of them before the layer's own checks."""
+    driver) cost more than the operator; ``latency.forward`` takes most of them before the layer's own checks.
+    ``RNNLAB_LEAN=0`` turns it off."""
     return (lengths is None and not trace and not torch.is_grad_enabled() and layer.num_directions == 1
             and not layer.active_variants() and not torch.compiler.is_compiling()
-            and not torch.compiler.is_exporting() and ops.direct_available())
+            and not torch.compiler.is_exporting() and ops.direct_available() and ops.env("RNNLAB_LEAN", "1") != "0")
 
 
 def _names(layer, levels: range) -> list:
@@ -143,16 +144,19 @@ def run_lean(layer, x, hx, cell):
     training mode under no_grad) a call per level, dropout drawn between them as the general path draws it. Same
     results as the general path: the same operator on the same tensors. ``hx``: the (L, B, ·) state parts, or None
     for zeros."""
-    L, H = layer.num_layers, layer.hidden_size
+    L = layer.num_layers
     h0, c0 = (None, None) if hx is None else (hx[0], hx[1] if len(hx) > 1 else None)
     if not (layer.dropout > 0 and layer.training and L > 1):
-        out, h_n, c_n = ops.lean_forward(x, lean_weights(layer, range(L)), h0, c0, cell, H)
+        out, h_n, c_n = ops.lean_forward(x, lean_weights(layer, range(L)), h0, c0, cell)
         return out, (h_n, c_n) if cell == "lstm" else (h_n,), None
     finals: list[list[torch.Tensor]] = [[], []]
     inp = x
+
+    def level(t, k):  # level k's part of a state, or None (zeros)
+        return None if t is None else t[k:k + 1]
+
     for k in range(L):
-        part = (lambda t: None if t is None else t[k:k + 1])
-        inp, h_n, c_n = ops.lean_forward(inp, lean_weights(layer, range(k, k + 1)), part(h0), part(c0), cell, H)
+        inp, h_n, c_n = ops.lean_forward(inp, lean_weights(layer, range(k, k + 1)), level(h0, k), level(c0, k), cell)
         finals[0].append(h_n)
         finals[1].append(c_n)
         if k < L - 1:
@@ -172,7 +176,7 @@ def run_levels(layer, x, hx, lengths, trace):
     if lengths is not None:
         live = (torch.arange(T, device=x.device).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2)  # (T, B, 1)
         mask = live.squeeze(2).to(x.dtype)  # (T, B)
-    lean_call = lean(layer, x, lengths, trace) and ops.env("RNNLAB_LEAN", "1") != "0"
+    lean_call = lean(layer, x, lengths, trace)
     if lean_call and layer.num_layers == 1:  # (the wavefront never runs one level: skip its test)
         return run_lean(layer, x, hx, cell)
     if wavefront.applies(layer, x, cell):

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import torch
 
-from . import choose, ops, wavefront
-from .fused import NativeEngine, kernel, run_lean
+from . import choose, wavefront
+from .fused import NativeEngine, kernel, lean, run_lean
 from .wavefront import CELLS
 
 
 def applies(layer, x: torch.Tensor) -> bool:
-    """Whether this call of ``layer`` on ``x`` (a (T, B, X) tensor of the parameters' dtype) is a latency call."""
-    if (layer.bidirectional or layer.engine not in ("auto", "native") or x.device.type != "cpu" or x.shape[0] == 0
-            or x.shape[1] == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting()):
-        return False
-    if (layer.options or layer.regularisers) and layer.active_variants():
-        return False
-    if not ops.direct_available() or ops.env("RNNLAB_LEAN", "1") == "0":
+    """Whether this call of ``layer`` on ``x`` (a (T, B, X) tensor of the parameters' dtype) is a latency call: a call
+    ``fused.lean`` takes (the general path would reach ``run_lean``) on a CPU tensor with rows and steps, outside
+    autocast, of a cell the operators compute, where the engine the layer asks for runs the native loops."""
+    if (layer.engine not in ("auto", "native") or x.device.type != "cpu" or x.shape[0] == 0 or x.shape[1] == 0
+            or torch.is_autocast_enabled("cpu") or not lean(layer, x, None, False)):
         return False
     cell = kernel(layer)
     if cell not in CELLS or not isinstance(choose(layer, x, False), NativeEngine):

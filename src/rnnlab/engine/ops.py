@@ -63,12 +63,12 @@ def library_path() -> str | None:
 
 # os.environ's own store (bytes on POSIX): ``env`` reads it per call, so a change to os.environ is seen at once, for a
 # tenth of os.environ.get's cost (which encodes the name each time; batch-1 calls read three switches)
-_ENVIRON = getattr(os.environ, "_data", None)
+_ENVIRON = getattr(os.environ, "_data", None) if os.name == "posix" else None
 
 
 def env(name: str, default: str = "") -> str:
     """``os.environ.get(name, default)``, the engine's switches (``RNNLAB_*``) read on every call."""
-    if _ENVIRON is None or os.name != "posix":
+    if _ENVIRON is None:
         return os.environ.get(name, default)
     value = _ENVIRON.get(name.encode())
     return default if value is None else os.fsdecode(value)
@@ -84,12 +84,12 @@ def direct_available() -> bool:
     return _DIRECT is not None and available()
 
 
-def lean_forward(x, weights: list, h0, c0, cell: str, hidden: int):
+def lean_forward(x, weights: list, h0, c0, cell: str):
     """The library's ``lean_forward`` (``csrc/ops.cpp``): an inference call of a plain one-direction stack, per
     level one ``recurrent_level(keep=False)`` (``weights``: per level w_ih, w_hh, b, b_hn, w_hr, each 2-D/1-D or
     None; ``h0``/``c0`` (L, B, ·) or None for zeros), in the bf16 mode under bfloat16 autocast (as
     ``level_inference``). Returns out (T, B, P), h_n (L, B, P), c_n (L, B, H) or (0,)."""
-    return _DIRECT.lean_forward(x, weights, h0, c0, cell, hidden, autocast_bf16())
+    return _DIRECT.lean_forward(x, weights, h0, c0, cell, autocast_bf16())
 
 
 def warn_unavailable() -> None:

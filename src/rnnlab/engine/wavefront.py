@@ -36,7 +36,6 @@ and differentiates that, as the per-level operator's does.
 
 from __future__ import annotations
 
-
 import torch
 
 from ..cells.weights import Weights

@@ -1312,13 +1312,14 @@ namespace rnnlab {
 namespace {
 
 std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vector<Opt>& weights, const Opt& h0,
-                                                const Opt& c0, const std::string& cell, int64_t hidden, bool bf16) {
+                                                const Opt& c0, const std::string& cell, bool bf16) {
   const char* fn = "rnnlab._C.lean_forward";
   TORCH_CHECK_VALUE(!weights.empty() && weights.size() % 5 == 0, fn, ": weights: expected (w_ih, w_hh, b, b_hn, ",
                     "w_hr) per level, got ", weights.size(), " tensors");
   TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected (T, B, X), got ", x.dim(), " dimensions");
   const int64_t L = static_cast<int64_t>(weights.size() / 5), T = x.size(0), B = x.size(1);
-  const bool lstm = kind_of(cell) == Kind::LSTM;
+  const Kind kind = kind_of(cell);
+  const bool lstm = kind == Kind::LSTM;
   auto level_state = [&](const Opt& given, int64_t k, int64_t width) {
     return given.has_value() ? given->narrow(0, k, 1) : x.new_zeros({1, B, width});
   };
@@ -1328,9 +1329,9 @@ std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vect
   for (int64_t k = 0; k < L; ++k) {
     const Opt* w = &weights[5 * k];
     TORCH_CHECK_VALUE(w[0].has_value() && w[1].has_value(), fn, ": weights: level ", k, " has no w_ih or w_hh");
-    const int64_t P = w[1]->size(1);
+    const int64_t P = w[1]->size(1), H = w[1]->size(0) / input_gates(kind, false);  // W_hh (G·H, P): plain cells
     const Tensor h = level_state(h0, k, P);
-    const Opt c = lstm ? Opt(level_state(c0, k, hidden)) : Opt();
+    const Opt c = lstm ? Opt(level_state(c0, k, H)) : Opt();
     auto [states, cells, gates, c_pre, reserve] =
         recurrent_level(inp, w[0]->unsqueeze(0), w[1]->unsqueeze(0), h, c, view(w[2]),
                         view(w[3]), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), view(w[4]),
@@ -1347,5 +1348,5 @@ std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vect
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lean_forward", &rnnlab::lean_forward, py::call_guard<py::gil_scoped_release>(), py::arg("x"),
-        py::arg("weights"), py::arg("h0"), py::arg("c0"), py::arg("cell"), py::arg("hidden"), py::arg("bf16"));
+        py::arg("weights"), py::arg("h0"), py::arg("c0"), py::arg("cell"), py::arg("bf16"));
 }

@@ -130,8 +130,8 @@ struct Loop {
   bool dot = false;
   // with dot, each step reads W_hh's rows in the direction opposite to the step before (small_gemv's ``backwards``):
   // a W_hh larger than the core's L2 then finds the rows read last still in it. LSTM inference at (50, 1, 256, 512),
-  // split by unit (each part's W_hh 2 MB, this host's L2), 0.75-0.79 of one direction every step, the GRU 0.91
-  // (min and median of 15 interleaved calls). RNNLAB_ALTERNATE=0 reads first to last every step (the tests compare).
+  // split by unit (each part's W_hh 2 MB, this host's L2), 0.72-0.74 (min) and 0.74-0.79 (median) of one direction
+  // every step over two runs of 15 interleaved calls, the GRU 0.91. RNNLAB_ALTERNATE=0 reads first to last every step (the tests compare).
   bool alternate = alternate_rows();
   bool backwards = false;  // the direction the last step read them in
   // a few rows against a W_hh that stays in cache (the driver decides: make_loop) run small_gemm.h's kernel
