@@ -350,3 +350,40 @@ def test_opcheck_with_the_bf16_flag(cell):
     if cell == "gru_after":
         args = args[:6] + (torch.rand(1, H) - 0.5,) + args[7:]
     torch.library.opcheck(torch.ops.rnnlab.recurrent_level.default, args, {"cell": cell, "bf16": True})
+
+
+requires_brgemm = pytest.mark.skipif(
+    not (ops.available() and torch.ops.rnnlab.brgemm_available()), reason="no packed bf16 products on this CPU"
+)
+
+
+@requires_bf16
+@requires_brgemm
+@pytest.mark.parametrize("cls,opts", [c for c in CASES if not c[1].get("recurrent_dropout")] +
+                         [(rnnlab.GRU, dict(reset="before"))], ids=str)
+@pytest.mark.parametrize("hidden", [64, 96, 75])
+def test_packed_products_match_mkl(cls, opts, hidden, monkeypatch):
+    """brgemm.h's products on W_hh packed once per call against MKL's bf16 GEMM on the unpacked copy
+    (RNNLAB_BRGEMM=0): both multiply the same bf16 operands and accumulate in float32, so the results agree to
+    float32 rounding of sums over H terms, which moves a carried h across a bf16 rounding edge now and then: within
+    2^-8 relative, an eighth of the bf16 bound (a misplaced block or row offset is off by O(1)); and the packed
+    route ran wherever W_hh or W_hhᵀ has an even number of rows. H = 96 leaves a
+    narrower last column block (and the reset-before GRU's n block off a block edge: MKL there); at H = 75 every
+    W_hh with an odd number of rows stays MKL's (brgemm.h packs rows in pairs), which leaves the LSTM's backward
+    (4H rows) packed, its last block 11 wide, and none of the others."""
+    torch.manual_seed(0)
+    layer = contractive(cls(X, hidden, num_layers=1, bidirectional=True, engine="native", **opts))
+    x = torch.randn(T, B, X, requires_grad=True)
+    lengths = torch.randint(1, T + 1, (B,))
+    lengths[0] = T
+    before = torch.ops.rnnlab.brgemm_products()
+    packed = run(layer, x, lengths, True)
+    rows = {rnnlab.RNN: 1, rnnlab.GRU: 3, rnnlab.LSTM: 3 if opts.get("coupled") else 4}[cls] * hidden
+    width = opts.get("proj_size") or hidden
+    assert (torch.ops.rnnlab.brgemm_products() > before) == (rows % 2 == 0 or width % 2 == 0)
+    monkeypatch.setenv("RNNLAB_BRGEMM", "0")
+    before = torch.ops.rnnlab.brgemm_products()
+    plain = run(layer, x, lengths, True)
+    assert torch.ops.rnnlab.brgemm_products() == before
+    errors = [rel(a.float(), b.float()) for a, b in zip(packed, plain)]
+    assert max(errors) < 2.0 ** -8, errors

@@ -109,13 +109,19 @@ def test_auto_picks_an_exact_engine(monkeypatch):
         wide = torch.randn(5, 128, 8)
         assert choose(lstm, wide, False).name == "native"  # training at B·H = 8192: the parameters need gradients
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            # bf16: oneDNN's kernel from B·H = 4096, unless the level splits by row (W_hh here is 64 KB)
+            # bf16 training: the native loops at every size (their per-step products on packed W_hh)
             assert choose(lstm, wide, False).name == "native"
-            assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "torch"
+            assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "native"
             monkeypatch.setenv("RNNLAB_ROWS", "0")
-            assert choose(lstm, wide, False).name == "torch"
-            assert choose(lstm, x, False).name == "torch"
+            assert choose(lstm, wide, False).name == "native"
+            with torch.no_grad():  # bf16 inference: oneDNN's kernel from B·H = 4096, unless the level splits by row
+                assert choose(lstm, wide, False).name == "torch"
+                assert choose(lstm, x, False).name == "torch"
+                assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x, False).name == "torch"
+                assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
             monkeypatch.delenv("RNNLAB_ROWS")
+            with torch.no_grad():
+                assert choose(lstm, wide, False).name == "native"  # split by row (W_hh here is 64 KB)
         wide_h.requires_grad_(False)
         assert choose(wide_h, x[:, :8], False).name == "torch"  # no gradient asked for: inference
         assert choose(wide_h, x[:, :8].clone().requires_grad_(), False).name == "native"

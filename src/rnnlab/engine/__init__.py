@@ -52,9 +52,13 @@ _TORCH = TorchEngine()
 #   0.93-0.99 at 128, but 0.70 at B = 4; with W_hh in L2 the native loops are the faster at every size measured:
 #   0.93-0.98 at (100, 64, 256, 256) (five runs; 1.06-1.11 in an earlier build, before the per-thread workspace and the
 #   two-slot C), 0.88-0.91 at (100, 128, 64, 128), 0.87-0.89 at (100, 128, 128, 256), 0.90-0.94 at (50, 256, 128, 256);
-# - bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except where a
-#   one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128) (1.14 on
-#   one loop), 1.00 at (100, 64, 256, 256).
+# - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
+#   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)
+#   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.2-1.35 even with the per-step products
+#   on packed W_hh (csrc/brgemm.h). Training under bf16 autocast runs the native loops at every size since those
+#   products: native / oneDNN bf16 (min, median of interleaved steps) 0.52-0.53 for the bidirectional LSTM at
+#   (100, 32, 64, 128), 0.77-0.80 at (100, 64, 256, 256), 0.82-0.87 one-direction at (50, 128, 256, 512), 0.95-1.08
+#   at (100, 16, 128, 256).
 # Training runs the native loops at every size: with a level split by row (each half of the batch on a core of its
 # own, csrc/split.h's run_rows) native / oneDNN measured 0.92 at (100, 32, 64, 128) and (100, 16, 128, 256), where
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
@@ -86,9 +90,9 @@ def _splits_rows(layer, x: torch.Tensor) -> bool:
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
-    inference from ``TORCH_LSTM_MIN_B`` rows where half of W_hh fills a core's L2, and under bf16 autocast from
-    B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine (float32 training
-    always)."""
+    inference from ``TORCH_LSTM_MIN_B`` rows where half of W_hh fills a core's L2, and in inference under bf16
+    autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine
+    (training always, float32 and bf16)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -100,7 +104,7 @@ def choose(layer, x: torch.Tensor, trace: bool):
     if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and not projected and torch.get_num_threads() >= 2:
         bh = x.shape[1] * layer.hidden_size
         if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
-            if bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
+            if training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
                 return _NATIVE
             return _TORCH
         if training(layer, x):

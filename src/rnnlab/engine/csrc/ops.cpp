@@ -47,6 +47,7 @@
 #include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "driver.h"
+#include "pool.h"
 #include "split.h"
 #include "transpose.h"
 
@@ -510,6 +511,20 @@ bool split_rows(const Shape& s, bool half, bool keep) {
 // the first unit of the second part: half of H, rounded up to a multiple of 16 (whole vectors in each part)
 int64_t split_cut(int64_t H) { return std::min(H - 1, (H / 2 + 15) / 16 * 16); }
 
+// the bf16 mode's copies of W_hh packed once for brgemm.h's products, where this CPU has them (W_hhᵀ (P, rec) forward,
+// W_hh (rec, P) backward: each (K, N) as its product reads it), and the threads a product splits its blocks between
+// (the BLAS rule, step_threads)
+template <typename T>
+void pack_bf16(Loop<T>& k) {
+  if (PackedBf16::available()) {
+    if (k.w_hhT16 && PackedBf16::packable(k.P, k.ldw))
+      k.w_hhT16p = std::make_shared<const PackedBf16>(k.P, k.ldw, k.w_hhT16, k.ldw);
+    if (k.w_hh16 && PackedBf16::packable(k.ldw, k.P))
+      k.w_hh16p = std::make_shared<const PackedBf16>(k.ldw, k.P, k.w_hh16, k.P);
+  }
+  k.gemm_threads = step_threads(k.B, k.ldw, k.P);
+}
+
 // the services of one direction's loop
 template <typename T>
 Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Tensor& w_hhT, const Tensor& w_hrT,
@@ -527,6 +542,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
     k.w_hhT16 = w_hhT16.defined() ? reinterpret_cast<const bf16_t*>(w_hhT16.data_ptr()) : nullptr;
     k.w_hh16 = w_hh16.defined() ? reinterpret_cast<const bf16_t*>(w_hh16.data_ptr()) : nullptr;
     k.in16.assign(s.B * std::max(s.H, k.ldw), bf16_t(0));
+    pack_bf16(k);
   }
   zeros.assign(s.H, T(0));
   k.b_hn = s.bias_hn ? r.b_hn.data_ptr<T>() : zeros.data();
@@ -565,6 +581,7 @@ Loop<T> rows_loop(const Loop<T>& whole, const Shape& s, int64_t n) {
   k.small = !k.dot && small_rows(part);
   if (!k.in16.empty()) k.in16.assign(n * std::max(s.H, k.ldw), bf16_t(0));
   k.threads = 1;
+  k.gemm_threads = 1;
   return k;
 }
 
@@ -590,7 +607,7 @@ using LevelOut = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 // samples in a profile of one-step batch-1 LSTM calls at H = 64; MKL's omatcopy, used before, took 38 µs for a
 // 256 × 64 W_hh on an AMD EPYC host against 5.7 µs here, and 604 against 72 µs for 1024 × 256)
 Tensor transposed(const Tensor& w) {
-  Tensor out = at::empty({w.size(1), w.size(0)}, w.options());
+  Tensor out = pooled_empty({w.size(1), w.size(0)}, w.options());
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rnnlab::transposed", [&] {
     transpose(w.size(0), w.size(1), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
   });
@@ -612,16 +629,16 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   // the outputs, directions first: each direction's slice is contiguous
-  Tensor states = x.new_empty({s.D, s.T + 1, s.B, s.P});
+  Tensor states = pooled_empty({s.D, s.T + 1, s.B, s.P}, x.options());  // (pool.h: large ones from its cache)
   // keep=False (inference): C's first and last slots only (Direction::cell_slots), one step's gates and reserve,
   // overwritten every step, and neither is returned
   const int64_t cell_slots = keep ? s.T + 1 : 2;
-  Tensor cells = lstm ? x.new_empty({s.D, cell_slots, s.B, s.H}) : x.new_empty({0});
+  Tensor cells = lstm ? pooled_empty({s.D, cell_slots, s.B, s.H}, x.options()) : x.new_empty({0});
   Shape kept = s;
   if (!keep) kept.T = 1;
-  Tensor gates = x.new_empty({s.D, kept.T, s.B, s.GH});
-  Tensor c_pre = lstm && s.zone ? x.new_empty({s.D, s.T, s.B, s.H}) : x.new_empty({0});
-  Tensor reserve = x.new_empty({s.D, reserve_size(kept)});
+  Tensor gates = pooled_empty({s.D, kept.T, s.B, s.GH}, x.options());
+  Tensor c_pre = lstm && s.zone ? pooled_empty({s.D, s.T, s.B, s.H}, x.options()) : x.new_empty({0});
+  Tensor reserve = pooled_empty({s.D, reserve_size(kept)}, x.options());
   const bool half = use_bf16(s, bf16);
   const bool by_rows = split_rows(s, half, keep);
   const bool split = !by_rows && split_units(s, half, keep);
@@ -844,13 +861,13 @@ LevelGrads recurrent_level_backward(
     w.g_cells = g_cells_c.defined() ? g_cells_c[d] : Tensor();
     w.g_gates = g_gates_c.defined() ? g_gates_c[d] : Tensor();
     w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
-    w.da = x.new_empty({T, B, s.GX});
-    w.dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({T, B, H}) : Tensor();
+    w.da = pooled_empty({T, B, s.GX}, x.options());
+    w.dhn = s.kind == Kind::GRU_AFTER ? pooled_empty({T, B, H}, x.options()) : Tensor();
     w.dh0 = x.new_empty({B, P});
-    if (s.proj) w.dhr = x.new_empty({T, B, P});
+    if (s.proj) w.dhr = pooled_empty({T, B, P}, x.options());
     w.dc0 = lstm ? x.new_empty({B, H}) : x.new_empty({0});
     if (s.ln_hh) {  // ∂ of the raw recurrent GEMM outputs; the gains' and biases' gradients
-      w.dhh = x.new_empty({T, B, R});
+      w.dhh = pooled_empty({T, B, R}, x.options());
       w.dln_hh_w = x.new_empty({R}), w.dln_hh_b = x.new_empty({R});
       if (lstm) w.dln_c_w = x.new_empty({H}), w.dln_c_b = x.new_empty({H});
     }
@@ -919,10 +936,15 @@ LevelGrads recurrent_level_backward(
     }
     const Tensor d_raw_ = low(d_raw);
     if (need_x && half) {
-      if (!dx.defined()) dx = x.new_empty({T * B, s.X});
+      if (!dx.defined()) dx = pooled_empty({T * B, s.X}, x.options());
       mm16(d_raw_, false, to16(r.w_ih), false, d == 0 ? 0.0f : 1.0f, dx);
     } else if (need_x) {
-      dx = dx.defined() ? dx.addmm_(d_raw, r.w_ih) : at::mm(d_raw, r.w_ih);
+      if (dx.defined()) {
+        dx.addmm_(d_raw, r.w_ih);
+      } else {
+        dx = pooled_empty({T * B, s.X}, x.options());
+        at::mm_out(dx, d_raw, r.w_ih);
+      }
     }
     dh0.push_back(w.dh0);
     if (lstm) dc0.push_back(w.dc0);
@@ -1124,7 +1146,10 @@ struct StepGemms {
     k.w_hhT = w_hhT.data(), k.w_hh = w_hh.data();
     k.dot = dot_rows(B, GH * H);
     k.small = !k.dot && small_rows(B, GH * H, at::kFloat);
-    if (bf16) k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
+    if (bf16) {
+      k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
+      pack_bf16(k);
+    }
   }
   void run(int64_t T) {
     const int64_t rest = GH - first;
@@ -1287,6 +1312,11 @@ Tensor transpose_op(const Tensor& w) {
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("transpose(Tensor w) -> Tensor", &rnnlab::transpose_op);
   m.def("route_counts() -> int[]", &rnnlab::route_counts);
+  // bytes pool.h holds for reuse now (tests)
+  m.def("pool_bytes() -> int", [] { return int64_t(rnnlab::BlockPool::get().cached()); });
+  // bf16 products run on packed W_hh through brgemm.h so far, and whether this machine runs them (tests, bench)
+  m.def("brgemm_products() -> int", [] { return rnnlab::PackedBf16::products().load(); });
+  m.def("brgemm_available() -> bool", [] { return rnnlab::PackedBf16::available(); });
   m.def("l2_bytes() -> int", &rnnlab::l2_bytes_op);  // a core's L2 as the rules read it (sysconf; 1 MB if unknown)
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -29,6 +30,7 @@
 #include <omp.h>
 
 #include "blas.h"
+#include "brgemm.h"
 #include "norm.h"
 #include "small_gemm.h"
 
@@ -124,6 +126,10 @@ struct Loop {
   const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
   const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
   std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+  // the same two, packed once per call for brgemm.h's products where it runs them (else null: MKL on the copies
+  // above); shared, read only, by a level's loops over parts of the batch
+  std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
+  int64_t gemm_threads = 1;         // the threads a packed product's column blocks split between
   // a single row against a large W_hh (the driver decides: make_loop) reads W_hh (rec, P) row by row, one dot
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
   // slower for small W_hh and for more rows
@@ -179,6 +185,8 @@ struct Loop {
     if constexpr (std::is_same_v<T, float>) {
       if (w_hhT16) {
         to_bf16_rows(B, P, in, P, in16.data());
+        if (w_hhT16p && w_hhT16p->covers(0, P, col, width))
+          return w_hhT16p->product(B, in16.data(), P, 0, P, col, width, false, out, ldo, gemm_threads);
         gemm_bf16(false, false, B, width, P, in16.data(), P, w_hhT16 + col, ldw, 0.0f, out, ldo);
         return;
       }
@@ -229,6 +237,8 @@ struct Loop {
     if constexpr (std::is_same_v<T, float>) {
       if (w_hh16) {
         to_bf16_rows(B, rows, d, ldd, in16.data());
+        if (w_hh16p && w_hh16p->covers(row, rows, 0, P) && (beta == 0.0f || beta == 1.0f))
+          return w_hh16p->product(B, in16.data(), rows, row, rows, 0, P, beta == 1.0f, out, P, gemm_threads);
         gemm_bf16(false, false, B, P, rows, in16.data(), rows, w_hh16 + row * P, P, beta, out, P);
         return;
       }

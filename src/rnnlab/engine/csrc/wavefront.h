@@ -146,7 +146,7 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   const int64_t L = static_cast<int64_t>(w_hh.size());
   TORCH_CHECK_VALUE(L >= 1 && h0.dim() == 3 && x.dim() == 3, fn, ": expected x (T, B, X), h0 (L, B, H), one w_hh per level");
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(2);
-  const Tensor inputs = x.new_empty({std::max<int64_t>(L - 1, 0), T, B, H});  // level k > 0's input
+  const Tensor inputs = pooled_empty({std::max<int64_t>(L - 1, 0), T, B, H}, x.options());  // level k > 0's input
   const StackCheck c = check_stack(fn, x, w_ih, w_hh, h0, c0, b, b_hn, mask, drop, cell, inputs);
   const Shape& s = c.shapes[0];
   const bool lstm = s.kind == Kind::LSTM;
@@ -154,10 +154,10 @@ StackOut recurrent_stack(const Tensor& x, at::TensorList w_ih, at::TensorList w_
   const int64_t C = stack_chunk(chunk, T, B), chunks = (T + C - 1) / C;
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   const Tensor q = drop.has_value() ? drop->contiguous() : Tensor();
-  Tensor states = x.new_empty({L, T + 1, B, H});
-  Tensor cells = lstm ? x.new_empty({L, T + 1, B, H}) : x.new_empty({0});
-  Tensor gates = x.new_empty({L, T, B, GH});
-  Tensor reserve = x.new_empty({L, reserve_size(s)});
+  Tensor states = pooled_empty({L, T + 1, B, H}, x.options());
+  Tensor cells = lstm ? pooled_empty({L, T + 1, B, H}, x.options()) : x.new_empty({0});
+  Tensor gates = pooled_empty({L, T, B, GH}, x.options());
+  Tensor reserve = pooled_empty({L, reserve_size(s)}, x.options());
   std::vector<Tensor> w_hhTs;
   for (int64_t k = 0; k < L; ++k) {
     const Record& r = c.recs[k];
@@ -260,11 +260,11 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
                              : at::zeros({L, T + 1, B, H}, x.options());
   Tensor gg;
   if (g_gates.has_value()) expect(fn, "g_gates", *g_gates, {L, T, B, GH}, s.dtype), gg = g_gates->contiguous();
-  Tensor da = x.new_empty({L, T, B, GX});
-  Tensor dhn = s.kind == Kind::GRU_AFTER ? x.new_empty({L, T, B, H}) : Tensor();
+  Tensor da = pooled_empty({L, T, B, GX}, x.options());
+  Tensor dhn = s.kind == Kind::GRU_AFTER ? pooled_empty({L, T, B, H}, x.options()) : Tensor();
   Tensor dh0 = x.new_empty({L, B, H});
   Tensor dc0 = lstm ? x.new_empty({L, B, H}) : x.new_empty({0});
-  Tensor dx = need_x ? x.new_empty({T, B, s.X}) : x.new_empty({0});
+  Tensor dx = need_x ? pooled_empty({T, B, s.X}, x.options()) : x.new_empty({0});
   Progress progress(L);
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_stack_backward", [&] {
     using T_ = scalar_t;

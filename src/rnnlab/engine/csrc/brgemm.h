@@ -1,0 +1,91 @@
+// The bf16 mode's per-step recurrent GEMMs on W_hh packed once per call: ATen's brgemm (oneDNN's AMX micro-kernel,
+// at::native::cpublas::brgemm) on W_hh in the pair-interleaved ("VNNI") layout AMX reads.
+//
+// MKL's bf16 GEMM (cblas_gemm_bf16bf16f32) has no packed form here, so every step's call re-packs all of W_hh
+// before it multiplies (its copy_down kernels were a tenth of a bf16 LSTM inference profile), and at a step's shapes it
+// reached 84-491 GFLOP/s on one thread. The same products on W_hh packed once ran at 280-1450 GFLOP/s on one thread
+// (Intel Xeon with AMX; (M, N, K) = (128, 2048, 512): 798 → 321 µs, (64, 1024, 512): 137 → 50 µs, (8, 1024, 512): 100
+// → 30 µs, (16, 512, 128): 10.5 → 6.6 µs).
+//
+// W (K, N) is packed in blocks of NB columns (the last one narrower), block j at j·K·NB numbers, each block's rows in
+// pairs: (K/2, width, 2), its row stride (width) rounded up to 16 as oneDNN's packing asks. A product over rows
+// [k0, k0 + kn) and columns [col, col + width) then reads whole blocks from row k0 on: covers() says when the
+// ranges allow that (K, k0, kn even; col on a block's edge; width to a block's edge or the end), else the caller runs
+// MKL on the unpacked copy. A product's blocks are split between threads where asked; each thread releases the AMX
+// tile state when done, because MKL's own AMX kernels (the input projection's) configure the tiles in between.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "blas.h"
+
+namespace rnnlab {
+
+class PackedBf16 {
+ public:
+  static constexpr int64_t NB = 64;  // columns a block: 64 measured faster than 32 at every shape above but B = 8
+
+  // whether the products run here: oneDNN packs bf16 for this CPU (AMX or AVX-512-BF16) and RNNLAB_BRGEMM is not 0
+  static bool available() {
+    static const bool can = at::native::cpublas::could_pack(at::kBFloat16);
+    const char* env = std::getenv("RNNLAB_BRGEMM");
+    return can && !(env && std::strcmp(env, "0") == 0);
+  }
+  static bool packable(int64_t K, int64_t N) { return K > 0 && N > 0 && K % 2 == 0; }
+
+  // products run here so far (rnnlab::brgemm_products: the tests and the bench see that it ran)
+  static std::atomic<int64_t>& products() {
+    static std::atomic<int64_t> n{0};
+    return n;
+  }
+
+  // W (K, N), row stride ldw (callers check packable first)
+  PackedBf16(int64_t K, int64_t N, const bf16_t* W, int64_t ldw) : K_(K), N_(N) {
+    buf_.assign(K * (N / NB * NB + (N % NB ? ld(N % NB) : 0)), bf16_t(0));
+    for (int64_t c = 0; c < N; c += NB) {
+      const int64_t w = std::min(NB, N - c);
+      at::native::cpublas::pack(K, w, ldw, ld(w), at::kBFloat16, at::kBFloat16, W + c, buf_.data() + c * K);
+    }
+  }
+
+  bool covers(int64_t k0, int64_t kn, int64_t col, int64_t width) const {
+    return k0 % 2 == 0 && (kn % 2 == 0 || k0 + kn == K_) && k0 + kn <= K_ && col % NB == 0 &&
+           (width % NB == 0 || col + width == N_) && col + width <= N_ && kn > 0 && width > 0;
+  }
+
+  // C (M, width) = A (M, kn) · W[k0 : k0 + kn, col : col + width] (+ C where add), C's row stride ldc; the column
+  // blocks split between ``threads`` threads of ATen's pool (one inside a parallel region)
+  void product(int64_t M, const bf16_t* A, int64_t lda, int64_t k0, int64_t kn, int64_t col, int64_t width, bool add,
+               float* C, int64_t ldc, int64_t threads) const {
+    products().fetch_add(1, std::memory_order_relaxed);
+    const int64_t first = col / NB, last = (col + width + NB - 1) / NB;
+    auto blocks = [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t c = j * NB, w = std::min(NB, N_ - c);
+        at::native::cpublas::brgemm(M, w, kn, lda, ld(w), ldc, add, reinterpret_cast<const at::BFloat16*>(A),
+                                    reinterpret_cast<const at::BFloat16*>(buf_.data() + c * K_ + k0 * ld(w)),
+                                    C + (c - col), true);
+      }
+      at::native::cpublas::brgemm_release(true);
+    };
+    if (threads > 1 && last - first > 1 && !at::in_parallel_region())
+      at::parallel_for(first, last, (last - first + threads - 1) / threads, blocks);
+    else
+      blocks(first, last);
+  }
+
+ private:
+  static int64_t ld(int64_t w) { return (w + 15) / 16 * 16; }
+  int64_t K_, N_;
+  std::vector<bf16_t> buf_;
+};
+
+}  // namespace rnnlab
