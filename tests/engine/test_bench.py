@@ -199,12 +199,12 @@ def test_bf16_path_and_split(monkeypatch):
     small = bench._rnnlab_layer("gru-after", 4, 8, "auto")
     assert bench.bf16_path(small, torch.randn(3, 2, 4)) == "native-cpp float32"  # below the mode's threshold
     big = bench._rnnlab_layer("lstm", 8, 64, "auto")
-    x = torch.randn(3, 64, 8)  # B·H = 4096: torch's oneDNN kernel under autocast on 2+ threads, where not split by row
+    x = torch.randn(3, 64, 8)  # B·H = 4096: the native loops in training (oneDNN's kernel is auto's for inference only)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         monkeypatch.setenv("RNNLAB_ROWS", "0")
-        assert bench.bf16_path(big, x) == "torch-onednn"
+        assert bench.bf16_path(big, x).startswith("native-cpp")
         monkeypatch.delenv("RNNLAB_ROWS")
         assert bench.bf16_path(big, x).startswith("native-cpp")
     finally:

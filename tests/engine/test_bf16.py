@@ -152,6 +152,41 @@ def test_bf16_split_by_row_within_bound(cls, opts, monkeypatch):
     assert all(e <= b for e, b in zip(errors, bounds)), (errors, bounds)
 
 
+@requires_bf16
+@pytest.mark.parametrize("cls,opts", [(rnnlab.RNN, {}), (rnnlab.LSTM, {}), (rnnlab.GRU, dict(reset="after")),
+                                      (rnnlab.GRU, {})], ids=str)
+@pytest.mark.parametrize("hidden", [64, 80])
+def test_bf16_split_by_unit_within_bound(cls, opts, hidden, monkeypatch):
+    """One direction, its loops split by hidden unit (RNNLAB_SPLIT=1, RNNLAB_ROWS=0: each part rounds its own rows of
+    W_ih and W_hh to bf16 and packs them, forward and, but for the seed's GRU, backward): within the bound of the
+    float32 run, and the counters saw the split and the bf16 mode. H = 80 gives parts of 48 and 32 units (a last
+    packed block narrower than 64)."""
+    monkeypatch.setenv("RNNLAB_SPLIT", "1")
+    monkeypatch.setenv("RNNLAB_ROWS", "0")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        layer = contractive(cls(X, hidden, engine="native", **opts))
+        x = torch.randn(T, B, X, requires_grad=True)
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[0] = T
+        before = torch.ops.rnnlab.route_counts()
+        bf = run(layer, x, lengths, True)
+        with torch.no_grad(), torch.autocast(**BF16):
+            inferred = layer(x, lengths=lengths)[0]
+        after = torch.ops.rnnlab.route_counts()
+        ref = run(layer, x, lengths, False)
+    finally:
+        torch.set_num_threads(threads)
+    assert after[1] > before[1] and after[4] > before[4], (before, after)  # split forward, bf16 mode
+    if opts.get("reset") == "after" or cls is not rnnlab.GRU:
+        assert after[3] > before[3], (before, after)  # split backward
+    errors = [rel(a, b) for a, b in zip(bf, ref)] + [rel(inferred, ref[0])]
+    assert all(e <= BOUND for e in errors), errors
+    assert rel(bf[0].float(), ref[0].to(bf[0].dtype).float()) > 0  # the GEMMs' rounding shows
+
+
 @pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(layer_norm=True)), (rnnlab.RNN, {})],
                          ids=str)
 def test_forced_fallback_is_float32(cls, opts, monkeypatch):

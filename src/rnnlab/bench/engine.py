@@ -674,9 +674,9 @@ def _split_lines(report: dict) -> list[str]:
     bf16 = [row for row in report["rows"] if getattr(row, "split_bf16", None)]
     if bf16:
         lines += ["", "The same split of rnnlab's training step under bfloat16 autocast, at the rows where it ran the "
-                  "operators' bf16 mode (the others: float32 below the mode's size threshold, or torch's oneDNN "
-                  "kernel for the larger LSTMs): (a) as that mode runs the per-step GEMMs (h and the gradient rows "
-                  "rounded to bf16 each step, MKL's bf16 GEMM), (b) on bf16 operands; (c) now also holds the per-call "
+                  "operators' bf16 mode (the others: float32 below the mode's size threshold): (a) as that mode runs "
+                  "the per-step GEMMs (h and the gradient rows rounded to bf16 each step, then brgemm on W_hh packed "
+                  "once per call where this CPU has it, else MKL's bf16 GEMM), (b) on bf16 operands; (c) now also holds the per-call "
                   "bf16 copies of x and the weights. `% bf16`: the GEMMs' GFLOP/s over the bf16 GEMM rate.", ""]
         lines += _split_table(bf16, "split_bf16", "bf16")
     return lines

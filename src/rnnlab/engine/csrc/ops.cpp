@@ -249,7 +249,9 @@ int64_t step_threads(int64_t B, int64_t rec, int64_t P) {
 // Every GEMM takes bf16 operands and accumulates in float32: the input projection x·W_ihᵀ, the per-step
 // h_in·W_hhᵀ (W_hh rounded once per call, h_in per step), the backward per-step ∂·W_hh, and the gradient
 // GEMMs ∂x, ∂W_ih, ∂W_hh. Everything else stays float32: the pointwise maths, the carried state h and the
-// LSTM's C, the saved gates, layer norm, the outputs.
+// LSTM's C, the saved gates, layer norm, the outputs. The per-step products run through brgemm.h on W_hh packed once
+// per call where the CPU has it (else MKL's bf16 GEMM); a loop split by unit in inference (split_units) has each part
+// round and pack its own rows (split.h's own_bf16).
 //
 // Accuracy. Rounding a float32 to bf16 (8 significant bits, round to nearest) has relative error at most
 // u = 2^-9. A product of two rounded operands summed in float32 over K terms is
@@ -455,15 +457,23 @@ bool split_pays(const Shape& s, bool keep) {
   if (s.kind == Kind::GRU_BEFORE) return macs >= (int64_t(1) << 16) && s.B >= 8;  // two hand-offs a step
   return macs >= (int64_t(1) << 19);
 }
+// In the bf16 mode (split / one loop, min and median of interleaved calls, 2 threads, products on packed W_hh):
+// inference of the LSTM 0.77 at (100, 16, 128, 256), 0.79-0.85 at (100, 64, 256, 256), 0.86-1.01 at (50, 128, 256,
+// 512), the RNN 0.87-0.91 there, the reset-after GRU 0.91-1.03; training 1.02-1.06 at (50, 128, 256, 512). So in
+// inference for the LSTM and the RNN from 2^22 multiply-adds a step, never in training.
 bool split_units(const Shape& s, bool half, bool keep) {
   const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
                      (s.kind == Kind::GRU_BEFORE && !keep) || (s.kind == Kind::LSTM && !s.coupled && !s.peep);
-  const bool can = s.D == 1 && plain && !half && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone && !s.proj && s.H >= 32 &&
+  const bool can = s.D == 1 && plain && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone && !s.proj && s.H >= 32 &&
                    s.B >= 1 && at::get_num_threads() >= 2;
   if (!can) return false;
   const char* env = std::getenv("RNNLAB_SPLIT");
   if (env && std::string(env) == "0") return false;
   if (env && std::string(env) == "1") return true;
+  if (half) {  // the bf16 mode (each part its own bf16 rows of W_hh, packed: split.h's own_bf16)
+    const bool rnn = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU;
+    return !keep && (s.kind == Kind::LSTM || rnn) && s.B * s.rec() * s.P >= (int64_t(1) << 22);
+  }
   return split_pays(s, keep);
 }
 
@@ -539,6 +549,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
+    k.bf16 = true;
     k.w_hhT16 = w_hhT16.defined() ? reinterpret_cast<const bf16_t*>(w_hhT16.data_ptr()) : nullptr;
     k.w_hh16 = w_hh16.defined() ? reinterpret_cast<const bf16_t*>(w_hh16.data_ptr()) : nullptr;
     k.in16.assign(s.B * std::max(s.H, k.ldw), bf16_t(0));
@@ -668,7 +679,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     // (nor where split parts make their own)
     w_hhTs.push_back((dot_rows(s) && !half) || split ? Tensor() : transposed(r.w_hh));  // (split by row: one, shared)
     w_hrTs.push_back(s.proj ? transposed(r.w_hr) : Tensor());  // W_hrᵀ (H, P)
-    w_hhT16s.push_back(half ? to16(w_hhTs.back()) : Tensor());
+    w_hhT16s.push_back(half && !split ? to16(w_hhTs.back()) : Tensor());  // (split parts make their own)
   }
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level", [&] {
     using T = scalar_t;
@@ -678,6 +689,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       std::vector<T> zeros;
       Loop<T> k = make_loop<T>(s, r, res, w_hhTs[d], w_hrTs[d], zeros, Tensor(), w_hhT16s[d]);
       k.threads = pointwise_threads(s);
+      k.bf16 = half;
       Direction<T> dir;
       dir.keep = keep;
       dir.steps = s.T, dir.reverse = d == 1, dir.mask = ptr<T>(m), dir.xp = ptr<T>(xps[d]);
@@ -853,7 +865,7 @@ LevelGrads recurrent_level_backward(
   const bool by_rows = split_rows(s, half, true);
   const bool split = !by_rows && split_units(s, half, true);
   std::vector<Tensor> w_hh16s;  // bf16 mode: W_hh rounded once for the whole loop
-  for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half ? to16(recs[d].w_hh) : Tensor());
+  for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half && !split ? to16(recs[d].w_hh) : Tensor());  // (split.h's parts: their own)
   for (int64_t d = 0; d < s.D; ++d) {
     Work& w = work[d];
     w.states = states_c[d], w.cells = lstm ? cells_c[d] : Tensor(), w.gates = gates_c[d];
@@ -881,6 +893,7 @@ LevelGrads recurrent_level_backward(
       std::vector<T_> zeros;
       Loop<T_> k = make_loop<T_>(s, r, res, Tensor(), Tensor(), zeros, w.dhh, Tensor(), w_hh16s[d]);
       k.threads = pointwise_threads(s);
+      k.bf16 = half;
       Direction<T_> dir;
       dir.steps = T, dir.reverse = d == 1, dir.mask = ptr<T_>(m);
       dir.states = w.states.data_ptr<T_>(), dir.cells = mut<T_>(w.cells), dir.gates = w.gates.data_ptr<T_>();

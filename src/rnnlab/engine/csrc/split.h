@@ -38,7 +38,8 @@
 // reset after, the LSTM without variants (no projection, peepholes, coupling, layer norm, recurrent dropout or
 // zoneout); and, forward only, the GRU with reset before, whose second GEMM W_hn (r h) reads the whole row of r h:
 // each part writes its units of r h into one shared row (B, H) and waits for the other (Loop::mid_step, a second
-// barrier in the step) before multiplying the row by its rows of W_hn. ops.cpp's split_units says where.
+// barrier in the step) before multiplying the row by its rows of W_hn. ops.cpp's split_units says where. In the bf16
+// mode each part also rounds its gathered rows to bf16 and packs them for brgemm.h (own_bf16).
 #pragma once
 
 #include <cstring>
@@ -58,6 +59,28 @@ void gather_units(int64_t blocks, int64_t H, int64_t j0, int64_t n, int64_t cols
   for (int64_t g = 0; g < blocks; ++g) std::memcpy(out + g * n * cols, w + (g * H + j0) * cols, n * cols * sizeof(T));
 }
 
+// The bf16 mode's copies for a loop that multiplies by its own weights (a split part's dense rows, or a whole loop
+// made without them): W_hhᵀ (P, ldw) forward (with W_ih (gx, X) when given) or W_hh (ldw, P) backward rounded to bf16
+// into ``w16`` (and ``w_ih16``), W_hh's packed for brgemm.h where it runs; the products on one thread
+template <typename T>
+void own_bf16(Loop<T>& k, bool forward, const T* w, bf16_t* w16, int64_t gx, const T* w_ih, bf16_t* w_ih16) {
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t rows = forward ? k.P : k.ldw, cols = forward ? k.ldw : k.P;
+    to_bf16_rows(rows, cols, w, cols, w16);
+    std::shared_ptr<const PackedBf16> packed;
+    if (PackedBf16::available() && PackedBf16::packable(rows, cols))
+      packed = std::make_shared<const PackedBf16>(rows, cols, w16, cols);
+    if (forward) {
+      k.w_hhT16 = w16, k.w_hhT16p = packed;
+      if (w_ih) to_bf16_rows(gx, k.X, w_ih, k.X, w_ih16), k.w_ih16 = w_ih16;
+    } else {
+      k.w_hh16 = w16, k.w_hh16p = packed;
+    }
+    k.in16.assign(k.B * std::max(k.P, k.ldw), bf16_t(0));
+    k.gemm_threads = 1;
+  }
+}
+
 // part [j0, j0 + n) of the loop ``whole`` (the layer's loop as make_loop sets it up; P == H) over direction d
 template <typename T, class Cell>
 void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, int64_t n, StepBarrier& barrier,
@@ -69,7 +92,8 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   // W_hhᵀ (P, GX) through the small-rows kernel or BLAS
   // (at batch 1, the dot products and the input projection read the part's rows of the whole W_hh and W_ih in place,
   // one gate block at a time: no copies, which there cost as much as several steps)
-  const bool dot = whole.dot;
+  const bool half = whole.bf16;  // the bf16 mode: the part's own bf16 copies (its rows gathered, never read in place)
+  const bool dot = whole.dot && !half;
   Workspace ws;  // this thread's, kept between calls (workspace.h)
   T* w_ih = ws.take<T>(dot ? 0 : GX * X);
   T* bias = ws.take<T>(whole.b_ih ? GX : 0);
@@ -98,7 +122,8 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   // the layer's row, and waits for the other part's units before its GEMM reads the row
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
-  if (!k.small && !dot && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
+  if (half) own_bf16(k, true, w_hhT, ws.take<bf16_t>(GX * P), GX, w_ih, ws.take<bf16_t>(GX * X));
+  if (!k.small && !dot && !half && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);
   T* ext = Cell::mid_product ? shared + j0 : ws.take<T>(B * n);  // the GRU's extra rows (row stride lde)
@@ -147,10 +172,15 @@ template <typename T, class Cell>
 void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
   Loop<T> k = whole;
   std::vector<T> w_hhT;
-  if (!k.dot) {
+  std::vector<bf16_t> w_hhT16;
+  if (!k.dot || k.bf16) {
     w_hhT.resize(k.P * k.ldw);
     transpose(k.ldw, k.P, k.w_hh, w_hhT.data());
     k.w_hhT = w_hhT.data();
+  }
+  if (k.bf16) {  // (its W_ih's bf16 copy is the whole call's, made by the operator)
+    w_hhT16.resize(k.P * k.ldw);
+    own_bf16(k, true, k.w_hhT, w_hhT16.data(), 0, static_cast<const T*>(nullptr), nullptr);
   }
   run_forward<T, Cell>(k, d);
 }
@@ -185,6 +215,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   T* w_hh = ws.take<T>(W * P);
   T* grad = ws.take<T>(B * W);
   gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh);  // its rows of W_hh (W, P)
+  const bool half = whole.bf16;  // the bf16 mode: its share of ∂h_{t-1} on bf16 operands (own_bf16)
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
@@ -193,6 +224,11 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
+  if (half) {
+    k.ldw = W;  // its own W_hh (W, P), for own_bf16
+    own_bf16(k, false, w_hh, ws.take<bf16_t>(W * P), 0, static_cast<const T*>(nullptr), nullptr);
+    k.ldw = GX;
+  }
   const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));
@@ -246,7 +282,10 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
       for (int64_t blk = 0; blk < blocks; ++blk)
         std::memcpy(grad + b * W + blk * n, g.d + b * g.ld + blk * H, n * sizeof(T));
     T* slot = shares + (s % 2) * 2 * B * P;
-    gemm<T>(B, P, W, grad, W, w_hh, P, T(0), slot + part * B * P, P);  // its share of ∂h_{t-1}
+    if (half)  // its share of ∂h_{t-1}
+      k.product_back(grad, W, 0, W, T(0), slot + part * B * P);
+    else
+      gemm<T>(B, P, W, grad, W, w_hh, P, T(0), slot + part * B * P, P);
     if (!barrier.wait()) return;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = b * P + j0; j < b * P + j0 + n; ++j) dh_prev[j] += slot[j] + slot[B * P + j];
@@ -274,7 +313,13 @@ bool run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut
     run_backward_part<T, Cell>(whole, d, i, j0, n, dh, dh_prev, dc, shares, barrier);
   };
   if (run_jobs(2, part, [&] { barrier.fail(); })) return true;
-  run_backward<T, Cell>(const_cast<Loop<T>&>(whole), d);  // no pair of threads: one loop
+  Loop<T> k = whole;  // no pair of threads: one loop
+  std::vector<bf16_t> w_hh16;
+  if (k.bf16) {
+    w_hh16.resize(k.ldw * k.P);
+    own_bf16(k, false, k.w_hh, w_hh16.data(), 0, static_cast<const T*>(nullptr), nullptr);
+  }
+  run_backward<T, Cell>(k, d);
   return false;
 }
 

@@ -129,6 +129,7 @@ struct Loop {
   // the same two, packed once per call for brgemm.h's products where it runs them (else null: MKL on the copies
   // above); shared, read only, by a level's loops over parts of the batch
   std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
+  bool bf16 = false;                // the bf16 mode runs (split.h's parts make their own copies of the above)
   int64_t gemm_threads = 1;         // the threads a packed product's column blocks split between
   // a single row against a large W_hh (the driver decides: make_loop) reads W_hh (rec, P) row by row, one dot
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
@@ -176,7 +177,7 @@ struct Loop {
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
     }
     if (!wblock) return gemm_t<T>(n, gx, X, x, X, w_ih, X, beta, out, gx);
-    for (int64_t g = 0; g < gx / H; ++g)  // a split part's gate blocks of the whole W_ih (the bf16 mode never splits)
+    for (int64_t g = 0; g < gx / H; ++g)  // a split part's gate blocks of the whole W_ih (the bf16 mode's parts gather theirs)
       gemm_t<T>(n, H, X, x, X, w_ih + g * wblock * X, X, beta, out + g * H, gx);
   }
 
