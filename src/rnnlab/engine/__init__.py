@@ -54,10 +54,10 @@ _TORCH = TorchEngine()
 #   two-slot C), 0.88-0.91 at (100, 128, 64, 128), 0.87-0.89 at (100, 128, 128, 256), 0.90-0.94 at (50, 256, 128, 256);
 # - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
 #   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)
-#   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.2-1.35 even with the per-step products
+#   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.17-1.34 even with the per-step products
 #   on packed W_hh (csrc/brgemm.h). Training under bf16 autocast runs the native loops at every size since those
 #   products: native / oneDNN bf16 (min, median of interleaved steps) 0.52-0.53 for the bidirectional LSTM at
-#   (100, 32, 64, 128), 0.77-0.80 at (100, 64, 256, 256), 0.82-0.87 one-direction at (50, 128, 256, 512), 0.95-1.08
+#   (100, 32, 64, 128), 0.76-0.80 at (100, 64, 256, 256), 0.82-0.87 one-direction at (50, 128, 256, 512), 0.95-1.08
 #   at (100, 16, 128, 256).
 # Training runs the native loops at every size: with a level split by row (each half of the batch on a core of its
 # own, csrc/split.h's run_rows) native / oneDNN measured 0.92 at (100, 32, 64, 128) and (100, 16, 128, 256), where
