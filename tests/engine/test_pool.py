@@ -75,3 +75,54 @@ def test_cache_bound(monkeypatch):
     monkeypatch.setenv("RNNLAB_POOL_MB", "0")
     step(layer, x)  # frees what it may not keep
     assert torch.ops.rnnlab.pool_bytes() == 0
+
+
+def test_fork_while_another_thread_allocates(monkeypatch):
+    """pool.h takes its lock around fork: a child forked while another thread allocates and frees through the pool
+    still allocates through it (the child runs one thread, as after any multi-threaded torch call). The lock is held
+    for microseconds of each millisecond call, so this cannot force a fork inside it; it checks that the fork
+    handlers leave parent and child working (a handler that failed to unlock hangs every child here)."""
+    import os
+    import signal
+    import time
+
+    monkeypatch.setenv("RNNLAB_POOL_MB", "1024")
+    layer = rnnlab.GRU(32, 128, engine="native")
+    x = torch.randn(50, 64, 32)  # states 50·64·128 floats: 1.6 MB, through the pool
+    stop = threading.Event()
+
+    def churn():
+        with torch.no_grad():
+            while not stop.is_set():
+                layer(x)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        pids = []
+        for _ in range(5):
+            time.sleep(0.01)
+            pid = os.fork()
+            if pid == 0:  # the child: one thread, a pooled allocation, then out without cleanup
+                code = 1
+                try:
+                    torch.set_num_threads(1)
+                    with torch.no_grad():
+                        code = 0 if layer(x)[0].shape == (50, 64, 128) else 1
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        deadline = time.time() + 60
+        for pid in pids:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+                    break
+                if time.time() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    pytest.fail("a forked child hung allocating through the pool")
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()

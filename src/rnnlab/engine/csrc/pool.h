@@ -18,6 +18,8 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -79,7 +81,11 @@ class BlockPool final : public c10::Allocator {
   struct Block {
     void* ptr;
   };
-  BlockPool() = default;
+  // a process forked while another thread holds the lock (in allocate or release) would find it held forever:
+  // the lock is taken around fork and released on both sides, as glibc does for its own
+  BlockPool() {
+    pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); }, [] { get().mu_.unlock(); });
+  }
   // the bound on cached bytes, read at each request (so that a process can turn the cache off and on)
   static size_t keep() {
     const char* env = std::getenv("RNNLAB_POOL_MB");
