@@ -3,9 +3,9 @@
 //
 // MKL's bf16 GEMM (cblas_gemm_bf16bf16f32) has no packed form here, so every step's call re-packs all of W_hh
 // before it multiplies (its copy_down kernels were a tenth of a bf16 LSTM inference profile), and at a step's shapes it
-// reached 84-491 GFLOP/s on one thread. The same products on W_hh packed once ran at 280-1450 GFLOP/s on one thread
-// (Intel Xeon with AMX; (M, N, K) = (128, 2048, 512): 798 → 321 µs, (64, 1024, 512): 137 → 50 µs, (8, 1024, 512): 100
-// → 30 µs, (16, 512, 128): 10.5 → 6.6 µs).
+// reached 84-491 GFLOP/s on one thread. The same products on W_hh packed once, in blocks of 64 columns, ran at
+// 164-1447 GFLOP/s on one thread (Intel Xeon with AMX; (M, N, K) = (128, 2048, 512): 798 → 321 µs, (64, 1024, 512):
+// 137 → 50 µs, (16, 512, 128): 10.5 → 6.6 µs, (8, 1024, 512): 100 → 51 µs, 30 in blocks of 32).
 //
 // W (K, N) is packed in blocks of NB columns (the last one narrower), block j at j·K·NB numbers, each block's rows in
 // pairs: (K/2, width, 2), its row stride (width) rounded up to 16 as oneDNN's packing asks. A product over rows

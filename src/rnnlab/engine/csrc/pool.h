@@ -7,10 +7,11 @@
 // against a 463 ms step (torch.nn's step 44,000). The workspace (workspace.h) already keeps the loops' scratch; this
 // keeps the tensors the operators return, which live on in autograd's saved values until backward frees them.
 //
-// BlockPool is a c10::Allocator: a tensor made with empty() below is an ordinary CPU tensor (resizable; its storage
-// frees through the pool, from any thread). Blocks of MIN_BYTES or more are cached when freed, up to KEEP_BYTES in all
-// (RNNLAB_POOL_MB sets it; 0 turns the cache off), and the next request of a size it fits (at most twice its size) takes
-// the smallest such block. Smaller requests, and requests once the cache is off, go to torch's own CPU allocator.
+// BlockPool is a c10::Allocator: a tensor made with pooled_empty() below is an ordinary CPU tensor (resizable; its
+// storage frees through the pool, from any thread). Blocks of MIN_BYTES or more are cached when freed, up to 1 GB in
+// all (RNNLAB_POOL_MB sets the bound, read at each request; 0 turns the cache off and frees what it holds), and the
+// next request of a size it fits (at most twice its size) takes the smallest such block. Smaller requests, and
+// requests while the cache is off, go to torch's own CPU allocator.
 #pragma once
 
 #include <ATen/ATen.h>
