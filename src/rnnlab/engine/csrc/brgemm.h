@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "blas.h"
@@ -40,6 +41,11 @@ class PackedBf16 {
     return can && !(env && std::strcmp(env, "0") == 0);
   }
   static bool packable(int64_t K, int64_t N) { return K > 0 && N > 0 && K % 2 == 0; }
+  // W (K, N), dense, packed where the products run here (available, K even), else null: the caller's products then
+  // run MKL on W itself
+  static std::shared_ptr<const PackedBf16> make(int64_t K, int64_t N, const bf16_t* W) {
+    return available() && packable(K, N) ? std::make_shared<const PackedBf16>(K, N, W, N) : nullptr;
+  }
 
   // products run here so far (rnnlab::brgemm_products: the tests and the bench see that it ran)
   static std::atomic<int64_t>& products() {

@@ -251,7 +251,7 @@ int64_t step_threads(int64_t B, int64_t rec, int64_t P) {
 // GEMMs ∂x, ∂W_ih, ∂W_hh. Everything else stays float32: the pointwise maths, the carried state h and the
 // LSTM's C, the saved gates, layer norm, the outputs. The per-step products run through brgemm.h on W_hh packed once
 // per call where the CPU has it (else MKL's bf16 GEMM); a loop split by unit in inference (split_units) has each part
-// round and pack its own rows (split.h's own_bf16).
+// round and pack its own rows (split.h's own_bf16_forward and _backward).
 //
 // Accuracy. Rounding a float32 to bf16 (8 significant bits, round to nearest) has relative error at most
 // u = 2^-9. A product of two rounded operands summed in float32 over K terms is
@@ -444,8 +444,17 @@ bool small_rows(const Shape& s) { return small_rows(s.B, s.rec() * s.P, s.dtype)
 //   at (50, 1, 256, 512) and 0.73 at (100, 1, 128, 256); but 1.78 at (200, 4, 32, 64), 0.84-1.21 over three runs at
 //   (1000, 8, 16, 32) and 0.90 (within noise) at (200, 1, 32, 64), whose steps are too short for two hand-offs.
 // RNNLAB_SPLIT=0 turns it off, RNNLAB_SPLIT=1 runs it wherever it can run (the tests compare the two).
-bool split_pays(const Shape& s, bool keep) {
+// In the bf16 mode (split / one loop, min and median of interleaved calls, 2 threads, products on packed W_hh):
+// inference of the LSTM 0.77 at (100, 16, 128, 256), 0.79-0.85 at (100, 64, 256, 256), 0.86-1.01 at (50, 128, 256,
+// 512), the RNN 0.87-0.91 there, the reset-after GRU 0.91-1.03; training 1.02-1.06 at (50, 128, 256, 512). So in
+// inference for the LSTM and the RNN from 2^22 multiply-adds a step (each part its own packed bf16 rows: split.h's
+// own_bf16_forward), never in training.
+bool split_pays(const Shape& s, bool half, bool keep) {
   const int64_t macs = s.B * s.rec() * s.P, w_hh = s.rec() * s.P;
+  if (half) {
+    const bool rnn = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU;
+    return !keep && (s.kind == Kind::LSTM || rnn) && macs >= (int64_t(1) << 22);
+  }
   if (s.B == 1) return !keep && w_hh >= (int64_t(1) << 16);
   if (keep) {  // training
     if (s.kind == Kind::GRU_AFTER) return macs >= (int64_t(1) << 20);
@@ -457,10 +466,6 @@ bool split_pays(const Shape& s, bool keep) {
   if (s.kind == Kind::GRU_BEFORE) return macs >= (int64_t(1) << 16) && s.B >= 8;  // two hand-offs a step
   return macs >= (int64_t(1) << 19);
 }
-// In the bf16 mode (split / one loop, min and median of interleaved calls, 2 threads, products on packed W_hh):
-// inference of the LSTM 0.77 at (100, 16, 128, 256), 0.79-0.85 at (100, 64, 256, 256), 0.86-1.01 at (50, 128, 256,
-// 512), the RNN 0.87-0.91 there, the reset-after GRU 0.91-1.03; training 1.02-1.06 at (50, 128, 256, 512). So in
-// inference for the LSTM and the RNN from 2^22 multiply-adds a step, never in training.
 bool split_units(const Shape& s, bool half, bool keep) {
   const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
                      (s.kind == Kind::GRU_BEFORE && !keep) || (s.kind == Kind::LSTM && !s.coupled && !s.peep);
@@ -470,11 +475,7 @@ bool split_units(const Shape& s, bool half, bool keep) {
   const char* env = std::getenv("RNNLAB_SPLIT");
   if (env && std::string(env) == "0") return false;
   if (env && std::string(env) == "1") return true;
-  if (half) {  // the bf16 mode (each part its own bf16 rows of W_hh, packed: split.h's own_bf16)
-    const bool rnn = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU;
-    return !keep && (s.kind == Kind::LSTM || rnn) && s.B * s.rec() * s.P >= (int64_t(1) << 22);
-  }
-  return split_pays(s, keep);
+  return split_pays(s, half, keep);
 }
 
 // how many loops the operators have run in this process, by route: [forward on one loop, forward split by unit
@@ -526,12 +527,8 @@ int64_t split_cut(int64_t H) { return std::min(H - 1, (H / 2 + 15) / 16 * 16); }
 // (the BLAS rule, step_threads)
 template <typename T>
 void pack_bf16(Loop<T>& k) {
-  if (PackedBf16::available()) {
-    if (k.w_hhT16 && PackedBf16::packable(k.P, k.ldw))
-      k.w_hhT16p = std::make_shared<const PackedBf16>(k.P, k.ldw, k.w_hhT16, k.ldw);
-    if (k.w_hh16 && PackedBf16::packable(k.ldw, k.P))
-      k.w_hh16p = std::make_shared<const PackedBf16>(k.ldw, k.P, k.w_hh16, k.P);
-  }
+  if (k.w_hhT16) k.w_hhT16p = PackedBf16::make(k.P, k.ldw, k.w_hhT16);
+  if (k.w_hh16) k.w_hh16p = PackedBf16::make(k.ldw, k.P, k.w_hh16);
   k.gemm_threads = step_threads(k.B, k.ldw, k.P);
 }
 
@@ -549,7 +546,6 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
-    k.bf16 = true;
     k.w_hhT16 = w_hhT16.defined() ? reinterpret_cast<const bf16_t*>(w_hhT16.data_ptr()) : nullptr;
     k.w_hh16 = w_hh16.defined() ? reinterpret_cast<const bf16_t*>(w_hh16.data_ptr()) : nullptr;
     k.in16.assign(s.B * std::max(s.H, k.ldw), bf16_t(0));
@@ -592,7 +588,6 @@ Loop<T> rows_loop(const Loop<T>& whole, const Shape& s, int64_t n) {
   k.small = !k.dot && small_rows(part);
   if (!k.in16.empty()) k.in16.assign(n * std::max(s.H, k.ldw), bf16_t(0));
   k.threads = 1;
-  k.gemm_threads = 1;
   return k;
 }
 
@@ -1128,7 +1123,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 // ---------------------------------------------------------------------------------------------
 // bench only: rnnlab::time_step_gemms — the seconds one training step's per-step recurrent GEMMs take on
 // their own, for the engine benchmark's split of a step (rnnlab.bench.split); with bf16, as the bf16 mode runs
-// them (h and the gradient rows rounded to bf16 per step, MKL's bf16 GEMM). Over T steps: forward
+// them (h and the gradient rows rounded to bf16 per step; brgemm.h's products on W_hh packed once, else MKL's bf16
+// GEMM). Over T steps: forward
 // (B, H) · W_hhᵀ (H, GH) as the loop runs it (the first ``first`` columns, then the rest: the GRU reset="before"
 // runs its n block as a second GEMM), and backward's (B, GH) · W_hh (GH, H) likewise, through the loop's own
 // Loop::product and product_back (so the same kernel: BLAS, the small-rows kernel or the row-by-row product),

@@ -3,9 +3,10 @@
 //
 // glibc serves a block of 32 MB or more (and, until its threshold has grown, one of 128 KB or more) with a fresh mmap
 // and gives it back to the kernel when freed, so each call's first touch of each of its pages is a page fault. On the
-// 2-core Intel host a training step of the LSTM at (50, 128, 256, 512) took 28,000 faults a call, 93 ms of system time
-// against a 463 ms step (torch.nn's step 44,000). The workspace (workspace.h) already keeps the loops' scratch; this
-// keeps the tensors the operators return, which live on in autograd's saved values until backward frees them.
+// 2-core Intel host a training step of the LSTM at (50, 128, 256, 512) took 28,214 faults (torch.nn's 44,565); with
+// this cache 1,511, and the step 0.88-0.90 of its time without (min and median of interleaved steps). The workspace
+// (workspace.h) already keeps the loops' scratch; this keeps the tensors the operators return, which live on in
+// autograd's saved values until backward frees them.
 //
 // BlockPool is a c10::Allocator: a tensor made with pooled_empty() below is an ordinary CPU tensor (resizable; its
 // storage frees through the pool, from any thread). Blocks of MIN_BYTES or more are cached when freed, up to 1 GB in
@@ -21,11 +22,11 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
-#include <string>
+#include <new>
 
 namespace rnnlab {
 
@@ -43,18 +44,14 @@ class BlockPool final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
     if (n < MIN_BYTES) return c10::GetCPUAllocator()->allocate(n);
     const size_t bound = keep();
-    if (bound == 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      trim(0);  // the bound was lowered: what the cache holds goes back
-      return c10::GetCPUAllocator()->allocate(n);
-    }
     void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      trim(bound);
+      trim(bound);  // (a lowered bound gives back what the cache holds over it)
+      if (bound == 0) return c10::GetCPUAllocator()->allocate(n);
       auto it = free_.lower_bound(n);
       if (it != free_.end() && it->first <= 2 * n) {
-        p = it->second.ptr;
+        p = it->second;
         cached_ -= it->first;
         sizes_[p] = it->first;
         free_.erase(it);
@@ -79,9 +76,6 @@ class BlockPool final : public c10::Allocator {
   }
 
  private:
-  struct Block {
-    void* ptr;
-  };
   // a process forked while another thread holds the lock (in allocate or release) would find it held forever:
   // the lock is taken around fork and released on both sides, as glibc does for its own
   BlockPool() {
@@ -102,7 +96,7 @@ class BlockPool final : public c10::Allocator {
     // keep it within the bound: the largest cached blocks go first, then this one if it still does not fit
     pool.trim(bound > n ? bound - n : 0);
     if (pool.cached_ + n > bound) return std::free(p);
-    pool.free_.emplace(n, Block{p});
+    pool.free_.emplace(n, p);
     pool.cached_ += n;
   }
 
@@ -111,13 +105,13 @@ class BlockPool final : public c10::Allocator {
     while (cached_ > bound) {
       auto big = std::prev(free_.end());
       cached_ -= big->first;
-      std::free(big->second.ptr);
+      std::free(big->second);
       free_.erase(big);
     }
   }
 
   std::mutex mu_;
-  std::multimap<size_t, Block> free_;  // cached blocks by size
+  std::multimap<size_t, void*> free_;  // cached blocks by size
   std::map<void*, size_t> sizes_;      // the size of every block handed out
   size_t cached_ = 0;
 };

@@ -39,7 +39,7 @@
 // zoneout); and, forward only, the GRU with reset before, whose second GEMM W_hn (r h) reads the whole row of r h:
 // each part writes its units of r h into one shared row (B, H) and waits for the other (Loop::mid_step, a second
 // barrier in the step) before multiplying the row by its rows of W_hn. ops.cpp's split_units says where. In the bf16
-// mode each part also rounds its gathered rows to bf16 and packs them for brgemm.h (own_bf16).
+// mode each part also rounds its gathered rows to bf16 and packs them for brgemm.h (own_bf16_forward, _backward).
 #pragma once
 
 #include <cstring>
@@ -59,25 +59,25 @@ void gather_units(int64_t blocks, int64_t H, int64_t j0, int64_t n, int64_t cols
   for (int64_t g = 0; g < blocks; ++g) std::memcpy(out + g * n * cols, w + (g * H + j0) * cols, n * cols * sizeof(T));
 }
 
-// The bf16 mode's copies for a loop that multiplies by its own weights (a split part's dense rows, or a whole loop
-// made without them): W_hhᵀ (P, ldw) forward (with W_ih (gx, X) when given) or W_hh (ldw, P) backward rounded to bf16
-// into ``w16`` (and ``w_ih16``), W_hh's packed for brgemm.h where it runs; the products on one thread
+// The bf16 mode's copies for a loop that multiplies by weights of its own (a split part's dense rows, or a whole loop
+// the operator made without them), rounded to bf16 into the buffers given and packed for brgemm.h where it runs (the
+// operator's make_loop does the same for a whole loop). Forward: W_hhᵀ (P, ldw), and W_ih (ldw, X) where given (else
+// the loop keeps the operator's); backward: W_hh (rows, P), which a part's product reads at its own row count.
 template <typename T>
-void own_bf16(Loop<T>& k, bool forward, const T* w, bf16_t* w16, int64_t gx, const T* w_ih, bf16_t* w_ih16) {
+void own_bf16_forward(Loop<T>& k, const T* w_hhT, bf16_t* w_hhT16, const T* w_ih, bf16_t* w_ih16) {
   if constexpr (std::is_same_v<T, float>) {
-    const int64_t rows = forward ? k.P : k.ldw, cols = forward ? k.ldw : k.P;
-    to_bf16_rows(rows, cols, w, cols, w16);
-    std::shared_ptr<const PackedBf16> packed;
-    if (PackedBf16::available() && PackedBf16::packable(rows, cols))
-      packed = std::make_shared<const PackedBf16>(rows, cols, w16, cols);
-    if (forward) {
-      k.w_hhT16 = w16, k.w_hhT16p = packed;
-      if (w_ih) to_bf16_rows(gx, k.X, w_ih, k.X, w_ih16), k.w_ih16 = w_ih16;
-    } else {
-      k.w_hh16 = w16, k.w_hh16p = packed;
-    }
+    to_bf16_rows(k.P, k.ldw, w_hhT, k.ldw, w_hhT16);
+    k.w_hhT16 = w_hhT16, k.w_hhT16p = PackedBf16::make(k.P, k.ldw, w_hhT16);
+    if (w_ih) to_bf16_rows(k.ldw, k.X, w_ih, k.X, w_ih16), k.w_ih16 = w_ih16;
     k.in16.assign(k.B * std::max(k.P, k.ldw), bf16_t(0));
-    k.gemm_threads = 1;
+  }
+}
+template <typename T>
+void own_bf16_backward(Loop<T>& k, int64_t rows, const T* w_hh, bf16_t* w_hh16) {
+  if constexpr (std::is_same_v<T, float>) {
+    to_bf16_rows(rows, k.P, w_hh, k.P, w_hh16);
+    k.w_hh16 = w_hh16, k.w_hh16p = PackedBf16::make(rows, k.P, w_hh16);
+    k.in16.assign(k.B * std::max(k.P, rows), bf16_t(0));
   }
 }
 
@@ -122,7 +122,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   // the layer's row, and waits for the other part's units before its GEMM reads the row
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
-  if (half) own_bf16(k, true, w_hhT, ws.take<bf16_t>(GX * P), GX, w_ih, ws.take<bf16_t>(GX * X));
+  if (half) own_bf16_forward(k, w_hhT, ws.take<bf16_t>(GX * P), w_ih, ws.take<bf16_t>(GX * X));
   if (!k.small && !dot && !half && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);
@@ -180,7 +180,7 @@ void run_forward_whole(const Loop<T>& whole, const Direction<T>& d) {
   }
   if (k.bf16) {  // (its W_ih's bf16 copy is the whole call's, made by the operator)
     w_hhT16.resize(k.P * k.ldw);
-    own_bf16(k, true, k.w_hhT, w_hhT16.data(), 0, static_cast<const T*>(nullptr), nullptr);
+    own_bf16_forward(k, k.w_hhT, w_hhT16.data(), static_cast<const T*>(nullptr), nullptr);
   }
   run_forward<T, Cell>(k, d);
 }
@@ -215,7 +215,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   T* w_hh = ws.take<T>(W * P);
   T* grad = ws.take<T>(B * W);
   gather_units(blocks, H, j0, n, P, whole.w_hh, w_hh);  // its rows of W_hh (W, P)
-  const bool half = whole.bf16;  // the bf16 mode: its share of ∂h_{t-1} on bf16 operands (own_bf16)
+  const bool half = whole.bf16;  // the bf16 mode: its share of ∂h_{t-1} on bf16 operands (own_bf16_backward)
 
   Loop<T> k;
   k.B = B, k.H = n, k.P = P, k.ldw = GX, k.ldh = H;
@@ -224,11 +224,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.pf = whole.pf, k.pi = whole.pi, k.po = whole.po;
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
-  if (half) {
-    k.ldw = W;  // its own W_hh (W, P), for own_bf16
-    own_bf16(k, false, w_hh, ws.take<bf16_t>(W * P), 0, static_cast<const T*>(nullptr), nullptr);
-    k.ldw = GX;
-  }
+  if (half) own_bf16_backward(k, W, w_hh, ws.take<bf16_t>(W * P));
   const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));
@@ -317,7 +313,7 @@ bool run_backward_split(const Loop<T>& whole, const Direction<T>& d, int64_t cut
   std::vector<bf16_t> w_hh16;
   if (k.bf16) {
     w_hh16.resize(k.ldw * k.P);
-    own_bf16(k, false, k.w_hh, w_hh16.data(), 0, static_cast<const T*>(nullptr), nullptr);
+    own_bf16_backward(k, k.ldw, k.w_hh, w_hh16.data());
   }
   run_backward<T, Cell>(k, d);
   return false;

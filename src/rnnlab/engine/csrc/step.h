@@ -125,11 +125,11 @@ struct Loop {
   // gradient rows) is rounded to bf16 per step into ``in16``; products accumulate and land in float32
   const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
   const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
-  std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode
+  std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode (split.h: own_bf16_*)
   // the same two, packed once per call for brgemm.h's products where it runs them (else null: MKL on the copies
   // above); shared, read only, by a level's loops over parts of the batch
   std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
-  bool bf16 = false;                // the bf16 mode runs (split.h's parts make their own copies of the above)
+  bool bf16 = false;                // the bf16 mode runs (the operator sets it; split.h's parts make their own copies)
   int64_t gemm_threads = 1;         // the threads a packed product's column blocks split between
   // a single row against a large W_hh (the driver decides: make_loop) reads W_hh (rec, P) row by row, one dot
   // product per output, instead of W_hhᵀ: measured 13-21% faster for B = 1, H = 512 LSTM and GRU inference,
