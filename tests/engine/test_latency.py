@@ -103,11 +103,11 @@ def test_calls_that_do_not_take_it(calls):
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        from rnnlab.engine import TORCH_LSTM_MIN_B
+        from rnnlab.engine import TORCH_LSTM_BF16_MIN_BH
         H = next(h for h in (256, 512, 1024, 2048) if 4 * h * h * 4 // 2 >= torch.ops.rnnlab.l2_bytes())
         big = rnnlab.LSTM(3, H)
-        with torch.no_grad():
-            big(torch.randn(2, TORCH_LSTM_MIN_B, 3))  # "auto" runs torch's oneDNN kernel here
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            big(torch.randn(2, -(-TORCH_LSTM_BF16_MIN_BH // H), 3))  # "auto" runs torch's oneDNN kernel here
     finally:
         torch.set_num_threads(old)
     assert calls[0] == 1

@@ -34,3 +34,36 @@ def test_packed_weights_give_the_same_results(make, monkeypatch):
     packed = run()
     for a, b in zip(packed, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru-after", "rnn"])
+def test_packing_follows_the_l2_rule(cell, monkeypatch):
+    """Unset, RNNLAB_PACK packs where the block of W_hh one thread multiplies by every step is larger than a core's L2
+    (blas.h's PackedB::wanted), and not where it fits; the packed results are the unpacked ones."""
+    monkeypatch.delenv("RNNLAB_PACK", raising=False)
+    l2 = torch.ops.rnnlab.l2_bytes()
+    make = {"lstm": rnnlab.LSTM, "rnn": rnnlab.RNN, "gru-after": lambda x, h: rnnlab.GRU(x, h, reset="after")}[cell]
+    gates = {"lstm": 4, "gru-after": 3, "rnn": 1}[cell]
+    big = 64
+    while gates * big * big * 4 <= 2 * l2:  # W_hh over two threads (or two parts) still past the L2
+        big *= 2
+    if big > 2048:
+        pytest.skip(f"a core's L2 of {l2} bytes needs too large a layer for a test")
+    torch.manual_seed(0)
+    for H, packs in ((32, False), (big, True)):
+        layer = make(8, H)
+        layer.engine = "native"
+        x = torch.randn(3, 16, 8, requires_grad=True)
+
+        def run():
+            out, _ = layer(x)
+            return [out.detach(), *torch.autograd.grad(out.square().sum(), [x, layer.weight_hh_l0])]
+
+        before = torch.ops.rnnlab.sgemm_packs()
+        default = run()
+        assert (torch.ops.rnnlab.sgemm_packs() > before) == packs, (H, l2)
+        monkeypatch.setenv("RNNLAB_PACK", "0")
+        plain = run()
+        monkeypatch.delenv("RNNLAB_PACK")
+        for a, b in zip(default, plain):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -59,9 +59,9 @@ def weights_to_torch(spec: CellSpec, w: Weights):
     for k, g in enumerate(gates):
         j = order.index(g)
         sign = -1.0 if g in layout.negated else 1.0
-        wi[j], wh[j] = sign * Wi[k], sign * Wh[k]
+        wi[j], wh[j] = (Wi[k], Wh[k]) if sign == 1.0 else (-Wi[k], -Wh[k])  # (no copy of a block kept as it is)
         if w.bias is not None:
-            bi[j] = sign * B[k]
+            bi[j] = B[k] if sign == 1.0 else -B[k]
             bh[j] = w.bias_hn if g == layout.separate_bias else torch.zeros_like(B[k])
     if w.bias is None:
         return torch.cat(wi), torch.cat(wh), None, None

@@ -10,9 +10,8 @@
 * ``"torch"`` — torch's fused kernels (oneDNN on CPU, cuDNN on CUDA) on weights converted from
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
-  function (``choose``): native on CPU except float32 LSTMs on 2+ threads in inference from 8 rows where half of
-  W_hh fills a core's L2 (H ≥ 512 on a 2 MB L2), and under bf16 autocast at B·H ≥ 4096 where the level does not split
-  by row (oneDNN), cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
+  function (``choose``): native on CPU except LSTM inference on 2+ threads under bf16 autocast at B·H ≥ 4096 where
+  the level does not split by row (oneDNN), cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
@@ -27,8 +26,6 @@ force. A variant a cell's ``SPEC.native_variants`` does not list runs on the ref
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -45,13 +42,15 @@ _NATIVE = NativeEngine()
 _TORCH = TorchEngine()
 
 
-# Where torch's oneDNN kernel runs a float32 LSTM on CPU (two or more threads) under "auto", measured against
-# the native loops (2 threads, native / oneDNN, A/B in one process, min of 12 interleaved calls; BENCHMARKS.md):
-# - inference where a unit-split part's W_hh (half of W_hh) fills a core's L2 (H >= 512 on a 2 MB L2), from
-#   TORCH_LSTM_MIN_B rows: native (split by unit) 1.09 at (100, 8, 256, 512), 0.99 at B = 16, 1.06 at 32, 1.01 at 64,
-#   0.93-0.99 at 128, but 0.70 at B = 4; with W_hh in L2 the native loops are the faster at every size measured:
-#   0.93-0.98 at (100, 64, 256, 256) (five runs; 1.06-1.11 in an earlier build, before the per-thread workspace and the
-#   two-slot C), 0.88-0.91 at (100, 128, 64, 128), 0.87-0.89 at (100, 128, 128, 256), 0.90-0.94 at (50, 256, 128, 256);
+# Where torch's oneDNN kernel runs an LSTM on CPU (two or more threads) under "auto", measured against the native
+# loops (2 threads, native / oneDNN, A/B in one process, min of 8-12 interleaved calls; BENCHMARKS.md):
+# - float32 inference: never since the native loops pack a W_hh block larger than a core's L2 once per call and
+#   compute the input projection in larger chunks there (csrc/blas.h's PackedB::wanted, driver.h's InputChunks).
+#   native / oneDNN, min and median: 0.92 and 0.80 at (50, 8, 256, 512), 0.93 and 1.00 at (50, 32, 256, 512),
+#   0.87-0.95 (min) at (50, 128, 256, 512), 0.87 and 0.86 at (50, 64, 512, 512), 0.74-0.97 at H = 768 and
+#   0.64-0.79 at H = 1024 (B = 8, 32, 128). Before those two changes oneDNN ran it from TORCH_LSTM_MIN_B rows where
+#   half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38 at H = 1024). With W_hh in L2 the native
+#   loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
 # - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
 #   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)
 #   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.17-1.34 even with the per-step products
@@ -64,20 +63,10 @@ _TORCH = TorchEngine()
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
 # (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_MIN_B = 8
+TORCH_LSTM_MIN_B = 8  # (no longer read by choose: float32 inference runs the native loops at every size)
 TORCH_LSTM_BF16_MIN_BH = 4096
 
 
-@functools.cache
-def _l2_bytes() -> int:
-    """A core's L2 in bytes, as the operators' rules read it (1 MB without them)."""
-    return torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20
-
-
-def _w_hh_fills_l2(layer) -> bool:
-    """Whether half of a float32 LSTM level's W_hh (4H·H numbers), a unit-split part's, fills a core's L2."""
-    H = layer.hidden_size
-    return 4 * H * H * 4 // 2 >= _l2_bytes()
 
 
 def _splits_rows(layer, x: torch.Tensor) -> bool:
@@ -89,10 +78,9 @@ def _splits_rows(layer, x: torch.Tensor) -> bool:
 
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
-    function and was measured faster — cuDNN on CUDA; oneDNN for float32 LSTMs on two or more CPU threads in
-    inference from ``TORCH_LSTM_MIN_B`` rows where half of W_hh fills a core's L2, and in inference under bf16
-    autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine
-    (training always, float32 and bf16)."""
+    function and was measured faster — cuDNN on CUDA; oneDNN for LSTMs on two or more CPU threads in inference under
+    bf16 autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine
+    (float32 always, training always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -107,9 +95,6 @@ def choose(layer, x: torch.Tensor, trace: bool):
             if training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
                 return _NATIVE
             return _TORCH
-        if training(layer, x):
-            return _NATIVE
-        return _TORCH if x.shape[1] >= TORCH_LSTM_MIN_B and _w_hh_fills_l2(layer) else _NATIVE
     return _NATIVE
 
 

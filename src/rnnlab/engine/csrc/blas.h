@@ -1,6 +1,7 @@
 // The GEMMs of the loops: BLAS called directly on raw row-major buffers (no tensor per step).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include <immintrin.h>
+#include <unistd.h>
 
 extern "C" {
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
@@ -63,21 +65,36 @@ void gemm_t(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B
   blas(&tr, &no, &n, &m, &k, &one, B, &lb, A, &la, &beta, C, &lc);
 }
 
+// a core's L2 in bytes, as the loops' rules read it (sysconf; 1 MB where the system does not say)
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? int64_t(v) : int64_t(1) << 20;
+  }();
+  return bytes;
+}
+
 // A recurrent weight packed once per call into MKL's internal layout, then reused by every step's GEMM
 // (cblas_sgemm_pack / cblas_sgemm_compute): row-major C (M, N) = A (M, K) · Bw (K, N) + beta · C, Bw packed.
-// ``asked()`` says whether the loops use it; ``on()`` whether this one was packed.
+// ``wanted()`` says whether a loop uses it; ``on()`` whether this one was packed.
 template <typename T>
 class PackedB {
  public:
-  // pack Bw (K, N), row stride ldb, for products with M rows (callers check ``asked()`` first)
+  // pack Bw (K, N), row stride ldb, for products with M rows (callers check ``wanted()`` first)
   void pack(int64_t M, int64_t N, int64_t K, const T* Bw, int64_t ldb) {
     if constexpr (std::is_same_v<T, float>) {
       buf_.assign(cblas_sgemm_pack_get_size(162, int(M), int(N), int(K)) / sizeof(float) + 1, 0.f);
       cblas_sgemm_pack(101, 162, 111, int(M), int(N), int(K), 1.f, Bw, int(ldb), buf_.data());
       M_ = M, N_ = N, K_ = K;
+      packs().fetch_add(1, std::memory_order_relaxed);
     }
   }
   bool on() const { return !buf_.empty(); }
+  // weights packed so far in this process (rnnlab::sgemm_packs: the tests see the rule's choice)
+  static std::atomic<int64_t>& packs() {
+    static std::atomic<int64_t> n{0};
+    return n;
+  }
   int64_t width() const { return N_; }
   int64_t depth() const { return K_; }
   // C (M, N) = A (M, K) · Bw + beta · C
@@ -86,16 +103,26 @@ class PackedB {
       cblas_sgemm_compute(101, 111, 151, int(M_), int(N_), int(K_), A, int(lda), buf_.data(), int(N_), beta, C,
                           int(ldc));
   }
-  // RNNLAB_PACK=1 asks for it (float, where MKL has the packed API). Off by default: measured with 2 threads,
-  // RNNLAB_PACK=0 against 1 in the same minutes, it was slower at B <= 64 (a batch-1 LSTM's inference 0.34 → 0.86
-  // ms, (100, 32, 64, 128) training 14.9 → 16.3 ms); at B = 128 with W_hh 1536 × 512 one session gave GRU training
-  // 194–220 ms against 226–234, a later one no difference (RNN, GRU, LSTM at (50, 128, 256, 512): within ±5 %)
-  static bool asked() {
+  // Whether a loop packs its recurrent weight: where the block of it one thread multiplies by every step
+  // (``bytes_per_thread``) is larger than a core's L2 (l2_bytes). There every step's GEMM reads the block from L3 or
+  // memory whatever the layout, and MKL's unpacked GEMM also copies it into its panels each step, which the packed
+  // form does once per call. RNNLAB_PACK=1 packs wherever the loop can, RNNLAB_PACK=0 never. Measured with 2
+  // threads, min and median of interleaved calls, packed / unpacked:
+  // - inside the L2 it does not pay: a batch-1 LSTM's inference 0.34 → 0.86 ms, (100, 32, 64, 128) training
+  //   14.9 → 16.3 ms; with W_hh 1536 × 512 (3 MB over two BLAS threads) within ±5 % at (50, 128, 256, 512); the
+  //   LSTM's inference split by unit at H = 512 (each part's block 2 MB, this L2) 0.94-0.95 at B = 8-16 but
+  //   1.05-1.10 at B = 24-32;
+  // - past it (H = 1024, each part's block 8 MB): LSTM inference 0.84-0.83 at (50, 32, 512, 1024) and
+  //   0.79-0.76 at (20, 128, 1024, 1024) (which brings it level with torch's oneDNN kernel), training 0.85-0.89 (LSTM)
+  //   and 0.90-0.99 (GRU) at (20, 64, 512, 1024).
+  static bool wanted(int64_t bytes_per_thread) {
     if constexpr (!std::is_same_v<T, float>) return false;
+    if (!(cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute)) return false;
     const char* env = std::getenv("RNNLAB_PACK");
-    return env && std::strcmp(env, "1") == 0 && cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute;
+    if (env && std::strcmp(env, "1") == 0) return true;
+    if (env && std::strcmp(env, "0") == 0) return false;
+    return bytes_per_thread > l2_bytes();
   }
-
  private:
   std::vector<float> buf_;
   int64_t M_ = 0, N_ = 0, K_ = 0;

@@ -28,6 +28,8 @@
 #include <memory>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
 #include "step.h"
 #include "workspace.h"
 
@@ -112,8 +114,14 @@ class InputChunks {
  public:
   InputChunks(const Loop<T>& k, const Direction<T>& d, int64_t gx, Workspace& ws) : k_(k), d_(d), gx_(gx) {
     if (d.xp) return;
-    // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows
-    steps_ = std::clamp<int64_t>((int64_t(1) << 17) / std::max<int64_t>(1, k.B * gx), 1, std::max<int64_t>(1, d.steps));
+    // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows. Where the loop's W_ih and W_hh
+    // blocks together are larger than a core's L2, each chunk's GEMM reads W_ih through the L2 and evicts W_hh, which
+    // the next steps then read from L3 again: there chunks of 4 M numbers (16 MB in float32), so that this happens a
+    // few times a call rather than every few steps. LSTM inference split by unit, 2 threads, min and median of
+    // interleaved calls, large / small chunks: 0.87 and 0.81 at (50, 128, 256, 512), 0.92 and 0.94 at (50, 8, 512,
+    // 768), 0.84-0.91 at (50, 64, 512, 512) and (50, 32, 512, 768); 1.03 and 1.04 at (100, 16, 256, 512) (noise)
+    const bool past_l2 = (k.X + k.P) * gx * int64_t(sizeof(T)) > l2_bytes();
+    steps_ = std::clamp<int64_t>((int64_t(1) << (past_l2 ? 22 : 17)) / std::max<int64_t>(1, k.B * gx), 1, std::max<int64_t>(1, d.steps));
     buf_ = ws.take<T>(steps_ * k.B * gx);  // (not zeroed: every chunk is written before it is read)
     if (d.row_slot(k.B) != k.B) {  // a part of each time slot's rows (Direction::rows): gathered here first
       rows_ = ws.take<T>(steps_ * k.B * k.X);
@@ -179,6 +187,15 @@ class CellSlots {
   T* pair_ = nullptr;
 };
 
+// whether a loop packs its per-step product's weight (rows × cols of it, blas.h's PackedB::wanted): by the bytes one
+// thread reads every step, the block over the threads that step's GEMM runs on (one inside a parallel region: a part,
+// a half of the batch or a direction of its own; else torch's threads)
+template <typename T>
+bool pack_pays(int64_t rows, int64_t cols) {
+  const int64_t threads = at::in_parallel_region() ? 1 : std::max<int64_t>(1, at::get_num_threads());
+  return PackedB<T>::wanted(rows * cols * int64_t(sizeof(T)) / threads);
+}
+
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
@@ -186,7 +203,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && !k.small && PackedB<T>::asked()) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
+  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
   Workspace ws;
   T* hh = ws.take<T>(B * W1);
   T* hin = ws.take<T>(d.h_mask ? B * P : 0);
@@ -242,7 +259,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
-  if (!k.w_hh16 && !k.small && PackedB<T>::asked()) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
+  if (!k.w_hh16 && !k.small && pack_pays<T>(W1, P)) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
   NormGrads grads(R, H, k.norm.on(), lstm);
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,

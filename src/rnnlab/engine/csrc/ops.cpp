@@ -497,13 +497,6 @@ void took(Route r) { route_totals[r].fetch_add(1, std::memory_order_relaxed); }
 //   at (1000, 8, 16, 32) (four rows a part), so the RNN from 16 rows; with W_hh at half the L2 (the LSTM at H = 256)
 //   0.97 at (100, 64, 256, 256) against the unit split; at W_hh 4 MB ((100, 8, 256, 512)) 1.25 against one loop.
 // RNNLAB_ROWS=0 turns it off, RNNLAB_ROWS=1 runs it wherever it can run (the tests compare the two).
-int64_t l2_bytes() {
-  static const int64_t bytes = [] {
-    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return v > 0 ? int64_t(v) : int64_t(1) << 20;
-  }();
-  return bytes;
-}
 bool rows_pay(const Shape& s, bool keep) {
   const int64_t w_hh_bytes = s.rec() * s.P * int64_t(c10::elementSize(s.dtype));
   const bool rnn = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU;
@@ -1326,6 +1319,7 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   // bf16 products run on packed W_hh through brgemm.h so far, and whether this machine runs them (tests, bench)
   m.def("brgemm_products() -> int", [] { return rnnlab::PackedBf16::products().load(); });
   m.def("brgemm_available() -> bool", [] { return rnnlab::PackedBf16::available(); });
+  m.def("sgemm_packs() -> int", [] { return rnnlab::PackedB<float>::packs().load(); });  // blas.h's PackedB
   m.def("l2_bytes() -> int", &rnnlab::l2_bytes_op);  // a core's L2 as the rules read it (sysconf; 1 MB if unknown)
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);
