@@ -47,9 +47,10 @@ _TORCH = TorchEngine()
 # - float32 inference: never since the native loops pack a W_hh block larger than a core's L2 once per call and
 #   compute the input projection in larger chunks there (csrc/blas.h's PackedB::wanted, driver.h's InputChunks).
 #   native / oneDNN, min and median: 0.92 and 0.80 at (50, 8, 256, 512), 0.93 and 1.00 at (50, 32, 256, 512),
-#   0.87-0.95 (min) at (50, 128, 256, 512), 0.87 and 0.86 at (50, 64, 512, 512), 0.74-0.97 at H = 768 and
-#   0.64-0.79 at H = 1024 (B = 8, 32, 128). Before those two changes oneDNN ran it from TORCH_LSTM_MIN_B rows where
-#   half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38 at H = 1024). With W_hh in L2 the native
+#   0.89-1.12 and 0.93-1.05 at (50, 128, 256, 512) over four A/Bs, 0.87 and 0.95 at (50, 64, 512, 512), 0.74-0.97
+#   and 0.75-0.95 at H = 768, 0.64-0.79 and 0.51-0.80 at H = 1024 (B = 8, 32, 128). Before those two changes oneDNN
+#   ran it from TORCH_LSTM_MIN_B rows where half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38
+#   at H = 1024). With W_hh in L2 the native
 #   loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
 # - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
 #   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)

@@ -9,9 +9,9 @@ argument checks and exception types), then runs the stack on rnnlab's engine
 (:mod:`rnnlab.nn.stack` converts the weights per call, differentiably).
 
 ``engine`` (an attribute, default "auto"; "native", "torch", "reference"): which engine runs, as on
-``rnnlab.LSTM``. Where it picks torch's own kernel ("torch", or "auto" where that is faster: float32
-LSTMs in inference on 2+ CPU threads where half of W_hh fills a core's L2, a few bf16 autocast calls, and CUDA:
-``rnnlab.engine.choose``), torch.nn's ``forward`` runs unchanged.
+``rnnlab.LSTM``. Where it picks torch's own kernel ("torch", or "auto" where that is faster: LSTM inference
+on 2+ CPU threads under bf16 autocast from B·H = 4096, and CUDA: ``rnnlab.engine.choose``), torch.nn's ``forward``
+runs unchanged.
 """
 
 from __future__ import annotations
