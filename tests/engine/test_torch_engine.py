@@ -101,6 +101,12 @@ def test_auto_picks_an_exact_engine(monkeypatch):
             assert get_engine("auto", wide_h, x[:, :8]).path(wide_h, x[:, :8]) == "native-cpp"
             assert choose(wide_h, x[:, :4], False).name == "native"  # B = 4: the split native loop
             assert choose(wide_h, x[:, :8].double(), False).name == "native"  # oneDNN's RNNs are float32
+            wide_bi = rnnlab.LSTM(8, H, bidirectional=True)  # a direction per core: each reads all of its W_hh
+            assert choose(wide_bi, x[:, :8], False).name == "torch"
+            assert choose(wide_bi, x[:, :2], False).name == "torch"
+            assert choose(wide_bi, x[:, :1], False).name == "native"  # batch 1: level
+            assert choose(wide_bi, torch.randn(5, 128, 8), False).name == "native"  # from 128 rows: native
+            assert choose(rnnlab.LSTM(8, 64, bidirectional=True), x[:, :8], False).name == "native"  # W_hh in L2
             assert choose(lstm, x[:, :8], False).name == "native"  # B·H = 512
         assert choose(lstm, x, False).name == "native"  # training: the native loops at every size (split by row)
         assert choose(lstm, big, False).name == "native"

@@ -11,7 +11,8 @@
   rnnlab's layout (``torch_kernel.py``); refuses GRU reset="before" and gate traces.
 * ``"auto"`` (default) — per call, the fastest of these that computes exactly the reference's
   function (``choose``): native on CPU except LSTM inference on 2+ threads under bf16 autocast at B·H ≥ 4096 where
-  the level does not split by row (oneDNN), cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
+  the level does not split by row, and float32 inference of a bidirectional LSTM with H ≥ 512 (on a 2 MB L2) from 2
+  to 127 rows (oneDNN), cuDNN on CUDA where it applies; native whenever torch traces (torch.compile, torch.export), so
   that a traced model holds one operator per level and no branch on the batch size.
 
 Every engine gives the reference's outputs and gradients (float64 to 1e-10, float32 to 1e-5).
@@ -26,6 +27,8 @@ force. A variant a cell's ``SPEC.native_variants`` does not list runs on the ref
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -44,7 +47,7 @@ _TORCH = TorchEngine()
 
 # Where torch's oneDNN kernel runs an LSTM on CPU (two or more threads) under "auto", measured against the native
 # loops (2 threads, native / oneDNN, A/B in one process, min of 8-12 interleaved calls; BENCHMARKS.md):
-# - float32 inference: never since the native loops pack a W_hh block larger than a core's L2 once per call and
+# - one-direction float32 inference: never since the native loops pack a W_hh block larger than a core's L2 once per call and
 #   compute the input projection in larger chunks there (csrc/blas.h's PackedB::wanted, driver.h's InputChunks).
 #   native / oneDNN, min and median: 0.92 and 0.80 at (50, 8, 256, 512), 0.93 and 1.00 at (50, 32, 256, 512),
 #   0.89-1.12 and 0.93-1.05 at (50, 128, 256, 512) over four A/Bs, 0.87 and 0.95 at (50, 64, 512, 512), 0.74-0.97
@@ -52,6 +55,12 @@ _TORCH = TorchEngine()
 #   ran it from TORCH_LSTM_MIN_B rows where half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38
 #   at H = 1024). With W_hh in L2 the native
 #   loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
+# - float32 inference of a bidirectional LSTM where half of W_hh fills a core's L2, from TORCH_LSTM_BIDIR_MIN_B rows
+#   up to TORCH_LSTM_BIDIR_MAX_B: the native loops run the two directions at once, a core each, and each core then
+#   reads its direction's whole W_hh from L3 every step, where oneDNN's each half of it. native / oneDNN (min and median,
+#   interleaved): 1.31 and 1.27 at (50, 4, 256, 512), 1.33 and 1.32 at B = 8, 1.05-1.06 and 1.09-1.11 at B = 32,
+#   0.95 and 1.19 at B = 64, 1.39 at (30, 32, 512, 1024); but 0.79 and 0.86 at B = 128, and level at B = 1
+#   (1.03 and 0.98);
 # - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
 #   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)
 #   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.17-1.34 even with the per-step products
@@ -64,10 +73,23 @@ _TORCH = TorchEngine()
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
 # (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_MIN_B = 8  # (no longer read by choose: float32 inference runs the native loops at every size)
+TORCH_LSTM_MIN_B = 8  # (no longer read by choose: one-direction float32 inference runs the native loops at every size)
+TORCH_LSTM_BIDIR_MIN_B, TORCH_LSTM_BIDIR_MAX_B = 2, 128
 TORCH_LSTM_BF16_MIN_BH = 4096
 
 
+
+
+@functools.cache
+def _l2_bytes() -> int:
+    """A core's L2 in bytes, as the operators' rules read it (1 MB without them)."""
+    return torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20
+
+
+def _w_hh_fills_l2(layer) -> bool:
+    """Whether half of a float32 LSTM level's W_hh (4H·H numbers) fills a core's L2."""
+    H = layer.hidden_size
+    return 4 * H * H * 4 // 2 >= _l2_bytes()
 
 
 def _splits_rows(layer, x: torch.Tensor) -> bool:
@@ -80,8 +102,9 @@ def _splits_rows(layer, x: torch.Tensor) -> bool:
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for LSTMs on two or more CPU threads in inference under
-    bf16 autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row) — else the native engine
-    (float32 always, training always)."""
+    bf16 autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row), and in float32 inference of a
+    bidirectional LSTM whose half W_hh fills a core's L2 from ``TORCH_LSTM_BIDIR_MIN_B`` to ``TORCH_LSTM_BIDIR_MAX_B``
+    rows — else the native engine (one direction in float32 always, training always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
@@ -96,6 +119,8 @@ def choose(layer, x: torch.Tensor, trace: bool):
             if training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
                 return _NATIVE
             return _TORCH
+        if layer.num_directions == 2 and not training(layer, x) and _w_hh_fills_l2(layer):
+            return _TORCH if TORCH_LSTM_BIDIR_MIN_B <= x.shape[1] < TORCH_LSTM_BIDIR_MAX_B else _NATIVE
     return _NATIVE
 
 
