@@ -325,3 +325,46 @@ def test_batch_1_steps_alternate_the_direction_they_read_w_hh_in(cls, opts, spli
             got[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
         for a, b in zip(got["1"], got["0"]):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cls,opts", INFER_CELLS, ids=str)
+@pytest.mark.parametrize("H", [37, 64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bidirectional_inference_split_in_turn(cls, opts, H, dtype, monkeypatch):
+    """Two directions in inference, one after the other, each split by unit (RNNLAB_SPLIT=1 forces it; by default the
+    float32 LSTM whose half W_hh fills a core's L2): the reference's results and the directions-at-once route's."""
+    torch.manual_seed(H)
+    layer = cls(7, H, bidirectional=True, num_layers=2, engine="native", **opts).to(dtype)
+    ref = cls(7, H, bidirectional=True, num_layers=2, engine="reference", **opts).double()
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(9, 5, 7, dtype=dtype)
+    lengths = torch.tensor([9, 3, 1, 9, 6])
+    for kwargs in ({}, dict(lengths=lengths)):
+        results = {}
+        for env in ("1", "0"):
+            monkeypatch.setenv("RNNLAB_SPLIT", env)
+            with torch.inference_mode():
+                took, (out, hn) = ran(lambda: layer(x, **kwargs))
+            assert took["split"] == (4 if env == "1" else 0) and took["one"] == (0 if env == "1" else 4), took
+            results[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+        with torch.no_grad():
+            out, hn = ref(x.double(), **kwargs)
+        want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+        for split, one, w in zip(results["1"], results["0"], want):
+            torch.testing.assert_close(split.double(), w, **tol)
+            torch.testing.assert_close(split, one, **tol)
+
+
+def test_bidirectional_inference_in_turn_by_default_only_where_half_w_hh_fills_the_l2(monkeypatch):
+    monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
+    l2 = torch.ops.rnnlab.l2_bytes()
+    H = next(h for h in (256, 512, 1024, 2048) if 4 * h * h * 4 // 2 >= l2)
+    x = torch.randn(2, 4, 3)
+    for h, splits in ((64, 0), (H, 2)):
+        layer = rnnlab.LSTM(3, h, bidirectional=True, engine="native")
+        with torch.inference_mode():
+            took, _ = ran(lambda: layer(x))
+        assert took["split"] == splits, (h, took)
+        took, _ = ran(lambda: layer(x))  # training: the directions at once
+        assert took["split"] == 0, (h, took)

@@ -60,7 +60,9 @@ _TORCH = TorchEngine()
 #   reads its direction's whole W_hh from L3 every step, where oneDNN's each half of it. native / oneDNN (min and median,
 #   interleaved): 1.31 and 1.27 at (50, 4, 256, 512), 1.33 and 1.32 at B = 8, 1.05-1.06 and 1.09-1.11 at B = 32,
 #   0.95 and 1.19 at B = 64, 1.39 at (30, 32, 512, 1024); but 0.79 and 0.86 at B = 128, and level at B = 1
-#   (1.03 and 0.98);
+#   (1.03 and 0.98). With the directions run one after the other, each split by unit (ops.cpp's
+#   directions_in_turn_pay): 1.00 and 0.99 at B = 4, 1.18 and 1.23 at B = 8, 1.14 and 1.10 at B = 32, 1.00 and 0.98 at
+#   B = 64, 0.86 at B = 128, 1.04 and 0.94 at (30, 32, 512, 1024): closer, not yet ahead below 64 rows;
 # - inference under bf16 autocast from TORCH_LSTM_BF16_MIN_BH: oneDNN's bf16 kernel is the faster one there, except
 #   where a one-direction level splits by row (rnnlab::splits_rows): native / oneDNN bf16 0.84 at (100, 32, 64, 128)
 #   (1.14 on one loop), 1.00 at (100, 64, 256, 256); at (50, 128, 256, 512) 1.17-1.34 even with the per-step products

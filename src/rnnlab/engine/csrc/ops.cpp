@@ -352,10 +352,11 @@ Tensor mm16(const Tensor& a, bool ta, const Tensor& b, bool tb) {
 }
 
 // run job(d) for each direction: at once on two threads of OpenMP's team (threads.h's run_jobs; each loop's GEMMs on
-// one BLAS thread) when there are two directions and two or more threads, else one after the other
+// one BLAS thread) when there are two directions and two or more threads, else one after the other; ``in_turn``: one
+// after the other even then (each direction's loop split by unit over the threads, split_units)
 template <typename Job>
-void each_direction(const Shape& s, Job job) {
-  if (s.D == 2 && at::get_num_threads() >= 2 && run_jobs(2, job, [] {})) return;
+void each_direction(const Shape& s, Job job, bool in_turn = false) {
+  if (s.D == 2 && !in_turn && at::get_num_threads() >= 2 && run_jobs(2, job, [] {})) return;
   BlasThreads guard(step_threads(s.B, s.rec(), s.P));  // one direction, one torch thread, or no pair of threads
   for (int64_t d = 0; d < s.D; ++d) job(d);
 }
@@ -466,15 +467,26 @@ bool split_pays(const Shape& s, bool half, bool keep) {
   if (s.kind == Kind::GRU_BEFORE) return macs >= (int64_t(1) << 16) && s.B >= 8;  // two hand-offs a step
   return macs >= (int64_t(1) << 19);
 }
+// Two directions in inference: run_jobs runs them at once, a core each, so each core reads its direction's whole W_hh
+// every step; where half of W_hh fills a core's L2 that read comes from L3, and the directions run one after the other
+// instead, each split by unit (each core then reads half of each W_hh, which its L2 holds). Float32 bidirectional LSTM
+// inference, 2 threads, in turn / at once (min and median of 8 interleaved rounds): 0.77 and 0.72 at (50, 4, 256, 512),
+// 0.87 and 0.96 at B = 8, 0.89 and 0.86 at (30, 32, 512, 1024); level within noise at B = 32-128 at H = 512 (0.98-1.13
+// and 0.95-1.03). Engine "auto" still runs torch's oneDNN kernel for these from 2 to 127 rows (engine/__init__.py).
+bool directions_in_turn_pay(const Shape& s, bool half, bool keep) {
+  const int64_t w_hh_bytes = s.rec() * s.P * int64_t(c10::elementSize(s.dtype));
+  return !keep && !half && s.kind == Kind::LSTM && s.B >= 2 && w_hh_bytes >= 2 * l2_bytes();
+}
 bool split_units(const Shape& s, bool half, bool keep) {
   const bool plain = s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU || s.kind == Kind::GRU_AFTER ||
                      (s.kind == Kind::GRU_BEFORE && !keep) || (s.kind == Kind::LSTM && !s.coupled && !s.peep);
-  const bool can = s.D == 1 && plain && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone && !s.proj && s.H >= 32 &&
-                   s.B >= 1 && at::get_num_threads() >= 2;
+  const bool can = (s.D == 1 || (s.D == 2 && !keep)) && plain && !s.ln_hh && !s.ln_ih && !s.drop && !s.zone &&
+                   !s.proj && s.H >= 32 && s.B >= 1 && at::get_num_threads() >= 2;
   if (!can) return false;
   const char* env = std::getenv("RNNLAB_SPLIT");
   if (env && std::string(env) == "0") return false;
   if (env && std::string(env) == "1") return true;
+  if (s.D == 2) return directions_in_turn_pay(s, half, keep) && split_pays(s, half, keep);
   return split_pays(s, half, keep);
 }
 
@@ -719,7 +731,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
         took(ONE_LOOP);
         run_forward<T, Cell>(k, dir);
       });
-    });
+    }, /*in_turn=*/s.D == 2 && split);
   });
   if (!keep) return {states, cells, x.new_empty({0}), c_pre, x.new_empty({0})};
   return {states, cells, gates, c_pre, reserve};
