@@ -31,6 +31,15 @@ def ran(fn):
     return {k: after[k] - before[k] for k in after}, out
 
 
+def _agree(results, out, hn, dtype):
+    """The split route's results (``results["1"]``) match the float64 reference's (out, hn) and the one-loop route's."""
+    want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for split, one, w in zip(results["1"], results["0"], want):
+        torch.testing.assert_close(split.double(), w, **tol)
+        torch.testing.assert_close(split, one, **tol)
+
+
 @pytest.fixture(autouse=True)
 def two_threads(monkeypatch):
     monkeypatch.setenv("RNNLAB_ROWS", "0")  # the split by row (test_rows.py) would take these loops first
@@ -66,11 +75,7 @@ def test_split_inference_matches_the_reference_and_one_loop(cls, opts, H, dtype,
                       for k, v in kwargs.items()}
         with torch.no_grad():
             out, hn = ref(x.double(), **ref_kwargs)
-        want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
-        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
-        for split, one, w in zip(results["1"], results["0"], want):
-            torch.testing.assert_close(split.double(), w, **tol)
-            torch.testing.assert_close(split, one, **tol)
+        _agree(results, out, hn, dtype)
 
 
 @pytest.mark.parametrize("cls,opts", CELLS, ids=str)
@@ -349,11 +354,7 @@ def test_bidirectional_inference_split_in_turn(cls, opts, H, dtype, monkeypatch)
             results[env] = [out, *(hn if isinstance(hn, tuple) else (hn,))]
         with torch.no_grad():
             out, hn = ref(x.double(), **kwargs)
-        want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
-        tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
-        for split, one, w in zip(results["1"], results["0"], want):
-            torch.testing.assert_close(split.double(), w, **tol)
-            torch.testing.assert_close(split, one, **tol)
+        _agree(results, out, hn, dtype)
 
 
 def test_bidirectional_inference_in_turn_by_default_only_where_half_w_hh_fills_the_l2(monkeypatch):
