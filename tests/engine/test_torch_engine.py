@@ -187,12 +187,15 @@ def test_torch_engine_reuses_its_conversion_only_while_the_parameters_are_unchan
         assert torch.equal(cached, fresh)
         return cached
 
+    from rnnlab.engine.torch_kernel import _CONVERTED
+
     first = check()
-    assert torch.equal(check(), first)  # the reused conversion
+    kept = _CONVERTED[layer][1]
+    assert torch.equal(check(), first) and _CONVERTED[layer][1] is kept  # the conversion reused, not made again
     with torch.no_grad():
         layer.weight_hh_l0.mul_(0.5)
     second = check()
-    assert not torch.equal(second, first)
+    assert not torch.equal(second, first) and _CONVERTED[layer][1] is not kept
     layer.weight_ih_l0.data = layer.weight_ih_l0.data * 2
     third = check()
     assert not torch.equal(third, second)

@@ -47,14 +47,13 @@ _TORCH = TorchEngine()
 
 # Where torch's oneDNN kernel runs an LSTM on CPU (two or more threads) under "auto", measured against the native
 # loops (2 threads, native / oneDNN, A/B in one process, min of 8-12 interleaved calls; BENCHMARKS.md):
-# - one-direction float32 inference: never since the native loops pack a W_hh block larger than a core's L2 once per call and
-#   compute the input projection in larger chunks there (csrc/blas.h's PackedB::wanted, driver.h's InputChunks).
+# - one-direction float32 inference: never, since the native loops pack a W_hh block larger than a core's L2 once
+#   per call and compute the input projection in larger chunks there (csrc/blas.h's PackedB::wanted, driver.h's InputChunks).
 #   native / oneDNN, min and median: 0.92 and 0.80 at (50, 8, 256, 512), 0.93 and 1.00 at (50, 32, 256, 512),
 #   0.89-1.12 and 0.93-1.05 at (50, 128, 256, 512) over four A/Bs, 0.87 and 0.95 at (50, 64, 512, 512), 0.74-0.97
 #   and 0.75-0.95 at H = 768, 0.64-0.79 and 0.51-0.80 at H = 1024 (B = 8, 32, 128). Before those two changes oneDNN
-#   ran it from TORCH_LSTM_MIN_B rows where half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38
-#   at H = 1024). With W_hh in L2 the native
-#   loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
+#   ran it from 8 rows where half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38 at H = 1024).
+#   With W_hh in L2 the native loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
 # - float32 inference of a bidirectional LSTM where half of W_hh fills a core's L2, from TORCH_LSTM_BIDIR_MIN_B rows
 #   up to TORCH_LSTM_BIDIR_MAX_B: the native loops run the two directions at once, a core each, and each core then
 #   reads its direction's whole W_hh from L3 every step, where oneDNN's each half of it. native / oneDNN (min and median,
@@ -75,11 +74,8 @@ _TORCH = TorchEngine()
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
 # (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_MIN_B = 8  # (no longer read by choose: one-direction float32 inference runs the native loops at every size)
 TORCH_LSTM_BIDIR_MIN_B, TORCH_LSTM_BIDIR_MAX_B = 2, 128
 TORCH_LSTM_BF16_MIN_BH = 4096
-
-
 
 
 @functools.cache

@@ -123,7 +123,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
   if (half) own_bf16_forward(k, w_hhT, ws.take<bf16_t>(GX * P), w_ih, ws.take<bf16_t>(GX * X));
-  if (!k.small && !dot && !half && PackedB<T>::wanted(W1 * P * int64_t(sizeof(T)))) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
+  if (!k.small && !dot && !half && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);
   T* ext = Cell::mid_product ? shared + j0 : ws.take<T>(B * n);  // the GRU's extra rows (row stride lde)
