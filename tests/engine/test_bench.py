@@ -220,3 +220,24 @@ def test_bf16_path_and_split(monkeypatch):
     lines = bench._split_lines({"rows": [row]})
     assert sum(line.startswith("| gru-before | 3, 64, 8, 64 |") for line in lines) == 2
     assert any("% bf16 |" in line for line in lines)
+
+
+def test_rounds_take_the_peers_in_turn(monkeypatch):
+    """``timing.rounds_ms`` times its functions round after round, each in turn, and gives each the median of its
+    rounds' medians: a slow minute falls on every peer alike instead of deciding one peer's block."""
+    from rnnlab.bench import timing
+
+    calls: list[tuple[str, float]] = []
+
+    def fake_median(fn, budget_s, min_repeats, warmup):
+        calls.append((fn(), budget_s, warmup))
+        return {"a": [5.0, 1.0, 2.0], "b": [9.0, 7.0, 8.0]}[calls[-1][0]][sum(c[0] == calls[-1][0] for c in calls) - 1]
+
+    monkeypatch.setattr(timing, "median_ms", fake_median)
+    out = timing.rounds_ms({"a": lambda: "a", "b": lambda: "b"}, budget_s=0.3, rounds=3)
+    assert [c[0] for c in calls] == ["a", "b"] * 3  # in turn, round after round
+    assert all(c[1] == pytest.approx(0.1) for c in calls)  # the budget shared over the rounds
+    assert [c[2] for c in calls] == [2, 2, 1, 1, 1, 1]  # warmed fully in the first round, once a call after
+    assert out == {"a": 2.0, "b": 8.0}  # the median of each one's rounds
+    with pytest.raises(ValueError, match="rounds must be >= 1, got 0"):
+        timing.rounds_ms({"a": lambda: "a"}, rounds=0)

@@ -2,7 +2,9 @@
 
 Run it as ``rnnlab bench`` or ``python benchmarks/bench_engine.py`` (same code). For each cell
 (rnn, lstm, gru-before, gru-after) and shape (T, B, X, H) it times, in float32 on ``threads``
-threads, the median of repeats after warm-up of:
+threads, the median of repeats after warm-up — in ``ROUNDS`` rounds that take rnnlab and its torch-process peers
+in turn (``timing.rounds_ms``: the median of the rounds' medians, so that a ratio sees the same minutes of a noisy
+machine) — of:
 
 * a training step (forward + backward of ``out.sum()`` into the parameters) for rnnlab's native
   engine, rnnlab's torch engine (where torch can compute the cell), torch.nn (default settings)
@@ -58,7 +60,7 @@ from ..stream import Streamer
 from . import onnx_peer
 from . import split as time_split
 from .stream import per_step_us, torch_stack_step
-from .timing import gemm_gflops, median_ms
+from .timing import ROUNDS, gemm_gflops, median_ms, rounds_ms
 
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
@@ -242,7 +244,7 @@ def routed(path: str, fn) -> str:
     return " ".join([path, *tags])
 
 
-INFER_ROUNDS = 3  # inference is timed in rounds, the peers in turn within each: a ratio then sees the same minutes
+INFER_ROUNDS = ROUNDS  # inference is timed in rounds too, the peers in turn within each (onnxruntime's own timer)
 
 
 def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: int | None) -> None:
@@ -267,9 +269,11 @@ def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: in
 
 
 def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
-    """Fill ``row.bf16_ms``, ``row.bf16_out`` and ``row.bf16_path``: the training step under bfloat16 autocast."""
+    """Fill ``row.bf16_ms``, ``row.bf16_out`` and ``row.bf16_path``: the training step under bfloat16 autocast,
+    rnnlab and torch.nn timed in rounds (``rounds_ms``)."""
+    row.bf16_ms.update(rounds_ms({name: _bf16(_train_step(module, x))
+                                  for name, module in (("rnnlab", ours), ("torch.nn", peer))}, budget_s))
     for name, module in (("rnnlab", ours), ("torch.nn", peer)):
-        row.bf16_ms[name] = median_ms(_bf16(_train_step(module, x)), budget_s)
         row.bf16_out[name] = _bf16_out(module, x)
     row.bf16_path = bf16_path(ours, x)
 
@@ -287,18 +291,19 @@ def bf16_path(layer, x) -> str:
 
 
 def measure(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = None) -> Row:
-    """Time one cell at one shape in this process (torch and onnxruntime; JAX is ``run_jax``)."""
+    """Time one cell at one shape in this process (torch and onnxruntime; JAX is ``run_jax``): the training steps
+    of rnnlab's engines and torch.nn in rounds that take them in turn (``rounds_ms``), then inference and bf16."""
     T, B, X, H = shape
     row = Row(cell, tuple(shape))
     torch.manual_seed(0)
     x = torch.randn(T, B, X)
     on_native = _rnnlab_layer(cell, X, H, "native")
-    row.train_ms["native"] = median_ms(_train_step(on_native, x), budget_s)
+    steps = {"native": _train_step(on_native, x)}
     if unsupported(on_native, False) is None:
-        on_torch = _rnnlab_layer(cell, X, H, "torch")
-        row.train_ms["rnnlab-torch"] = median_ms(_train_step(on_torch, x), budget_s)
+        steps["rnnlab-torch"] = _train_step(_rnnlab_layer(cell, X, H, "torch"), x)
     peer = _torch_layer(cell, X, H)
-    row.train_ms["torch.nn"] = median_ms(_train_step(peer, x), budget_s)
+    steps["torch.nn"] = _train_step(peer, x)
+    row.train_ms.update(rounds_ms(steps, budget_s))
     auto = _rnnlab_layer(cell, X, H, "auto")
     row.path = routed(get_engine("auto", auto, x).path(auto, x), _train_step(auto, x))
     row.rnnlab_ms = row.train_ms["rnnlab-torch" if row.path.startswith("torch") else "native"]
@@ -320,7 +325,8 @@ def measure_batch1(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | 
 
 
 def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0) -> dict:
-    """A training step of a 2-level layer (one or two directions): rnnlab (engine "auto") and torch.nn."""
+    """A training step of a 2-level layer (one or two directions): rnnlab (engine "auto") and torch.nn, timed in
+    rounds (``rounds_ms``)."""
     T, B, X, H = shape
     torch.manual_seed(0)
     x = torch.randn(T, B, X)
@@ -328,8 +334,7 @@ def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0
     peer = _torch_layer(cell, X, H, num_layers=2, bidirectional=bidirectional)
     return {"cell": cell, "shape": tuple(shape), "directions": 2 if bidirectional else 1,
             "path": routed(get_engine("auto", ours, x).path(ours, x), _train_step(ours, x)),
-            "train_ms": {"rnnlab": median_ms(_train_step(ours, x), budget_s),
-                         "torch.nn": median_ms(_train_step(peer, x), budget_s)}}
+            "train_ms": rounds_ms({"rnnlab": _train_step(ours, x), "torch.nn": _train_step(peer, x)}, budget_s)}
 
 
 def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx: bool) -> dict:
@@ -633,8 +638,8 @@ def _stream_lines(report: dict) -> list[str]:
 
 
 def _bf16_lines(report: dict) -> list[str]:
-    lines = ["", f"Training step under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, median ms (bf16 kernel: "
-             f"{report.get('bf16_kernel', '?')}); JAX with bfloat16 parameters and inputs; rnnlab's float32 step "
+    lines = ["", f"Training step under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, median ms (rnnlab and torch.nn in "
+             f"{ROUNDS} rounds, in turn; bf16 kernel: {report.get('bf16_kernel', '?')}); JAX with bfloat16 parameters and inputs; rnnlab's float32 step "
              "for reference; `ratio` = rnnlab bf16 / fastest bf16 peer; `out` = the output's dtype under autocast "
              "(rnnlab / torch.nn: float32 where the layer computes in float32).", "",
              "| cell | T, B, X, H | rnnlab bf16 | torch.nn bf16 | JAX bf16 | rnnlab float32 | ratio | out |",
@@ -650,8 +655,8 @@ def _bf16_lines(report: dict) -> list[str]:
 def _stacked_lines(report: dict) -> list[str]:
     if not report.get("stacked"):
         return []
-    lines = ["", "Stacked layers (num_layers = 2, one or two directions): training step, median ms; "
-             "`ratio` = rnnlab / torch.nn.", "",
+    lines = ["", "Stacked layers (num_layers = 2, one or two directions): training step, median ms (the median of "
+             f"{ROUNDS} rounds that time them in turn); `ratio` = rnnlab / torch.nn.", "",
              "| cell | T, B, X, H | directions | rnnlab | path | torch.nn | ratio |",
              "| --- | --- | ---: | ---: | --- | ---: | ---: |"]
     for r in report["stacked"]:
@@ -710,7 +715,8 @@ def to_markdown(report: dict) -> str:
         f"{report.get('bf16_kernel', '?')}. Native loops: {report['native_path']}. {report['jax_note']}. "
         f"{report.get('onnx_note', 'onnxruntime not run')}.",
         "",
-        "Training step (forward + backward, float32), median ms; `ratio` = rnnlab / fastest peer; "
+        f"Training step (forward + backward, float32), median ms (rnnlab's engines and torch.nn: the median of "
+        f"{ROUNDS} rounds that time them in turn; JAX in its own process); `ratio` = rnnlab / fastest peer; "
         "GFLOP/s from 6·G·T·B·H·(X+H).",
         "",
         "| cell | T, B, X, H | rnnlab | path | native | rnnlab-torch | torch.nn | JAX | ratio | GFLOP/s | % SGEMM |",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -22,6 +23,24 @@ def median_ms(fn, budget_s: float = 1.0, min_repeats: int = 3, max_repeats: int 
         fn()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times)
+
+
+ROUNDS = 3  # peers timed in turn, this many times over: a ratio then sees the same minutes of a noisy host
+
+
+def rounds_ms(fns: Mapping[str, Callable[[], object]], budget_s: float = 1.0, rounds: int = ROUNDS,
+              min_repeats: int = 2) -> dict[str, float]:
+    """Each of ``fns``'s median wall time in ms, timed in ``rounds`` rounds that take them in turn: every round
+    gives each a median of repeats sized to ``budget_s / rounds`` (after one warm-up call, its caches having
+    been another's a moment before), and the result is the median of its rounds' medians. Timing each fn in a
+    block of its own lets one slow minute of the machine decide a ratio; in rounds, every fn sees every minute."""
+    if rounds < 1:
+        raise ValueError(f"rounds_ms: rounds must be >= 1, got {rounds}")
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(median_ms(fn, budget_s / rounds, min_repeats=min_repeats, warmup=2 if r == 0 else 1))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def gemm_gflops(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
