@@ -31,8 +31,8 @@ ROUNDS = 3  # peers timed in turn, this many times over: a ratio then sees the s
 def rounds_ms(fns: Mapping[str, Callable[[], object]], budget_s: float = 1.0, rounds: int = ROUNDS,
               min_repeats: int = 2) -> dict[str, float]:
     """Each of ``fns``'s median wall time in ms, timed in ``rounds`` rounds that take them in turn: every round
-    gives each a median of repeats sized to ``budget_s / rounds`` (after one warm-up call, its caches having
-    been another's a moment before), and the result is the median of its rounds' medians. Timing each fn in a
+    gives each a median of repeats sized to ``budget_s / rounds`` (after two warm-up calls in the first round and
+    one in each later round, its caches having been another's a moment before), and the result is the median of its rounds' medians. Timing each fn in a
     block of its own lets one slow minute of the machine decide a ratio; in rounds, every fn sees every minute."""
     if rounds < 1:
         raise ValueError(f"rounds_ms: rounds must be >= 1, got {rounds}")
