@@ -54,18 +54,18 @@ def test_both_forms_give_the_reference_gradients(name, swap, monkeypatch):
         torch.testing.assert_close(g.double(), w, atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("swap", ["0", "1"])
-def test_both_forms_in_float64_agree_to_rounding(swap, monkeypatch):
+def test_both_forms_in_float64_agree_to_rounding(monkeypatch):
     """float64 runs the same rule (only the bf16 mode keeps its own GEMMs): swapped and as given to float64's rounding."""
     torch.manual_seed(2)
     x = torch.randn(6, 4, 5, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(0)
     layer = rnnlab.LSTM(5, 12).double()
     layer.engine = "native"
-    monkeypatch.setenv("RNNLAB_WGRAD", "1" if swap == "0" else "0")
-    other = _grads(layer, x, None)
-    monkeypatch.setenv("RNNLAB_WGRAD", swap)
-    for a, b in zip(_grads(layer, x, None), other):
+    got = {}
+    for swap in ("0", "1"):
+        monkeypatch.setenv("RNNLAB_WGRAD", swap)
+        got[swap] = _grads(layer, x, None)
+    for a, b in zip(got["1"], got["0"]):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
@@ -73,6 +73,14 @@ def test_the_default_rule_at_a_shape_it_swaps(monkeypatch):
     """Unset, the rule swaps where ∂W is wide and short over at least 2048 rows (here the LSTM's ∂W_ih, 4·16 × 8, and
     ∂W_hh, 4·16 × 16, over 64 × 32 rows), and the gradients are the reference's and the unswapped form's."""
     monkeypatch.delenv("RNNLAB_WGRAD", raising=False)
+    rule = torch.ops.rnnlab.swaps_weight_grad
+    assert rule(64 * 32, 4 * 16, 8) and rule(64 * 32, 4 * 16, 16)  # this test's ∂W_ih and ∂W_hh
+    assert not rule(2047, 4 * 16, 8) and not rule(2048, 63, 16) and not rule(10**6, 256, 256)  # few rows; G·H < 4K
+    monkeypatch.setenv("RNNLAB_WGRAD", "0")
+    assert not rule(64 * 32, 4 * 16, 8)
+    monkeypatch.setenv("RNNLAB_WGRAD", "1")
+    assert rule(2, 3, 4)
+    monkeypatch.delenv("RNNLAB_WGRAD")
     torch.manual_seed(3)
     x = torch.randn(64, 32, 8, requires_grad=True)
     torch.manual_seed(0)

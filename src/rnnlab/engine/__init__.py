@@ -28,8 +28,6 @@ force. A variant a cell's ``SPEC.native_variants`` does not list runs on the ref
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from . import ops
@@ -54,9 +52,10 @@ _TORCH = TorchEngine()
 #   and 0.75-0.95 at H = 768, 0.64-0.79 and 0.51-0.80 at H = 1024 (B = 8, 32, 128). Before those two changes oneDNN
 #   ran it from 8 rows where half of W_hh filled a core's L2 (native 0.99-1.09 at H = 512, 1.14-1.38 at H = 1024).
 #   With W_hh in L2 the native loops were already the faster: 0.93-0.98 at (100, 64, 256, 256), 0.87-0.91 at (100, 128, 64-128, 128-256);
-# - float32 inference of a bidirectional LSTM where half of W_hh fills a core's L2, from TORCH_LSTM_BIDIR_MIN_B rows
-#   up to TORCH_LSTM_BIDIR_MAX_B: the native loops run the two directions at once, a core each, and each core then
-#   reads its direction's whole W_hh from L3 every step, where oneDNN's each half of it. native / oneDNN (min and median,
+# - float32 inference of a bidirectional LSTM where half of W_hh fills a core's L2, below TORCH_LSTM_BIDIR_MAX_B rows
+#   (the calls whose native levels run their directions in turn: rnnlab::directions_in_turn, from 2 rows). Run at
+#   once, a core each, each core read its direction's whole W_hh from L3 every step, where oneDNN's reads half of
+#   each. native / oneDNN (min and median,
 #   interleaved): 1.31 and 1.27 at (50, 4, 256, 512), 1.33 and 1.32 at B = 8, 1.05-1.06 and 1.09-1.11 at B = 32,
 #   0.95 and 1.19 at B = 64, 1.39 at (30, 32, 512, 1024); but 0.79 and 0.86 at B = 128, and level at B = 1
 #   (1.03 and 0.98). With the directions run one after the other, each split by unit (ops.cpp's
@@ -74,20 +73,8 @@ _TORCH = TorchEngine()
 # oneDNN had been the faster (1.04-1.19), 0.66-0.83 at (100, 64, 64, 128), (100, 32, 128, 256) and 0.79 at
 # (100, 64, 256, 256); 0.97-0.99 at (100, 8, 256, 512), which splits neither way.
 # At one thread, at smaller sizes and for every other cell the native loops are faster.
-TORCH_LSTM_BIDIR_MIN_B, TORCH_LSTM_BIDIR_MAX_B = 2, 128
+TORCH_LSTM_BIDIR_MAX_B = 128
 TORCH_LSTM_BF16_MIN_BH = 4096
-
-
-@functools.cache
-def _l2_bytes() -> int:
-    """A core's L2 in bytes, as the operators' rules read it (1 MB without them)."""
-    return torch.ops.rnnlab.l2_bytes() if ops.available() else 1 << 20
-
-
-def _w_hh_fills_l2(layer) -> bool:
-    """Whether half of a float32 LSTM level's W_hh (4H·H numbers) fills a core's L2."""
-    H = layer.hidden_size
-    return 4 * H * H * 4 // 2 >= _l2_bytes()
 
 
 def _splits_rows(layer, x: torch.Tensor) -> bool:
@@ -97,11 +84,19 @@ def _splits_rows(layer, x: torch.Tensor) -> bool:
     return torch.ops.rnnlab.splits_rows("lstm", x.shape[1], layer.hidden_size, training(layer, x))
 
 
+def _directions_in_turn(layer, x: torch.Tensor) -> bool:
+    """Whether this bidirectional layer's native levels would run their directions one after the other, each split by
+    unit (ops.cpp's directions_in_turn_pay: float32 LSTM inference where half of W_hh fills a core's L2, 2+ rows)."""
+    if layer.num_directions != 2 or not ops.available():
+        return False
+    return torch.ops.rnnlab.directions_in_turn("lstm", x.shape[1], layer.hidden_size, training(layer, x))
+
+
 def choose(layer, x: torch.Tensor, trace: bool):
     """The engine "auto" runs for this call: torch's fused kernel where it computes the same
     function and was measured faster — cuDNN on CUDA; oneDNN for LSTMs on two or more CPU threads in inference under
     bf16 autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row), and in float32 inference of a
-    bidirectional LSTM whose half W_hh fills a core's L2 from ``TORCH_LSTM_BIDIR_MIN_B`` to ``TORCH_LSTM_BIDIR_MAX_B``
+    bidirectional LSTM whose half W_hh fills a core's L2 (``_directions_in_turn``) below ``TORCH_LSTM_BIDIR_MAX_B``
     rows — else the native engine (one direction in float32 always, training always)."""
     if unsupported(layer, trace) is not None:
         return _NATIVE
@@ -117,8 +112,8 @@ def choose(layer, x: torch.Tensor, trace: bool):
             if training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
                 return _NATIVE
             return _TORCH
-        if layer.num_directions == 2 and not training(layer, x) and _w_hh_fills_l2(layer):
-            return _TORCH if TORCH_LSTM_BIDIR_MIN_B <= x.shape[1] < TORCH_LSTM_BIDIR_MAX_B else _NATIVE
+        if _directions_in_turn(layer, x) and x.shape[1] < TORCH_LSTM_BIDIR_MAX_B:
+            return _TORCH
     return _NATIVE
 
 

@@ -833,8 +833,8 @@ Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g,
 // A weight's gradient ∂W (G·H, K) = ∂aᵀ · v over the T·B rows (v: x for W_ih, h_{t-1} for W_hh, K their width): MKL
 // runs it as given, with ∂aᵀ a transposed view, or as (vᵀ · ∂a)ᵀ — the same sums, the GEMM's roles swapped, then a
 // transposing copy of the small (K, G·H) result. Where ∂W is wide and short (G·H ≥ 4K) over many rows the swapped form
-// is faster: on 2 threads (min of 30 calls, three runs), swapped / as given, ∂W_ih 0.68-0.78 and ∂W_hh 0.91-0.97 at
-// (100, 32, 64, 128) for the LSTM, ∂W_ih 0.85 for the GRU there, 0.76 (∂W_ih) and 0.94 (∂W_hh) for the LSTM at (1000, 8,
+// is faster: on 2 threads (min of 30 calls; three runs at (100, 32, 64, 128), one elsewhere), swapped / as given, ∂W_ih
+// 0.68-0.78 and ∂W_hh 0.92-0.97 at (100, 32, 64, 128) for the LSTM, ∂W_ih 0.85 for the GRU there, 0.76 (∂W_ih) and 0.94 (∂W_hh) for the LSTM at (1000, 8,
 // 16, 32), 0.89-0.91 at (100, 64, 256, 256); but 1.05-1.09 where G·H = K (the RNN at H = X = 256 and 512) and
 // 1.13-1.37 at 800 rows ((200, 4, 32, 64)). RNNLAB_WGRAD=1 swaps every float ∂W, RNNLAB_WGRAD=0 none (the tests
 // compare the two).
@@ -1318,6 +1318,16 @@ bool splits_rows(c10::string_view cell, int64_t B, int64_t H, bool keep) {
   return split_rows(plain_level(cell, B, H), false, keep);
 }
 
+// rnnlab::directions_in_turn: whether a float32 bidirectional level runs its directions one after the other, each split
+// by unit (directions_in_turn_pay): engine "auto" runs torch's oneDNN kernel for the LSTM there below 128 rows
+bool directions_in_turn(c10::string_view cell, int64_t B, int64_t H, bool keep) {
+  Shape s = plain_level(cell, B, H);
+  s.D = 2;
+  return directions_in_turn_pay(s, false, keep);
+}
+// rnnlab::swaps_weight_grad (tests): swap_weight_grad's rule for ∂W (GH, K) over ``rows`` rows
+bool swaps_weight_grad_op(int64_t rows, int64_t GH, int64_t K) { return swap_weight_grad(rows, GH, K); }
+
 // rnnlab::route_counts (tests and the bench) — the operators' loops so far, by route: [forward on one loop, forward
 // split by unit (split.h), forward with the small-rows kernel (small_gemm.h), backward split by unit, forward in the
 // bf16 mode, forward split by row (split.h's run_rows), backward split by row]
@@ -1355,6 +1365,8 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);
   m.def("splits_rows(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_rows);
+  m.def("directions_in_turn(str cell, int B, int H, bool keep) -> bool", &rnnlab::directions_in_turn);
+  m.def("swaps_weight_grad(int rows, int GH, int K) -> bool", &rnnlab::swaps_weight_grad_op);
   m.def("activation(Tensor x, str name) -> Tensor", &rnnlab::activation);
   m.def("small_gemm(Tensor a, Tensor b, Tensor c, float beta) -> Tensor", &rnnlab::small_gemm_op);
   m.def("small_gemv(Tensor w, Tensor a, bool backwards=False) -> Tensor", &rnnlab::small_gemv_op);
