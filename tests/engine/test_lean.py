@@ -139,3 +139,73 @@ def test_a_lean_call_leaves_the_saved_layer_unchanged(tmp_path):
     loaded = torch.load(tmp_path / "after" / "layer.pt", weights_only=False)
     with torch.no_grad():
         assert torch.equal(loaded(x)[0], want)
+
+
+def _direct(layer):
+    """The library's lean_forward on ``layer``'s weights (one level's (w_ih, w_hh, b, b_hn, w_hr))."""
+    return [t.detach() if t is not None else None for t in fused.lean_weights(layer, range(layer.num_layers))]
+
+
+@pytest.mark.parametrize("cell, make", [("lstm", lambda: rnnlab.LSTM(3, 4, num_layers=2)),
+                                        ("gru_after", lambda: rnnlab.GRU(3, 4, reset="after")),
+                                        ("rnn_tanh", lambda: rnnlab.RNN(3, 4))])
+def test_the_direct_entry_refuses_bad_arguments_by_name(cell, make):
+    """lean_forward builds each level from 2-D weights itself (not through the operator's checks): every bad shape,
+    dtype or count is refused with the argument's name, never read out of bounds."""
+    import rnnlab.engine._C as C
+
+    w = _direct(make())
+    x = torch.randn(2, 1, 3)
+    lstm = cell == "lstm"
+    L = len(w) // 5
+    with torch.no_grad():
+        C.lean_forward(x, w, None, None, cell, False)  # the good call runs
+
+        def refused(match, x=x, w=w, h0=None, c0=None, cell=cell, error=ValueError):
+            with pytest.raises(error, match=match):
+                C.lean_forward(x, w, h0, c0, cell, False)
+
+        refused("w_ih \\(level 0\\): expected shape", w=[w[0], w[1][:, :3].contiguous(), *w[2:]])  # H from w_hh
+        refused("w_hh \\(level 0\\): expected shape", w=[w[0], w[1][1:].contiguous(), *w[2:]])
+        refused("w_ih \\(level 0\\): expected shape", w=[w[0][:, :2].contiguous(), *w[1:]])
+        refused("w_ih \\(level 0\\): expected dtype", w=[w[0].double(), *w[1:]], error=TypeError)
+        refused("b \\(level 0\\): expected shape", w=[w[0], w[1], w[2][1:], *w[3:]])
+        refused("level 0 has no w_ih or w_hh", w=[None, *w[1:]])
+        refused("weights: expected", w=w[:4])
+        refused("x: expected \\(T, B, X\\)", x=x[0])
+        refused("x: expected float32 or float64", x=x.to(torch.bfloat16), error=TypeError)
+        refused("cell: expected one of", cell="gru")
+        refused("h0, c0: expected", h0=torch.zeros(L + 1, 1, 4))
+        refused("h0 \\(level 0\\): expected shape", h0=torch.zeros(L, 2, 4))
+        if lstm:
+            refused("h0, c0: expected", h0=torch.zeros(L, 1, 4), c0=torch.zeros(L, 1, 4)[:, :, :3].unsqueeze(0))
+            refused("c0 \\(level 0\\): expected shape", h0=torch.zeros(L, 1, 4), c0=torch.zeros(L, 1, 3))
+            refused("w_hh \\(level 1\\): expected shape", w=[*w[:6], w[6][1:].contiguous(), *w[7:]])
+            refused("w_hr: expected None", w=[*w[:4], torch.zeros(4, 4)], cell="gru_after")
+        else:
+            refused("c0: expected None", c0=torch.zeros(L, 1, 4))
+            refused("b_hn: expected None" if cell != "gru_after" else "b_hn \\(level 0\\): expected shape",
+                    w=[*w[:3], torch.zeros(5), w[4]])
+
+
+def test_the_direct_entry_takes_strided_weights_and_states_as_contiguous_ones():
+    """Non-contiguous weights and states (views: a transposed parameter's transpose, every other row) compute what their
+    contiguous copies do, and zero states what None does."""
+    import rnnlab.engine._C as C
+
+    torch.manual_seed(1)
+    layer = rnnlab.LSTM(3, 4, num_layers=2)
+    w = _direct(layer)
+    strided = [t if t is None or t.dim() == 1 else t.t().contiguous().t() for t in w]
+    assert not strided[0].is_contiguous()
+    x = torch.randn(5, 2, 3)
+    h0 = torch.randn(2, 4, 4)[:, ::2]
+    c0 = torch.randn(2, 2, 8)[:, :, ::2]
+    with torch.no_grad():
+        want = C.lean_forward(x, w, h0.contiguous(), c0.contiguous(), "lstm", False)
+        got = C.lean_forward(x, strided, h0, c0, "lstm", False)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+        zeros = C.lean_forward(x, w, torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), "lstm", False)
+        for a, b in zip(C.lean_forward(x, w, None, None, "lstm", False), zeros):
+            assert torch.equal(a, b)

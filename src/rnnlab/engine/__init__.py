@@ -98,23 +98,26 @@ def choose(layer, x: torch.Tensor, trace: bool):
     bf16 autocast from B·H = ``TORCH_LSTM_BF16_MIN_BH`` (unless its levels split by row), and in float32 inference of a
     bidirectional LSTM whose half W_hh fills a core's L2 (``_directions_in_turn``) below ``TORCH_LSTM_BIDIR_MAX_B``
     rows — else the native engine (one direction in float32 always, training always)."""
-    if unsupported(layer, trace) is not None:
-        return _NATIVE
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _NATIVE
+    # torch's kernel only where it pays and computes this call's function (``unsupported`` last: the dearest test,
+    # and a batch-1 call's fixed cost is what its user waits on)
+    return _TORCH if _torch_pays(layer, x) and unsupported(layer, trace) is None else _NATIVE
+
+
+def _torch_pays(layer, x: torch.Tensor) -> bool:
+    """``choose``'s measured rules: whether torch's fused kernel is the faster one for this call."""
     if x.is_cuda:
-        return _TORCH
+        return True
+    if layer.cell_class.SPEC.name != "lstm" or x.dtype != torch.float32 or not x.is_cpu:
+        return False
     projected = getattr(layer, "proj_size", 0) > 0  # oneDNN has no projection: torch runs its slower ATen loop
-    lstm = layer.cell_class.SPEC.name == "lstm"
-    if x.device.type == "cpu" and x.dtype == torch.float32 and lstm and not projected and torch.get_num_threads() >= 2:
+    if not projected and torch.get_num_threads() >= 2:
         bh = x.shape[1] * layer.hidden_size
         if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
-            if training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x):
-                return _NATIVE
-            return _TORCH
-        if _directions_in_turn(layer, x) and x.shape[1] < TORCH_LSTM_BIDIR_MAX_B:
-            return _TORCH
-    return _NATIVE
+            return not (training(layer, x) or bh < TORCH_LSTM_BF16_MIN_BH or _splits_rows(layer, x))
+        return _directions_in_turn(layer, x) and x.shape[1] < TORCH_LSTM_BIDIR_MAX_B
+    return False
 
 
 class AutoEngine:

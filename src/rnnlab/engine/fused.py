@@ -22,6 +22,8 @@ reference engine.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..cells import variants
@@ -117,11 +119,17 @@ def lean(layer, x, lengths, trace) -> bool:
             and not torch.compiler.is_exporting() and ops.direct_available() and ops.env("RNNLAB_LEAN", "1") != "0")
 
 
-def _names(layer, levels: range) -> list:
+@functools.lru_cache(maxsize=256)
+def _level_names(start: int, stop: int, bias: bool, bias_hn: bool, proj: bool) -> tuple:
+    return tuple(name for k in range(start, stop)
+                 for name in ("weight_ih_l%d" % k, "weight_hh_l%d" % k, bias and "bias_l%d" % k or None,
+                              bias_hn and "bias_hn_l%d" % k or None, proj and "weight_hr_l%d" % k or None))
+
+
+def _names(layer, levels: range) -> tuple:
     """Per level the names of (w_ih, w_hh, b, b_hn, w_hr), flat, None where the layer has no such parameter."""
-    bias, bias_hn, proj = layer.bias, layer._has_bias_hn(), getattr(layer, "proj_size", 0)
-    return [name for k in levels for name in ("weight_ih_l%d" % k, "weight_hh_l%d" % k, bias and "bias_l%d" % k or None,
-                                              bias_hn and "bias_hn_l%d" % k or None, proj and "weight_hr_l%d" % k or None)]
+    return _level_names(levels.start, levels.stop, bool(layer.bias), bool(layer._has_bias_hn()),
+                        bool(getattr(layer, "proj_size", 0)))
 
 
 def lean_weights(layer, levels: range) -> list:

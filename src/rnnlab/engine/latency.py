@@ -37,7 +37,9 @@ def forward(layer, x, hx, guard):
     the general path's checks and messages). ``guard(layer, T, B, dtype, device)``: the layer's memory check."""
     if type(x) is not torch.Tensor or x.dim() not in (2, 3) or x.dtype not in (torch.float32, torch.float64):
         return None
-    if x.shape[-1] != layer.input_size or x.dtype != layer.weight_ih_l0.dtype:
+    own = getattr(layer, "_parameters", None)  # (a module's own parameter: skips Module.__getattr__)
+    w_ih = own.get("weight_ih_l0") if own is not None else None
+    if x.shape[-1] != layer.input_size or x.dtype != (layer.weight_ih_l0 if w_ih is None else w_ih).dtype:
         return None
     unbatched = x.dim() == 2
     xs = x.unsqueeze(1) if unbatched else x.transpose(0, 1) if layer.batch_first else x

@@ -625,17 +625,25 @@ Tensor transposed(const Tensor& w) {
   return out;
 }
 
-LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
-                         const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
-                         const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
-                         const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Opt& w_hr,
-                         c10::string_view cell, bool coupled, bool keep, bool bf16) {
-  const char* fn = "rnnlab::recurrent_level";
-  std::vector<Record> recs;
-  const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
-                              ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
-  TORCH_CHECK_VALUE(keep || (!s.ln_hh && !s.zone), fn, ": keep: expected True with layer norm or zoneout (their ",
-                    "saved values are read at every step), got False");
+// W_hhᵀ (or W_hrᵀ) of a float loop in the calling thread's workspace (workspace.h) instead of a new tensor: malloc and
+// free of a fresh 64 KB block (an LSTM's W_hh at H = 64) were a fifth of a one-step batch-1 call's time. ``ws`` must
+// outlive every use (the tensor wraps the workspace's memory and never leaves the call).
+Tensor transposed(const Tensor& w, Workspace& ws) {
+  Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rnnlab::transposed", [&] {
+    scalar_t* p = ws.take<scalar_t>(w.numel());
+    transpose(w.size(0), w.size(1), w.data_ptr<scalar_t>(), p);
+    out = at::from_blob(p, {w.size(1), w.size(0)}, w.options());
+  });
+  return out;
+}
+
+// recurrent_level's work on its checked arguments (check_level's Shape and records; lean_forward's plain_level):
+// states (D, T+1, B, P), cells (D, T+1 or 2 slots, B, H) for the LSTM, and, where ``keep``, gates, c_pre and the
+// reserve (else undefined tensors: inference keeps one step's gates, overwritten). A record's undefined h0 (c0) starts
+// the direction from zeros.
+LevelOut run_level(const Shape& s, const std::vector<Record>& recs, const Tensor& x, const Opt& mask, bool keep,
+                   bool bf16) {
   const bool lstm = s.kind == Kind::LSTM;
   const Tensor x2 = x.contiguous().view({s.T * s.B, s.X});
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
@@ -656,6 +664,7 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
   const Tensor x16 = half ? to16(x2) : Tensor();
   std::vector<Tensor> xps, w_ih16s, w_hhTs, w_hrTs, w_hhT16s;
   std::vector<Reserve> reserves;
+  Workspace ws;  // the float W_hhᵀ and W_hrᵀ (the bf16 mode rounds its own W_hhᵀ)
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     reserves.emplace_back(kept, reserve[d]);
@@ -677,8 +686,9 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
     xps.push_back(xp);
     // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
     // (nor where split parts make their own)
-    w_hhTs.push_back((dot_rows(s) && !half) || split ? Tensor() : transposed(r.w_hh));  // (split by row: one, shared)
-    w_hrTs.push_back(s.proj ? transposed(r.w_hr) : Tensor());  // W_hrᵀ (H, P)
+    const bool w_hhT = !((dot_rows(s) && !half) || split);  // (split by row: one, shared)
+    w_hhTs.push_back(!w_hhT ? Tensor() : half ? transposed(r.w_hh) : transposed(r.w_hh, ws));
+    w_hrTs.push_back(s.proj ? transposed(r.w_hr, ws) : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half && !split ? to16(w_hhTs.back()) : Tensor());  // (split parts make their own)
   }
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::recurrent_level", [&] {
@@ -702,11 +712,19 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       // direction d's slices of the outputs, by pointer (each is contiguous); h_0 (C_0) into the first slot
       const int64_t slot = d == 1 ? s.T : 0;
       dir.states = states.data_ptr<T>() + d * (s.T + 1) * s.B * s.P;
-      if (s.B > 0) std::memcpy(dir.states + slot * s.B * s.P, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
+      T* h_first = dir.states + slot * s.B * s.P;
+      if (!r.h0.defined())
+        std::fill(h_first, h_first + s.B * s.P, T(0));
+      else if (s.B > 0)
+        std::memcpy(h_first, r.h0.data_ptr<T>(), s.B * s.P * sizeof(T));
       dir.cells = lstm ? cells.data_ptr<T>() + d * cell_slots * s.B * s.H : nullptr;
       dir.cell_slots = keep ? 0 : 2;
       const int64_t c_slot = keep ? slot : (d == 1 ? 1 : 0);
-      if (lstm && s.B > 0) std::memcpy(dir.cells + c_slot * s.B * s.H, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
+      T* c_first = lstm ? dir.cells + c_slot * s.B * s.H : nullptr;
+      if (lstm && !r.c0.defined())
+        std::fill(c_first, c_first + s.B * s.H, T(0));
+      else if (lstm && s.B > 0)
+        std::memcpy(c_first, r.c0.data_ptr<T>(), s.B * s.H * sizeof(T));
       dir.gates = gates.data_ptr<T>() + d * kept.T * s.B * s.GH, dir.extra = mut<T>(res.get("extra"));
       dir.c_pre = lstm && s.zone ? c_pre.data_ptr<T>() + d * s.T * s.B * s.H : nullptr;
       dir.h_mask = ptr<T>(r.h_mask), dir.zone = ptr<T>(r.zone), dir.m = mut<T>(res.get("m"));
@@ -733,6 +751,22 @@ LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh
       });
     }, /*in_turn=*/s.D == 2 && split);
   });
+  if (!keep) return {states, cells, Tensor(), c_pre, Tensor()};
+  return {states, cells, gates, c_pre, reserve};
+}
+
+LevelOut recurrent_level(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0,
+                         const Opt& b, const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask,
+                         const Opt& ln_ih_w, const Opt& ln_ih_b, const Opt& ln_hh_w, const Opt& ln_hh_b,
+                         const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Opt& w_hr,
+                         c10::string_view cell, bool coupled, bool keep, bool bf16) {
+  const char* fn = "rnnlab::recurrent_level";
+  std::vector<Record> recs;
+  const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
+                              ln_hh_b, ln_c_w, ln_c_b, zone, w_hr, cell, coupled, &recs);
+  TORCH_CHECK_VALUE(keep || (!s.ln_hh && !s.zone), fn, ": keep: expected True with layer norm or zoneout (their ",
+                    "saved values are read at every step), got False");
+  auto [states, cells, gates, c_pre, reserve] = run_level(s, recs, x, mask, keep, bf16);
   if (!keep) return {states, cells, x.new_empty({0}), c_pre, x.new_empty({0})};
   return {states, cells, gates, c_pre, reserve};
 }
@@ -1387,36 +1421,79 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
 namespace rnnlab {
 namespace {
 
+// lean_forward's level: its Shape and Record from 2-D weights (w_ih (G·H, X), w_hh (rec, P), b (G·H), b_hn (H),
+// w_hr (P, H)) and (B, ·) states (undefined: zeros), checked as check_level checks the operator's (D, …) ones, without
+// the views and copies that cost more than a short call's steps (contiguous weights are used as they are)
+Shape plain_level(const char* fn, Kind kind, const Tensor& x, const Opt* w, const Tensor& h0, const Tensor& c0,
+                  int64_t k, Record* r) {
+  auto level = [k](const std::string& name) { return name + " (level " + std::to_string(k) + ")"; };
+  TORCH_CHECK_VALUE(w[0].has_value() && w[1].has_value(), fn, ": weights: level ", k, " has no w_ih or w_hh");
+  Shape s{};
+  s.kind = kind, s.coupled = false, s.D = 1, s.dtype = x.scalar_type();
+  s.T = x.size(0), s.B = x.size(1), s.X = x.size(2);
+  const Tensor& w_hh = *w[1];
+  TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(1) >= 1, fn, ": ", level("w_hh"),
+                    ": expected a 2-D tensor (G*H, P) with P >= 1, got shape ", w_hh.sizes());
+  s.P = w_hh.size(1);
+  s.proj = present(fn, "w_hr", w[4], kind == Kind::LSTM, "(only the LSTM has a projection)");
+  if (s.proj)
+    TORCH_CHECK_VALUE(w[4]->dim() == 2 && w[4]->size(0) == s.P && w[4]->size(1) >= 1, fn, ": ", level("w_hr"),
+                      ": expected a 2-D tensor (P, H) with P = ", s.P, " (w_hh's columns), got shape ", w[4]->sizes());
+  s.H = s.proj ? w[4]->size(1) : s.P;
+  s.GX = input_gates(kind, false) * s.H, s.GH = stored_gates(kind) * s.H;
+  s.bias = present(fn, "b", w[2], true, "");
+  s.bias_hn = present(fn, "b_hn", w[3], kind == Kind::GRU_AFTER, "(only the GRU with reset after has b_hn)");
+  expect(fn, level("w_ih"), *w[0], {s.GX, s.X}, s.dtype);
+  expect(fn, level("w_hh"), w_hh, {s.rec(), s.P}, s.dtype);
+  if (s.proj) expect(fn, level("w_hr"), *w[4], {s.P, s.H}, s.dtype);
+  if (s.bias) expect(fn, level("b"), *w[2], {s.GX}, s.dtype);
+  if (s.bias_hn) expect(fn, level("b_hn"), *w[3], {s.H}, s.dtype);
+  if (h0.defined()) expect(fn, level("h0"), h0, {s.B, s.P}, s.dtype);
+  if (c0.defined()) expect(fn, level("c0"), c0, {s.B, s.H}, s.dtype);
+  auto own = [](const Opt& t) { return t.has_value() ? t->contiguous() : Tensor(); };
+  r->w_ih = w[0]->contiguous(), r->w_hh = w_hh.contiguous(), r->b = own(w[2]), r->b_hn = own(w[3]);
+  r->w_hr = own(w[4]), r->h0 = h0.defined() ? h0.contiguous() : h0, r->c0 = c0.defined() ? c0.contiguous() : c0;
+  return s;
+}
+
 std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vector<Opt>& weights, const Opt& h0,
                                                 const Opt& c0, const std::string& cell, bool bf16) {
   const char* fn = "rnnlab._C.lean_forward";
   TORCH_CHECK_VALUE(!weights.empty() && weights.size() % 5 == 0, fn, ": weights: expected (w_ih, w_hh, b, b_hn, ",
                     "w_hr) per level, got ", weights.size(), " tensors");
   TORCH_CHECK_VALUE(x.dim() == 3, fn, ": x: expected (T, B, X), got ", x.dim(), " dimensions");
+  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, fn,
+                   ": x: expected float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.device().is_cpu(), fn, ": x: expected a CPU tensor, got one on ", x.device());
   const int64_t L = static_cast<int64_t>(weights.size() / 5), T = x.size(0), B = x.size(1);
   const Kind kind = kind_of(cell);
   const bool lstm = kind == Kind::LSTM;
-  auto level_state = [&](const Opt& given, int64_t k, int64_t width) {
-    return given.has_value() ? given->narrow(0, k, 1) : x.new_zeros({1, B, width});
-  };
-  auto view = [](const Opt& w) { return w.has_value() ? Opt(w->unsqueeze(0)) : Opt(); };
-  std::vector<Tensor> h_n, c_n;
+  TORCH_CHECK_VALUE(!c0.has_value() || lstm, fn, ": c0: expected None for cell '", cell, "'");
+  for (const Opt& t : {h0, c0})
+    TORCH_CHECK_VALUE(!t.has_value() || (t->dim() == 3 && t->size(0) == L), fn, ": h0, c0: expected (", L,
+                      ", B, ·) tensors (one row per level), got shape ", t->sizes());
+  Tensor h_n, c_n = lstm ? Tensor() : x.new_empty({0});
   Tensor inp = x;
   for (int64_t k = 0; k < L; ++k) {
-    const Opt* w = &weights[5 * k];
-    TORCH_CHECK_VALUE(w[0].has_value() && w[1].has_value(), fn, ": weights: level ", k, " has no w_ih or w_hh");
-    const int64_t P = w[1]->size(1), H = w[1]->size(0) / input_gates(kind, false);  // W_hh (G·H, P): plain cells
-    const Tensor h = level_state(h0, k, P);
-    const Opt c = lstm ? Opt(level_state(c0, k, H)) : Opt();
-    auto [states, cells, gates, c_pre, reserve] =
-        recurrent_level(inp, w[0]->unsqueeze(0), w[1]->unsqueeze(0), h, c, view(w[2]),
-                        view(w[3]), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), Opt(), view(w[4]),
-                        cell, false, false, bf16);
-    inp = states.select(0, 0).narrow(0, 1, T);
-    h_n.push_back(states.select(0, 0).select(0, T));
-    if (lstm) c_n.push_back(cells.select(0, 0).select(0, 1));  // keep=False: C's first and last slots
+    std::vector<Record> recs(1);
+    const Shape s = plain_level(fn, kind, inp, &weights[5 * k], h0.has_value() ? h0->select(0, k) : Tensor(),
+                                c0.has_value() ? c0->select(0, k) : Tensor(), k, &recs[0]);
+    auto [states, cells, gates, c_pre, reserve] = run_level(s, recs, inp, Opt(), false, bf16);
+    if (k == 0) {  // the finals, every level's copied in (not views of the states, as torch.nn)
+      h_n = at::empty({L, B, s.P}, x.options());
+      if (lstm) c_n = at::empty({L, B, s.H}, x.options());
+    }
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnlab._C.lean_forward", [&] {
+      const scalar_t* h_last = states.data_ptr<scalar_t>() + T * B * s.P;  // (D = 1, T+1, B, P): slot T
+      std::copy(h_last, h_last + B * s.P, h_n.data_ptr<scalar_t>() + k * B * s.P);
+      if (lstm) {  // keep=False: C's first and last slots
+        const scalar_t* c_last = cells.data_ptr<scalar_t>() + B * s.H;
+        std::copy(c_last, c_last + B * s.H, c_n.data_ptr<scalar_t>() + k * B * s.H);
+      }
+    });
+    inp = states.view({T + 1, B, s.P}).narrow(0, 1, T);
   }
-  return {inp, at::stack(h_n), lstm ? at::stack(c_n) : x.new_empty({0})};
+  return {inp, h_n, c_n};
 }
 
 }  // namespace
