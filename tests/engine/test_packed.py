@@ -67,3 +67,33 @@ def test_packing_follows_the_l2_rule(cell, monkeypatch):
         monkeypatch.delenv("RNNLAB_PACK")
         for a, b in zip(default, plain):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_training_packs_from_a_block_of_the_l2s_size(monkeypatch):
+    """A training loop (the forward that keeps its steps, and the backward) packs where one thread's block of W_hh is
+    exactly a core's L2 — its steps also stream the saved gates and states through that cache — while inference keeps
+    the strict rule (blas.h's PackedB::wanted); the results are the unpacked ones."""
+    monkeypatch.delenv("RNNLAB_PACK", raising=False)
+    l2, threads = torch.ops.rnnlab.l2_bytes(), torch.get_num_threads()
+    H = int(round((l2 * threads / 16) ** 0.5))  # the LSTM's W_hh, 4H × H float32s, over the BLAS threads: l2 each
+    if threads < 2 or 16 * H * H != l2 * threads or H > 1024:
+        pytest.skip(f"no LSTM width gives a block of exactly the L2 ({l2} bytes) over {threads} threads")
+    torch.manual_seed(0)
+    layer = rnnlab.LSTM(8, H, engine="native")
+    x = torch.randn(2, 4, 8)
+    with torch.no_grad():
+        before = torch.ops.rnnlab.sgemm_packs()
+        layer(x)
+        assert torch.ops.rnnlab.sgemm_packs() == before  # inference: the block fits, not packed
+
+    def run():
+        out, _ = layer(x)
+        return [out.detach(), *torch.autograd.grad(out.square().sum(), [layer.weight_ih_l0, layer.weight_hh_l0])]
+
+    before = torch.ops.rnnlab.sgemm_packs()
+    default = run()
+    assert torch.ops.rnnlab.sgemm_packs() >= before + 2  # forward and backward
+    monkeypatch.setenv("RNNLAB_PACK", "0")
+    plain = run()
+    for a, b in zip(default, plain):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -189,11 +189,12 @@ class CellSlots {
 
 // whether a loop packs its per-step product's weight (rows × cols of it, blas.h's PackedB::wanted): by the bytes one
 // thread reads every step, the block over the threads that step's GEMM runs on (one inside a parallel region: a part,
-// a half of the batch or a direction of its own; else torch's threads)
+// a half of the batch or a direction of its own; else torch's threads); ``training``: a loop that keeps its steps for a
+// backward, or the backward itself
 template <typename T>
-bool pack_pays(int64_t rows, int64_t cols) {
+bool pack_pays(int64_t rows, int64_t cols, bool training = false) {
   const int64_t threads = at::in_parallel_region() ? 1 : std::max<int64_t>(1, at::get_num_threads());
-  return PackedB<T>::wanted(rows * cols * int64_t(sizeof(T)) / threads);
+  return PackedB<T>::wanted(rows * cols * int64_t(sizeof(T)) / threads, training);
 }
 
 template <typename T, class Cell>
@@ -203,7 +204,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
+  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P, d.keep)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
   Workspace ws;
   T* hh = ws.take<T>(B * W1);
   T* hin = ws.take<T>(d.h_mask ? B * P : 0);
@@ -259,7 +260,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
-  if (!k.w_hh16 && !k.small && pack_pays<T>(W1, P)) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
+  if (!k.w_hh16 && !k.small && pack_pays<T>(W1, P, true)) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
   NormGrads grads(R, H, k.norm.on(), lstm);
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,
