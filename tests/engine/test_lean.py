@@ -209,3 +209,21 @@ def test_the_direct_entry_takes_strided_weights_and_states_as_contiguous_ones():
         zeros = C.lean_forward(x, w, torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), "lstm", False)
         for a, b in zip(C.lean_forward(x, w, None, None, "lstm", False), zeros):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("rnn_tanh", 1)])
+def test_the_direct_entry_refuses_levels_of_different_widths(cell, gates):
+    """The finals of every level are one (L, B, ·) tensor: a level wider or narrower than level 0 (each one's own
+    weights consistent) is refused by name, never written past the finals' end."""
+    import rnnlab.engine._C as C
+
+    def level(x, h):
+        return [torch.randn(gates * h, x), torch.randn(gates * h, h), torch.randn(gates * h), None, None]
+
+    x = torch.randn(3, 2, 5)
+    with torch.no_grad():
+        out, h_n, _ = C.lean_forward(x, level(5, 4) + level(4, 4), None, None, cell, False)
+        assert out.shape == (3, 2, 4) and h_n.shape == (2, 2, 4)
+        for wider in (6, 3):
+            with pytest.raises(ValueError, match=f"weights: level 1 is {wider} wide"):
+                C.lean_forward(x, level(5, 4) + level(4, wider), None, None, cell, False)

@@ -1483,6 +1483,10 @@ std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vect
       h_n = at::empty({L, B, s.P}, x.options());
       if (lstm) c_n = at::empty({L, B, s.H}, x.options());
     }
+    TORCH_CHECK_VALUE(h_n.size(2) == s.P && (!lstm || c_n.size(2) == s.H), fn, ": weights: level ", k,
+                      " is ", s.P, " wide (H = ", s.H, "), expected the width of level 0, ", h_n.size(2),
+                      lstm ? " (H = " + std::to_string(c_n.size(2)) + ")" : std::string(),
+                      ": the finals h_n, c_n are one tensor for all levels");
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnlab._C.lean_forward", [&] {
       const scalar_t* h_last = states.data_ptr<scalar_t>() + T * B * s.P;  // (D = 1, T+1, B, P): slot T
       std::copy(h_last, h_last + B * s.P, h_n.data_ptr<scalar_t>() + k * B * s.P);
