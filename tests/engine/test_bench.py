@@ -18,9 +18,12 @@ def _finite(*values) -> bool:
 
 def test_bench_report_structure():
     with_onnx = onnx_peer.version() is not None
-    report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=1, jax=False, budget_s=0.001,
+    threads = torch.get_num_threads()
+    report = bench.run(grid=((3, 2, 2, 4),), cells=bench.CELLS, threads=threads + 1, jax=False, budget_s=0.001,
                        scaling_lengths=(3, 6), variant_shape=(3, 2, 2, 4), batch1_shapes=((3, 1, 2, 4),),
                        stacked_shapes=((4, 2, 2, 4),), stream_steps=3)
+    assert torch.get_num_threads() == threads  # the caller's thread count set back
+    assert report["threads"] == threads + 1
     assert [r.cell for r in report["rows"]] == list(bench.CELLS)
     for row in report["rows"]:
         for path in (row.path, row.infer_path):  # the engine's path, then the native loops' routes the call took

@@ -72,28 +72,41 @@ def test_packing_follows_the_l2_rule(cell, monkeypatch):
 def test_training_packs_from_a_block_of_the_l2s_size(monkeypatch):
     """A training loop (the forward that keeps its steps, and the backward) packs where one thread's block of W_hh is
     exactly a core's L2 — its steps also stream the saved gates and states through that cache — while inference keeps
-    the strict rule (blas.h's PackedB::wanted); the results are the unpacked ones."""
+    the strict rule (blas.h's PackedB::wanted); the results are the unpacked ones. The LSTM's W_hh, 4H × H float32s,
+    runs its per-step GEMM over torch's threads on one loop: a thread count is chosen that makes its block the L2."""
+    import math
+
     monkeypatch.delenv("RNNLAB_PACK", raising=False)
-    l2, threads = torch.ops.rnnlab.l2_bytes(), torch.get_num_threads()
-    H = int(round((l2 * threads / 16) ** 0.5))  # the LSTM's W_hh, 4H × H float32s, over the BLAS threads: l2 each
-    if threads < 2 or 16 * H * H != l2 * threads or H > 1024:
-        pytest.skip(f"no LSTM width gives a block of exactly the L2 ({l2} bytes) over {threads} threads")
-    torch.manual_seed(0)
-    layer = rnnlab.LSTM(8, H, engine="native")
-    x = torch.randn(2, 4, 8)
-    with torch.no_grad():
+    l2 = torch.ops.rnnlab.l2_bytes()
+    for threads in range(2, 9):
+        H = math.isqrt(l2 * threads // 16)
+        if 16 * H * H == l2 * threads and H <= 1024:
+            break
+    else:
+        pytest.skip(f"no LSTM width up to 1024 gives a block of exactly the L2 ({l2} bytes) over 2-8 threads")
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        layer = rnnlab.LSTM(8, H, engine="native")
+        x = torch.randn(2, 4, 8)  # 4 rows: one loop in training (no split by row or by unit at these sizes)
+        monkeypatch.setenv("RNNLAB_SPLIT", "0")  # inference on one loop too, its GEMM over the same threads
+        with torch.no_grad():
+            before = torch.ops.rnnlab.sgemm_packs()
+            layer(x)
+            assert torch.ops.rnnlab.sgemm_packs() == before  # inference: the block fits, not packed
+        monkeypatch.delenv("RNNLAB_SPLIT")
+
+        def run():
+            out, _ = layer(x)
+            return [out.detach(), *torch.autograd.grad(out.square().sum(), [layer.weight_ih_l0, layer.weight_hh_l0])]
+
         before = torch.ops.rnnlab.sgemm_packs()
-        layer(x)
-        assert torch.ops.rnnlab.sgemm_packs() == before  # inference: the block fits, not packed
-
-    def run():
-        out, _ = layer(x)
-        return [out.detach(), *torch.autograd.grad(out.square().sum(), [layer.weight_ih_l0, layer.weight_hh_l0])]
-
-    before = torch.ops.rnnlab.sgemm_packs()
-    default = run()
-    assert torch.ops.rnnlab.sgemm_packs() >= before + 2  # forward and backward
-    monkeypatch.setenv("RNNLAB_PACK", "0")
-    plain = run()
-    for a, b in zip(default, plain):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        default = run()
+        assert torch.ops.rnnlab.sgemm_packs() >= before + 2  # forward and backward
+        monkeypatch.setenv("RNNLAB_PACK", "0")
+        plain = run()
+        for a, b in zip(default, plain):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(before_threads)

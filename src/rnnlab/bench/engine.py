@@ -436,8 +436,19 @@ def _stream_rows(cells, sizes, steps: int, onnx: bool, threads: int) -> list[dic
 def run(grid=GRID, cells=CELLS, threads: int = 2, jax: bool = True, budget_s: float = 1.0, progress=None,
         scaling_lengths=SCALING_LENGTHS, variant_shape=VARIANT_SHAPE, onnxruntime: bool = True,
         batch1_shapes=BATCH1_SHAPES, stacked_shapes=STACKED_SHAPES, stream_steps: int = STREAM_STEPS) -> dict:
-    """Time everything; returns a report dict (``to_markdown`` renders it)."""
+    """Time everything on ``threads`` of torch's threads (set back after); returns a report dict (``to_markdown``
+    renders it)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(grid, cells, threads, jax, budget_s, progress, scaling_lengths, variant_shape, onnxruntime,
+                    batch1_shapes, stacked_shapes, stream_steps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(grid, cells, threads, jax, budget_s, progress, scaling_lengths, variant_shape, onnxruntime, batch1_shapes,
+         stacked_shapes, stream_steps) -> dict:
     say = progress or (lambda _: None)
     use_onnx, onnx_note = _onnx_note(onnxruntime)
     onnx_threads = threads if use_onnx else None
