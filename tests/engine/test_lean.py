@@ -142,7 +142,7 @@ def test_a_lean_call_leaves_the_saved_layer_unchanged(tmp_path):
 
 
 def _direct(layer):
-    """The library's lean_forward on ``layer``'s weights (one level's (w_ih, w_hh, b, b_hn, w_hr))."""
+    """``layer``'s weights as the library's lean_forward takes them: per level (w_ih, w_hh, b, b_hn, w_hr), detached."""
     return [t.detach() if t is not None else None for t in fused.lean_weights(layer, range(layer.num_layers))]
 
 

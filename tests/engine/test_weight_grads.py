@@ -55,7 +55,8 @@ def test_both_forms_give_the_reference_gradients(name, swap, monkeypatch):
 
 
 def test_both_forms_in_float64_agree_to_rounding(monkeypatch):
-    """float64 runs the same rule (only the bf16 mode keeps its own GEMMs): swapped and as given to float64's rounding."""
+    """float64 runs the same rule (only the bf16 mode keeps its own GEMMs): swapped and as given agree to float64's
+    rounding."""
     torch.manual_seed(2)
     x = torch.randn(6, 4, 5, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(0)

@@ -651,8 +651,8 @@ def _stream_lines(report: dict) -> list[str]:
 def _bf16_lines(report: dict) -> list[str]:
     lines = ["", f"Training step under `torch.autocast(\"cpu\", dtype=torch.bfloat16)`, median ms (rnnlab and torch.nn in "
              f"{ROUNDS} rounds, in turn; bf16 kernel: {report.get('bf16_kernel', '?')}); JAX with bfloat16 parameters "
-             "and inputs; rnnlab's float32 step for reference; `ratio` = rnnlab bf16 / fastest bf16 peer; `out` = the output's dtype under autocast "
-             "(rnnlab / torch.nn: float32 where the layer computes in float32).", "",
+             "and inputs; rnnlab's float32 step for reference; `ratio` = rnnlab bf16 / fastest bf16 peer; `out` = the "
+             "output's dtype under autocast (rnnlab / torch.nn: float32 where the layer computes in float32).", "",
              "| cell | T, B, X, H | rnnlab bf16 | torch.nn bf16 | JAX bf16 | rnnlab float32 | ratio | out |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in report["rows"]:

@@ -32,8 +32,9 @@ def rounds_ms(fns: Mapping[str, Callable[[], object]], budget_s: float = 1.0, ro
               min_repeats: int = 2) -> dict[str, float]:
     """Each of ``fns``'s median wall time in ms, timed in ``rounds`` rounds that take them in turn: every round
     gives each a median of repeats sized to ``budget_s / rounds`` (after two warm-up calls in the first round and
-    one in each later round, its caches having been another's a moment before), and the result is the median of its rounds' medians. Timing each fn in a
-    block of its own lets one slow minute of the machine decide a ratio; in rounds, every fn sees every minute."""
+    one in each later round, its caches having been another's a moment before), and the result is the median of its
+    rounds' medians. Timing each fn in a block of its own lets one slow minute of the machine decide a ratio; in
+    rounds, every fn sees every minute."""
     if rounds < 1:
         raise ValueError(f"rounds_ms: rounds must be >= 1, got {rounds}")
     times: dict[str, list[float]] = {name: [] for name in fns}

@@ -115,13 +115,13 @@ class PackedB {
   // - past it (H = 1024, each part's block 8 MB): LSTM inference 0.84-0.83 at (50, 32, 512, 1024) and
   //   0.79-0.76 at (20, 128, 1024, 1024) (which brings it level with torch's oneDNN kernel), training 0.85-0.89 (LSTM)
   //   and 0.90-0.99 (GRU) at (20, 64, 512, 1024);
-  // - at the L2 (a block of exactly a core's L2) in training, whose steps also stream the saved gates and states through
-  //   the cache: the LSTM at H = 512 on one loop (W_hh 4 MB over two BLAS threads, 2 MB each) 0.93-0.97 (min) and
-  //   0.91-0.94 (median) at (50, 128, 256, 512) over two A/Bs of 8 interleaved steps, 0.94 and 0.87 at B = 32, 0.86 and
-  //   0.93 at B = 64 (1.03 and 0.99 with ∂x as well at B = 128; with this rule in place, against RNNLAB_PACK=0, 1.01
-  //   and 0.92): a few per cent in the medians, within the host's noise in the minima; so ``training`` loops pack
-  //   from a block of the L2's size on. Below it training does not gain: the GRU there (1.5 MB a thread) 1.04 and 0.99, the LSTM at
-  //   (100, 64, 256, 256) split by row (1 MB a thread) 1.01 and 1.04.
+  // - at the L2 (a block of exactly a core's L2) in training, whose steps also stream the saved gates and states
+  //   through the cache: the LSTM at H = 512 on one loop (W_hh 4 MB over two BLAS threads, 2 MB each) 0.93-0.97 (min)
+  //   and 0.91-0.94 (median) at (50, 128, 256, 512) over two A/Bs of 8 interleaved steps, 0.94 and 0.87 at B = 32,
+  //   0.86 and 0.93 at B = 64 (1.03 and 0.99 with ∂x as well at B = 128; with this rule in place, against
+  //   RNNLAB_PACK=0, 1.01 and 0.92): a few per cent in the medians, within the host's noise in the minima; so
+  //   ``training`` loops pack from a block of the L2's size on. Below it training does not gain: the GRU there (1.5 MB
+  //   a thread) 1.04 and 0.99, the LSTM at (100, 64, 256, 256) split by row (1 MB a thread) 1.01 and 1.04.
   static bool wanted(int64_t bytes_per_thread, bool training = false) {
     if constexpr (!std::is_same_v<T, float>) return false;
     if (!(cblas_sgemm_pack_get_size && cblas_sgemm_pack && cblas_sgemm_compute)) return false;

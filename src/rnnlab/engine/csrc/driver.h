@@ -204,7 +204,8 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P, d.keep)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);  // W_hhᵀ[:, :first]
+  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P, d.keep))  // a training loop keeps its steps
+    k.packed.pack(B, W1, P, k.w_hhT, k.ldw);                             // W_hhᵀ[:, :first]
   Workspace ws;
   T* hh = ws.take<T>(B * W1);
   T* hin = ws.take<T>(d.h_mask ? B * P : 0);

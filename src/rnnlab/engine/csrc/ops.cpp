@@ -625,9 +625,10 @@ Tensor transposed(const Tensor& w) {
   return out;
 }
 
-// W_hhᵀ (or W_hrᵀ) of a float loop in the calling thread's workspace (workspace.h) instead of a new tensor: malloc and
-// free of a fresh 64 KB block (an LSTM's W_hh at H = 64) were a fifth of a one-step batch-1 call's time. ``ws`` must
-// outlive every use (the tensor wraps the workspace's memory and never leaves the call).
+// W_hhᵀ (or W_hrᵀ) of a loop in the calling thread's workspace (workspace.h) instead of a new tensor: glibc's allocator
+// (a fresh 64 KB block per call for an LSTM's W_hh at H = 64, freed with malloc_consolidate, among the call's other
+// allocations) was 15 % of the samples of one-step batch-1 calls. ``ws`` must outlive every use (the tensor wraps the
+// workspace's memory and never leaves the call).
 Tensor transposed(const Tensor& w, Workspace& ws) {
   Tensor out;
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "rnnlab::transposed", [&] {
@@ -638,7 +639,7 @@ Tensor transposed(const Tensor& w, Workspace& ws) {
   return out;
 }
 
-// recurrent_level's work on its checked arguments (check_level's Shape and records; lean_forward's plain_level):
+// recurrent_level's work on its checked arguments (check_level's Shape and records; lean_forward's lean_level):
 // states (D, T+1, B, P), cells (D, T+1 or 2 slots, B, H) for the LSTM, and, where ``keep``, gates, c_pre and the
 // reserve (else undefined tensors: inference keeps one step's gates, overwritten). A record's undefined h0 (c0) starts
 // the direction from zeros.
@@ -664,7 +665,7 @@ LevelOut run_level(const Shape& s, const std::vector<Record>& recs, const Tensor
   const Tensor x16 = half ? to16(x2) : Tensor();
   std::vector<Tensor> xps, w_ih16s, w_hhTs, w_hrTs, w_hhT16s;
   std::vector<Reserve> reserves;
-  Workspace ws;  // the float W_hhᵀ and W_hrᵀ (the bf16 mode rounds its own W_hhᵀ)
+  Workspace ws;  // W_hhᵀ and W_hrᵀ (the bf16 mode rounds its W_hhᵀ into a tensor of its own)
   for (int64_t d = 0; d < s.D; ++d) {
     const Record& r = recs[d];
     reserves.emplace_back(kept, reserve[d]);
@@ -686,8 +687,8 @@ LevelOut run_level(const Shape& s, const std::vector<Record>& recs, const Tensor
     xps.push_back(xp);
     // W_hhᵀ (P, rec): MKL is faster on it for small B; not made where the loop reads W_hh itself (dot_rows)
     // (nor where split parts make their own)
-    const bool w_hhT = !((dot_rows(s) && !half) || split);  // (split by row: one, shared)
-    w_hhTs.push_back(!w_hhT ? Tensor() : half ? transposed(r.w_hh) : transposed(r.w_hh, ws));
+    const bool makes_w_hhT = !((dot_rows(s) && !half) || split);  // (split by row: one, shared)
+    w_hhTs.push_back(makes_w_hhT ? transposed(r.w_hh, ws) : Tensor());
     w_hrTs.push_back(s.proj ? transposed(r.w_hr, ws) : Tensor());  // W_hrᵀ (H, P)
     w_hhT16s.push_back(half && !split ? to16(w_hhTs.back()) : Tensor());  // (split parts make their own)
   }
@@ -868,8 +869,8 @@ Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g,
 // runs it as given, with ∂aᵀ a transposed view, or as (vᵀ · ∂a)ᵀ — the same sums, the GEMM's roles swapped, then a
 // transposing copy of the small (K, G·H) result. Where ∂W is wide and short (G·H ≥ 4K) over many rows the swapped form
 // is faster: on 2 threads (min of 30 calls; three runs at (100, 32, 64, 128), one elsewhere), swapped / as given, ∂W_ih
-// 0.68-0.78 and ∂W_hh 0.92-0.97 at (100, 32, 64, 128) for the LSTM, ∂W_ih 0.85 for the GRU there, 0.76 (∂W_ih) and 0.94 (∂W_hh) for the LSTM at (1000, 8,
-// 16, 32), 0.89-0.91 at (100, 64, 256, 256); but 1.05-1.09 where G·H = K (the RNN at H = X = 256 and 512) and
+// 0.68-0.78 and ∂W_hh 0.92-0.97 at (100, 32, 64, 128) for the LSTM, ∂W_ih 0.85 for the GRU there, 0.76 (∂W_ih) and
+// 0.94 (∂W_hh) for the LSTM at (1000, 8, 16, 32), 0.89-0.91 at (100, 64, 256, 256); but 1.05-1.09 where G·H = K (the RNN at H = X = 256 and 512) and
 // 1.13-1.37 at 800 rows ((200, 4, 32, 64)). RNNLAB_WGRAD=1 swaps every float ∂W, RNNLAB_WGRAD=0 none (the tests
 // compare the two).
 bool swap_weight_grad(int64_t rows, int64_t GH, int64_t K) {
@@ -1421,11 +1422,11 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
 namespace rnnlab {
 namespace {
 
-// lean_forward's level: its Shape and Record from 2-D weights (w_ih (G·H, X), w_hh (rec, P), b (G·H), b_hn (H),
+// lean_forward's level k: its Shape and Record from 2-D weights (w_ih (G·H, X), w_hh (rec, P), b (G·H), b_hn (H),
 // w_hr (P, H)) and (B, ·) states (undefined: zeros), checked as check_level checks the operator's (D, …) ones, without
 // the views and copies that cost more than a short call's steps (contiguous weights are used as they are)
-Shape plain_level(const char* fn, Kind kind, const Tensor& x, const Opt* w, const Tensor& h0, const Tensor& c0,
-                  int64_t k, Record* r) {
+Shape lean_level(const char* fn, Kind kind, const Tensor& x, const Opt* w, const Tensor& h0, const Tensor& c0,
+                 int64_t k, Record* r) {
   auto level = [k](const std::string& name) { return name + " (level " + std::to_string(k) + ")"; };
   TORCH_CHECK_VALUE(w[0].has_value() && w[1].has_value(), fn, ": weights: level ", k, " has no w_ih or w_hh");
   Shape s{};
@@ -1476,9 +1477,8 @@ std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vect
   Tensor inp = x;
   for (int64_t k = 0; k < L; ++k) {
     std::vector<Record> recs(1);
-    const Shape s = plain_level(fn, kind, inp, &weights[5 * k], h0.has_value() ? h0->select(0, k) : Tensor(),
-                                c0.has_value() ? c0->select(0, k) : Tensor(), k, &recs[0]);
-    auto [states, cells, gates, c_pre, reserve] = run_level(s, recs, inp, Opt(), false, bf16);
+    const Shape s = lean_level(fn, kind, inp, &weights[5 * k], h0.has_value() ? h0->select(0, k) : Tensor(),
+                               c0.has_value() ? c0->select(0, k) : Tensor(), k, &recs[0]);
     if (k == 0) {  // the finals, every level's copied in (not views of the states, as torch.nn)
       h_n = at::empty({L, B, s.P}, x.options());
       if (lstm) c_n = at::empty({L, B, s.H}, x.options());
@@ -1487,6 +1487,7 @@ std::tuple<Tensor, Tensor, Tensor> lean_forward(const Tensor& x, const std::vect
                       " is ", s.P, " wide (H = ", s.H, "), expected the width of level 0, ", h_n.size(2),
                       lstm ? " (H = " + std::to_string(c_n.size(2)) + ")" : std::string(),
                       ": the finals h_n, c_n are one tensor for all levels");
+    auto [states, cells, gates, c_pre, reserve] = run_level(s, recs, inp, Opt(), false, bf16);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnnlab._C.lean_forward", [&] {
       const scalar_t* h_last = states.data_ptr<scalar_t>() + T * B * s.P;  // (D = 1, T+1, B, P): slot T
       std::copy(h_last, h_last + B * s.P, h_n.data_ptr<scalar_t>() + k * B * s.P);
