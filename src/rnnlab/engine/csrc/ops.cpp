@@ -880,6 +880,16 @@ bool swap_weight_grad(int64_t rows, int64_t GH, int64_t K) {
   return rows >= 2048 && GH >= 4 * K;
 }
 
+// A bias's gradient: the column sums of the (rows, n) gradient of the pre-activations. ATen's sum(0) reads the rows
+// in its own order; a GEMV against a column of ones (MKL) is faster on large ones. Measured on 2 threads (min of 40
+// calls), sum(0) / GEMV: 5.6 / 2.3 ms at (6400, 2048) (the LSTM at (50, 128, 256, 512)), 2.5 / 0.8 at (6400, 1024),
+// 0.24 / 0.19 at (3200, 512), 0.16 / 0.09 at (8000, 128); but 0.019 / 0.022 at (800, 256) and 0.012 / 0.015 at
+// (400, 128). So the GEMV from 2^20 numbers.
+Tensor column_sums(const Tensor& rows) {
+  if (rows.dim() != 2 || !rows.is_contiguous() || rows.numel() < (int64_t(1) << 20)) return rows.sum(0);
+  return at::mv(rows.t(), at::ones({rows.size(0)}, rows.options()));
+}
+
 LevelGrads recurrent_level_backward(
     const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Opt& c0, const Opt& b,
     const Opt& b_hn, const Opt& mask, const Opt& peep, const Opt& h_mask, const Opt& ln_ih_w, const Opt& ln_ih_b,
@@ -1032,8 +1042,8 @@ LevelGrads recurrent_level_backward(
       dw_hh.push_back(mm_tn(rec, h_prev));
     }
     dw_ih.push_back(mm_tn(d_raw_, x2_));
-    if (s.bias) db.push_back(d_bias.defined() ? d_bias : da2.sum(0));
-    if (s.bias_hn) db_hn.push_back(w.dhn.view({T * B, H}).sum(0));
+    if (s.bias) db.push_back(d_bias.defined() ? d_bias : column_sums(da2));
+    if (s.bias_hn) db_hn.push_back(column_sums(w.dhn.view({T * B, H})));
     if (s.peep) {  // ∂p = Σ over T·B rows of ∂a_gate · C (C_{t-1} for f, i; C_t before zoneout for o)
       Tensor c_prev = reverse ? w.cells.narrow(0, 1, T) : w.cells.narrow(0, 0, T);
       Tensor c_next = s.zone ? w.c_pre : (reverse ? w.cells.narrow(0, 0, T) : w.cells.narrow(0, 1, T));

@@ -367,8 +367,8 @@ StackGrads recurrent_stack_backward(const Tensor& x, at::TensorList w_ih, at::Te
       dw_hh.push_back(at::mm(da2.t(), h_prev));
     }
     dw_ih.push_back(at::mm(da2.t(), xk));
-    if (sk.bias) db.push_back(da2.sum(0));
-    if (sk.bias_hn) db_hn.push_back(dhn[k].view({T * B, H}).sum(0));
+    if (sk.bias) db.push_back(column_sums(da2));
+    if (sk.bias_hn) db_hn.push_back(column_sums(dhn[k].view({T * B, H})));
   }
   return {dx, dw_ih, dw_hh, dh0, dc0, db, db_hn};
 }
