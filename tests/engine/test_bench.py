@@ -72,6 +72,35 @@ def test_speed_misses_name_each_row_over_its_target():
                       "stacked": ["rnn (4, 2, 2, 4; bidirectional) 0.80"]}
 
 
+def test_speed_misses_give_the_per_round_ratios():
+    """With the rounds' times, a miss carries the lowest and highest of its per-round ratios: in each round rnnlab
+    over the fastest peer of that round (JAX, timed in its own process, with its one time in every round)."""
+    row = bench.Row("rnn", (50, 128, 256, 512), path="native-cpp",
+                    train_ms={"native": 9.0, "torch.nn": 10.0, "jax": 11.0},
+                    train_rounds={"native": [9.0, 8.0, 10.0], "torch.nn": [10.0, 12.0, 9.0]},
+                    infer_ms={"rnnlab": 3.0, "torch.nn": 2.0, "onnxruntime": 4.0},
+                    infer_rounds={"rnnlab": [3.0, 3.3, 2.0], "torch.nn": [2.0, 3.0, 2.5], "onnxruntime": [4.0, 4, 4]})
+    row.rnnlab_ms = 9.0
+    stacked = {"cell": "lstm", "shape": (4, 2, 2, 4), "directions": 1, "train_ms": {"rnnlab": 0.9, "torch.nn": 1.0},
+               "train_rounds": {"rnnlab": [0.9, 0.7, 1.0], "torch.nn": [1.0, 1.0, 1.0]}}
+    assert bench.train_round_ratios(row) == pytest.approx([0.9, 8 / 11, 10 / 9])
+    assert bench.infer_round_ratios(row) == pytest.approx([1.5, 1.1, 0.8])
+    missed = bench.speed_misses({"rows": [row], "stacked": [stacked]})
+    assert missed["training"] == ["rnn (50, 128, 256, 512) 0.90 (rounds 0.73–1.11)"]
+    assert missed["inference"] == ["rnn (50, 128, 256, 512) 1.50 (rounds 0.80–1.50)"]
+    assert missed["stacked"] == ["lstm (4, 2, 2, 4) 0.90 (rounds 0.70–1.00)"]
+    assert bench.bf16_round_ratios(row) == []  # no bf16 rounds: no brackets
+
+
+def test_round_ratios_refuse_rounds_that_do_not_pair():
+    from rnnlab.bench import timing
+
+    assert timing.round_ratios([2.0, 4.0], {"a": [1.0, 8.0], "b": 2.0}) == [2.0, 2.0]
+    assert timing.round_ratios([], {"a": 1.0}) == [] and timing.round_ratios([1.0], {}) == []
+    with pytest.raises(ValueError, match="every peer's rounds must number 2, as ours do"):
+        timing.round_ratios([2.0, 4.0], {"a": [1.0, 8.0, 3.0]})
+
+
 def test_bench_batch1_stream_and_stacked_rows():
     report = bench.run(grid=(), cells=("lstm", "gru-before"), threads=1, jax=False, budget_s=0.001,
                        scaling_lengths=(), variant_shape=None, batch1_shapes=((3, 1, 2, 4),),
@@ -85,6 +114,8 @@ def test_bench_batch1_stream_and_stacked_rows():
                                                                         ("gru-before", 2)]
     assert all(set(r["train_ms"]) == {"rnnlab", "torch.nn"} and min(r["train_ms"].values()) > 0
                for r in report["stacked"])
+    assert all(len(r["train_rounds"]["rnnlab"]) == bench.ROUNDS for r in report["stacked"])  # each round's time
+    assert all(len(r.infer_rounds["rnnlab"]) == bench.ROUNDS for r in report["batch1"])
     text = bench.to_markdown(report)
     assert "Inference at batch 1" in text and "| lstm | 3, 1, 2, 4 |" in text
     assert "Streaming at batch 1" in text and "| gru-before | 2, 4 |" in text
