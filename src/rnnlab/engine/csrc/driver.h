@@ -113,6 +113,13 @@ template <typename T>
 class InputChunks {
  public:
   InputChunks(const Loop<T>& k, const Direction<T>& d, int64_t gx, Workspace& ws) : k_(k), d_(d), gx_(gx) {
+    if (d.xp || !k.b_ih) {  // xp holds the bias already (layer norm's shift), or there is none: the cell adds zeros
+      T* zeros = ws.take<T>(gx);
+      std::fill(zeros, zeros + gx, T(0));
+      bias_ = zeros;
+    } else {
+      bias_ = k.b_ih;
+    }
     if (d.xp) return;
     // about 128 K numbers (512 KB in float32): well inside L2, and GEMMs of many rows. Where the loop's W_ih and W_hh
     // blocks together are larger than a core's L2, each chunk's GEMM reads W_ih through the L2 and evicts W_hh, which
@@ -150,12 +157,15 @@ class InputChunks {
     }
     return buf_ + (t - lo_) * k_.B * gx_;
   }
+  // the bias the cell adds to every row of xp (Fw::xb): gx wide
+  const T* bias() const { return bias_; }
 
  private:
   const Loop<T>& k_;
   const Direction<T>& d_;
   int64_t gx_, steps_ = 1, lo_ = 0;
   T* buf_ = nullptr;
+  const T* bias_ = nullptr;
   T* rows_ = nullptr;  // a part's rows of the chunk's inputs (Direction::rows)
   bf16_t* rows16_ = nullptr;
 };
@@ -232,7 +242,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     T* c_new = d.cells && d.zone ? d.c_pre + t * RS * H : c_next;  // C_t, before zoneout
     T* gate = d.gates + kt * RS * GH;
     T* extra = d.extra ? d.extra + kt * RS * H : nullptr;
-    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh, h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), xp.bias(), hh, h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
                   k);
     if (m) k.project(m, h_next);  // (a row past its end is put back below; GEMM rows do not mix)
     if (d.zone) {

@@ -823,22 +823,21 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     std::vector<T> zeros(s.H, T(0));
     k.b_hn = s.bias_hn ? b_hn->data_ptr<T>() : zeros.data();
     k.pf = k.pi = k.po = zeros.data();
-    // xp = x · W_ihᵀ + b, then the cell's step (the driver's forward step with one time slot)
+    // xp = x · W_ihᵀ, then the cell's step (the driver's forward step with one time slot), which adds the bias
     std::vector<T> buf(s.B * (s.GX + s.first() + s.GH + s.H));
     T* xp = buf.data();
     T* hh = xp + s.B * s.GX;
     T* gate = hh + s.B * s.first();
     T* extra = gate + s.B * s.GH;
-    if (s.bias)
-      for (int64_t r = 0; r < s.B; ++r) std::memcpy(xp + r * s.GX, b->data_ptr<T>(), s.GX * sizeof(T));
-    if (s.X == 0) {  // no input features: the bias alone (BLAS refuses a zero leading dimension)
-      if (!s.bias) std::fill(xp, xp + s.B * s.GX, T(0));
-    } else {
-      rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), s.bias ? T(1) : T(0), xp, k.small);
-    }
+    std::vector<T> no_bias(s.bias ? 0 : s.GX, T(0));
+    const T* xb = s.bias ? b->data_ptr<T>() : no_bias.data();
+    if (s.X == 0)  // no input features: xp is zero (BLAS refuses a zero leading dimension)
+      std::fill(xp, xp + s.B * s.GX, T(0));
+    else
+      rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), T(0), xp, k.small);
     const T* h_prev = hc.data_ptr<T>();
     k.product(h_prev, 0, s.first(), hh, s.first());
-    const Fw<T> step{0, nullptr, xp, hh, h_prev, h_prev, gate, h_out.data_ptr<T>(),
+    const Fw<T> step{0, nullptr, xp, xb, hh, h_prev, h_prev, gate, h_out.data_ptr<T>(),
                      lstm ? cc.data_ptr<T>() : nullptr, lstm ? c_out.data_ptr<T>() : nullptr, extra};
     with_cell<T>(s, [&](auto unit) {
       k.scratch.assign(decltype(unit)::scratch(s.B, s.H), T(0));  // the GRU's r·h (reset before)

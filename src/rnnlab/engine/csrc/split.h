@@ -139,7 +139,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
     const T* c_prev = d.cells ? cs.prev(s, p) + j0 : nullptr;
     T* c_next = d.cells ? cs.next(s, q) + j0 : nullptr;
     k.product(h_prev, 0, W1, hh, W1);
-    Cell::forward(Fw<T>{t, live, xp.at(s, t), hh, h_prev + j0, h_prev + j0, gate, h_next + j0, c_prev,
+    Cell::forward(Fw<T>{t, live, xp.at(s, t), xp.bias(), hh, h_prev + j0, h_prev + j0, gate, h_next + j0, c_prev,
                         c_next, ext},
                   k);
     if (d.keep) {  // the gates (and the GRU's extra) in the layer's layout, for backward

@@ -54,14 +54,15 @@ struct GRUCell {
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict xb = s.xb;
       const T* __restrict hh_ = s.hh + b * 2 * H;
       const T* __restrict hp = s.h_in + b * ld;
       T* __restrict g_ = s.gate + b * GH;
       T* __restrict rh_ = s.extra + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = act::sigmoid(x_[j] + hh_[j]);          // z_t
-        const T r = act::sigmoid(x_[H + j] + hh_[H + j]);  // r_t
+        const T z = act::sigmoid(x_[j] + xb[j] + hh_[j]);              // z_t
+        const T r = act::sigmoid(x_[H + j] + xb[H + j] + hh_[H + j]);  // r_t
         g_[j] = z;
         g_[H + j] = r;
         rh_[j] = r * hp[j];  // r_t * h_{t-1}
@@ -75,6 +76,7 @@ struct GRUCell {
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict xb = s.xb;
       const T* __restrict hn_ = hn + b * H;
       const T* __restrict hp = s.h_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
@@ -82,7 +84,7 @@ struct GRUCell {
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const T z = g_[j];
-        const T n = act::tanh(x_[2 * H + j] + hn_[j]);  // h̃_t
+        const T n = act::tanh(x_[2 * H + j] + xb[2 * H + j] + hn_[j]);  // h̃_t
         g_[2 * H + j] = n;
         h_[j] = hp[j] + z * (n - hp[j]);  // h_t = (1 - z_t) h_{t-1} + z_t h̃_t
       }
@@ -96,6 +98,7 @@ struct GRUCell {
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GH;
+      const T* __restrict xb = s.xb;
       const T* __restrict hh_ = s.hh + b * GH;
       const T* __restrict hp = s.h_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
@@ -103,10 +106,10 @@ struct GRUCell {
       T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T z = act::sigmoid(x_[j] + hh_[j]);
-        const T r = act::sigmoid(x_[H + j] + hh_[H + j]);
+        const T z = act::sigmoid(x_[j] + xb[j] + hh_[j]);
+        const T r = act::sigmoid(x_[H + j] + xb[H + j] + hh_[H + j]);
         const T hn = hh_[2 * H + j] + b_hn[j];
-        const T n = act::tanh(x_[2 * H + j] + r * hn);
+        const T n = act::tanh(x_[2 * H + j] + xb[2 * H + j] + r * hn);
         g_[j] = z;
         g_[H + j] = r;
         g_[2 * H + j] = n;

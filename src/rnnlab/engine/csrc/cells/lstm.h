@@ -52,6 +52,7 @@ struct LSTMCell {
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * GX;
+      const T* __restrict xb = s.xb;
       const T* __restrict hh_ = s.hh + b * GX;
       const T* __restrict cp = s.c_prev + b * ld;
       T* __restrict g_ = s.gate + b * GH;
@@ -59,11 +60,12 @@ struct LSTMCell {
       T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T f = act::sigmoid(x_[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
-        const T i = COUPLED ? T(1) - f : act::sigmoid(x_[H + j] + hh_[H + j] + (PEEP ? pi[j] * cp[j] : T(0)));  // i_t
-        const T g = act::tanh(x_[KG * H + j] + hh_[KG * H + j]);  // C̃_t
-        const T cn = f * cp[j] + i * g;                           // C_t = f_t C_{t-1} + i_t C̃_t
-        const T o = act::sigmoid(x_[KO * H + j] + hh_[KO * H + j] + (PEEP ? po[j] * cn : T(0)));  // o_t
+        const T f = act::sigmoid(x_[j] + xb[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
+        const T i = COUPLED ? T(1) - f
+                            : act::sigmoid(x_[H + j] + xb[H + j] + hh_[H + j] + (PEEP ? pi[j] * cp[j] : T(0)));  // i_t
+        const T g = act::tanh(x_[KG * H + j] + xb[KG * H + j] + hh_[KG * H + j]);  // C̃_t
+        const T cn = f * cp[j] + i * g;                                            // C_t = f_t C_{t-1} + i_t C̃_t
+        const T o = act::sigmoid(x_[KO * H + j] + xb[KO * H + j] + hh_[KO * H + j] + (PEEP ? po[j] * cn : T(0)));  // o_t
         g_[j] = f;
         g_[H + j] = i;
         g_[2 * H + j] = g;

@@ -30,12 +30,14 @@ struct RNNCell {
     for (int64_t b = b0; b < b1; ++b) {
       if (skip(s.live, b)) continue;
       const T* __restrict x_ = s.xp + b * H;
+      const T* __restrict xb = s.xb;
       const T* __restrict hh_ = s.hh + b * H;
       T* __restrict g_ = s.gate + b * H;
       T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
-        const T y = RELU ? relu_kept(x_[j] + hh_[j]) : act::tanh(x_[j] + hh_[j]);
+        const T a = x_[j] + xb[j] + hh_[j];  // x_t W_ihᵀ + b + h_{t-1} W_hhᵀ
+        const T y = RELU ? relu_kept(a) : act::tanh(a);
         g_[j] = y;
         h_[j] = y;
       }
