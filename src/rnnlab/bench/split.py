@@ -8,7 +8,8 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
     ``rnnlab::time_step_gemms``: the same ``gemm<float>`` calls, row strides and BLAS thread rule as the
     loop, in a C++ loop on their own; where the step splits by row (``rnnlab::splits_rows``), as it runs them:
     each half of the batch its own products on a thread of its own.
-(b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b, ∂W_ih = ∂aᵀ · x and
+(b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b (the loop's GEMM leaves b to the
+    cell's pointwise pass; timed here with it, as torch.addmm), ∂W_ih = ∂aᵀ · x and
     ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
     ``torch.addmm`` / ``torch.mm`` at those shapes and layouts (the transposed operands as transposed views).
     The loop itself runs the input projection a chunk of steps at a time (csrc/driver.h's InputChunks): the

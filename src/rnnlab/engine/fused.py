@@ -3,8 +3,8 @@
 The operator (``ops.py``; its kernels in ``csrc/``: the driver ``driver.h`` and one unit per cell,
 ``csrc/cells/{rnn,lstm,gru}.h``) runs both directions of a level, forward and backward:
 
-    forward   xp = x · W_ihᵀ + b                  one GEMM per chunk of steps, into a cache-sized buffer
-              per step: h_{t-1} · W_hhᵀ (GEMM) and the cell's fused pointwise pass
+    forward   xp = x · W_ihᵀ                      one GEMM per chunk of steps, into a cache-sized buffer
+              per step: h_{t-1} · W_hhᵀ (GEMM) and the cell's fused pointwise pass (which adds b)
               kept: activated gates (T, B, G·H), states (T+1, B, H) with h[0] = h_0
     backward  per step: the cell's derivatives ∂a, one GEMM for ∂h_{t-1}
               ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂aᵀ · h_{t-1}

@@ -105,8 +105,9 @@ void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d,
   }
 }
 
-// The input projection xp_t = x_t W_ihᵀ + b, handed to the driver whole (Direction::xp) or computed by it a
-// chunk of steps at a time into a buffer that stays in cache: one GEMM over the chunk's rows, never a
+// The input projection xp_t = x_t W_ihᵀ (the cell adds b: bias()), handed to the driver whole (Direction::xp, with
+// layer norm: LN(x W_ihᵀ) + b, so bias() is zeros) or computed by it a chunk of steps at a time into a buffer that
+// stays in cache: one GEMM over the chunk's rows, never a
 // (T, B, gx) array written to memory and read back. Its buffers are taken from ``ws``, the caller's workspace scope
 // (workspace.h: kept by the thread between calls), which must outlive it.
 template <typename T>

@@ -9,8 +9,9 @@
 // reverse one), or None where the field is absent (a variant off, no bias). Per direction, the structure of
 // cuDNN, oneDNN and haste:
 //
-//   forward   xp = x · W_ihᵀ + b                   one GEMM over all T·B rows   (LN(x W_ihᵀ) + b with layer norm)
-//             the driver's loop (driver.h) over the cell's unit (cells/*.h)
+//   forward   xp = x · W_ihᵀ                       GEMMs over all T·B rows (a chunk of steps at a time; LN(x W_ihᵀ) + b
+//                                                 at once with layer norm)
+//             the driver's loop (driver.h) over the cell's unit (cells/*.h), which adds b in its pointwise pass
 //   backward  the driver's backward loop: ∂a (T, B, gx), ∂h_0, ∂C_0
 //             ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂hhᵀ · h_{t-1}   each one GEMM over T·B rows
 //

@@ -9,7 +9,7 @@
 //
 //   once      its rows of W_ih, b and W_hh (each gate block's rows j0 … j0+n-1), gathered into dense copies by the
 //             part's own thread (so its core's cache and memory node hold them); W_hh's as W_hhᵀ (P, G·n)
-//   per step  xp: its columns of x_t W_ihᵀ + b, a chunk of steps at a time (InputChunks, as run_forward)
+//   per step  xp: its columns of x_t W_ihᵀ, a chunk of steps at a time (InputChunks, as run_forward; the cell adds b)
 //             hh = h_{t-1} (B, P) · its W_hhᵀ columns       the whole h_{t-1}: every unit feeds every gate
 //             the cell's pointwise maths on its units: h_t, C_t for columns j0 … j0+n-1 (Loop::ldh: the rows are
 //             the layer's whole width), its gates (and the GRU's W_hn h + b_hn) into its own buffers, copied
