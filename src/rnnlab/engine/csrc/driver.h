@@ -107,9 +107,9 @@ void zoneout_rows_back(int64_t B, int64_t H, const T* live, const T* keep, T* d,
 
 // The input projection xp_t = x_t W_ihᵀ (the cell adds b: bias()), handed to the driver whole (Direction::xp, with
 // layer norm: LN(x W_ihᵀ) + b, so bias() is zeros) or computed by it a chunk of steps at a time into a buffer that
-// stays in cache: one GEMM over the chunk's rows, never a
-// (T, B, gx) array written to memory and read back. Its buffers are taken from ``ws``, the caller's workspace scope
-// (workspace.h: kept by the thread between calls), which must outlive it.
+// stays in cache: one GEMM over the chunk's rows, never a (T, B, gx) array written to memory and read back. Its
+// buffers are taken from ``ws``, the caller's workspace scope (workspace.h: kept by the thread between calls), which
+// must outlive it.
 template <typename T>
 class InputChunks {
  public:
@@ -243,8 +243,8 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
     T* c_new = d.cells && d.zone ? d.c_pre + t * RS * H : c_next;  // C_t, before zoneout
     T* gate = d.gates + kt * RS * GH;
     T* extra = d.extra ? d.extra + kt * RS * H : nullptr;
-    Cell::forward(Fw<T>{t, live, xp.at(s, t), xp.bias(), hh, h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra},
-                  k);
+    Cell::forward(
+        Fw<T>{t, live, xp.at(s, t), xp.bias(), hh, h_prev, h_in, gate, m ? m : h_next, c_prev, c_new, extra}, k);
     if (m) k.project(m, h_next);  // (a row past its end is put back below; GEMM rows do not mix)
     if (d.zone) {
       zoneout_rows<T>(B, P, live, d.zone + (S * t) * RS * H, h_prev, h_next, h_next);

@@ -9,8 +9,8 @@
 // into chunks of ``chunk`` steps and each level runs on its own thread, its per-step GEMMs on one BLAS thread:
 //
 //   forward   level k, chunk c: (k > 0) wait for level k-1's chunk c; input rows = x, or (live ? h_{k-1} : 0) · drop;
-//             the driver's loop over the chunk's steps (it projects their input rows, x W_ihᵀ, itself; the cell adds b) —
-//             while level k-1 runs chunk c+1.
+//             the driver's loop over the chunk's steps (it projects their input rows, x W_ihᵀ, itself; the cell
+//             adds b) — while level k-1 runs chunk c+1.
 //   backward  in reverse chunks: level k, chunk c waits for level k+1's chunks down to c-1 (the driver's step t
 //             reads the outputs' gradient of h_{t-1}, one step into the chunk before); ∂h at a chunk's start is
 //             carried to the next chunk through the working copy of the states' gradient; after its chunk, level

@@ -60,12 +60,14 @@ struct LSTMCell {
       T* __restrict h_ = s.h + b * ld;
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
+        // each gate's pre-activation: x_t W_ihᵀ + b + h_{t-1} W_hhᵀ (+ its peephole)
         const T f = act::sigmoid(x_[j] + xb[j] + hh_[j] + (PEEP ? pf[j] * cp[j] : T(0)));  // f_t
         const T i = COUPLED ? T(1) - f
                             : act::sigmoid(x_[H + j] + xb[H + j] + hh_[H + j] + (PEEP ? pi[j] * cp[j] : T(0)));  // i_t
         const T g = act::tanh(x_[KG * H + j] + xb[KG * H + j] + hh_[KG * H + j]);  // C̃_t
         const T cn = f * cp[j] + i * g;                                            // C_t = f_t C_{t-1} + i_t C̃_t
-        const T o = act::sigmoid(x_[KO * H + j] + xb[KO * H + j] + hh_[KO * H + j] + (PEEP ? po[j] * cn : T(0)));  // o_t
+        const T ao = x_[KO * H + j] + xb[KO * H + j] + hh_[KO * H + j];
+        const T o = act::sigmoid(ao + (PEEP ? po[j] * cn : T(0)));  // o_t
         g_[j] = f;
         g_[H + j] = i;
         g_[2 * H + j] = g;
