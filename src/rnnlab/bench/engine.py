@@ -45,7 +45,6 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -60,7 +59,7 @@ from ..stream import Streamer
 from . import onnx_peer
 from . import split as time_split
 from .stream import per_step_us, torch_stack_step
-from .timing import ROUNDS, gemm_gflops, median_ms, round_ratios, rounds_of
+from .timing import ROUNDS, gemm_gflops, median_ms, medians, round_ratios, rounds_of
 
 GRID = ((200, 4, 32, 64), (100, 32, 64, 128), (100, 64, 256, 256), (1000, 8, 16, 32), (50, 128, 256, 512))
 QUICK_GRID = ((20, 2, 4, 8), (10, 4, 8, 16))
@@ -269,7 +268,7 @@ def measure_inference(row: Row, ours, peer, x, budget_s: float, onnx_threads: in
             times.setdefault("torch.nn", []).append(median_ms(_infer(peer, x), budget))
             if path:
                 times.setdefault("onnxruntime", []).append(onnx_peer.infer_ms_at(path, x, onnx_threads, budget))
-    row.infer_ms.update({name: statistics.median(v) for name, v in times.items()})
+    row.infer_ms.update(medians(times))
     row.infer_rounds.update(times)
 
 
@@ -278,7 +277,7 @@ def measure_bf16(row: Row, ours, peer, x, budget_s: float) -> None:
     rnnlab and torch.nn timed in rounds (``rounds_of``; each the median of its rounds)."""
     row.bf16_rounds.update(rounds_of({name: _bf16(_train_step(module, x))
                                       for name, module in (("rnnlab", ours), ("torch.nn", peer))}, budget_s))
-    row.bf16_ms.update({name: statistics.median(v) for name, v in row.bf16_rounds.items()})
+    row.bf16_ms.update(medians(row.bf16_rounds))
     for name, module in (("rnnlab", ours), ("torch.nn", peer)):
         row.bf16_out[name] = _bf16_out(module, x)
     row.bf16_path = bf16_path(ours, x)
@@ -311,7 +310,7 @@ def measure(cell: str, shape, budget_s: float = 1.0, onnx_threads: int | None = 
     peer = _torch_layer(cell, X, H)
     steps["torch.nn"] = _train_step(peer, x)
     row.train_rounds.update(rounds_of(steps, budget_s))
-    row.train_ms.update({name: statistics.median(v) for name, v in row.train_rounds.items()})
+    row.train_ms.update(medians(row.train_rounds))
     auto = _rnnlab_layer(cell, X, H, "auto")
     row.path = routed(get_engine("auto", auto, x).path(auto, x), _train_step(auto, x))
     row.rnnlab_ms = row.train_ms["rnnlab-torch" if row.path.startswith("torch") else "native"]
@@ -343,7 +342,7 @@ def measure_stacked(cell: str, shape, bidirectional: bool, budget_s: float = 1.0
     rounds = rounds_of({"rnnlab": _train_step(ours, x), "torch.nn": _train_step(peer, x)}, budget_s)
     return {"cell": cell, "shape": tuple(shape), "directions": 2 if bidirectional else 1,
             "path": routed(get_engine("auto", ours, x).path(ours, x), _train_step(ours, x)),
-            "train_ms": {name: statistics.median(v) for name, v in rounds.items()}, "train_rounds": rounds}
+            "train_ms": medians(rounds), "train_rounds": rounds}
 
 
 def stream_latency(cell: str, X: int, H: int, steps: int, repeats: int, onnx: bool) -> dict:

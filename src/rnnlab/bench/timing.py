@@ -44,10 +44,15 @@ def rounds_of(fns: Mapping[str, Callable[[], object]], budget_s: float = 1.0, ro
     return times
 
 
+def medians(rounds: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Each entry's median over its rounds (``rounds_of``'s result, or any name -> times)."""
+    return {name: statistics.median(v) for name, v in rounds.items()}
+
+
 def rounds_ms(fns: Mapping[str, Callable[[], object]], budget_s: float = 1.0, rounds: int = ROUNDS,
               min_repeats: int = 2) -> dict[str, float]:
     """Each of ``fns``'s median wall time in ms: the median of its rounds' medians (``rounds_of``)."""
-    return {name: statistics.median(v) for name, v in rounds_of(fns, budget_s, rounds, min_repeats).items()}
+    return medians(rounds_of(fns, budget_s, rounds, min_repeats))
 
 
 def round_ratios(ours: Sequence[float], peers: Mapping[str, float | Sequence[float]]) -> list[float]:

@@ -821,7 +821,7 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.rec();
     k.w_hhT = wh.data_ptr<T>();
     k.small = small_rows(s);
-    std::vector<T> zeros(s.H, T(0));
+    std::vector<T> zeros(s.GX, T(0));  // (G·H ≥ H: long enough for every absent vector below)
     k.b_hn = s.bias_hn ? b_hn->data_ptr<T>() : zeros.data();
     k.pf = k.pi = k.po = zeros.data();
     // xp = x · W_ihᵀ, then the cell's step (the driver's forward step with one time slot), which adds the bias
@@ -830,8 +830,7 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     T* hh = xp + s.B * s.GX;
     T* gate = hh + s.B * s.first();
     T* extra = gate + s.B * s.GH;
-    std::vector<T> no_bias(s.bias ? 0 : s.GX, T(0));
-    const T* xb = s.bias ? b->data_ptr<T>() : no_bias.data();
+    const T* xb = s.bias ? b->data_ptr<T>() : zeros.data();
     if (s.X == 0)  // no input features: xp is zero (BLAS refuses a zero leading dimension)
       std::fill(xp, xp + s.B * s.GX, T(0));
     else
@@ -870,8 +869,8 @@ Tensor grad_of(const char* fn, const char* name, const c10::optional<Tensor>& g,
 // transposing copy of the small (K, G·H) result. Where ∂W is wide and short (G·H ≥ 4K) over many rows the swapped form
 // is faster: on 2 threads (min of 30 calls; three runs at (100, 32, 64, 128), one elsewhere), swapped / as given, ∂W_ih
 // 0.68-0.78 and ∂W_hh 0.92-0.97 at (100, 32, 64, 128) for the LSTM, ∂W_ih 0.85 for the GRU there, 0.76 (∂W_ih) and
-// 0.94 (∂W_hh) for the LSTM at (1000, 8, 16, 32), 0.89-0.91 at (100, 64, 256, 256); but 1.05-1.09 where G·H = K (the RNN at H = X = 256 and 512) and
-// 1.13-1.37 at 800 rows ((200, 4, 32, 64)). RNNLAB_WGRAD=1 swaps every float ∂W, RNNLAB_WGRAD=0 none (the tests
+// 0.94 (∂W_hh) for the LSTM at (1000, 8, 16, 32), 0.89-0.91 at (100, 64, 256, 256); but 1.05-1.09 where G·H = K (the
+// RNN at H = X = 256 and 512) and 1.13-1.37 at 800 rows ((200, 4, 32, 64)). RNNLAB_WGRAD=1 swaps every float ∂W, RNNLAB_WGRAD=0 none (the tests
 // compare the two).
 bool swap_weight_grad(int64_t rows, int64_t GH, int64_t K) {
   const char* env = std::getenv("RNNLAB_WGRAD");
@@ -886,7 +885,7 @@ bool swap_weight_grad(int64_t rows, int64_t GH, int64_t K) {
 // 0.24 / 0.19 at (3200, 512), 0.16 / 0.09 at (8000, 128); but 0.019 / 0.022 at (800, 256) and 0.012 / 0.015 at
 // (400, 128). So the GEMV from 2^20 numbers.
 Tensor column_sums(const Tensor& rows) {
-  if (rows.dim() != 2 || !rows.is_contiguous() || rows.numel() < (int64_t(1) << 20)) return rows.sum(0);
+  if (rows.numel() < (int64_t(1) << 20)) return rows.sum(0);
   return at::mv(rows.t(), at::ones({rows.size(0)}, rows.options()));
 }
 

@@ -175,13 +175,12 @@ struct Loop {
       std::memset(out, 0, n * gx * sizeof(T));
       return;
     }
-    const T beta = T(0);
     if constexpr (std::is_same_v<T, float>) {
-      if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, beta, out, gx);
+      if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, 0.0f, out, gx);
     }
-    if (!wblock) return gemm_t<T>(n, gx, X, x, X, w_ih, X, beta, out, gx);
+    if (!wblock) return gemm_t<T>(n, gx, X, x, X, w_ih, X, T(0), out, gx);
     for (int64_t g = 0; g < gx / H; ++g)  // a split part's gate blocks of the whole W_ih (the bf16 mode's parts gather theirs)
-      gemm_t<T>(n, H, X, x, X, w_ih + g * wblock * X, X, beta, out + g * H, gx);
+      gemm_t<T>(n, H, X, x, X, w_ih + g * wblock * X, X, T(0), out + g * H, gx);
   }
 
   // out (B, width) = in (B, P) · W_hhᵀ[:, col : col + width]
