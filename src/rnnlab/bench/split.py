@@ -8,12 +8,12 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
     ``rnnlab::time_step_gemms``: the same ``gemm<float>`` calls, row strides and BLAS thread rule as the
     loop, in a C++ loop on their own; where the step splits by row (``rnnlab::splits_rows``), as it runs them:
     each half of the batch its own products on a thread of its own.
-(b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ + b (the loop's GEMM leaves b to the
-    cell's pointwise pass; timed here with it, as torch.addmm), ∂W_ih = ∂aᵀ · x and
-    ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
-    ``torch.addmm`` / ``torch.mm`` at those shapes and layouts (the transposed operands as transposed views).
-    The loop itself runs the input projection a chunk of steps at a time (csrc/driver.h's InputChunks): the
-    same multiply-adds in GEMMs of fewer rows, timed here as one.
+(b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ (the cell adds b in its pointwise pass),
+    ∂W_ih = ∂aᵀ · x and ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with
+    ``torch.mm`` at those shapes and layouts, each weight gradient as the operator runs it (``weight_grad``:
+    in float32 as (operandᵀ · ∂a)ᵀ where ``rnnlab::swaps_weight_grad`` says so). The loop itself runs the input
+    projection a chunk of steps at a time (csrc/driver.h's InputChunks): the same multiply-adds in GEMMs of fewer
+    rows, timed here as one.
 (c) everything else — the cells' pointwise maths, the autograd and operator overhead, bias sums, copies —
     is the step's median time less (a) and (b).
 
@@ -73,19 +73,29 @@ def step_gemms_ms(cell: str, shape, budget_s: float, bf16: bool = False) -> floa
                      budget_s)
 
 
+def weight_grad(da: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+    """∂W = ∂aᵀ · operand as the operator computes it (csrc/ops.cpp's weight gradients): in float32, where
+    ``rnnlab::swaps_weight_grad`` says so, as (operandᵀ · ∂a)ᵀ made contiguous; else as ∂aᵀ · operand."""
+    rows, gh = da.shape
+    swap = (da.dtype == torch.float32 and ops.available()
+            and torch.ops.rnnlab.swaps_weight_grad(rows, gh, operand.shape[1]))
+    return torch.mm(operand.t(), da).t().contiguous() if swap else torch.mm(da.t(), operand)
+
+
 def _large_gemms(cell: str, shape, dtype: torch.dtype = torch.float32):
     """The step's large GEMMs as one function, on operands of their shapes and layouts (in ``dtype``)."""
     T, B, X, H = shape
     GH = gates(cell) * H
-    x2, w_ih, b = (torch.randn(*size, dtype=dtype) for size in ((T * B, X), (GH, X), (GH,)))
+    x2, w_ih = (torch.randn(*size, dtype=dtype) for size in ((T * B, X), (GH, X)))
     da, h_prev = torch.randn(T * B, GH, dtype=dtype), torch.randn(T * B, H, dtype=dtype)
     blocks = (2 * H, H) if cell.startswith("gru") else (GH,)  # ∂W_hh: the GRU's z, r rows and n rows apart
+    parts = da.split(blocks, 1)  # column blocks of ∂a, as the operator narrows it
 
     def run():
-        torch.addmm(b, x2, w_ih.t())  # the input projection
-        torch.mm(da.t(), x2)  # ∂W_ih
-        for part in da.split(blocks, 1):
-            torch.mm(part.t(), h_prev)  # ∂W_hh
+        torch.mm(x2, w_ih.t())  # the input projection
+        weight_grad(da, x2)  # ∂W_ih
+        for part in parts:
+            weight_grad(part, h_prev)  # ∂W_hh
 
     return run
 
