@@ -5,13 +5,14 @@ Each shape (M, N, K) is one step's product for one column block: M rows of the b
 of gates), K = the product's depth (H, or P + X where x_t and h_{t-1} share one product). A "call" runs ``blocks``
 such blocks, each a different packed copy (so W streams through the cache as a step's would), in row chunks of
 ``chunk`` rows. Reported: multiply-adds × 2 per TSC cycle (best of ``reps`` calls) and the GFLOP/s that makes at the
-TSC's rate. It compiles a small extension at run time (torch.utils.cpp_extension, g++), so it needs no build of
+TSC's rate, measured against the wall clock. It compiles a small extension at run time (torch.utils.cpp_extension, g++), so it needs no build of
 rnnlab's own; it prints a markdown table. Usage: ``python benchmarks/bench_brgemm.py [rounds]``.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 from torch.utils.cpp_extension import load_inline
@@ -46,6 +47,9 @@ double flop_per_cycle(int64_t M, int64_t N, int64_t K, int64_t blocks, int64_t c
   brgemm_release(true);
   return 2.0 * M * N * K * blocks / double(best);
 }
+
+// the time-stamp counter, for the Python side to measure its rate
+int64_t tsc() { return static_cast<int64_t>(__rdtsc()); }
 """
 
 # (M, N, K, blocks, chunk): a step of the LSTM at (B, H, X) = (128, 512, 256) split over two threads (16 blocks of 64
@@ -54,23 +58,18 @@ SHAPES = [(128, 64, 768, 16, 128), (128, 32, 768, 32, 128), (128, 64, 512, 16, 1
           (8, 64, 768, 16, 8), (32, 64, 768, 16, 32), (256, 64, 768, 16, 256), (128, 64, 768, 16, 32)]
 
 
-def tsc_hz() -> float:
-    """The TSC's rate, from /proc/cpuinfo's first "cpu MHz" (the rate rdtsc counts at on these hosts), else 2 GHz."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz"):
-                    return float(line.split(":")[1]) * 1e6
-    except OSError:
-        pass
-    return 2e9
+def tsc_hz(ext, seconds: float = 0.2) -> float:
+    """The TSC's rate, measured: its ticks over ``seconds`` of the wall clock."""
+    t0, c0 = time.perf_counter(), ext.tsc()
+    time.sleep(seconds)
+    return (ext.tsc() - c0) / (time.perf_counter() - t0)
 
 
 def main(rounds: int = 3) -> None:
     torch.set_num_threads(1)
-    ext = load_inline("rnnlab_bench_brgemm", cpp_sources=SOURCE, functions=["flop_per_cycle"],
+    ext = load_inline("rnnlab_bench_brgemm", cpp_sources=SOURCE, functions=["flop_per_cycle", "tsc"],
                       extra_cflags=["-O3"], verbose=False)
-    hz = tsc_hz()
+    hz = tsc_hz(ext)
     print(f"ATen brgemm, bf16, one thread; FLOP per TSC cycle (TSC {hz / 1e9:.2f} GHz), best of 40 calls; "
           f"{rounds} rounds, min-max\n")
     print("| M × N × K | blocks | row chunk | FLOP / cycle | GFLOP/s |")

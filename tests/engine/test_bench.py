@@ -124,13 +124,14 @@ def test_bench_batch1_stream_and_stacked_rows():
 
 @pytest.mark.skipif(not bench.ops.available(), reason="the native library is not built")
 def test_split_times_the_weight_gradients_as_the_operator_runs_them(monkeypatch):
-    """split.weight_grad is ∂aᵀ · operand (float64 reference) in both of the operator's forms, and takes the swapped
-    form exactly where rnnlab::swaps_weight_grad says the operator does."""
+    """split.weight_grad is ∂aᵀ · operand (float64 reference) in both of the operator's forms, and runs the swapped
+    form, (operandᵀ · ∂a)ᵀ, exactly where rnnlab::swaps_weight_grad says the operator does."""
     torch.manual_seed(0)
     da, x = torch.randn(300, 48), torch.randn(300, 16)
     want = (da.double().t() @ x.double()).float()
-    asked = []
-    real = torch.ops.rnnlab.swaps_weight_grad
+    asked, products = [], []
+    mm = torch.mm
+    monkeypatch.setattr(split.torch, "mm", lambda a, b: products.append((tuple(a.shape), tuple(b.shape))) or mm(a, b))
     for swap in (True, False):
         class Rule:  # the operator's rule, forced to one answer and recorded
             def swaps_weight_grad(self, rows, gh, k, swap=swap):
@@ -141,11 +142,11 @@ def test_split_times_the_weight_gradients_as_the_operator_runs_them(monkeypatch)
         assert got.is_contiguous() and got.shape == (48, 16)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert asked == [(300, 48, 16)] * 2
-    monkeypatch.undo()
-    assert real(3200, 512, 64) in (True, False)  # (the rule the bench reads is the operator's own)
+    assert products == [((16, 300), (300, 48)), ((48, 300), (300, 16))]  # swapped, then as given
     # bf16 operands: never swapped (the bf16 mode's MKL GEMM), and the rule is not asked
     monkeypatch.setattr(split.torch.ops, "rnnlab", None, raising=False)
     got = split.weight_grad(da.bfloat16(), x.bfloat16())
+    assert products[-1] == ((48, 300), (300, 16))
     torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.3)
 
 
