@@ -422,3 +422,28 @@ def test_packed_products_match_mkl(cls, opts, hidden, monkeypatch):
     assert torch.ops.rnnlab.brgemm_products() == before
     errors = [rel(a.float(), b.float()) for a, b in zip(packed, plain)]
     assert max(errors) < 2.0 ** -8, errors
+
+
+@requires_bf16
+@pytest.mark.parametrize("cls,opts", [(rnnlab.RNN, {}), (rnnlab.RNN, dict(nonlinearity="relu")), (rnnlab.LSTM, {}),
+                                      (rnnlab.LSTM, dict(coupled=True, peepholes=True)),
+                                      (rnnlab.LSTM, dict(proj_size=H // 2)),
+                                      (rnnlab.LSTM, dict(recurrent_dropout=0.3, zoneout=0.2)),
+                                      (rnnlab.GRU, dict(reset="after"))], ids=str)
+@pytest.mark.parametrize("rows", ["0", "1"])
+def test_kept_gradient_rows_equal_a_rounding_after_the_loop(cls, opts, rows, monkeypatch):
+    """The backward keeps ∂a as each step's product rounds it to bf16 and multiplies that into ∂W_ih, ∂W_hh and ∂x
+    (csrc/ops.cpp, da16); RNNLAB_DA16=0 rounds all T·B rows after the loop instead. The same float32 values rounded
+    the same way: every output and gradient bit for bit, with lengths, on one loop per direction (two directions) and
+    split by row (one direction, RNNLAB_ROWS=1). The GRU keeps none (its first product is not the whole row): the
+    switch changes nothing there either."""
+    monkeypatch.setenv("RNNLAB_ROWS", rows)
+    layer, x, lengths = case(cls, opts)
+    if rows == "1":
+        torch.manual_seed(0)
+        layer = contractive(cls(X, H, num_layers=2, engine="native", **opts))
+    kept = run(layer, x, lengths, True)
+    monkeypatch.setenv("RNNLAB_DA16", "0")
+    after = run(layer, x, lengths, True)
+    for a, b in zip(kept, after):
+        assert torch.equal(a, b)

@@ -13,14 +13,21 @@ pytestmark = pytest.mark.skipif(not ops.available(), reason="the native operator
 
 
 def _spy(monkeypatch):
+    """The keep flag of every level call: ``recurrent_level``'s, and True for ``level_outputs`` (the eager
+    training path, which always keeps)."""
     calls = []
-    real = ops.recurrent_level
+    real, outputs = ops.recurrent_level, ops.level_outputs
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("keep", True))
         return real(*args, **kwargs)
 
+    def spy_outputs(*args, **kwargs):
+        calls.append(True)
+        return outputs(*args, **kwargs)
+
     monkeypatch.setattr(ops, "recurrent_level", spy)
+    monkeypatch.setattr(ops, "level_outputs", spy_outputs)
     return calls
 
 

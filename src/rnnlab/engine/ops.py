@@ -157,7 +157,8 @@ if _LIBRARY["path"] is not None:
     @torch.library.register_fake("rnnlab::recurrent_level_backward")
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
-                             g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True, bf16=False):
+                             g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True, bf16=False,
+                             g_final=None):
         none = x.new_empty(0)
         like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
         return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
@@ -178,7 +179,7 @@ if _LIBRARY["path"] is not None:
 # autograd: rnnlab::recurrent_level
 # ---------------------------------------------------------------------------------------------
 
-def _level_setup(ctx, inputs, keyword_only_inputs, output):
+def _level_setup(ctx, inputs, keyword_only_inputs, output, also=()):
     ctx.cell, ctx.coupled = keyword_only_inputs["cell"], keyword_only_inputs["coupled"]
     if not keyword_only_inputs.get("keep", True) and any(isinstance(t, torch.Tensor) and t.requires_grad for t in inputs):
         raise ValueError("keep: expected True when an input needs a gradient (keep=False keeps nothing for the "
@@ -186,7 +187,7 @@ def _level_setup(ctx, inputs, keyword_only_inputs, output):
     ctx.bf16 = keyword_only_inputs.get("bf16", False)  # the backward runs the forward's mode
     ctx.given = len(inputs)  # a call may leave out the trailing w_hr (its default, None)
     inputs = (*inputs, *(None,) * (1 + len(FIELDS) - len(inputs)))
-    ctx.save_for_backward(*inputs, *output)
+    ctx.save_for_backward(*inputs, *output, *also)  # also: saved for their version check alone
     ctx.set_materialize_grads(False)  # no zero tensors for unused outputs (gates without traces, c_n)
 
 
@@ -206,10 +207,14 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
     return _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre)[:ctx.given]
 
 
-def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre):
+def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None):
+    """The inputs' gradients from the outputs': ``g_states`` every slot's (D, T+1, B, P), or the output rows'
+    alone (D, T, B, P) with ``g_final`` (D, B, P) the last states' (``_EagerLevelOut``)."""
     saved = ctx.saved_tensors
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
+        if g_states is not None and g_states.shape[1] != v["states"].shape[1]:
+            g_states = _every_slot(g_states, g_final)
         return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
     need = _needs(ctx)
     lstm = ctx.cell == "lstm"
@@ -217,7 +222,7 @@ def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre):
         x, *(v[n] for n in FIELDS[:-1]), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
-        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16)
+        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16, g_final=g_final)
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
@@ -346,6 +351,81 @@ class _EagerLevel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return (None, None, None, *_level_backward(ctx, *grads))
+
+
+def _every_slot(g_out, g_final):
+    """The output rows' gradient (D, T, B, P) and the last states' (D, B, P, or None) as every state slot's
+    (D, T+1, B, P): direction 0's rows are slots 1..T (its last state slot T), direction 1's slots 0..T-1 (its
+    last slot 0); h_0's slot has none. Differentiable (a double backward's ``grad_outputs``)."""
+    zero = g_out.new_zeros(g_out.shape[0], 1, *g_out.shape[2:])
+    wide = [torch.cat([zero[d], g_out[d]]) if d == 0 else torch.cat([g_out[d], zero[d]]) for d in range(g_out.shape[0])]
+    if g_final is not None:
+        last = [g_out.shape[1] if d == 0 else 0 for d in range(len(wide))]
+        wide = [w.index_add(0, w.new_tensor([k], dtype=torch.long), g_final[d].unsqueeze(0))
+                for d, (w, k) in enumerate(zip(wide, last))]
+    return torch.stack(wide)
+
+
+class _EagerLevelOut(torch.autograd.Function):
+    """``_EagerLevel`` returning what the layer shows: each direction's out (T, B, P) and final state h_n (B, P),
+    in place of the (D, T+1, B, P) states they are read from, then cells, gates, c_pre and reserve as the operator.
+
+    Why: autograd gives a view's gradient to its base as a whole base-sized tensor, so out and h_n as views of the
+    states cost each training step a zero fill and a copy of every slot (per direction, and an add for h_n). Here
+    the backward gets out's gradient as the loss made it and h_n's apart, and the operator reads them as they are
+    (``recurrent_level_backward``'s ``g_states`` of T slots, with ``g_final``).
+
+    Each out shares the states' memory (a slice taken below autograd's view tracking, so it is a tensor of its
+    own to autograd); it is saved for the backward as an output, so an in-place change to it is refused at the
+    backward, as a change to a view of the saved states is. h_n is a copy, as torch.nn's is."""
+
+    @staticmethod
+    def forward(ctx, cell, coupled, bf16, *inputs):
+        res = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=bf16)  # below autograd here
+        states = res[0]
+        D, T = states.shape[0], states.shape[1] - 1
+        with torch._C._AutoDispatchBelowADInplaceOrView():
+            outs = tuple(states[0, 1:] if d == 0 else states[1, :T] for d in range(D))
+        finals = tuple(states[d, T if d == 0 else 0].clone() for d in range(D))
+        _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, res, also=outs)
+        ctx.offset, ctx.D = 3, D
+        return (*outs, *finals, *res[1:])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        D = ctx.D
+        g_outs, g_finals, (g_cells, g_gates, g_c_pre, _) = grads[:D], grads[D:2 * D], grads[2 * D:]
+        g_states = g_final = None
+        if any(g is not None for g in g_outs + g_finals):
+            states = ctx.saved_tensors[1 + len(FIELDS)]
+            T, B, P = states.shape[1] - 1, states.shape[2], states.shape[3]
+            rows = [g if g is not None else states.new_zeros(T, B, P) for g in g_outs]
+            g_states = rows[0].contiguous().unsqueeze(0) if D == 1 else torch.stack(rows)
+            if any(g is not None for g in g_finals):
+                last = [g if g is not None else states.new_zeros(B, P) for g in g_finals]
+                g_final = last[0].unsqueeze(0) if D == 1 else torch.stack(last)
+        got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final)[:ctx.given]
+        return (None, None, None, *got)
+
+
+def eager_training() -> bool:
+    """Whether ``recurrent_level`` would run this call through the eager autograd Function (not traced, grad mode
+    on): then ``level_outputs`` may stand in for it."""
+    return torch.is_grad_enabled() and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def level_outputs(*inputs, cell: str, coupled: bool = False):
+    """An eager training call of ``recurrent_level`` (``eager_training()``, keep=True) as ``_EagerLevelOut``:
+    (outs, finals, cells, gates, c_pre, reserve) with outs and finals one (T, B, P) and one (B, P) per direction.
+    Autocast as ``recurrent_level``."""
+    bf16 = False
+    if torch.is_autocast_enabled("cpu"):
+        bf16 = autocast_bf16()
+        inputs = tuple(t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+                       for t in inputs)
+    got = _EagerLevelOut.apply(cell, coupled, bf16, *inputs)
+    D = inputs[FIELDS.index("w_hh") + 1].shape[0]
+    return got[:D], got[D:2 * D], *got[2 * D:]
 
 
 def autocast_bf16() -> bool:

@@ -54,11 +54,18 @@ struct Direction {
   const T* h_mask = nullptr;  // (B, P) recurrent dropout's mask
   const T* zone = nullptr;    // (T, S, B, H) zoneout's keep masks, S = the cell's state count
   // backward
-  const T* g_states = nullptr;  // (T+1, B, P)
+  const T* g_states = nullptr;  // (T+1, B, P), or with out_grad (T, B, P)
+  // out_grad: g_states holds the output rows' gradient alone — the state after each step, slot t+1 forward and t
+  // reverse — so that the caller need not widen it to every slot; h_0's slot, which no output shows, has none.
+  // g_final (B, P) or null: the last state's own gradient (h_n's), added to that slot's
+  bool out_grad = false;
+  const T* g_final = nullptr;
   const T* g_cells = nullptr;   // (T+1, B, H) or null: zero
   const T* g_gates = nullptr;   // (T, B, G·H) or null: zero
   const T* g_cpre = nullptr;    // (T, B, H) or null
   T* da = nullptr;              // (T, B, gx)
+  bf16_t* da16 = nullptr;       // (T, B, gx) or null: the bf16 mode's ∂a, as each step's product rounds it (whole rows:
+                                // the operator gives it where the first GEMM's width is gx, no layer norm), kept for ∂W
   T* dhn = nullptr;             // (T, B, H) GRU reset="after"
   T* dhr = nullptr;             // (T, B, P) projection only: ∂h_t entering W_hr, for ∂W_hr
   T* dh0 = nullptr;             // (B, P)
@@ -75,6 +82,27 @@ struct Direction {
   T* dg_c = nullptr;
   T* db_c = nullptr;
 };
+
+// the outputs' own gradient at state slot p (slots ``slot`` values apart), or ``zeros`` where it has none
+template <typename T>
+inline const T* grad_slot(const Direction<T>& d, int64_t p, int64_t slot, const T* zeros) {
+  if (!d.out_grad) return d.g_states + p * slot;
+  const int64_t row = d.reverse ? p : p - 1;
+  return row < 0 || row >= d.steps ? zeros : d.g_states + row * slot;
+}
+
+// ∂ of the last state to start the backward loop (B rows of ``width`` at ``dh``; ``row`` apart in g_states and
+// g_final, ``j0`` on in each): its slot's gradient, plus g_final's
+template <typename T>
+inline void grad_last(const Direction<T>& d, int64_t last, int64_t slot, const T* zeros, int64_t B, int64_t row,
+                      int64_t j0, int64_t width, T* dh, int64_t ld) {
+  const T* g = grad_slot(d, last, slot, zeros);
+  for (int64_t b = 0; b < B; ++b) {
+    std::memcpy(dh + b * ld + j0, g + b * row + j0, width * sizeof(T));
+    if (d.g_final)
+      for (int64_t j = 0; j < width; ++j) dh[b * ld + j0 + j] += d.g_final[b * row + j0 + j];
+  }
+}
 
 // step s -> time t and the state slots it reads (p) and writes (n)
 inline void slots(int64_t steps, int64_t s, bool reverse, int64_t* t, int64_t* p, int64_t* n) {
@@ -277,9 +305,10 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,
   // which is what lets g++ vectorise them (a null check inside costs 2× on large layers)
-  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H), T(0));
+  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_grad ? B * P : 0), T(0));
   const T* zero_gates = zeros.data();
   const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
+  const T* zero_states = zero_cells + (d.g_cells ? 0 : B * H);
   std::vector<T> buf(2 * B * P + B * H), drop(d.h_mask ? 2 * B * P : 0), carry(d.zone ? S * B * H : 0);
   T* dh = buf.data();       // ∂h_t (the state after this step)
   T* dh_prev = dh + B * P;  // ∂h_{t-1}
@@ -291,7 +320,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   std::vector<T> proj(d.dhr ? 3 * B * H : 0, T(0));
   T* dm = d.dhr ? proj.data() : nullptr;
   const int64_t last = d.reverse ? 0 : steps;
-  std::memcpy(dh, d.g_states + last * RS * P, B * P * sizeof(T));
+  grad_last(d, last, RS * P, zero_states, B, P, 0, P, dh, P);
   if (d.g_cells)
     std::memcpy(dc, d.g_cells + last * RS * H, B * H * sizeof(T));
   else
@@ -301,7 +330,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     slots(steps, s, d.reverse, &t, &p, &n);
     const T* live = d.mask ? d.mask + t * RS : nullptr;
     const T* h_prev = d.states + p * RS * P;
-    const T* gh_prev = d.g_states + p * RS * P;
+    const T* gh_prev = grad_slot(d, p, RS * P, zero_states);
     const T* gc_prev = d.g_cells ? d.g_cells + p * RS * H : zero_cells;
     T* da = d.da + t * RS * GX;
     if (d.zone) {
@@ -351,6 +380,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
                       grads.g_hh.data(), grads.b_hh.data(), k.ln_step.data());
       g = {dhh, R};
     }
+    k.keep16 = d.da16 && g.d == da ? d.da16 + t * RS * GX : nullptr;
     k.product_back(g.d, g.ld, 0, W1, T(1), acc);
     if (d.h_mask)
       for (int64_t j = 0; j < B * P; ++j) dh_prev[j] += dhin[j] * d.h_mask[j];

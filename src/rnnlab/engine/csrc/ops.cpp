@@ -606,8 +606,9 @@ Direction<T> rows_of(const Direction<T>& d, const Shape& s, int64_t b0) {
   o.rows = s.B;
   o.mask = at(d.mask, 1), o.xp = at(d.xp, s.GX), o.x = at(d.x, s.X), o.x16 = at(d.x16, s.X);
   o.states = at(d.states, s.P), o.cells = at(d.cells, s.H), o.gates = at(d.gates, s.GH), o.extra = at(d.extra, s.H);
+  o.da16 = at(d.da16, s.GX);
   o.c_pre = at(d.c_pre, s.H), o.m = at(d.m, s.H), o.h_mask = at(d.h_mask, s.P), o.zone = at(d.zone, s.H);
-  o.g_states = at(d.g_states, s.P), o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
+  o.g_states = at(d.g_states, s.P), o.g_final = at(d.g_final, s.P), o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
   o.g_cpre = at(d.g_cpre, s.H), o.da = at(d.da, s.GX), o.dhn = at(d.dhn, s.H), o.dhr = at(d.dhr, s.P);
   o.dh0 = at(d.dh0, s.P), o.dc0 = at(d.dc0, s.H);
   return o;
@@ -895,7 +896,8 @@ LevelGrads recurrent_level_backward(
     const Opt& ln_hh_w, const Opt& ln_hh_b, const Opt& ln_c_w, const Opt& ln_c_b, const Opt& zone, const Tensor& states,
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
-    const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights, bool bf16) {
+    const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights, bool bf16,
+    const Opt& g_final) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -908,7 +910,13 @@ LevelGrads recurrent_level_backward(
   expect(fn, "gates", gates, {D, T, B, s.GH}, s.dtype);
   expect(fn, "c_pre", c_pre, lstm && s.zone ? c10::IntArrayRef{D, T, B, H} : c10::IntArrayRef{0}, s.dtype);
   expect(fn, "reserve", reserve, {D, reserve_size(s)}, s.dtype);
-  expect(fn, "g_states", g_states, {D, T + 1, B, P}, s.dtype);
+  // g_states: every slot's gradient, or (out_grad) the output rows' alone, with g_final's for the last state
+  const bool out_grad = g_states.dim() == 4 && g_states.size(1) == T;
+  expect(fn, "g_states", g_states, {D, out_grad ? T : T + 1, B, P}, s.dtype);
+  TORCH_CHECK_VALUE(!g_final.has_value() || out_grad, fn, ": g_final: expected None where g_states holds every "
+                    "slot (D, T+1, B, P) (give g_states the output rows, (D, T, B, P), with it), got a tensor");
+  const Tensor g_final_c = g_final.has_value() ? (expect(fn, "g_final", *g_final, {D, B, P}, s.dtype),
+                                                  g_final->contiguous()) : Tensor();
   const Tensor states_c = states.contiguous(), cells_c = cells.contiguous(), gates_c = gates.contiguous();
   const Tensor c_pre_c = c_pre.contiguous(), reserve_c = reserve.contiguous(), g_states_c = g_states.contiguous();
   const Tensor g_cells_c = lstm ? grad_of(fn, "g_cells", g_cells, {D, T + 1, B, H}, s.dtype) : Tensor();
@@ -916,23 +924,35 @@ LevelGrads recurrent_level_backward(
   const Tensor g_c_pre_c = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, {D, T, B, H}, s.dtype) : Tensor();
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   struct Work {
-    Tensor states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates, g_c_pre, da, dhn, dh0, dc0, dhh, dhr;
+    Tensor states, cells, gates, c_pre, reserve, g_states, g_final, g_cells, g_gates, g_c_pre, da, da16, dhn, dh0, dc0,
+        dhh, dhr;
     Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
   };
   std::vector<Work> work(s.D);
   const bool half = use_bf16(s, bf16);
   const bool by_rows = split_rows(s, half, true);
   const bool split = !by_rows && split_units(s, half, true);
+  // bf16 mode: the loop's per-step rounding of ∂a for the product with W_hh is kept (da16) and is the weights' GEMMs'
+  // operand, in place of a rounding pass over all T·B rows after the loop (a pass from memory: 9 ms of a 100 ms LSTM
+  // step at (50, 128, 256, 512)). Where that product reads whole rows of ∂a — the RNN and the LSTM without layer norm —
+  // on one loop or split by row (split by unit, each part rounds its own columns). RNNLAB_DA16=0 rounds after the loop
+  // instead (tests compare the two: the same values, rounded once either way)
+  const char* da16_env = std::getenv("RNNLAB_DA16");
+  const bool keep16 = half && need_weights && !split && !s.ln_hh && !s.ln_ih &&
+                      (lstm || s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU) &&
+                      !(da16_env && std::string(da16_env) == "0");
   std::vector<Tensor> w_hh16s;  // bf16 mode: W_hh rounded once for the whole loop
   for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half && !split ? to16(recs[d].w_hh) : Tensor());  // (split.h's parts: their own)
   for (int64_t d = 0; d < s.D; ++d) {
     Work& w = work[d];
     w.states = states_c[d], w.cells = lstm ? cells_c[d] : Tensor(), w.gates = gates_c[d];
     w.c_pre = lstm && s.zone ? c_pre_c[d] : Tensor(), w.reserve = reserve_c[d], w.g_states = g_states_c[d];
+    w.g_final = g_final_c.defined() ? g_final_c[d] : Tensor();
     w.g_cells = g_cells_c.defined() ? g_cells_c[d] : Tensor();
     w.g_gates = g_gates_c.defined() ? g_gates_c[d] : Tensor();
     w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
     w.da = pooled_empty({T, B, s.GX}, x.options());
+    if (keep16) w.da16 = pooled_empty({T, B, s.GX}, x.options().dtype(at::kBFloat16));
     w.dhn = s.kind == Kind::GRU_AFTER ? pooled_empty({T, B, H}, x.options()) : Tensor();
     w.dh0 = x.new_empty({B, P});
     if (s.proj) w.dhr = pooled_empty({T, B, P}, x.options());
@@ -959,7 +979,9 @@ LevelGrads recurrent_level_backward(
       dir.extra = mut<T_>(res.get("extra")), dir.c_pre = mut<T_>(w.c_pre);
       dir.h_mask = ptr<T_>(r.h_mask), dir.zone = ptr<T_>(r.zone);
       dir.g_states = w.g_states.data_ptr<T_>(), dir.g_cells = ptr<T_>(w.g_cells);
+      dir.out_grad = out_grad, dir.g_final = ptr<T_>(w.g_final);
       dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
+      if (w.da16.defined()) dir.da16 = reinterpret_cast<bf16_t*>(w.da16.data_ptr());
       dir.da = w.da.data_ptr<T_>(), dir.dhn = ptr<T_>(w.dhn) ? mut<T_>(w.dhn) : nullptr;
       dir.dh0 = w.dh0.data_ptr<T_>(), dir.dc0 = mut<T_>(w.dc0);
       dir.m = mut<T_>(res.get("m")), dir.dhr = mut<T_>(w.dhr);
@@ -1010,7 +1032,7 @@ LevelGrads recurrent_level_backward(
           res.get("ih_rstd").reshape({T * B, 1}), r.ln_ih_w, r.ln_ih_b, {true, need_weights, need_weights});
       if (need_weights) dg_ih.push_back(dg), db_ih.push_back(d_bias);
     }
-    const Tensor d_raw_ = low(d_raw);
+    const Tensor d_raw_ = w.da16.defined() ? w.da16.view({T * B, s.GX}) : low(d_raw);
     if (need_x && half) {
       if (!dx.defined()) dx = pooled_empty({T * B, s.X}, x.options());
       mm16(d_raw_, false, to16(r.w_ih), false, d == 0 ? 0.0f : 1.0f, dx);
@@ -1152,7 +1174,7 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "
         "Tensor? w_hr=None, *, str cell, bool coupled=False, bool need_x=True, bool need_weights=True, "
-        "bool bf16=False) -> (Tensor dx, Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, "
+        "bool bf16=False, Tensor? g_final=None) -> (Tensor dx, Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, "
         "Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, "
         "Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
   m.def("recurrent_stack(Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor h0, Tensor? c0, Tensor[] b, Tensor[] b_hn, "

@@ -225,15 +225,16 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
   if (half) own_bf16_backward(k, W, w_hh, ws.take<bf16_t>(W * P));
-  const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H);
+  const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_grad ? B * H : 0);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));
   const T* zero_gates = zeros;
   const T* zero_cells = zeros + (d.g_gates ? 0 : B * GH);
+  const T* zero_states = zero_cells + (d.g_cells ? 0 : B * H);
 
   const int64_t last = d.reverse ? 0 : steps;
+  grad_last(d, last, B * H, zero_states, B, H, j0, n, dh, H);
   for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(dh + b * H + j0, d.g_states + (last * B + b) * H + j0, n * sizeof(T));
     if (lstm && d.g_cells)
       std::memcpy(dc + b * H + j0, d.g_cells + (last * B + b) * H + j0, n * sizeof(T));
     else if (lstm)
@@ -244,7 +245,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
     slots(steps, s, d.reverse, &t, &p, &q);
     const T* live = d.mask ? d.mask + t * B : nullptr;
     const T* h_prev = d.states + p * B * H;
-    const T* gh_prev = d.g_states + p * B * H;
+    const T* gh_prev = grad_slot(d, p, B * H, zero_states);
     const T* gc_prev = d.g_cells ? d.g_cells + p * B * H : zero_cells;
     T* da = d.da + t * B * GX;
     if (live) {  // rows outside their sequence: no gate gradient, the state's gradient passes through

@@ -127,6 +127,7 @@ struct Loop {
   const bf16_t* w_hhT16 = nullptr;  // (P, rec) forward
   const bf16_t* w_hh16 = nullptr;   // (rec, P) backward
   std::vector<bf16_t> in16;         // (B, max(H, rec)), sized by make_loop in bf16 mode (split.h: own_bf16_*)
+  bf16_t* keep16 = nullptr;         // backward: where product_back rounds this step's rows instead (the driver's da16)
   // the same two, packed once per call for brgemm.h's products where it runs them (else null: MKL on the copies
   // above); shared, read only, by a level's loops over parts of the batch
   std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
@@ -239,10 +240,11 @@ struct Loop {
   void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) {
     if constexpr (std::is_same_v<T, float>) {
       if (w_hh16) {
-        to_bf16_rows(B, rows, d, ldd, in16.data());
+        bf16_t* in = keep16 ? keep16 : in16.data();
+        to_bf16_rows(B, rows, d, ldd, in);
         if (w_hh16p && w_hh16p->covers(row, rows, 0, P) && (beta == 0.0f || beta == 1.0f))
-          return w_hh16p->product(B, in16.data(), rows, row, rows, 0, P, beta == 1.0f, out, P, gemm_threads);
-        gemm_bf16(false, false, B, P, rows, in16.data(), rows, w_hh16 + row * P, P, beta, out, P);
+          return w_hh16p->product(B, in, rows, row, rows, 0, P, beta == 1.0f, out, P, gemm_threads);
+        gemm_bf16(false, false, B, P, rows, in, rows, w_hh16 + row * P, P, beta, out, P);
         return;
       }
     }
