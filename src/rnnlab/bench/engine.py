@@ -732,7 +732,8 @@ def _split_lines(report: dict) -> list[str]:
                   "operators' bf16 mode (the others: float32 below the mode's size threshold): (a) as that mode runs "
                   "the per-step GEMMs (h and the gradient rows rounded to bf16 each step, then brgemm on W_hh packed "
                   "once per call where this CPU has it, else MKL's bf16 GEMM), (b) on bf16 operands; (c) now also holds the per-call "
-                  "bf16 copies of x and the weights. `% bf16`: the GEMMs' GFLOP/s over the bf16 GEMM rate.", ""]
+                  "bf16 copies of x, the weights and the states (and of ∂a for the GRU: the RNN's and the LSTM's is "
+                  "the per-step rounding (a) makes, kept). `% bf16`: the GEMMs' GFLOP/s over the bf16 GEMM rate.", ""]
         lines += _split_table(bf16, "split_bf16", "bf16")
     return lines
 

@@ -20,7 +20,8 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
 The same split of a step under bfloat16 autocast (``bf16=True``: the operators' bf16 mode) times (a) as that mode
 runs it (h and the gradient rows rounded to bf16 each step; brgemm on W_hh packed once per call, csrc/brgemm.h, where
 the CPU has it, else MKL's bf16 GEMM) and (b) on bf16 operands, and sets
-them against the machine's bf16 GEMM rate; (c) then also holds the per-call bf16 copies of x and the weights.
+them against the machine's bf16 GEMM rate; (c) then also holds the per-call bf16 copies of x, the weights and the
+states (and, for the GRU and layer norm, of ∂a: the RNN's and the LSTM's is the per-step rounding (a) makes, kept).
 
 Each is a median of repeats (``timing.median_ms``); (a) and (b) as GFLOP/s (2 flops per multiply-add) are
 set against the machine's SGEMM rate. (a) and (b) are timed in isolation, with warm caches of their own:

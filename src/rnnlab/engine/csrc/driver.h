@@ -66,6 +66,10 @@ struct Direction {
   T* da = nullptr;              // (T, B, gx)
   bf16_t* da16 = nullptr;       // (T, B, gx) or null: the bf16 mode's ∂a, as each step's product rounds it (whole rows:
                                 // the operator gives it where the first GEMM's width is gx, no layer norm), kept for ∂W
+  // da_step: da holds one step (B, gx), reused (with da16, nothing after the loop reads ∂a in float32 but the gate bias's
+  // gradient, which the loop then sums into db (gx) a step at a time, while the step's rows are in cache)
+  bool da_step = false;
+  T* db = nullptr;
   T* dhn = nullptr;             // (T, B, H) GRU reset="after"
   T* dhr = nullptr;             // (T, B, P) projection only: ∂h_t entering W_hr, for ∂W_hr
   T* dh0 = nullptr;             // (B, P)
@@ -101,6 +105,15 @@ inline void grad_last(const Direction<T>& d, int64_t last, int64_t slot, const T
     std::memcpy(dh + b * ld + j0, g + b * row + j0, width * sizeof(T));
     if (d.g_final)
       for (int64_t j = 0; j < width; ++j) dh[b * ld + j0 + j] += d.g_final[b * row + j0 + j];
+  }
+}
+
+// sums[j] += Σ_b rows[b, j] over B dense rows of width n
+template <typename T>
+RNNLAB_KERNEL void column_sums_into(int64_t B, int64_t n, const T* __restrict rows, T* __restrict sums) {
+  for (int64_t b = 0; b < B; ++b) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) sums[j] += rows[b * n + j];
   }
 }
 
@@ -332,7 +345,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     const T* h_prev = d.states + p * RS * P;
     const T* gh_prev = grad_slot(d, p, RS * P, zero_states);
     const T* gc_prev = d.g_cells ? d.g_cells + p * RS * H : zero_cells;
-    T* da = d.da + t * RS * GX;
+    T* da = d.da + (d.da_step ? 0 : t * RS * GX);
     if (d.zone) {
       zoneout_rows_back<T>(B, P, live, d.zone + (S * t) * RS * H, dh, carry.data());
       if (S == 2) {
@@ -381,6 +394,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
       g = {dhh, R};
     }
     k.keep16 = d.da16 && g.d == da ? d.da16 + t * RS * GX : nullptr;
+    if (d.db) column_sums_into(B, GX, da, d.db);
     k.product_back(g.d, g.ld, 0, W1, T(1), acc);
     if (d.h_mask)
       for (int64_t j = 0; j < B * P; ++j) dh_prev[j] += dhin[j] * d.h_mask[j];

@@ -924,8 +924,8 @@ LevelGrads recurrent_level_backward(
   const Tensor g_c_pre_c = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, {D, T, B, H}, s.dtype) : Tensor();
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   struct Work {
-    Tensor states, cells, gates, c_pre, reserve, g_states, g_final, g_cells, g_gates, g_c_pre, da, da16, dhn, dh0, dc0,
-        dhh, dhr;
+    Tensor states, cells, gates, c_pre, reserve, g_states, g_final, g_cells, g_gates, g_c_pre, da, da16, db, dhn, dh0,
+        dc0, dhh, dhr;
     Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
   };
   std::vector<Work> work(s.D);
@@ -941,6 +941,9 @@ LevelGrads recurrent_level_backward(
   const bool keep16 = half && need_weights && !split && !s.ln_hh && !s.ln_ih &&
                       (lstm || s.kind == Kind::RNN_TANH || s.kind == Kind::RNN_RELU) &&
                       !(da16_env && std::string(da16_env) == "0");
+  // and then ∂a in float32 is one step's rows, its column sums (the gate bias's gradient) taken by the loop, unless
+  // the peepholes' gradient reads every step's ∂a after the loop
+  const bool da_step = keep16 && !s.peep;
   std::vector<Tensor> w_hh16s;  // bf16 mode: W_hh rounded once for the whole loop
   for (int64_t d = 0; d < s.D; ++d) w_hh16s.push_back(half && !split ? to16(recs[d].w_hh) : Tensor());  // (split.h's parts: their own)
   for (int64_t d = 0; d < s.D; ++d) {
@@ -951,8 +954,9 @@ LevelGrads recurrent_level_backward(
     w.g_cells = g_cells_c.defined() ? g_cells_c[d] : Tensor();
     w.g_gates = g_gates_c.defined() ? g_gates_c[d] : Tensor();
     w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
-    w.da = pooled_empty({T, B, s.GX}, x.options());
+    w.da = pooled_empty({da_step ? 1 : T, B, s.GX}, x.options());
     if (keep16) w.da16 = pooled_empty({T, B, s.GX}, x.options().dtype(at::kBFloat16));
+    if (da_step && s.bias) w.db = by_rows ? x.new_zeros({2, s.GX}) : x.new_zeros({1, s.GX});  // a row per loop
     w.dhn = s.kind == Kind::GRU_AFTER ? pooled_empty({T, B, H}, x.options()) : Tensor();
     w.dh0 = x.new_empty({B, P});
     if (s.proj) w.dhr = pooled_empty({T, B, P}, x.options());
@@ -982,6 +986,7 @@ LevelGrads recurrent_level_backward(
       dir.out_grad = out_grad, dir.g_final = ptr<T_>(w.g_final);
       dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
       if (w.da16.defined()) dir.da16 = reinterpret_cast<bf16_t*>(w.da16.data_ptr());
+      dir.da_step = da_step, dir.db = mut<T_>(w.db);
       dir.da = w.da.data_ptr<T_>(), dir.dhn = ptr<T_>(w.dhn) ? mut<T_>(w.dhn) : nullptr;
       dir.dh0 = w.dh0.data_ptr<T_>(), dir.dc0 = mut<T_>(w.dc0);
       dir.m = mut<T_>(res.get("m")), dir.dhr = mut<T_>(w.dhr);
@@ -992,7 +997,9 @@ LevelGrads recurrent_level_backward(
         if (by_rows) {  // each half of the batch on a thread of its own (split.h's run_rows)
           auto part = [&](int64_t b0, int64_t n) {
             Loop<T_> kp = rows_loop(k, s, n);
-            run_backward<T_, Cell>(kp, rows_of(dir, s, b0));
+            Direction<T_> pd = rows_of(dir, s, b0);
+            if (pd.db) pd.db = dir.db + (b0 ? s.GX : 0);  // each part its own row of sums
+            run_backward<T_, Cell>(kp, pd);
           };
           if (run_rows(s.B, part)) return took(ROWS_BACK);
         }
@@ -1023,7 +1030,7 @@ LevelGrads recurrent_level_backward(
     const Record& r = recs[d];
     Work& w = work[d];
     const Reserve res(s, w.reserve);
-    const Tensor da2 = w.da.view({T * B, s.GX});
+    const Tensor da2 = da_step ? Tensor() : w.da.view({T * B, s.GX});  // (da_step: one step, read by the loop only)
     Tensor d_raw = da2, d_bias;  // ∂ of x W_ihᵀ; Σ ∂a, the gate bias's gradient
     if (s.ln_ih) {  // through LN(x W_ihᵀ); its bias β and the gate bias b share the gradient Σ ∂a
       Tensor dg;
@@ -1063,7 +1070,7 @@ LevelGrads recurrent_level_backward(
       dw_hh.push_back(mm_tn(rec, h_prev));
     }
     dw_ih.push_back(mm_tn(d_raw_, x2_));
-    if (s.bias) db.push_back(d_bias.defined() ? d_bias : column_sums(da2));
+    if (s.bias) db.push_back(d_bias.defined() ? d_bias : w.db.defined() ? w.db.sum(0) : column_sums(da2));
     if (s.bias_hn) db_hn.push_back(column_sums(w.dhn.view({T * B, H})));
     if (s.peep) {  // ∂p = Σ over T·B rows of ∂a_gate · C (C_{t-1} for f, i; C_t before zoneout for o)
       Tensor c_prev = reverse ? w.cells.narrow(0, 1, T) : w.cells.narrow(0, 0, T);
