@@ -1,6 +1,7 @@
-"""The eager training path's outputs (``ops.level_outputs``): each direction's out and h_n as tensors of their
-own, whose gradients reach ``recurrent_level_backward`` as they are (``g_states`` of T slots, with ``g_final``),
-against the operator's (T+1)-slot states and the views of them that autograd widens back to every slot."""
+"""The eager training path's outputs (``ops.level_outputs``): each direction's out, h_n and (LSTM) c_n as tensors
+of their own, whose gradients reach ``recurrent_level_backward`` as they are (``g_states`` of T slots, with
+``g_final`` and ``g_final_c``), against the operator's (T+1)-slot states and cells and the views of them that
+autograd widens back to every slot."""
 
 import pytest
 import torch
@@ -13,29 +14,33 @@ pytestmark = pytest.mark.skipif(not ops.available(), reason="the native operator
 
 
 def _slots_form(args, kwargs):
-    """out and h_n per direction as views of the operator's states (the path before level_outputs)."""
+    """out, h_n and c_n per direction as views of the operator's states and cells (the path before
+    level_outputs)."""
     states, cells, *_ = ops.recurrent_level(*args, **kwargs)
     T = states.shape[1] - 1
     D = states.shape[0]
     outs = [states[0, 1:] if d == 0 else states[1, :T] for d in range(D)]
     finals = [states[0, T] if d == 0 else states[1, 0] for d in range(D)]
-    return outs, finals, cells
+    c_finals = [cells[0, T] if d == 0 else cells[1, 0] for d in range(D)] if cells.numel() else []
+    return outs, finals, c_finals, cells
 
 
 def _grads(form, args, kwargs, seed):
-    outs, finals, cells = form(args, kwargs)
+    outs, finals, c_finals, cells = form(args, kwargs)
     g = torch.Generator().manual_seed(seed)
     loss = sum((o * torch.rand(o.shape, dtype=o.dtype, generator=g)).sum() for o in outs)
     loss = loss + sum((f * torch.rand(f.shape, dtype=f.dtype, generator=g)).sum() for f in finals)
-    if cells.numel():
-        loss = loss + (cells[:, -1] * 0.5).sum()
+    loss = loss + sum((c * torch.rand(c.shape, dtype=c.dtype, generator=g)).sum() for c in c_finals)
+    if cells.numel():  # the cells' own slots too (the traces' C): g_cells beside g_final_c
+        loss = loss + (cells[:, 2] * 0.5).sum()
     inputs = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    return [o.detach() for o in outs] + [f.detach() for f in finals] + list(torch.autograd.grad(loss, inputs))
+    kept = [o.detach() for o in outs] + [f.detach() for f in finals] + [c.detach() for c in c_finals]
+    return kept + list(torch.autograd.grad(loss, inputs))
 
 
 def _outputs_form(args, kwargs):
-    outs, finals, cells, *_ = ops.level_outputs(*args, **kwargs)
-    return outs, finals, cells
+    outs, finals, c_finals, cells, *_ = ops.level_outputs(*args, **kwargs)
+    return outs, finals, c_finals, cells
 
 
 CASES = [(cell, lengths, D, variants) for cell in CELLS for lengths in (False, True) for D in (1, 2)
@@ -68,8 +73,8 @@ def test_level_outputs_pass_gradcheck_and_gradgradcheck(cell):
         full = list(args)
         for i, t in zip(pos, free):
             full[i] = t
-        outs, finals, cells, *_ = ops.level_outputs(*full, **kwargs)
-        return (*outs, *finals)
+        outs, finals, c_finals, *_ = ops.level_outputs(*full, **kwargs)
+        return (*outs, *finals, *c_finals)
 
     free = [args[i].detach().clone().requires_grad_() for i in pos]
     assert torch.autograd.gradcheck(f, free)
@@ -78,7 +83,8 @@ def test_level_outputs_pass_gradcheck_and_gradgradcheck(cell):
 
 def test_an_unused_output_gets_no_gradient_and_h_n_alone_still_reaches_the_weights():
     args, kwargs = level_args("gru_after", torch.float64, False, 2, False)
-    outs, finals, *_ = ops.level_outputs(*args, **kwargs)
+    outs, finals, c_finals, *_ = ops.level_outputs(*args, **kwargs)
+    assert c_finals == ()
     (dw,) = torch.autograd.grad(finals[1].sum(), [args[1]])
     states = ops.recurrent_level(*args, **kwargs)[0]
     (want,) = torch.autograd.grad(states[1, 0].sum(), [args[1]])
@@ -87,8 +93,9 @@ def test_an_unused_output_gets_no_gradient_and_h_n_alone_still_reaches_the_weigh
 
 def test_an_in_place_change_to_out_is_refused_at_backward_and_h_n_is_its_own_tensor():
     args, kwargs = level_args("lstm", torch.float32, False, 1, False)
-    outs, finals, *_ = ops.level_outputs(*args, **kwargs)
+    outs, finals, c_finals, cells, *_ = ops.level_outputs(*args, **kwargs)
     assert finals[0].data_ptr() != outs[0][-1].data_ptr()
+    assert c_finals[0].data_ptr() != cells[0, -1].data_ptr()
     h_last = outs[0][-1].clone()
     finals[0].add_(1.0)  # h_n is a copy: out keeps its values
     assert torch.equal(outs[0][-1], h_last)
@@ -112,11 +119,30 @@ def test_backward_operator_reads_the_output_rows_with_g_final_as_every_slot():
     plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
     op = torch.ops.rnnlab.recurrent_level_backward
     common = dict(cell="lstm", need_x=True, need_weights=True)
-    want = op(*plain[:17], *res, wide, None, None, None, None, **common)
-    got = op(*plain[:17], *res, rows, None, None, None, None, g_final=final, **common)
+    cells = torch.rand(res[1].shape, dtype=torch.float64, generator=g)
+    c_last = torch.rand(D, *res[1].shape[2:], dtype=torch.float64, generator=g)
+    wide_cells = cells.clone()
+    wide_cells[0, T] += c_last[0]
+    wide_cells[1, 0] += c_last[1]
+    want = op(*plain[:17], *res, wide, wide_cells, None, None, None, **common)
+    got = op(*plain[:17], *res, rows, cells, None, None, None, g_final=final, g_final_c=c_last, **common)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+    alone = op(*plain[:17], *res, rows, None, None, None, None, g_final=final, g_final_c=c_last, **common)
+    want = op(*plain[:17], *res, wide, torch.zeros_like(cells) + wide_cells - cells, None, None, None, **common)
+    for a, b in zip(alone, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="g_final: expected None"):
         op(*plain[:17], *res, wide, None, None, None, None, g_final=final, **common)
     with pytest.raises(ValueError, match="g_final: expected shape"):
         op(*plain[:17], *res, rows, None, None, None, None, g_final=final[:, :2], **common)
+
+
+def test_g_final_c_is_refused_for_a_cell_without_c():
+    args, kwargs = level_args("gru_after", torch.float64, False, 1, False, T=3, B=2, H=3)
+    res = [t.detach() for t in ops.recurrent_level(*args, **kwargs)]
+    plain = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+    rows = torch.zeros(1, 3, 2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="g_final_c: expected None for cell 'gru_after'"):
+        torch.ops.rnnlab.recurrent_level_backward(*plain[:17], *res, rows, None, None, None, None, cell="gru_after",
+                                                  g_final_c=torch.zeros(1, 2, 3, dtype=torch.float64))

@@ -45,15 +45,17 @@ def _views(layer, states, cells, gates, c_pre, live, reverse: bool, trace: bool)
     """One direction's out (T, B, H), final state and traces, as views of the operator's outputs."""
     T = states.shape[0] - 1
     out = states[:T] if reverse else states[1:]  # the reverse direction keeps h_t in slot t
-    return _shown(layer, out, states[0 if reverse else T], cells, gates, c_pre, live, reverse, trace)
+    return _shown(layer, out, states[0 if reverse else T], None, cells, gates, c_pre, live, reverse, trace)
 
 
-def _shown(layer, out, h_n, cells, gates, c_pre, live, reverse: bool, trace: bool):
-    """One direction's out (T, B, H), final state and traces, from its out and h_n and the operator's other
-    outputs (views of those)."""
+def _shown(layer, out, h_n, c_n, cells, gates, c_pre, live, reverse: bool, trace: bool):
+    """One direction's out (T, B, H), final state and traces, from its out, h_n and c_n (None: a view of cells)
+    and the operator's other outputs (views of those)."""
     T = out.shape[0]
-    # C: (T+1) slots, or in inference its first and last only (the operator's keep=False): the last is slot -1
-    final = (h_n,) if cells is None else (h_n, cells[0 if reverse else -1])
+    if cells is not None and c_n is None:
+        # C: (T+1) slots, or in inference its first and last only (the operator's keep=False): the last is slot -1
+        c_n = cells[0 if reverse else -1]
+    final = (h_n,) if cells is None else (h_n, c_n)
     if live is not None:
         out = torch.where(live, out, 0.0)  # not out * live: a NaN state at a padded step must still give 0
     traces = None
@@ -204,10 +206,10 @@ def run_levels(layer, x, hx, lengths, trace):
         kept = keep(args, f, trace)
         lstm, zone = cell == "lstm", f["zone"] is not None
         if kept and ops.eager_training():  # each direction's out and h_n as the layer shows them (ops.level_outputs)
-            outs, finals, *res = ops.level_outputs(*args, cell=cell, coupled=coupled)
+            outs, finals, c_finals, *res = ops.level_outputs(*args, cell=cell, coupled=coupled)
             cells, gates, c_pre = (_directions(t, D) for t in res[:3])
-            return [_shown(layer, outs[d], finals[d], cells[d] if lstm else None, gates[d],
-                           c_pre[d] if zone and lstm else None, live, d == 1, trace) for d in range(D)]
+            return [_shown(layer, outs[d], finals[d], c_finals[d] if lstm else None, cells[d] if lstm else None,
+                           gates[d], c_pre[d] if zone and lstm else None, live, d == 1, trace) for d in range(D)]
         res = ops.recurrent_level(*args, cell=cell, coupled=coupled, keep=kept)
         out_states, cells, gates, c_pre = (_directions(t, D) for t in res[:4])  # each output is (D, ...)
         return [_views(layer, out_states[d], cells[d] if lstm else None, gates[d], c_pre[d] if zone and lstm else None,

@@ -207,14 +207,17 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
     return _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre)[:ctx.given]
 
 
-def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None):
+def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_final_c=None):
     """The inputs' gradients from the outputs': ``g_states`` every slot's (D, T+1, B, P), or the output rows'
-    alone (D, T, B, P) with ``g_final`` (D, B, P) the last states' (``_EagerLevelOut``)."""
+    alone (D, T, B, P) with ``g_final`` (D, B, P) the last states' and ``g_final_c`` (D, B, H) the LSTM's last
+    C's (``_EagerLevelOut``)."""
     saved = ctx.saved_tensors
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
         if g_states is not None and g_states.shape[1] != v["states"].shape[1]:
             g_states = _every_slot(g_states, g_final)
+        if g_final_c is not None:
+            g_cells = _at_last_slot(torch.zeros_like(v["cells"]) if g_cells is None else g_cells, g_final_c)
         return _level_double_backward(ctx, x, v, (g_states, g_cells, g_gates, g_c_pre))
     need = _needs(ctx)
     lstm = ctx.cell == "lstm"
@@ -222,7 +225,8 @@ def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None):
         x, *(v[n] for n in FIELDS[:-1]), *(v[n] for n in OUTPUTS),
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
-        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16, g_final=g_final)
+        need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16, g_final=g_final,
+        g_final_c=g_final_c)
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
@@ -358,53 +362,70 @@ def _every_slot(g_out, g_final):
     (D, T+1, B, P): direction 0's rows are slots 1..T (its last state slot T), direction 1's slots 0..T-1 (its
     last slot 0); h_0's slot has none. Differentiable (a double backward's ``grad_outputs``)."""
     zero = g_out.new_zeros(g_out.shape[0], 1, *g_out.shape[2:])
-    wide = [torch.cat([zero[d], g_out[d]]) if d == 0 else torch.cat([g_out[d], zero[d]]) for d in range(g_out.shape[0])]
-    if g_final is not None:
-        last = [g_out.shape[1] if d == 0 else 0 for d in range(len(wide))]
-        wide = [w.index_add(0, w.new_tensor([k], dtype=torch.long), g_final[d].unsqueeze(0))
-                for d, (w, k) in enumerate(zip(wide, last))]
-    return torch.stack(wide)
+    wide = torch.stack([torch.cat([zero[d], g_out[d]]) if d == 0 else torch.cat([g_out[d], zero[d]])
+                        for d in range(g_out.shape[0])])
+    return wide if g_final is None else _at_last_slot(wide, g_final)
+
+
+def _at_last_slot(slots, last):
+    """(D, T+1, ...) ``slots`` with ``last`` (D, ...) added to each direction's last slot (T forward, 0 reverse).
+    Differentiable."""
+    T = slots.shape[1] - 1
+    return torch.stack([s.index_add(0, s.new_tensor([T if d == 0 else 0], dtype=torch.long), last[d].unsqueeze(0))
+                        for d, s in enumerate(slots)])
+
+
+def _stacked(grads, like):
+    """Per-direction gradients (None where an output got none) as one (D, ...) tensor, or None if all are None."""
+    if all(g is None for g in grads):
+        return None
+    grads = [g if g is not None else like() for g in grads]
+    return grads[0].contiguous().unsqueeze(0) if len(grads) == 1 else torch.stack(grads)
 
 
 class _EagerLevelOut(torch.autograd.Function):
-    """``_EagerLevel`` returning what the layer shows: each direction's out (T, B, P) and final state h_n (B, P),
-    in place of the (D, T+1, B, P) states they are read from, then cells, gates, c_pre and reserve as the operator.
+    """``_EagerLevel`` returning what the layer shows: each direction's out (T, B, P), final state h_n (B, P) and,
+    for the LSTM, final cell c_n (B, H), in place of the (D, T+1, B, ·) states and cells they are read from; then
+    cells, gates, c_pre and reserve as the operator.
 
-    Why: autograd gives a view's gradient to its base as a whole base-sized tensor, so out and h_n as views of the
-    states cost each training step a zero fill and a copy of every slot (per direction, and an add for h_n). Here
-    the backward gets out's gradient as the loss made it and h_n's apart, and the operator reads them as they are
-    (``recurrent_level_backward``'s ``g_states`` of T slots, with ``g_final``).
+    Why: autograd gives a view's gradient to its base as a whole base-sized tensor, so out, h_n and c_n as views
+    cost each training step a zero fill and a copy of every slot (per direction; c_n's where a loss or a decoder
+    uses it). Here the backward gets out's gradient as the loss made it and h_n's and c_n's apart, and the operator
+    reads them as they are (``recurrent_level_backward``'s ``g_states`` of T slots, ``g_final``, ``g_final_c``).
 
     Each out shares the states' memory (a slice taken below autograd's view tracking, so it is a tensor of its
     own to autograd); it is saved for the backward as an output, so an in-place change to it is refused at the
-    backward, as a change to a view of the saved states is. h_n is a copy, as torch.nn's is."""
+    backward, as a change to a view of the saved states is. h_n and c_n are copies, as torch.nn's are."""
 
     @staticmethod
     def forward(ctx, cell, coupled, bf16, *inputs):
         res = torch.ops.rnnlab.recurrent_level(*inputs, cell=cell, coupled=coupled, bf16=bf16)  # below autograd here
-        states = res[0]
+        states, cells = res[0], res[1]
         D, T = states.shape[0], states.shape[1] - 1
         with torch._C._AutoDispatchBelowADInplaceOrView():
             outs = tuple(states[0, 1:] if d == 0 else states[1, :T] for d in range(D))
-        finals = tuple(states[d, T if d == 0 else 0].clone() for d in range(D))
+        last = [T if d == 0 else 0 for d in range(D)]
+        finals = tuple(states[d, k].clone() for d, k in enumerate(last))
+        c_finals = tuple(cells[d, k].clone() for d, k in enumerate(last)) if cell == "lstm" else ()
         _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, res, also=outs)
-        ctx.offset, ctx.D = 3, D
-        return (*outs, *finals, *res[1:])
+        ctx.offset, ctx.D, ctx.C = 3, D, len(c_finals)
+        return (*outs, *finals, *c_finals, *res[1:])
 
     @staticmethod
     def backward(ctx, *grads):
-        D = ctx.D
-        g_outs, g_finals, (g_cells, g_gates, g_c_pre, _) = grads[:D], grads[D:2 * D], grads[2 * D:]
-        g_states = g_final = None
+        D, C = ctx.D, ctx.C
+        g_outs, g_finals, g_c_finals = grads[:D], grads[D:2 * D], grads[2 * D:2 * D + C]
+        g_cells, g_gates, g_c_pre, _ = grads[2 * D + C:]
+        states = ctx.saved_tensors[1 + len(FIELDS)]
+        T, B, P = states.shape[1] - 1, states.shape[2], states.shape[3]
+        g_states = g_final = None  # (None: the operator reads zeros for every slot)
         if any(g is not None for g in g_outs + g_finals):
-            states = ctx.saved_tensors[1 + len(FIELDS)]
-            T, B, P = states.shape[1] - 1, states.shape[2], states.shape[3]
-            rows = [g if g is not None else states.new_zeros(T, B, P) for g in g_outs]
-            g_states = rows[0].contiguous().unsqueeze(0) if D == 1 else torch.stack(rows)
-            if any(g is not None for g in g_finals):
-                last = [g if g is not None else states.new_zeros(B, P) for g in g_finals]
-                g_final = last[0].unsqueeze(0) if D == 1 else torch.stack(last)
-        got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final)[:ctx.given]
+            g_states = _stacked(g_outs, lambda: states.new_zeros(T, B, P))
+            g_states = states.new_zeros(D, T, B, P) if g_states is None else g_states
+            g_final = _stacked(g_finals, lambda: states.new_zeros(B, P))
+        H = ctx.saved_tensors[2 + len(FIELDS)].shape[-1] if C else 0  # the saved cells (D, T+1, B, H)
+        g_final_c = _stacked(g_c_finals, lambda: states.new_zeros(B, H))
+        got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final, g_final_c)[:ctx.given]
         return (None, None, None, *got)
 
 
@@ -416,8 +437,8 @@ def eager_training() -> bool:
 
 def level_outputs(*inputs, cell: str, coupled: bool = False):
     """An eager training call of ``recurrent_level`` (``eager_training()``, keep=True) as ``_EagerLevelOut``:
-    (outs, finals, cells, gates, c_pre, reserve) with outs and finals one (T, B, P) and one (B, P) per direction.
-    Autocast as ``recurrent_level``."""
+    (outs, finals, c_finals, cells, gates, c_pre, reserve) with outs, finals and c_finals one (T, B, P), one (B, P)
+    and (the LSTM; else empty) one (B, H) per direction. Autocast as ``recurrent_level``."""
     bf16 = False
     if torch.is_autocast_enabled("cpu"):
         bf16 = autocast_bf16()
@@ -425,7 +446,8 @@ def level_outputs(*inputs, cell: str, coupled: bool = False):
                        for t in inputs)
     got = _EagerLevelOut.apply(cell, coupled, bf16, *inputs)
     D = inputs[FIELDS.index("w_hh") + 1].shape[0]
-    return got[:D], got[D:2 * D], *got[2 * D:]
+    C = D if cell == "lstm" else 0
+    return got[:D], got[D:2 * D], got[2 * D:2 * D + C], *got[2 * D + C:]
 
 
 def autocast_bf16() -> bool:

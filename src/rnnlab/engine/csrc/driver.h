@@ -60,6 +60,7 @@ struct Direction {
   // g_final (B, P) or null: the last state's own gradient (h_n's), added to that slot's
   bool out_grad = false;
   const T* g_final = nullptr;
+  const T* g_final_c = nullptr;  // (B, H) or null: the LSTM's last C's own gradient (c_n's), added to its slot's
   const T* g_cells = nullptr;   // (T+1, B, H) or null: zero
   const T* g_gates = nullptr;   // (T, B, G·H) or null: zero
   const T* g_cpre = nullptr;    // (T, B, H) or null
@@ -338,6 +339,8 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
     std::memcpy(dc, d.g_cells + last * RS * H, B * H * sizeof(T));
   else
     std::memset(dc, 0, B * H * sizeof(T));
+  if (d.g_final_c)
+    for (int64_t j = 0; j < B * H; ++j) dc[j] += d.g_final_c[j];
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);

@@ -608,7 +608,7 @@ Direction<T> rows_of(const Direction<T>& d, const Shape& s, int64_t b0) {
   o.states = at(d.states, s.P), o.cells = at(d.cells, s.H), o.gates = at(d.gates, s.GH), o.extra = at(d.extra, s.H);
   o.da16 = at(d.da16, s.GX);
   o.c_pre = at(d.c_pre, s.H), o.m = at(d.m, s.H), o.h_mask = at(d.h_mask, s.P), o.zone = at(d.zone, s.H);
-  o.g_states = at(d.g_states, s.P), o.g_final = at(d.g_final, s.P), o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
+  o.g_states = at(d.g_states, s.P), o.g_final = at(d.g_final, s.P), o.g_final_c = at(d.g_final_c, s.H), o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
   o.g_cpre = at(d.g_cpre, s.H), o.da = at(d.da, s.GX), o.dhn = at(d.dhn, s.H), o.dhr = at(d.dhr, s.P);
   o.dh0 = at(d.dh0, s.P), o.dc0 = at(d.dc0, s.H);
   return o;
@@ -897,7 +897,7 @@ LevelGrads recurrent_level_backward(
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
     const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights, bool bf16,
-    const Opt& g_final) {
+    const Opt& g_final, const Opt& g_final_c) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -915,8 +915,13 @@ LevelGrads recurrent_level_backward(
   expect(fn, "g_states", g_states, {D, out_grad ? T : T + 1, B, P}, s.dtype);
   TORCH_CHECK_VALUE(!g_final.has_value() || out_grad, fn, ": g_final: expected None where g_states holds every "
                     "slot (D, T+1, B, P) (give g_states the output rows, (D, T, B, P), with it), got a tensor");
-  const Tensor g_final_c = g_final.has_value() ? (expect(fn, "g_final", *g_final, {D, B, P}, s.dtype),
+  const Tensor g_final_h = g_final.has_value() ? (expect(fn, "g_final", *g_final, {D, B, P}, s.dtype),
                                                   g_final->contiguous()) : Tensor();
+  // g_final_c: the LSTM's last C's own gradient (c_n's, given apart from g_cells' slots), added to that slot's
+  TORCH_CHECK_VALUE(!g_final_c.has_value() || lstm, fn, ": g_final_c: expected None for cell '", cell,
+                    "' (only the LSTM carries C), got a tensor");
+  const Tensor g_last_c = g_final_c.has_value() ? (expect(fn, "g_final_c", *g_final_c, {D, B, H}, s.dtype),
+                                                   g_final_c->contiguous()) : Tensor();
   const Tensor states_c = states.contiguous(), cells_c = cells.contiguous(), gates_c = gates.contiguous();
   const Tensor c_pre_c = c_pre.contiguous(), reserve_c = reserve.contiguous(), g_states_c = g_states.contiguous();
   const Tensor g_cells_c = lstm ? grad_of(fn, "g_cells", g_cells, {D, T + 1, B, H}, s.dtype) : Tensor();
@@ -924,8 +929,8 @@ LevelGrads recurrent_level_backward(
   const Tensor g_c_pre_c = lstm && s.zone ? grad_of(fn, "g_c_pre", g_c_pre, {D, T, B, H}, s.dtype) : Tensor();
   const Tensor m = mask.has_value() ? mask->contiguous() : Tensor();
   struct Work {
-    Tensor states, cells, gates, c_pre, reserve, g_states, g_final, g_cells, g_gates, g_c_pre, da, da16, db, dhn, dh0,
-        dc0, dhh, dhr;
+    Tensor states, cells, gates, c_pre, reserve, g_states, g_final, g_final_c, g_cells, g_gates, g_c_pre, da, da16, db,
+        dhn, dh0, dc0, dhh, dhr;
     Tensor dln_hh_w, dln_hh_b, dln_c_w, dln_c_b;
   };
   std::vector<Work> work(s.D);
@@ -950,7 +955,8 @@ LevelGrads recurrent_level_backward(
     Work& w = work[d];
     w.states = states_c[d], w.cells = lstm ? cells_c[d] : Tensor(), w.gates = gates_c[d];
     w.c_pre = lstm && s.zone ? c_pre_c[d] : Tensor(), w.reserve = reserve_c[d], w.g_states = g_states_c[d];
-    w.g_final = g_final_c.defined() ? g_final_c[d] : Tensor();
+    w.g_final = g_final_h.defined() ? g_final_h[d] : Tensor();
+    w.g_final_c = g_last_c.defined() ? g_last_c[d] : Tensor();
     w.g_cells = g_cells_c.defined() ? g_cells_c[d] : Tensor();
     w.g_gates = g_gates_c.defined() ? g_gates_c[d] : Tensor();
     w.g_c_pre = g_c_pre_c.defined() ? g_c_pre_c[d] : Tensor();
@@ -983,7 +989,7 @@ LevelGrads recurrent_level_backward(
       dir.extra = mut<T_>(res.get("extra")), dir.c_pre = mut<T_>(w.c_pre);
       dir.h_mask = ptr<T_>(r.h_mask), dir.zone = ptr<T_>(r.zone);
       dir.g_states = w.g_states.data_ptr<T_>(), dir.g_cells = ptr<T_>(w.g_cells);
-      dir.out_grad = out_grad, dir.g_final = ptr<T_>(w.g_final);
+      dir.out_grad = out_grad, dir.g_final = ptr<T_>(w.g_final), dir.g_final_c = ptr<T_>(w.g_final_c);
       dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
       if (w.da16.defined()) dir.da16 = reinterpret_cast<bf16_t*>(w.da16.data_ptr());
       dir.da_step = da_step, dir.db = mut<T_>(w.db);
@@ -1181,9 +1187,9 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "
         "Tensor? w_hr=None, *, str cell, bool coupled=False, bool need_x=True, bool need_weights=True, "
-        "bool bf16=False, Tensor? g_final=None) -> (Tensor dx, Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, "
-        "Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, "
-        "Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
+        "bool bf16=False, Tensor? g_final=None, Tensor? g_final_c=None) -> (Tensor dx, Tensor dw_ih, "
+        "Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, "
+        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
   m.def("recurrent_stack(Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor h0, Tensor? c0, Tensor[] b, Tensor[] b_hn, "
         "Tensor? mask, Tensor? drop, *, str cell, int chunk=0) -> (Tensor states, Tensor cells, Tensor gates, "
         "Tensor reserve)");

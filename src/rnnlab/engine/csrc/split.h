@@ -239,6 +239,8 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
       std::memcpy(dc + b * H + j0, d.g_cells + (last * B + b) * H + j0, n * sizeof(T));
     else if (lstm)
       std::memset(dc + b * H + j0, 0, n * sizeof(T));
+    if (lstm && d.g_final_c)
+      for (int64_t j = b * H + j0; j < b * H + j0 + n; ++j) dc[j] += d.g_final_c[j];
   }
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t, p, q;
