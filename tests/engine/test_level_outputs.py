@@ -125,17 +125,25 @@ def test_backward_operator_reads_the_output_rows_with_g_final_as_every_slot():
     wide_cells[0, T] += c_last[0]
     wide_cells[1, 0] += c_last[1]
     want = op(*plain[:17], *res, wide, wide_cells, None, None, None, **common)
-    got = op(*plain[:17], *res, rows, cells, None, None, None, g_final=final, g_final_c=c_last, **common)
+    rows_form = dict(common, g_final=final, g_final_c=c_last, out_rows=True)
+    got = op(*plain[:17], *res, rows, cells, None, None, None, **rows_form)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
-    alone = op(*plain[:17], *res, rows, None, None, None, None, g_final=final, g_final_c=c_last, **common)
-    want = op(*plain[:17], *res, wide, torch.zeros_like(cells) + wide_cells - cells, None, None, None, **common)
-    for a, b in zip(alone, want):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    last_only = torch.zeros_like(cells)  # c_n's gradient alone: every other cell slot's is zero
+    last_only[0, T], last_only[1, 0] = c_last[0], c_last[1]
+    want = op(*plain[:17], *res, wide, last_only, None, None, None, **common)
+    got = op(*plain[:17], *res, rows, None, None, None, None, **rows_form)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
     with pytest.raises(ValueError, match="g_final: expected None"):
         op(*plain[:17], *res, wide, None, None, None, None, g_final=final, **common)
+    # the output rows' form is asked for, never read off the shape: T slots without out_rows is a wrong shape
+    with pytest.raises(ValueError, match="g_states: expected shape"):
+        op(*plain[:17], *res, rows, None, None, None, None, **common)
+    with pytest.raises(ValueError, match="g_states: expected shape"):
+        op(*plain[:17], *res, wide, None, None, None, None, out_rows=True, **common)
     with pytest.raises(ValueError, match="g_final: expected shape"):
-        op(*plain[:17], *res, rows, None, None, None, None, g_final=final[:, :2], **common)
+        op(*plain[:17], *res, rows, None, None, None, None, g_final=final[:, :2], out_rows=True, **common)
 
 
 def test_g_final_c_is_refused_for_a_cell_without_c():
@@ -145,4 +153,4 @@ def test_g_final_c_is_refused_for_a_cell_without_c():
     rows = torch.zeros(1, 3, 2, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="g_final_c: expected None for cell 'gru_after'"):
         torch.ops.rnnlab.recurrent_level_backward(*plain[:17], *res, rows, None, None, None, None, cell="gru_after",
-                                                  g_final_c=torch.zeros(1, 2, 3, dtype=torch.float64))
+                                                  g_final_c=torch.zeros(1, 2, 3, dtype=torch.float64), out_rows=True)

@@ -10,6 +10,10 @@ The operator (``ops.py``; its kernels in ``csrc/``: the driver ``driver.h`` and 
               ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂aᵀ · h_{t-1}
               each one GEMM or reduction over all T·B rows
 
+An eager training call (``ops.level_outputs``) hands the layer each direction's out as a slice of the kept states
+and h_n (and the LSTM's c_n) as copies, each a tensor of its own to autograd, so that their gradients reach the
+backward operator as they come, not widened by autograd to every state slot.
+
 Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the operators run their bf16 mode: bf16 GEMM operands,
 float32 accumulation, pointwise maths and state (``csrc/ops.cpp``'s ``use_bf16``; ``ops.bf16_kernel()``).
 

@@ -158,7 +158,7 @@ if _LIBRARY["path"] is not None:
     def _level_backward_fake(x, w_ih, w_hh, h0, c0, b, b_hn, mask, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b,
                              ln_c_w, ln_c_b, zone, states, cells, gates, c_pre, reserve, g_states, g_cells, g_gates,
                              g_c_pre, w_hr=None, *, cell, coupled=False, need_x=True, need_weights=True, bf16=False,
-                             g_final=None):
+                             g_final=None, g_final_c=None, out_rows=False):
         none = x.new_empty(0)
         like = lambda t: torch.empty_like(t) if need_weights and t is not None else none  # noqa: E731
         return (torch.empty_like(x) if need_x else none, like(w_ih), like(w_hh), torch.empty_like(h0),
@@ -209,8 +209,8 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
 
 def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_final_c=None):
     """The inputs' gradients from the outputs': ``g_states`` every slot's (D, T+1, B, P), or the output rows'
-    alone (D, T, B, P) with ``g_final`` (D, B, P) the last states' and ``g_final_c`` (D, B, H) the LSTM's last
-    C's (``_EagerLevelOut``)."""
+    alone (D, T, B, P: ``_EagerLevelOut``, passed with the operator's ``out_rows=True``) with ``g_final`` (D, B, P)
+    the last states' and ``g_final_c`` (D, B, H) the LSTM's last C's."""
     saved = ctx.saved_tensors
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
@@ -226,7 +226,7 @@ def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_f
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
         need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16, g_final=g_final,
-        g_final_c=g_final_c)
+        g_final_c=g_final_c, out_rows=g_states is not None and g_states.shape[1] != v["states"].shape[1])
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))

@@ -897,7 +897,7 @@ LevelGrads recurrent_level_backward(
     const Tensor& cells, const Tensor& gates, const Tensor& c_pre, const Tensor& reserve, const Tensor& g_states,
     const c10::optional<Tensor>& g_cells, const c10::optional<Tensor>& g_gates, const c10::optional<Tensor>& g_c_pre,
     const Opt& w_hr, c10::string_view cell, bool coupled, bool need_x, bool need_weights, bool bf16,
-    const Opt& g_final, const Opt& g_final_c) {
+    const Opt& g_final, const Opt& g_final_c, bool out_rows) {
   const char* fn = "rnnlab::recurrent_level_backward";
   std::vector<Record> recs;
   const Shape s = check_level(fn, x, mask, w_ih, w_hh, h0, c0, b, b_hn, peep, h_mask, ln_ih_w, ln_ih_b, ln_hh_w,
@@ -910,11 +910,11 @@ LevelGrads recurrent_level_backward(
   expect(fn, "gates", gates, {D, T, B, s.GH}, s.dtype);
   expect(fn, "c_pre", c_pre, lstm && s.zone ? c10::IntArrayRef{D, T, B, H} : c10::IntArrayRef{0}, s.dtype);
   expect(fn, "reserve", reserve, {D, reserve_size(s)}, s.dtype);
-  // g_states: every slot's gradient, or (out_grad) the output rows' alone, with g_final's for the last state
-  const bool out_grad = g_states.dim() == 4 && g_states.size(1) == T;
+  // g_states: every slot's gradient, or (out_rows) the output rows' alone, with g_final's for the last state
+  const bool out_grad = out_rows;
   expect(fn, "g_states", g_states, {D, out_grad ? T : T + 1, B, P}, s.dtype);
   TORCH_CHECK_VALUE(!g_final.has_value() || out_grad, fn, ": g_final: expected None where g_states holds every "
-                    "slot (D, T+1, B, P) (give g_states the output rows, (D, T, B, P), with it), got a tensor");
+                    "slot (out_rows=False; with out_rows=True g_states is the output rows, (D, T, B, P)), got a tensor");
   const Tensor g_final_h = g_final.has_value() ? (expect(fn, "g_final", *g_final, {D, B, P}, s.dtype),
                                                   g_final->contiguous()) : Tensor();
   // g_final_c: the LSTM's last C's own gradient (c_n's, given apart from g_cells' slots), added to that slot's
@@ -1187,9 +1187,10 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("recurrent_level_backward(" RNNLAB_LEVEL_ARGS ", Tensor states, Tensor cells, Tensor gates, "
         "Tensor c_pre, Tensor reserve, Tensor g_states, Tensor? g_cells, Tensor? g_gates, Tensor? g_c_pre, "
         "Tensor? w_hr=None, *, str cell, bool coupled=False, bool need_x=True, bool need_weights=True, "
-        "bool bf16=False, Tensor? g_final=None, Tensor? g_final_c=None) -> (Tensor dx, Tensor dw_ih, "
-        "Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, Tensor dln_ih_w, "
-        "Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b, Tensor dw_hr)");
+        "bool bf16=False, Tensor? g_final=None, Tensor? g_final_c=None, bool out_rows=False) -> (Tensor dx, "
+        "Tensor dw_ih, Tensor dw_hh, Tensor dh0, Tensor dc0, Tensor db, Tensor db_hn, Tensor dpeep, "
+        "Tensor dln_ih_w, Tensor dln_ih_b, Tensor dln_hh_w, Tensor dln_hh_b, Tensor dln_c_w, Tensor dln_c_b, "
+        "Tensor dw_hr)");
   m.def("recurrent_stack(Tensor x, Tensor[] w_ih, Tensor[] w_hh, Tensor h0, Tensor? c0, Tensor[] b, Tensor[] b_hn, "
         "Tensor? mask, Tensor? drop, *, str cell, int chunk=0) -> (Tensor states, Tensor cells, Tensor gates, "
         "Tensor reserve)");
