@@ -37,8 +37,7 @@ SOURCE = r"""
 #include <algorithm>
 #include <vector>
 
-using rnnlab::act::sigmoid;
-using rnnlab::act::tanh;
+namespace act = rnnlab::act;
 
 // one step of B rows: csrc/cells/lstm.h's plain gates (MEMORY: the activations left out)
 template <bool MEMORY>
@@ -56,12 +55,13 @@ RNNLAB_KERNEL void step(int64_t B, int64_t H, const float* xp, const float* xb, 
       const float af = x_[j] + xb[j] + hh_[j], ai = x_[H + j] + xb[H + j] + hh_[H + j];
       const float ag = x_[2 * H + j] + xb[2 * H + j] + hh_[2 * H + j];
       const float ao = x_[3 * H + j] + xb[3 * H + j] + hh_[3 * H + j];
-      const float f = MEMORY ? af : sigmoid(af), i = MEMORY ? ai : sigmoid(ai), g = MEMORY ? ag : tanh(ag);
+      const float f = MEMORY ? af : act::sigmoid(af), i = MEMORY ? ai : act::sigmoid(ai);
+      const float g = MEMORY ? ag : act::tanh(ag);
       const float cn = f * cp[j] + i * g;
-      const float o = MEMORY ? ao : sigmoid(ao);
+      const float o = MEMORY ? ao : act::sigmoid(ao);
       g_[j] = f, g_[H + j] = i, g_[2 * H + j] = g, g_[3 * H + j] = o;
       c_[j] = cn;
-      h_[j] = o * (MEMORY ? cn : tanh(cn));
+      h_[j] = o * (MEMORY ? cn : act::tanh(cn));
     }
   }
 }
