@@ -6,7 +6,8 @@ autograd widens back to every slot."""
 import pytest
 import torch
 
-from rnnlab.engine import ops
+import rnnlab
+from rnnlab.engine import fused, ops
 
 from .test_ops import CELLS, level_args
 
@@ -154,3 +155,36 @@ def test_g_final_c_is_refused_for_a_cell_without_c():
     with pytest.raises(ValueError, match="g_final_c: expected None for cell 'gru_after'"):
         torch.ops.rnnlab.recurrent_level_backward(*plain[:17], *res, rows, None, None, None, None, cell="gru_after",
                                                   g_final_c=torch.zeros(1, 2, 3, dtype=torch.float64), out_rows=True)
+
+
+@pytest.mark.parametrize("make", [lambda: rnnlab.LSTM(3, 256, 2, bidirectional=True, engine="native"),
+                                  lambda: rnnlab.GRU(3, 256, engine="native"),
+                                  lambda: rnnlab.LSTM(3, 256, proj_size=128, engine="native")])
+def test_layers_from_the_size_rule_on_run_level_outputs_with_the_views_results(make, monkeypatch):
+    """A layer's eager training call from T·B·H = fused.OUTPUT_ROWS_MIN runs ops.level_outputs, and its out, h_n,
+    c_n and every gradient are bit for bit those of the views' path (the rule set out of reach)."""
+    torch.manual_seed(0)
+    layer = make().double()
+    x = torch.randn(16, 16, 3, dtype=torch.float64, requires_grad=True)
+    lengths = torch.randint(1, 17, (16,))
+    lengths[0] = 16
+    assert 16 * 16 * 256 >= fused.OUTPUT_ROWS_MIN
+    calls = []
+    real = ops.level_outputs
+    monkeypatch.setattr(ops, "level_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def run():
+        out, state = layer(x, lengths=lengths)
+        parts = state if isinstance(state, tuple) else (state,)
+        g = torch.Generator().manual_seed(1)
+        loss = sum((t * torch.rand(t.shape, dtype=t.dtype, generator=g)).sum() for t in (out, *parts))
+        return [out, *parts, *torch.autograd.grad(loss, [x, *layer.parameters()])]
+
+    new = run()
+    assert calls
+    monkeypatch.setattr(fused, "OUTPUT_ROWS_MIN", 1 << 60)
+    calls.clear()
+    old = run()
+    assert not calls
+    for a, b in zip(new, old):
+        assert torch.equal(a, b)

@@ -10,9 +10,10 @@ The operator (``ops.py``; its kernels in ``csrc/``: the driver ``driver.h`` and 
               ∂W_ih = ∂aᵀ · x,  ∂x = ∂a · W_ih,  ∂b = Σ ∂a,  ∂W_hh = ∂aᵀ · h_{t-1}
               each one GEMM or reduction over all T·B rows
 
-An eager training call (``ops.level_outputs``) hands the layer each direction's out as a slice of the kept states
-and h_n (and the LSTM's c_n) as copies, each a tensor of its own to autograd, so that their gradients reach the
-backward operator as they come, not widened by autograd to every state slot.
+An eager training call of a level of T·B·H ≥ ``OUTPUT_ROWS_MIN`` (``ops.level_outputs``) hands the layer each
+direction's out as a slice of the kept states and h_n (and the LSTM's c_n) as copies, each a tensor of its own to
+autograd, so that their gradients reach the backward operator as they come, not widened by autograd to every state
+slot.
 
 Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the operators run their bf16 mode: bf16 GEMM operands,
 float32 accumulation, pointwise maths and state (``csrc/ops.cpp``'s ``use_bf16``; ``ops.bf16_kernel()``).
@@ -35,6 +36,12 @@ from . import ops, wavefront
 from .reference import ReferenceEngine
 from .stack import run_stack
 from .torch_kernel import TorchEngine, unsupported
+
+# ops.level_outputs saves a zero fill and a copy of every state slot per level and direction, and costs a fixed
+# 20-50 µs more per training call than the views (a 1-step LSTM at H = 8, blocks of 300 calls interleaved, 2026-12-03:
+# min 807 against 785 µs, median 1018 against 963): so it runs from T·B·H of 2^16, where the fill and copy it saves
+# (a quarter of a MB each at least) cost about that
+OUTPUT_ROWS_MIN = 1 << 16
 
 _REFERENCE = ReferenceEngine()
 _TORCH = TorchEngine()
@@ -209,7 +216,8 @@ def run_levels(layer, x, hx, lengths, trace):
         args = (inp, *(mask if n == "mask" else f[n] for n in ops.FIELDS))
         kept = keep(args, f, trace)
         lstm, zone = cell == "lstm", f["zone"] is not None
-        if kept and ops.eager_training():  # each direction's out and h_n as the layer shows them (ops.level_outputs)
+        if kept and ops.eager_training() and T * x.shape[1] * layer.hidden_size >= OUTPUT_ROWS_MIN:
+            # each direction's out, h_n (and c_n) as the layer shows them (ops.level_outputs)
             outs, finals, c_finals, *res = ops.level_outputs(*args, cell=cell, coupled=coupled)
             cells, gates, c_pre = (_directions(t, D) for t in res[:3])
             return [_shown(layer, outs[d], finals[d], c_finals[d] if lstm else None, cells[d] if lstm else None,

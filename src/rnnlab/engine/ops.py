@@ -409,6 +409,8 @@ class _EagerLevelOut(torch.autograd.Function):
         c_finals = tuple(cells[d, k].clone() for d, k in enumerate(last)) if cell == "lstm" else ()
         _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, res, also=outs)
         ctx.offset, ctx.D, ctx.C = 3, D, len(c_finals)
+        ctx.sizes = (T, states.shape[2], states.shape[3], cells.shape[-1] if c_finals else 0)  # T, B, P, H
+        ctx.like = torch.empty(0, dtype=states.dtype)
         return (*outs, *finals, *c_finals, *res[1:])
 
     @staticmethod
@@ -416,15 +418,13 @@ class _EagerLevelOut(torch.autograd.Function):
         D, C = ctx.D, ctx.C
         g_outs, g_finals, g_c_finals = grads[:D], grads[D:2 * D], grads[2 * D:2 * D + C]
         g_cells, g_gates, g_c_pre, _ = grads[2 * D + C:]
-        states = ctx.saved_tensors[1 + len(FIELDS)]
-        T, B, P = states.shape[1] - 1, states.shape[2], states.shape[3]
+        (T, B, P, H), like = ctx.sizes, ctx.like  # (not the saved tensors: _level_gradients unpacks them, once)
         g_states = g_final = None  # (None: the operator reads zeros for every slot)
         if any(g is not None for g in g_outs + g_finals):
-            g_states = _stacked(g_outs, lambda: states.new_zeros(T, B, P))
-            g_states = states.new_zeros(D, T, B, P) if g_states is None else g_states
-            g_final = _stacked(g_finals, lambda: states.new_zeros(B, P))
-        H = ctx.saved_tensors[2 + len(FIELDS)].shape[-1] if C else 0  # the saved cells (D, T+1, B, H)
-        g_final_c = _stacked(g_c_finals, lambda: states.new_zeros(B, H))
+            g_states = _stacked(g_outs, lambda: like.new_zeros(T, B, P))
+            g_states = like.new_zeros(D, T, B, P) if g_states is None else g_states
+            g_final = _stacked(g_finals, lambda: like.new_zeros(B, P))
+        g_final_c = _stacked(g_c_finals, lambda: like.new_zeros(B, H))
         got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final, g_final_c)[:ctx.given]
         return (None, None, None, *got)
 
