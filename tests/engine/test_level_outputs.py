@@ -160,9 +160,14 @@ def test_g_final_c_is_refused_for_a_cell_without_c():
 @pytest.mark.parametrize("make", [lambda: rnnlab.LSTM(3, 256, 2, bidirectional=True, engine="native"),
                                   lambda: rnnlab.GRU(3, 256, engine="native"),
                                   lambda: rnnlab.LSTM(3, 256, proj_size=128, engine="native")])
-def test_layers_from_the_size_rule_on_run_level_outputs_with_the_views_results(make, monkeypatch):
+@pytest.mark.parametrize("loop", ["auto", "split", "rows"])
+def test_layers_from_the_size_rule_on_run_level_outputs_with_the_views_results(make, loop, monkeypatch):
     """A layer's eager training call from T·B·H = fused.OUTPUT_ROWS_MIN runs ops.level_outputs, and its out, h_n,
-    c_n and every gradient are bit for bit those of the views' path (the rule set out of reach)."""
+    c_n and every gradient are bit for bit those of the views' path (the rule set out of reach): on the loop the
+    operator picks, split by unit (csrc/split.h's backward parts read the output rows too) and split by row."""
+    if loop != "auto":
+        monkeypatch.setenv("RNNLAB_SPLIT", "1" if loop == "split" else "0")
+        monkeypatch.setenv("RNNLAB_ROWS", "1" if loop == "rows" else "0")
     torch.manual_seed(0)
     layer = make().double()
     x = torch.randn(16, 16, 3, dtype=torch.float64, requires_grad=True)

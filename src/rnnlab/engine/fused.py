@@ -38,7 +38,7 @@ from .stack import run_stack
 from .torch_kernel import TorchEngine, unsupported
 
 # ops.level_outputs saves a zero fill and a copy of every state slot per level and direction, and costs a fixed
-# 20-50 µs more per training call than the views (a 1-step LSTM at H = 8, blocks of 300 calls interleaved, 2026-12-03:
+# 20-55 µs more per training call than the views (a 1-step LSTM at H = 8, blocks of 300 calls interleaved, 2026-12-03:
 # min 807 against 785 µs, median 1018 against 963): so it runs from T·B·H of 2^16, where the fill and copy it saves
 # (a quarter of a MB each at least) cost about that
 OUTPUT_ROWS_MIN = 1 << 16

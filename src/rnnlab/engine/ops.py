@@ -207,14 +207,14 @@ def _level_backward(ctx, g_states, g_cells, g_gates, g_c_pre, g_reserve):
     return _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre)[:ctx.given]
 
 
-def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_final_c=None):
-    """The inputs' gradients from the outputs': ``g_states`` every slot's (D, T+1, B, P), or the output rows'
-    alone (D, T, B, P: ``_EagerLevelOut``, passed with the operator's ``out_rows=True``) with ``g_final`` (D, B, P)
-    the last states' and ``g_final_c`` (D, B, H) the LSTM's last C's."""
+def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_final_c=None, out_rows=False):
+    """The inputs' gradients from the outputs': ``g_states`` every slot's (D, T+1, B, P), or with ``out_rows`` the
+    output rows' alone (D, T, B, P: ``_EagerLevelOut``) with ``g_final`` (D, B, P) the last states' and ``g_final_c``
+    (D, B, H) the LSTM's last C's."""
     saved = ctx.saved_tensors
     x, v = saved[0], dict(zip(FIELDS + OUTPUTS, saved[1:]))
     if torch.is_grad_enabled():  # create_graph=True: differentiate the reference's arithmetic instead
-        if g_states is not None and g_states.shape[1] != v["states"].shape[1]:
+        if out_rows:
             g_states = _every_slot(g_states, g_final)
         if g_final_c is not None:
             g_cells = _at_last_slot(torch.zeros_like(v["cells"]) if g_cells is None else g_cells, g_final_c)
@@ -226,7 +226,7 @@ def _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final=None, g_f
         torch.zeros_like(v["states"]) if g_states is None else g_states, g_cells if lstm else None, g_gates,
         g_c_pre if v["zone"] is not None and lstm else None, v["w_hr"], cell=ctx.cell, coupled=ctx.coupled,
         need_x=need["x"], need_weights=any(need[n] for n in WEIGHTS), bf16=ctx.bf16, g_final=g_final,
-        g_final_c=g_final_c, out_rows=g_states is not None and g_states.shape[1] != v["states"].shape[1])
+        g_final_c=g_final_c, out_rows=out_rows)
     grads = dict(zip(GRAD_ORDER, got[1:]))
     return (got[0] if need["x"] else None,
             *(grads[n] if n in grads and need[n] and v[n] is not None else None for n in FIELDS))
@@ -410,7 +410,7 @@ class _EagerLevelOut(torch.autograd.Function):
         _level_setup(ctx, inputs, {"cell": cell, "coupled": coupled, "bf16": bf16}, res, also=outs)
         ctx.offset, ctx.D, ctx.C = 3, D, len(c_finals)
         ctx.sizes = (T, states.shape[2], states.shape[3], cells.shape[-1] if c_finals else 0)  # T, B, P, H
-        ctx.like = torch.empty(0, dtype=states.dtype)
+        ctx.dtype = states.dtype
         return (*outs, *finals, *c_finals, *res[1:])
 
     @staticmethod
@@ -418,14 +418,16 @@ class _EagerLevelOut(torch.autograd.Function):
         D, C = ctx.D, ctx.C
         g_outs, g_finals, g_c_finals = grads[:D], grads[D:2 * D], grads[2 * D:2 * D + C]
         g_cells, g_gates, g_c_pre, _ = grads[2 * D + C:]
-        (T, B, P, H), like = ctx.sizes, ctx.like  # (not the saved tensors: _level_gradients unpacks them, once)
+        (T, B, P, H) = ctx.sizes  # (not the saved tensors: _level_gradients unpacks them, once)
+        zeros = lambda *size: torch.zeros(size, dtype=ctx.dtype)  # noqa: E731
         g_states = g_final = None  # (None: the operator reads zeros for every slot)
         if any(g is not None for g in g_outs + g_finals):
-            g_states = _stacked(g_outs, lambda: like.new_zeros(T, B, P))
-            g_states = like.new_zeros(D, T, B, P) if g_states is None else g_states
-            g_final = _stacked(g_finals, lambda: like.new_zeros(B, P))
-        g_final_c = _stacked(g_c_finals, lambda: like.new_zeros(B, H))
-        got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final, g_final_c)[:ctx.given]
+            g_states = _stacked(g_outs, lambda: zeros(T, B, P))
+            g_states = zeros(D, T, B, P) if g_states is None else g_states
+            g_final = _stacked(g_finals, lambda: zeros(B, P))
+        g_final_c = _stacked(g_c_finals, lambda: zeros(B, H))
+        got = _level_gradients(ctx, g_states, g_cells, g_gates, g_c_pre, g_final, g_final_c,
+                               out_rows=g_states is not None)[:ctx.given]
         return (None, None, None, *got)
 
 

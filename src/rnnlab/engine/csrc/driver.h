@@ -54,11 +54,11 @@ struct Direction {
   const T* h_mask = nullptr;  // (B, P) recurrent dropout's mask
   const T* zone = nullptr;    // (T, S, B, H) zoneout's keep masks, S = the cell's state count
   // backward
-  const T* g_states = nullptr;  // (T+1, B, P), or with out_grad (T, B, P)
-  // out_grad: g_states holds the output rows' gradient alone — the state after each step, slot t+1 forward and t
+  const T* g_states = nullptr;  // (T+1, B, P), or with out_rows (T, B, P)
+  // out_rows: g_states holds the output rows' gradient alone — the state after each step, slot t+1 forward and t
   // reverse — so that the caller need not widen it to every slot; h_0's slot, which no output shows, has none.
   // g_final (B, P) or null: the last state's own gradient (h_n's), added to that slot's
-  bool out_grad = false;
+  bool out_rows = false;
   const T* g_final = nullptr;
   const T* g_final_c = nullptr;  // (B, H) or null: the LSTM's last C's own gradient (c_n's), added to its slot's
   const T* g_cells = nullptr;   // (T+1, B, H) or null: zero
@@ -91,21 +91,25 @@ struct Direction {
 // the outputs' own gradient at state slot p (slots ``slot`` values apart), or ``zeros`` where it has none
 template <typename T>
 inline const T* grad_slot(const Direction<T>& d, int64_t p, int64_t slot, const T* zeros) {
-  if (!d.out_grad) return d.g_states + p * slot;
+  if (!d.out_rows) return d.g_states + p * slot;
   const int64_t row = d.reverse ? p : p - 1;
   return row < 0 || row >= d.steps ? zeros : d.g_states + row * slot;
 }
 
-// ∂ of the last state to start the backward loop (B rows of ``width`` at ``dh``; ``row`` apart in g_states and
-// g_final, ``j0`` on in each): its slot's gradient, plus g_final's
+// a state's gradient where the backward loop starts, at its last slot: that slot's gradient ``g`` (null: zero) plus
+// the final state's own ``fin`` (h_n's or c_n's; null: none); B rows of ``width`` columns from ``j0``, ``row`` apart in
+// g and fin, ``ld`` apart in ``out``
 template <typename T>
-inline void grad_last(const Direction<T>& d, int64_t last, int64_t slot, const T* zeros, int64_t B, int64_t row,
-                      int64_t j0, int64_t width, T* dh, int64_t ld) {
-  const T* g = grad_slot(d, last, slot, zeros);
+inline void grad_start(const T* g, const T* fin, int64_t B, int64_t row, int64_t j0, int64_t width, T* out,
+                       int64_t ld) {
   for (int64_t b = 0; b < B; ++b) {
-    std::memcpy(dh + b * ld + j0, g + b * row + j0, width * sizeof(T));
-    if (d.g_final)
-      for (int64_t j = 0; j < width; ++j) dh[b * ld + j0 + j] += d.g_final[b * row + j0 + j];
+    T* o = out + b * ld + j0;
+    if (g)
+      std::memcpy(o, g + b * row + j0, width * sizeof(T));
+    else
+      std::memset(o, 0, width * sizeof(T));
+    if (fin)
+      for (int64_t j = 0; j < width; ++j) o[j] += fin[b * row + j0 + j];
   }
 }
 
@@ -319,7 +323,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,
   // which is what lets g++ vectorise them (a null check inside costs 2× on large layers)
-  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_grad ? B * P : 0), T(0));
+  const std::vector<T> zeros((d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_rows ? B * P : 0), T(0));
   const T* zero_gates = zeros.data();
   const T* zero_cells = zeros.data() + (d.g_gates ? 0 : B * GH);
   const T* zero_states = zero_cells + (d.g_cells ? 0 : B * H);
@@ -334,13 +338,8 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   std::vector<T> proj(d.dhr ? 3 * B * H : 0, T(0));
   T* dm = d.dhr ? proj.data() : nullptr;
   const int64_t last = d.reverse ? 0 : steps;
-  grad_last(d, last, RS * P, zero_states, B, P, 0, P, dh, P);
-  if (d.g_cells)
-    std::memcpy(dc, d.g_cells + last * RS * H, B * H * sizeof(T));
-  else
-    std::memset(dc, 0, B * H * sizeof(T));
-  if (d.g_final_c)
-    for (int64_t j = 0; j < B * H; ++j) dc[j] += d.g_final_c[j];
+  grad_start(grad_slot(d, last, RS * P, zero_states), d.g_final, B, P, 0, P, dh, P);
+  grad_start(d.g_cells ? d.g_cells + last * RS * H : nullptr, d.g_final_c, B, H, 0, H, dc, H);
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t, p, n;
     slots(steps, s, d.reverse, &t, &p, &n);

@@ -608,7 +608,8 @@ Direction<T> rows_of(const Direction<T>& d, const Shape& s, int64_t b0) {
   o.states = at(d.states, s.P), o.cells = at(d.cells, s.H), o.gates = at(d.gates, s.GH), o.extra = at(d.extra, s.H);
   o.da16 = at(d.da16, s.GX);
   o.c_pre = at(d.c_pre, s.H), o.m = at(d.m, s.H), o.h_mask = at(d.h_mask, s.P), o.zone = at(d.zone, s.H);
-  o.g_states = at(d.g_states, s.P), o.g_final = at(d.g_final, s.P), o.g_final_c = at(d.g_final_c, s.H), o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
+  o.g_states = at(d.g_states, s.P), o.g_final = at(d.g_final, s.P), o.g_final_c = at(d.g_final_c, s.H);
+  o.g_cells = at(d.g_cells, s.H), o.g_gates = at(d.g_gates, s.GH);
   o.g_cpre = at(d.g_cpre, s.H), o.da = at(d.da, s.GX), o.dhn = at(d.dhn, s.H), o.dhr = at(d.dhr, s.P);
   o.dh0 = at(d.dh0, s.P), o.dc0 = at(d.dc0, s.H);
   return o;
@@ -911,9 +912,8 @@ LevelGrads recurrent_level_backward(
   expect(fn, "c_pre", c_pre, lstm && s.zone ? c10::IntArrayRef{D, T, B, H} : c10::IntArrayRef{0}, s.dtype);
   expect(fn, "reserve", reserve, {D, reserve_size(s)}, s.dtype);
   // g_states: every slot's gradient, or (out_rows) the output rows' alone, with g_final's for the last state
-  const bool out_grad = out_rows;
-  expect(fn, "g_states", g_states, {D, out_grad ? T : T + 1, B, P}, s.dtype);
-  TORCH_CHECK_VALUE(!g_final.has_value() || out_grad, fn, ": g_final: expected None where g_states holds every "
+  expect(fn, "g_states", g_states, {D, out_rows ? T : T + 1, B, P}, s.dtype);
+  TORCH_CHECK_VALUE(!g_final.has_value() || out_rows, fn, ": g_final: expected None where g_states holds every "
                     "slot (out_rows=False; with out_rows=True g_states is the output rows, (D, T, B, P)), got a tensor");
   const Tensor g_final_h = g_final.has_value() ? (expect(fn, "g_final", *g_final, {D, B, P}, s.dtype),
                                                   g_final->contiguous()) : Tensor();
@@ -989,7 +989,7 @@ LevelGrads recurrent_level_backward(
       dir.extra = mut<T_>(res.get("extra")), dir.c_pre = mut<T_>(w.c_pre);
       dir.h_mask = ptr<T_>(r.h_mask), dir.zone = ptr<T_>(r.zone);
       dir.g_states = w.g_states.data_ptr<T_>(), dir.g_cells = ptr<T_>(w.g_cells);
-      dir.out_grad = out_grad, dir.g_final = ptr<T_>(w.g_final), dir.g_final_c = ptr<T_>(w.g_final_c);
+      dir.out_rows = out_rows, dir.g_final = ptr<T_>(w.g_final), dir.g_final_c = ptr<T_>(w.g_final_c);
       dir.g_gates = ptr<T_>(w.g_gates), dir.g_cpre = ptr<T_>(w.g_c_pre);
       if (w.da16.defined()) dir.da16 = reinterpret_cast<bf16_t*>(w.da16.data_ptr());
       dir.da_step = da_step, dir.db = mut<T_>(w.db);

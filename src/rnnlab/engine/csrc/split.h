@@ -225,7 +225,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
   if (half) own_bf16_backward(k, W, w_hh, ws.take<bf16_t>(W * P));
-  const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_grad ? B * H : 0);
+  const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_rows ? B * H : 0);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));
   const T* zero_gates = zeros;
@@ -233,15 +233,8 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   const T* zero_states = zero_cells + (d.g_cells ? 0 : B * H);
 
   const int64_t last = d.reverse ? 0 : steps;
-  grad_last(d, last, B * H, zero_states, B, H, j0, n, dh, H);
-  for (int64_t b = 0; b < B; ++b) {
-    if (lstm && d.g_cells)
-      std::memcpy(dc + b * H + j0, d.g_cells + (last * B + b) * H + j0, n * sizeof(T));
-    else if (lstm)
-      std::memset(dc + b * H + j0, 0, n * sizeof(T));
-    if (lstm && d.g_final_c)
-      for (int64_t j = b * H + j0; j < b * H + j0 + n; ++j) dc[j] += d.g_final_c[j];
-  }
+  grad_start(grad_slot(d, last, B * H, zero_states), d.g_final, B, H, j0, n, dh, H);
+  if (lstm) grad_start(d.g_cells ? d.g_cells + last * B * H : nullptr, d.g_final_c, B, H, j0, n, dc, H);
   for (int64_t s = steps - 1; s >= 0; --s) {
     int64_t t, p, q;
     slots(steps, s, d.reverse, &t, &p, &q);
