@@ -39,8 +39,10 @@ def test_packed_weights_give_the_same_results(make, monkeypatch):
 @pytest.mark.parametrize("cell", ["lstm", "gru-after", "rnn"])
 def test_packing_follows_the_l2_rule(cell, monkeypatch):
     """Unset, RNNLAB_PACK packs where the block of W_hh one thread multiplies by every step is larger than a core's L2
-    (blas.h's PackedB::wanted), and not where it fits; the packed results are the unpacked ones."""
+    (blas.h's PackedB::wanted), and not where it fits; the packed results are the unpacked ones. (Where MKL runs the
+    products: brgemm.h's blocked float32 products, which replace it on some CPUs, are off here.)"""
     monkeypatch.delenv("RNNLAB_PACK", raising=False)
+    monkeypatch.setenv("RNNLAB_BRGEMM_F32", "0")
     l2 = torch.ops.rnnlab.l2_bytes()
     make = {"lstm": rnnlab.LSTM, "rnn": rnnlab.RNN, "gru-after": lambda x, h: rnnlab.GRU(x, h, reset="after")}[cell]
     gates = {"lstm": 4, "gru-after": 3, "rnn": 1}[cell]
@@ -73,10 +75,12 @@ def test_training_packs_from_a_block_of_the_l2s_size(monkeypatch):
     """A training loop (the forward that keeps its steps, and the backward) packs where one thread's block of W_hh is
     exactly a core's L2 — its steps also stream the saved gates and states through that cache — while inference keeps
     the strict rule (blas.h's PackedB::wanted); the results are the unpacked ones. The LSTM's W_hh, 4H × H float32s,
-    runs its per-step GEMM over torch's threads on one loop: a thread count is chosen that makes its block the L2."""
+    runs its per-step GEMM over torch's threads on one loop: a thread count is chosen that makes its block the L2.
+    (MKL's rule: brgemm.h's blocked float32 products are off here.)"""
     import math
 
     monkeypatch.delenv("RNNLAB_PACK", raising=False)
+    monkeypatch.setenv("RNNLAB_BRGEMM_F32", "0")
     l2 = torch.ops.rnnlab.l2_bytes()
     for threads in range(2, 9):
         H = math.isqrt(l2 * threads // 16)

@@ -467,6 +467,7 @@ def _run(grid, cells, threads, jax, budget_s, progress, scaling_lengths, variant
         "sgemm_gflops": gemm_gflops(),
         "bf16_gflops": gemm_gflops(dtype=torch.bfloat16),
         "bf16_kernel": bf16_kernel(),
+        "f32_products": torch.ops.rnnlab.f32_products() if ops.available() else "none (no native operators)",
         "native_path": "native-cpp" if ops.available() else "reference",
         "onnx_note": onnx_note,
         "load_before": _load(),
@@ -763,7 +764,9 @@ def to_markdown(report: dict) -> str:
         f"(load average {report['load_before']} before, {report.get('load_after', '?')} after).",
         f"SGEMM rate measured here: {report['sgemm_gflops']:.0f} GFLOP/s (2048×2048 float32, best of 10); bfloat16 "
         f"GEMM rate: {report.get('bf16_gflops', float('nan')):.0f} GFLOP/s (2048×2048). bf16 kernel: "
-        f"{report.get('bf16_kernel', '?')}. Native loops: {report['native_path']}. {report['jax_note']}. "
+        f"{report.get('bf16_kernel', '?')}. Native loops: {report['native_path']}"
+        + (f" (float32 per-step products: {report['f32_products']})" if "f32_products" in report else "")
+        + f". {report['jax_note']}. "
         f"{report.get('onnx_note', 'onnxruntime not run')}.",
         "",
         f"Training step (forward + backward, float32), median ms (rnnlab's engines and torch.nn: the median of "

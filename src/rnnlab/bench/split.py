@@ -6,7 +6,8 @@ as in the benchmark) runs these GEMMs (csrc/ops.cpp, csrc/driver.h), with G·H =
 (a) per step, T times each: forward h_{t-1} (B, H) · W_hhᵀ (H, GH) and backward ∂hh (B, GH) · W_hh (GH, H)
     (GRU reset="before" splits each into its z, r block and its n block). Timed by
     ``rnnlab::time_step_gemms``: the same ``gemm<float>`` calls, row strides and BLAS thread rule as the
-    loop, in a C++ loop on their own; where the step splits by row (``rnnlab::splits_rows``), as it runs them:
+    loop (MKL's SGEMM, or csrc/brgemm.h's float32 brgemm on W_hh blocked once where ``rnnlab::f32_products`` says so),
+    in a C++ loop on their own; where the step splits by row (``rnnlab::splits_rows``), as it runs them:
     each half of the batch its own products on a thread of its own.
 (b) over all T·B rows, once each: the input projection x (T·B, X) · W_ihᵀ (the cell adds b in its pointwise pass),
     ∂W_ih = ∂aᵀ · x and ∂W_hh = ∂hhᵀ · h_{t-1} (two GEMMs for the GRUs: the z, r rows and the n rows). Timed with

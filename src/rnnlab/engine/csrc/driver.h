@@ -254,6 +254,16 @@ bool pack_pays(int64_t rows, int64_t cols, bool training = false) {
   return PackedB<T>::wanted(rows * cols * int64_t(sizeof(T)) / threads, training);
 }
 
+// a float32 loop's W_hhᵀ (forward) or W_hh (backward), (K, N) with row stride ldw, blocked for brgemm.h's float32
+// products where they run (BlockedF32::wanted), else null
+template <typename T>
+std::shared_ptr<const BlockedF32> block_f32(int64_t K, int64_t N, const T* W, int64_t ldw, bool transposed = false) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (W) return BlockedF32::make(K, N, W, ldw, transposed);
+  }
+  return nullptr;
+}
+
 template <typename T, class Cell>
 void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t steps = d.steps, B = k.B, H = k.H, P = k.P, GX = Cell::gx(H), W1 = Cell::first(H);
@@ -261,8 +271,11 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && !k.small && pack_pays<T>(W1, P, d.keep))  // a training loop keeps its steps
-    k.packed.pack(B, W1, P, k.w_hhT, k.ldw);                             // W_hhᵀ[:, :first]
+  if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
+  if (!d.xp && !k.w_ih16 && !k.wblock && !k.small && !k.w_ihTb && k.X > 0)  // the input projection's chunks
+    k.w_ihTb = block_f32<T>(k.X, GX, k.w_ih, k.X, true);
+  if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb && pack_pays<T>(W1, P, d.keep))  // a training loop keeps its steps
+    k.packed.pack(B, W1, P, k.w_hhT, k.ldw);                                          // W_hhᵀ[:, :first]
   Workspace ws;
   T* hh = ws.take<T>(B * W1);
   T* hin = ws.take<T>(d.h_mask ? B * P : 0);
@@ -318,7 +331,9 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
-  if (!k.w_hh16 && !k.small && pack_pays<T>(W1, P, true)) k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
+  if (!k.w_hh16 && !k.small && !k.w_hhb) k.w_hhb = block_f32<T>(k.ldw, P, k.w_hh, P);
+  if (!k.w_hh16 && !k.small && !k.w_hhb && pack_pays<T>(W1, P, true))
+    k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
   NormGrads grads(R, H, k.norm.on(), lstm);
   k.ngrads = &grads;
   // an absent gradient is read from one step's worth of zeros: the kernels stay branch-free,

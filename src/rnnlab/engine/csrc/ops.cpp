@@ -549,6 +549,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.w_hh = r.w_hh.data_ptr<T>();
   k.dot = dot_rows(s);
   k.small = !k.dot && small_rows(s);
+  k.gemm_threads = step_threads(s.B, k.ldw, s.P);  // a blocked product's threads (brgemm.h), as BLAS's rule
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
@@ -1262,6 +1263,9 @@ struct StepGemms {
     if (bf16) {
       k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
       pack_bf16(k);
+    } else if (!k.dot && !k.small) {  // the float32 loop's blocked weights, where it makes them (driver.h)
+      k.w_hhTb = block_f32<float>(H, GH, k.w_hhT, GH), k.w_hhb = block_f32<float>(GH, H, k.w_hh, H);
+      k.gemm_threads = step_threads(B, GH, H);
     }
   }
   void run(int64_t T) {
@@ -1441,6 +1445,13 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("brgemm_products() -> int", [] { return rnnlab::PackedBf16::products().load(); });
   m.def("brgemm_available() -> bool", [] { return rnnlab::PackedBf16::available(); });
   m.def("sgemm_packs() -> int", [] { return rnnlab::PackedB<float>::packs().load(); });  // blas.h's PackedB
+  // float32 products run on blocked W_hh through brgemm.h so far (tests, bench)
+  m.def("brgemm_f32_products() -> int", [] { return rnnlab::BlockedF32::products().load(); });
+  // which kernel the float32 loops' per-step products and input chunks run on this machine now (the bench says)
+  m.def("f32_products() -> str", [] {
+    return std::string(rnnlab::BlockedF32::wanted() ? "brgemm (oneDNN's float32 micro-kernel, W blocked once a call)"
+                                                    : "BLAS (MKL's SGEMM)");
+  });
   m.def("l2_bytes() -> int", &rnnlab::l2_bytes_op);  // a core's L2 as the rules read it (sysconf; 1 MB if unknown)
   m.def("splits_units(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_units);
   m.def("splits_level(str cell, int B, int H, bool keep) -> bool", &rnnlab::splits_level);

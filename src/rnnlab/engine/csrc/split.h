@@ -123,7 +123,9 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
   if (half) own_bf16_forward(k, w_hhT, ws.take<bf16_t>(GX * P), w_ih, ws.take<bf16_t>(GX * X));
-  if (!k.small && !dot && !half && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
+  if (!k.small && !dot && !half) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
+  if (!k.small && !dot && !half && !d.xp && X > 0) k.w_ihTb = block_f32<T>(X, GX, k.w_ih, X, true);
+  if (!k.small && !dot && !half && !k.w_hhTb && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);
   T* ext = Cell::mid_product ? shared + j0 : ws.take<T>(B * n);  // the GRU's extra rows (row stride lde)
@@ -225,6 +227,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
   if (half) own_bf16_backward(k, W, w_hh, ws.take<bf16_t>(W * P));
+  if (!half) k.w_hhb = block_f32<T>(W, P, w_hh, P);
   const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_rows ? B * H : 0);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));

@@ -131,6 +131,9 @@ struct Loop {
   // the same two, packed once per call for brgemm.h's products where it runs them (else null: MKL on the copies
   // above); shared, read only, by a level's loops over parts of the batch
   std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
+  // float32: W_hhᵀ (forward) and W_hh (backward) blocked once per call for brgemm.h's float32 products where they run
+  // (BlockedF32::wanted; the driver makes them), else null
+  std::shared_ptr<const BlockedF32> w_hhTb, w_hhb;
   bool bf16 = false;                // the bf16 mode runs (the operator sets it; split.h's parts make their own copies)
   int64_t gemm_threads = 1;         // the threads a packed product's column blocks split between
   // a single row against a large W_hh (the driver decides: make_loop) reads W_hh (rec, P) row by row, one dot
@@ -165,6 +168,7 @@ struct Loop {
   const T* w_ih = nullptr;     // (gx, X)
   const T* b_ih = nullptr;     // (gx), or null without a bias
   const bf16_t* w_ih16 = nullptr;  // bf16 mode: W_ih's bf16 copy
+  std::shared_ptr<const BlockedF32> w_ihTb;  // float32: W_ihᵀ (X, gx) blocked for brgemm.h's products, else null
 
   // out (n, gx) = x (n, X) · W_ihᵀ, for n input rows (x16: the same rows in bf16, in bf16 mode). The bias b_ih is
   // the cell's to add (Fw::xb), in its pointwise pass: copying it into every row first, for a GEMM that adds onto
@@ -178,6 +182,8 @@ struct Loop {
     }
     if constexpr (std::is_same_v<T, float>) {
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, 0.0f, out, gx);
+      if (w_ihTb && !wblock && w_ihTb->covers(0, X, 0, gx))
+        return w_ihTb->product(n, x, X, 0, X, 0, gx, false, out, gx, gemm_threads);
     }
     if (!wblock) return gemm_t<T>(n, gx, X, x, X, w_ih, X, T(0), out, gx);
     for (int64_t g = 0; g < gx / H; ++g)  // a split part's gate blocks of the whole W_ih (the bf16 mode's parts gather theirs)
@@ -197,6 +203,8 @@ struct Loop {
     }
     if constexpr (std::is_same_v<T, float>) {
       if (small) return small_gemm(B, width, P, in, P, w_hhT + col, ldw, 0.0f, out, ldo);
+      if (w_hhTb && w_hhTb->covers(0, P, col, width))
+        return w_hhTb->product(B, in, P, 0, P, col, width, false, out, ldo, gemm_threads);
     }
     if (col == 0 && packed.on() && width == packed.width()) return packed.product(in, P, T(0), out, ldo);
     if (dot) {
@@ -250,6 +258,8 @@ struct Loop {
     }
     if constexpr (std::is_same_v<T, float>) {
       if (small) return small_gemm(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
+      if (w_hhb && w_hhb->covers(row, rows, 0, P) && (beta == 0.0f || beta == 1.0f))
+        return w_hhb->product(B, d, ldd, row, rows, 0, P, beta == 1.0f, out, P, gemm_threads);
     }
     if (row == 0 && packed_back.on() && rows == packed_back.depth()) return packed_back.product(d, ldd, beta, out, P);
     gemm<T>(B, P, rows, d, ldd, w_hh + row * P, P, beta, out, P);
