@@ -202,20 +202,27 @@ def test_forced_fallback_is_float32(cls, opts, monkeypatch):
 def test_bf16_kernel_names_the_path(monkeypatch):
     monkeypatch.delenv("RNNLAB_BF16")
     kernel = ops.bf16_kernel()
-    assert kernel in ("mkl-bf16 (amx)", "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)",
+    assert kernel in ("mkl-bf16 (amx)", "mkl-bf16 (avx512-bf16)", "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)",
                       "float32 (no bf16 GEMM on this CPU)", "float32 (no bf16 GEMM in this BLAS)",
                       "float32 (no native operators)")
-    # the mode is on by default with AMX only; without it RNNLAB_BF16=1 runs it, and RNNLAB_BF16=0 never does
+    # the mode is on by default with AMX, and without it where brgemm.h's packed products run (RNNLAB_BRGEMM=0: MKL's
+    # bf16 GEMM, off); RNNLAB_BF16=1 runs it wherever the hardware has it, and RNNLAB_BF16=0 never does
+    packed = torch.ops.rnnlab.brgemm_available() if KERNEL.startswith("mkl-bf16") else False
     assert (kernel == "mkl-bf16 (amx)") == (KERNEL == "mkl-bf16 (amx)")
-    assert kernel.startswith("float32 (no AMX") == (KERNEL == "mkl-bf16 (avx512-bf16)")
+    assert kernel.startswith("float32 (no AMX") == (KERNEL == "mkl-bf16 (avx512-bf16)" and not packed)
+    if KERNEL == "mkl-bf16 (avx512-bf16)":
+        monkeypatch.setenv("RNNLAB_BRGEMM", "0")
+        assert ops.bf16_kernel().startswith("float32 (no AMX")
+        monkeypatch.delenv("RNNLAB_BRGEMM")
     monkeypatch.setenv("RNNLAB_BF16", "0")  # where the hardware has no mode, its own reason stays
     assert ops.bf16_kernel() == ("float32 (RNNLAB_BF16=0)" if KERNEL.startswith("mkl-bf16") else kernel)
 
 
 def test_without_amx_autocast_computes_float32(monkeypatch):
-    """On a CPU with AVX-512-BF16 but no AMX (where MKL's bf16 GEMM measured no faster than float32) autocast runs the
-    float32 path unless RNNLAB_BF16=1: no loop counts as the bf16 mode."""
+    """On a CPU with AVX-512-BF16 but no AMX, with MKL's bf16 GEMM for the products (RNNLAB_BRGEMM=0: it measured no
+    faster than float32 there) autocast runs the float32 path unless RNNLAB_BF16=1: no loop counts as the bf16 mode."""
     monkeypatch.delenv("RNNLAB_BF16")
+    monkeypatch.setenv("RNNLAB_BRGEMM", "0")
     if not ops.bf16_kernel().startswith("float32 (no AMX"):
         pytest.skip(f"not a CPU without AMX but with AVX-512-BF16: {ops.bf16_kernel()}")
     layer, x = rnnlab.GRU(16, 128, engine="native"), torch.randn(4, 16, 16)  # 16·384·128 ≥ 2^17
@@ -397,7 +404,8 @@ requires_brgemm = pytest.mark.skipif(
 @pytest.mark.parametrize("cls,opts", [c for c in CASES if not c[1].get("recurrent_dropout")] +
                          [(rnnlab.GRU, dict(reset="before"))], ids=str)
 @pytest.mark.parametrize("hidden", [64, 96, 75])
-def test_packed_products_match_mkl(cls, opts, hidden, monkeypatch):
+@pytest.mark.parametrize("inputs", [X, X - 1])
+def test_packed_products_match_mkl(cls, opts, hidden, inputs, monkeypatch):
     """brgemm.h's products on W_hh packed once per call against MKL's bf16 GEMM on the unpacked copy
     (RNNLAB_BRGEMM=0): both multiply the same bf16 operands and accumulate in float32, so the results agree to
     float32 rounding of sums over H terms, which moves a carried h across a bf16 rounding edge now and then: within
@@ -405,17 +413,20 @@ def test_packed_products_match_mkl(cls, opts, hidden, monkeypatch):
     route ran wherever W_hh or W_hhᵀ has an even number of rows. H = 96 leaves a
     narrower last column block (and the reset-before GRU's n block off a block edge: MKL there); at H = 75 every
     W_hh with an odd number of rows stays MKL's (brgemm.h packs rows in pairs), which leaves the LSTM's backward
-    (4H rows) packed, its last block 11 wide, and none of the others."""
+    (4H rows) packed, its last block 11 wide, and none of the others. The input projection x · W_ihᵀ runs on W_ihᵀ
+    packed as well where X is even and the loop computes it (X = 16; at X = 15 MKL's; layer norm's is the
+    driver's), so the W_hh rule is checked at X = 15."""
     torch.manual_seed(0)
-    layer = contractive(cls(X, hidden, num_layers=1, bidirectional=True, engine="native", **opts))
-    x = torch.randn(T, B, X, requires_grad=True)
+    layer = contractive(cls(inputs, hidden, num_layers=1, bidirectional=True, engine="native", **opts))
+    x = torch.randn(T, B, inputs, requires_grad=True)
     lengths = torch.randint(1, T + 1, (B,))
     lengths[0] = T
     before = torch.ops.rnnlab.brgemm_products()
     packed = run(layer, x, lengths, True)
     rows = {rnnlab.RNN: 1, rnnlab.GRU: 3, rnnlab.LSTM: 3 if opts.get("coupled") else 4}[cls] * hidden
     width = opts.get("proj_size") or hidden
-    assert (torch.ops.rnnlab.brgemm_products() > before) == (rows % 2 == 0 or width % 2 == 0)
+    ran = torch.ops.rnnlab.brgemm_products() > before
+    assert ran == (rows % 2 == 0 or width % 2 == 0) if inputs % 2 else ran or not (rows % 2 == 0 or width % 2 == 0)
     monkeypatch.setenv("RNNLAB_BRGEMM", "0")
     before = torch.ops.rnnlab.brgemm_products()
     plain = run(layer, x, lengths, True)

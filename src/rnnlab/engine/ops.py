@@ -460,11 +460,12 @@ def autocast_bf16() -> bool:
 
 def bf16_kernel() -> str:
     """Which kernel ``recurrent_level``'s bf16 mode (CPU autocast with bfloat16) runs on this machine: "mkl-bf16
-    (amx)", or "mkl-bf16 (avx512-bf16)" where the CPU has AVX-512-BF16 but no AMX and ``RNNLAB_BF16=1`` asks for it
-    (without AMX MKL's bf16 GEMM measured no faster than float32, so the mode is off there by default); or why it runs
-    float32 instead: "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)", "float32 (no bf16 GEMM on this CPU)",
-    "float32 (no bf16 GEMM in this BLAS)", "float32 (RNNLAB_BF16=0)" (the override that forces the float32 path).
-    Even where it runs, small levels run float32 (``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``)."""
+    (amx)", or "mkl-bf16 (avx512-bf16)" where the CPU has AVX-512-BF16 but no AMX (on by default where csrc/brgemm.h's
+    packed bf16 products run, which is every such CPU unless ``RNNLAB_BRGEMM=0``; else when ``RNNLAB_BF16=1`` asks for
+    it: MKL's bf16 GEMM alone measured no faster than float32 there); or why it runs float32 instead: "float32 (no
+    AMX; RNNLAB_BF16=1 runs the bf16 mode)", "float32 (no bf16 GEMM on this CPU)", "float32 (no bf16 GEMM in this
+    BLAS)", "float32 (RNNLAB_BF16=0)" (the override that forces the float32 path). Even where it runs, small levels
+    run float32 (``BF16_MIN_STEP_MACS`` in ``csrc/ops.cpp``)."""
     if _LIBRARY["path"] is None:
         return "float32 (no native operators)"
     return torch.ops.rnnlab.bf16_kernel()

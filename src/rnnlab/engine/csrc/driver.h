@@ -274,6 +274,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
   if (!d.xp && !k.w_ih16 && !k.wblock && !k.small && !k.w_ihTb && k.X > 0)  // the input projection's chunks
     k.w_ihTb = block_f32<T>(k.X, GX, k.w_ih, k.X, true);
+  if (!d.xp && k.w_ih16 && !k.wblock && !k.w_ihT16p && k.X > 0) k.w_ihT16p = PackedBf16::make_transposed(k.X, GX, k.w_ih16);
   if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb && pack_pays<T>(W1, P, d.keep))  // a training loop keeps its steps
     k.packed.pack(B, W1, P, k.w_hhT, k.ldw);                                          // W_hhᵀ[:, :first]
   Workspace ws;

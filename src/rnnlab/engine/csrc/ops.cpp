@@ -299,15 +299,20 @@ bool bf16_env(const char* value) {
 }
 bool bf16_disabled() { return bf16_env("0"); }
 
-// Without AMX the bf16 mode is off unless asked for: on an AMD EPYC host (AVX-512-BF16, no AMX) MKL's bf16 GEMM ran the
-// per-step GEMMs at 0.90-1.27x float32's time (B = 32-128, H = 128-512), and the nine training steps under autocast that
-// ran the mode (RNN and GRUs from (100, 32, 64, 128)) took 0.93-1.57x rnnlab's float32 step (BENCHMARKS.md, the AMD
-// run): the bf16 copies and roundings cost about what the GEMMs save.
+// Without AMX the bf16 mode runs where brgemm.h's packed products do (AVX-512-BF16: the per-step products and the input
+// projection on W packed once a call), else only when asked for. On the AMD EPYC host (AVX-512-BF16, no AMX) with MKL's
+// bf16 GEMM for those products the mode cost about what it saved: the per-step GEMMs ran 0.90-1.27x float32's time
+// (B = 32-128, H = 128-512) and the nine training steps under autocast that ran the mode took 0.93-1.57x rnnlab's
+// float32 step (BENCHMARKS.md, the AMD run of 2026-12-02). On brgemm's products (one thread 218-233 GFLOP/s, MKL's bf16
+// GEMM 69-90) the autocast training step took 0.78-0.90x the float32 step at (100, 64, 256, 256) and (50, 128, 256,
+// 512) for every cell, 0.93-1.04x at (100, 32, 64, 128) (BENCHMARKS.md, 2026-12-04). RNNLAB_BRGEMM=0 (MKL's bf16 GEMM)
+// turns it back off there.
 std::string bf16_kernel() {
   const std::string& hw = bf16_hardware();
   if (!bf16_hardware_ok()) return hw;
   if (bf16_disabled()) return "float32 (RNNLAB_BF16=0)";
-  if (hw == "mkl-bf16 (avx512-bf16)" && !bf16_env("1")) return "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)";
+  if (hw == "mkl-bf16 (avx512-bf16)" && !bf16_env("1") && !PackedBf16::available())
+    return "float32 (no AMX; RNNLAB_BF16=1 runs the bf16 mode)";
   return hw;
 }
 bool bf16_on() { return bf16_kernel().rfind("mkl-bf16", 0) == 0; }

@@ -125,6 +125,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   if (half) own_bf16_forward(k, w_hhT, ws.take<bf16_t>(GX * P), w_ih, ws.take<bf16_t>(GX * X));
   if (!k.small && !dot && !half) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
   if (!k.small && !dot && !half && !d.xp && X > 0) k.w_ihTb = block_f32<T>(X, GX, k.w_ih, X, true);
+  if (half && k.w_ih16 && !d.xp && X > 0) k.w_ihT16p = PackedBf16::make_transposed(X, GX, k.w_ih16);
   if (!k.small && !dot && !half && !k.w_hhTb && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);

@@ -169,6 +169,7 @@ struct Loop {
   const T* b_ih = nullptr;     // (gx), or null without a bias
   const bf16_t* w_ih16 = nullptr;  // bf16 mode: W_ih's bf16 copy
   std::shared_ptr<const BlockedF32> w_ihTb;  // float32: W_ihᵀ (X, gx) blocked for brgemm.h's products, else null
+  std::shared_ptr<const PackedBf16> w_ihT16p;  // bf16 mode: W_ihᵀ (X, gx) packed for brgemm.h's products, else null
 
   // out (n, gx) = x (n, X) · W_ihᵀ, for n input rows (x16: the same rows in bf16, in bf16 mode). The bias b_ih is
   // the cell's to add (Fw::xb), in its pointwise pass: copying it into every row first, for a GEMM that adds onto
@@ -181,6 +182,8 @@ struct Loop {
       return;
     }
     if constexpr (std::is_same_v<T, float>) {
+      if (w_ih16 && w_ihT16p && !wblock && w_ihT16p->covers(0, X, 0, gx))
+        return w_ihT16p->product(n, x16, X, 0, X, 0, gx, false, out, gx, gemm_threads);
       if (w_ih16) return gemm_bf16(false, true, n, gx, X, x16, X, w_ih16, X, 0.0f, out, gx);
       if (w_ihTb && !wblock && w_ihTb->covers(0, X, 0, gx))
         return w_ihTb->product(n, x, X, 0, X, 0, gx, false, out, gx, gemm_threads);
