@@ -464,3 +464,26 @@ def test_kept_gradient_rows_equal_a_rounding_after_the_loop(cls, opts, rows, mon
             assert rel(a, b) < 2.0 ** -17, name
         else:
             assert torch.equal(a, b), name
+
+
+@requires_bf16
+@requires_brgemm
+@pytest.mark.parametrize("cls,opts", [(rnnlab.LSTM, {}), (rnnlab.GRU, dict(layer_norm=True)), (rnnlab.RNN, {})],
+                         ids=str)
+def test_row_gemms_on_packed_products_match_mkl(cls, opts, monkeypatch):
+    """Without AMX the GEMMs over T·B rows (∂W_ih, ∂W_hh as (vᵀ · ∂a)ᵀ on ∂a packed; ∂x, accumulated over the two
+    directions; layer norm's whole input projection on W_ihᵀ packed) run brgemm.h's products from 2^22 multiply-adds
+    (ops.cpp's mm16_packed): at sizes past that, against MKL's bf16 GEMM (RNNLAB_BRGEMM=0), within 2^-8 relative as
+    the per-step products are."""
+    if ops.bf16_kernel() == "mkl-bf16 (amx)":
+        pytest.skip("with AMX the T·B-row GEMMs stay MKL's")
+    torch.manual_seed(0)
+    layer = contractive(cls(64, 64, num_layers=1, bidirectional=True, engine="native", **opts))
+    x = torch.randn(12, 64, 64, requires_grad=True)  # 768 rows: ∂x 768 · 64 · 256 multiply-adds for the LSTM
+    lengths = torch.randint(1, 13, (64,))
+    lengths[0] = 12
+    packed = run(layer, x, lengths, True)
+    monkeypatch.setenv("RNNLAB_BRGEMM", "0")
+    plain = run(layer, x, lengths, True)
+    errors = [rel(a.float(), b.float()) for a, b in zip(packed, plain)]
+    assert max(errors) < 2.0 ** -8, errors

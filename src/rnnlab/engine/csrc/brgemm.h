@@ -122,6 +122,7 @@ class BlockedF32 {
 class PackedBf16 {
  public:
   static constexpr int64_t NB = 64;  // columns a block: 64 measured faster than 32 at every shape above but B = 8
+  static constexpr int64_t KC = 1024;  // the depth one brgemm call multiplies over (even: rows stay in pairs)
 
   // whether the products run here: oneDNN packs bf16 for this CPU (AMX), or the CPU has AVX-512-BF16, where brgemm's
   // bf16 kernel runs on blocks this class packs itself (ATen packs only for AMX); and RNNLAB_BRGEMM is not 0. On the
@@ -169,8 +170,12 @@ class PackedBf16 {
         at::native::cpublas::pack(K, w, ldw, ld(w), at::kBFloat16, at::kBFloat16, W + c, buf_.data() + c * K);
       } else {  // the same layout by hand: rows in pairs, (K/2, ld(w), 2), the padding columns zero
         bf16_t* out = buf_.data() + c * K;
-        for (int64_t k = 0; k < K; ++k)
-          for (int64_t j = 0; j < w; ++j) out[(k / 2) * ld(w) * 2 + j * 2 + (k % 2)] = W[k * ldw + c + j];
+        for (int64_t k = 0; k < K; k += 2) {
+          const bf16_t* r0 = W + k * ldw + c;
+          const bf16_t* r1 = k + 1 < K ? r0 + ldw : nullptr;
+          bf16_t* o = out + k * ld(w);
+          for (int64_t j = 0; j < w; ++j) o[2 * j] = r0[j], o[2 * j + 1] = r1 ? r1[j] : bf16_t(0);
+        }
       }
     }
   }
@@ -182,18 +187,22 @@ class PackedBf16 {
 
   // C (M, width) = A (M, kn) · W[k0 : k0 + kn, col : col + width] (+ C where add), C's row stride ldc; the column
   // blocks split between ``threads`` threads of ATen's pool (one inside a parallel region)
+  // (``count``: whether it counts among products(), the loops' products; ops.cpp's GEMMs over T·B rows do not)
   void product(int64_t M, const bf16_t* A, int64_t lda, int64_t k0, int64_t kn, int64_t col, int64_t width, bool add,
-               float* C, int64_t ldc, int64_t threads) const {
-    products().fetch_add(1, std::memory_order_relaxed);
+               float* C, int64_t ldc, int64_t threads, bool count = true) const {
+    if (count) products().fetch_add(1, std::memory_order_relaxed);
     const int64_t first = col / NB, last = (col + width + NB - 1) / NB;
     auto blocks = [&](int64_t j0, int64_t j1) {
       for (int64_t r = 0; r < M; r += BlockedF32::MR) {  // the input projection's chunks: MR rows at a time
         const int64_t m = std::min(BlockedF32::MR, M - r);
         for (int64_t j = j0; j < j1; ++j) {
           const int64_t c = j * NB, w = std::min(NB, N_ - c);
-          at::native::cpublas::brgemm(m, w, kn, lda, ld(w), ldc, add, reinterpret_cast<const at::BFloat16*>(A + r * lda),
-                                      reinterpret_cast<const at::BFloat16*>(buf_.data() + c * K_ + k0 * ld(w)),
-                                      C + r * ldc + (c - col), true);
+          for (int64_t kk = 0; kk < kn; kk += KC) {  // a long depth (the weights' gradients: T·B) in chunks of KC
+            at::native::cpublas::brgemm(m, w, std::min(KC, kn - kk), lda, ld(w), ldc, add || kk > 0,
+                                        reinterpret_cast<const at::BFloat16*>(A + r * lda + kk),
+                                        reinterpret_cast<const at::BFloat16*>(buf_.data() + c * K_ + (k0 + kk) * ld(w)),
+                                        C + r * ldc + (c - col), true);
+          }
         }
       }
       at::native::cpublas::brgemm_release(true);

@@ -334,6 +334,38 @@ bool use_bf16(const Shape& s, bool requested) {
 
 Tensor to16(const Tensor& t) { return t.to(at::kBFloat16).contiguous(); }
 
+// The GEMMs over T·B rows (the weights' gradients, ∂x, a whole input projection) on brgemm.h's packed bf16 products
+// where this CPU has them without AMX (AVX-512-BF16: rnnlab packs the pairs itself; RNNLAB_BRGEMM=0 turns it off), from
+// 2^22 multiply-adds: there MKL's bf16 GEMM runs its generic path, no faster than its SGEMM (the AMD EPYC host). The
+// right operand is packed once (the weights' gradients, ∂aᵀ · v, run as (vᵀ · ∂a)ᵀ: ∂a packed, vᵀ a copy), its depth
+// even. With AMX MKL's bf16 GEMM runs AMX and stays. Returns whether it ran.
+bool mm16_packed(const Tensor& a, bool ta, const Tensor& b, bool tb, float beta, Tensor& out) {
+  const int64_t M = ta ? a.size(1) : a.size(0), K = ta ? a.size(0) : a.size(1), N = tb ? b.size(0) : b.size(1);
+  if (!PackedBf16::available() || PackedBf16::aten_packs() || M * N * K < (int64_t(1) << 22) || K % 2 != 0 ||
+      (beta != 0.0f && beta != 1.0f) || at::in_parallel_region())
+    return false;
+  const int64_t threads = at::get_num_threads();
+  auto bf = [](const Tensor& t) { return reinterpret_cast<const bf16_t*>(t.data_ptr()); };
+  if (ta && !tb) {  // out (M, N) = aᵀ b, a (K, M), b (K, N): outᵀ = bᵀ a, a packed (K rows in pairs)
+    const Tensor bt = b.t().contiguous();  // (N, K)
+    const PackedBf16 packed(K, M, bf(a), a.stride(0));
+    Tensor outT = at::empty({N, M}, out.options());
+    packed.product(N, bf(bt), K, 0, K, 0, M, false, outT.data_ptr<float>(), M, threads, false);
+    if (beta == 0.0f)
+      out.copy_(outT.t());
+    else
+      out.add_(outT.t());
+    return true;
+  }
+  if (!ta) {  // out (M, N) = a op(b), a (M, K): op(b) (K, N) packed
+    const Tensor bk = tb ? b.t().contiguous() : b;  // (K, N) with unit column stride
+    const PackedBf16 packed(K, N, bf(bk), bk.stride(0));
+    packed.product(M, bf(a), a.stride(0), 0, K, 0, N, beta == 1.0f, out.data_ptr<float>(), N, threads, false);
+    return true;
+  }
+  return false;
+}
+
 // row-major out (M, N) = op(a) · op(b) + beta · out, for 2-D bf16 a, b with unit column stride (a narrow of
 // a wider matrix is fine) and a contiguous float32 out: op(a) is a (M, K) or aᵀ when ta, op(b) likewise
 void mm16(const Tensor& a, bool ta, const Tensor& b, bool tb, float beta, Tensor& out) {
@@ -346,6 +378,7 @@ void mm16(const Tensor& a, bool ta, const Tensor& b, bool tb, float beta, Tensor
     out.mul_(beta);
     return;
   }
+  if (mm16_packed(a, ta, b, tb, beta, out)) return;
   gemm_bf16(ta, tb, M, N, K, reinterpret_cast<const bf16_t*>(a.data_ptr()), a.stride(0),
             reinterpret_cast<const bf16_t*>(b.data_ptr()), b.stride(0), beta, out.data_ptr<float>(), N);
 }
