@@ -254,14 +254,25 @@ bool pack_pays(int64_t rows, int64_t cols, bool training = false) {
   return PackedB<T>::wanted(rows * cols * int64_t(sizeof(T)) / threads, training);
 }
 
-// a float32 loop's W_hhᵀ (forward) or W_hh (backward), (K, N) with row stride ldw, blocked for brgemm.h's float32
-// products where they run (BlockedF32::wanted), else null
+// The weights a loop's products read through brgemm.h, laid out once per call where it runs them (not again where a
+// caller laid them out first: the halves of a batch split by row share the whole loop's). Forward: W_hhᵀ (float32; the
+// bf16 mode packs its own copy when it makes it) and, where the loop computes the input projection's chunks
+// (``input``), W_ihᵀ (gx, the projection's width, by X): float32 blocked, or the bf16 mode's copy packed.
 template <typename T>
-std::shared_ptr<const BlockedF32> block_f32(int64_t K, int64_t N, const T* W, int64_t ldw, bool transposed = false) {
+void lay_out_forward(Loop<T>& k, int64_t gx, bool input) {
   if constexpr (std::is_same_v<T, float>) {
-    if (W) return BlockedF32::make(K, N, W, ldw, transposed);
+    if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb) k.w_hhTb = BlockedF32::make(k.P, k.ldw, k.w_hhT, k.ldw);
+    if (!input || k.wblock || k.X == 0) return;
+    if (k.w_ih16 && !k.w_ihT16p) k.w_ihT16p = PackedBf16::make(k.X, gx, k.w_ih16, k.X, true);
+    if (!k.w_ih16 && !k.small && !k.w_ihTb) k.w_ihTb = BlockedF32::make(k.X, gx, k.w_ih, k.X, true);
   }
-  return nullptr;
+}
+// backward: W_hh (rec, P), float32 blocked
+template <typename T>
+void lay_out_backward(Loop<T>& k) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!k.w_hh16 && !k.small && !k.w_hhb) k.w_hhb = BlockedF32::make(k.ldw, k.P, k.w_hh, k.P);
+  }
 }
 
 template <typename T, class Cell>
@@ -271,10 +282,7 @@ void run_forward(Loop<T>& k, const Direction<T>& d) {
   const int64_t RS = d.row_slot(B);  // rows per time slot of the (T, ·, ·) arrays
   constexpr int64_t S = Cell::states;
   k.scratch.assign(Cell::scratch(B, H), T(0));
-  if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
-  if (!d.xp && !k.w_ih16 && !k.wblock && !k.small && !k.w_ihTb && k.X > 0)  // the input projection's chunks
-    k.w_ihTb = block_f32<T>(k.X, GX, k.w_ih, k.X, true);
-  if (!d.xp && k.w_ih16 && !k.wblock && !k.w_ihT16p && k.X > 0) k.w_ihT16p = PackedBf16::make_transposed(k.X, GX, k.w_ih16);
+  lay_out_forward(k, GX, !d.xp);
   if (!k.w_hhT16 && !k.dot && !k.small && !k.w_hhTb && pack_pays<T>(W1, P, d.keep))  // a training loop keeps its steps
     k.packed.pack(B, W1, P, k.w_hhT, k.ldw);                                          // W_hhᵀ[:, :first]
   Workspace ws;
@@ -332,7 +340,7 @@ void run_backward(Loop<T>& k, const Direction<T>& d) {
   const bool lstm = d.cells != nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));
   k.ln_step.assign(k.norm.on() ? 2 * R : 0, T(0));
-  if (!k.w_hh16 && !k.small && !k.w_hhb) k.w_hhb = block_f32<T>(k.ldw, P, k.w_hh, P);
+  lay_out_backward(k);
   if (!k.w_hh16 && !k.small && !k.w_hhb && pack_pays<T>(W1, P, true))
     k.packed_back.pack(B, P, W1, k.w_hh, P);  // W_hh[:first]
   NormGrads grads(R, H, k.norm.on(), lstm);

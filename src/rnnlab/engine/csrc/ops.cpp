@@ -304,9 +304,9 @@ bool bf16_disabled() { return bf16_env("0"); }
 // bf16 GEMM for those products the mode cost about what it saved: the per-step GEMMs ran 0.90-1.27x float32's time
 // (B = 32-128, H = 128-512) and the nine training steps under autocast that ran the mode took 0.93-1.57x rnnlab's
 // float32 step (BENCHMARKS.md, the AMD run of 2026-12-02). On brgemm's products (one thread 218-233 GFLOP/s, MKL's bf16
-// GEMM 69-90) the autocast training step took 0.78-0.90x the float32 step at (100, 64, 256, 256) and (50, 128, 256,
-// 512) for every cell, 0.93-1.04x at (100, 32, 64, 128) (BENCHMARKS.md, 2026-12-04). RNNLAB_BRGEMM=0 (MKL's bf16 GEMM)
-// turns it back off there.
+// GEMM 69-90) the autocast training step took 0.78-0.95x the float32 step at (100, 64, 256, 256) and (50, 128, 256,
+// 512), 0.93-1.04x at (100, 32, 64, 128), and with the GEMMs over T·B rows on them too (mm16_packed) 0.58-0.71x at
+// (50, 128, 256, 512) (BENCHMARKS.md, 2026-12-04). RNNLAB_BRGEMM=0 (MKL's bf16 GEMM) turns it back off there.
 std::string bf16_kernel() {
   const std::string& hw = bf16_hardware();
   if (!bf16_hardware_ok()) return hw;
@@ -567,13 +567,11 @@ bool split_rows(const Shape& s, bool half, bool keep) {
 int64_t split_cut(int64_t H) { return std::min(H - 1, (H / 2 + 15) / 16 * 16); }
 
 // the bf16 mode's copies of W_hh packed once for brgemm.h's products, where this CPU has them (W_hhᵀ (P, rec) forward,
-// W_hh (rec, P) backward: each (K, N) as its product reads it), and the threads a product splits its blocks between
-// (the BLAS rule, step_threads)
+// W_hh (rec, P) backward: each (K, N) as its product reads it)
 template <typename T>
 void pack_bf16(Loop<T>& k) {
-  if (k.w_hhT16) k.w_hhT16p = PackedBf16::make(k.P, k.ldw, k.w_hhT16);
-  if (k.w_hh16) k.w_hh16p = PackedBf16::make(k.ldw, k.P, k.w_hh16);
-  k.gemm_threads = step_threads(k.B, k.ldw, k.P);
+  if (k.w_hhT16) k.w_hhT16p = PackedBf16::make(k.P, k.ldw, k.w_hhT16, k.ldw);
+  if (k.w_hh16) k.w_hh16p = PackedBf16::make(k.ldw, k.P, k.w_hh16, k.P);
 }
 
 // the services of one direction's loop
@@ -587,7 +585,7 @@ Loop<T> make_loop(const Shape& s, const Record& r, const Reserve& res, const Ten
   k.w_hh = r.w_hh.data_ptr<T>();
   k.dot = dot_rows(s);
   k.small = !k.dot && small_rows(s);
-  k.gemm_threads = step_threads(s.B, k.ldw, s.P);  // a blocked product's threads (brgemm.h), as BLAS's rule
+  k.gemm_threads = step_threads(s.B, k.ldw, s.P);  // a laid-out product's threads (brgemm.h), as BLAS's rule
   k.w_hrT = w_hrT.defined() ? w_hrT.data_ptr<T>() : nullptr;
   k.w_hr = ptr<T>(r.w_hr);
   if (w_hhT16.defined() || w_hh16.defined()) {  // bf16 mode: W_hh's bf16 copy, made once for the whole call
@@ -774,6 +772,7 @@ LevelOut run_level(const Shape& s, const std::vector<Record>& recs, const Tensor
       with_cell<T>(s, [&](auto unit) {
         using Cell = decltype(unit);
         if (by_rows) {  // each half of the batch a whole loop of its own, on a thread each (split.h's run_rows)
+          lay_out_forward(k, s.GX, !dir.xp);  // once, for both halves
           auto part = [&](int64_t b0, int64_t n) {
             Loop<T> kp = rows_loop(k, s, n);
             if (kp.small) took(SMALL);
@@ -1040,6 +1039,7 @@ LevelGrads recurrent_level_backward(
       with_cell<T_>(s, [&](auto unit) {
         using Cell = decltype(unit);
         if (by_rows) {  // each half of the batch on a thread of its own (split.h's run_rows)
+          lay_out_backward(k);  // once, for both halves
           auto part = [&](int64_t b0, int64_t n) {
             Loop<T_> kp = rows_loop(k, s, n);
             Direction<T_> pd = rows_of(dir, s, b0);
@@ -1298,13 +1298,12 @@ struct StepGemms {
     k.w_hhT = w_hhT.data(), k.w_hh = w_hh.data();
     k.dot = dot_rows(B, GH * H);
     k.small = !k.dot && small_rows(B, GH * H, at::kFloat);
+    k.gemm_threads = step_threads(B, GH, H);  // a laid-out product's threads, as the driver's (make_loop)
     if (bf16) {
       k.w_hhT16 = w_hhT16.data(), k.w_hh16 = w_hh16.data(), k.in16.assign(B * std::max(H, GH), bf16_t(0));
       pack_bf16(k);
-    } else if (!k.dot && !k.small) {  // the float32 loop's blocked weights, where it makes them (driver.h)
-      k.w_hhTb = block_f32<float>(H, GH, k.w_hhT, GH), k.w_hhb = block_f32<float>(GH, H, k.w_hh, H);
-      k.gemm_threads = step_threads(B, GH, H);
     }
+    lay_out_forward(k, GH, false), lay_out_backward(k);  // the float32 loop's blocked W_hh (driver.h)
   }
   void run(int64_t T) {
     const int64_t rest = GH - first;
@@ -1487,7 +1486,7 @@ TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("brgemm_f32_products() -> int", [] { return rnnlab::BlockedF32::products().load(); });
   // which kernel the float32 loops' per-step products and input chunks run on this machine now (the bench says)
   m.def("f32_products() -> str", [] {
-    return std::string(rnnlab::BlockedF32::wanted() ? "brgemm (oneDNN's float32 micro-kernel, W blocked once a call)"
+    return std::string(rnnlab::BlockedF32::available() ? "brgemm (oneDNN's float32 micro-kernel, W blocked once a call)"
                                                     : "BLAS (MKL's SGEMM)");
   });
   m.def("l2_bytes() -> int", &rnnlab::l2_bytes_op);  // a core's L2 as the rules read it (sysconf; 1 MB if unknown)

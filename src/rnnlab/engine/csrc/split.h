@@ -67,7 +67,7 @@ template <typename T>
 void own_bf16_forward(Loop<T>& k, const T* w_hhT, bf16_t* w_hhT16, const T* w_ih, bf16_t* w_ih16) {
   if constexpr (std::is_same_v<T, float>) {
     to_bf16_rows(k.P, k.ldw, w_hhT, k.ldw, w_hhT16);
-    k.w_hhT16 = w_hhT16, k.w_hhT16p = PackedBf16::make(k.P, k.ldw, w_hhT16);
+    k.w_hhT16 = w_hhT16, k.w_hhT16p = PackedBf16::make(k.P, k.ldw, w_hhT16, k.ldw);
     if (w_ih) to_bf16_rows(k.ldw, k.X, w_ih, k.X, w_ih16), k.w_ih16 = w_ih16;
     k.in16.assign(k.B * std::max(k.P, k.ldw), bf16_t(0));
   }
@@ -76,7 +76,7 @@ template <typename T>
 void own_bf16_backward(Loop<T>& k, int64_t rows, const T* w_hh, bf16_t* w_hh16) {
   if constexpr (std::is_same_v<T, float>) {
     to_bf16_rows(rows, k.P, w_hh, k.P, w_hh16);
-    k.w_hh16 = w_hh16, k.w_hh16p = PackedBf16::make(rows, k.P, w_hh16);
+    k.w_hh16 = w_hh16, k.w_hh16p = PackedBf16::make(rows, k.P, w_hh16, k.P);
     k.in16.assign(k.B * std::max(k.P, rows), bf16_t(0));
   }
 }
@@ -123,9 +123,7 @@ void run_forward_part(const Loop<T>& whole, const Direction<T>& d, int64_t j0, i
   if (Cell::mid_product) k.mid_step = [&barrier] { barrier.wait(); };
 
   if (half) own_bf16_forward(k, w_hhT, ws.take<bf16_t>(GX * P), w_ih, ws.take<bf16_t>(GX * X));
-  if (!k.small && !dot && !half) k.w_hhTb = block_f32<T>(P, k.ldw, k.w_hhT, k.ldw);
-  if (!k.small && !dot && !half && !d.xp && X > 0) k.w_ihTb = block_f32<T>(X, GX, k.w_ih, X, true);
-  if (half && k.w_ih16 && !d.xp && X > 0) k.w_ihT16p = PackedBf16::make_transposed(X, GX, k.w_ih16);
+  lay_out_forward(k, GX, !d.xp);
   if (!k.small && !dot && !half && !k.w_hhTb && pack_pays<T>(W1, P)) k.packed.pack(B, W1, P, k.w_hhT, k.ldw);
   T* hh = ws.take<T>(B * W1);
   T* gate = ws.take<T>(B * G * n);
@@ -228,7 +226,7 @@ void run_backward_part(const Loop<T>& whole, const Direction<T>& d, int64_t part
   k.ngrads = nullptr;
   k.scratch.assign(Cell::scratch(B, H), T(0));  // the layer's width: the GRU's dhh rows
   if (half) own_bf16_backward(k, W, w_hh, ws.take<bf16_t>(W * P));
-  if (!half) k.w_hhb = block_f32<T>(W, P, w_hh, P);
+  lay_out_backward(k);
   const int64_t nz = (d.g_gates ? 0 : B * GH) + (d.g_cells ? 0 : B * H) + (d.out_rows ? B * H : 0);
   T* zeros = ws.take<T>(nz);
   std::fill(zeros, zeros + nz, T(0));
