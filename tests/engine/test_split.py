@@ -31,6 +31,16 @@ def ran(fn):
     return {k: after[k] - before[k] for k in after}, out
 
 
+def split_ran(layer, x=None, grad=False):
+    """Whether one call of ``layer`` on ``x`` (default (5, 8, 16)) ran split by unit (in inference mode unless
+    ``grad``)."""
+    x = torch.randn(5, 8, 16) if x is None else x
+    if grad:
+        return ran(lambda: layer(x))[0]["split"] == 1
+    with torch.inference_mode():
+        return ran(lambda: layer(x))[0]["split"] == 1
+
+
 def _agree(results, out, hn, dtype):
     """The split route's results (``results["1"]``) match the float64 reference's (out, hn) and the one-loop route's."""
     want = [out, *(hn if isinstance(hn, tuple) else (hn,))]
@@ -115,16 +125,10 @@ def test_split_training_matches_the_float64_reference(cls, opts, monkeypatch):
 def test_where_the_split_runs_by_default(monkeypatch):
     """Inference at the measured sizes (batch 1 only for W_hh of 2^16 numbers or more); training for the GRU and the
     LSTM's larger sizes; not for two directions,
-    variants, a projection or the reset-before GRU's training, and never on one torch thread."""
+    variants, a projection or the reset-before GRU's training, and never on one torch thread. (The training rules with
+    the float32 products on MKL: on brgemm's blocks, test_training_does_not_split_on_blocked_products.)"""
     monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
-    x = torch.randn(5, 8, 16)
-
-    def split_ran(layer, x=x, grad=False):
-        if grad:
-            return ran(lambda: layer(x))[0]["split"] == 1
-        with torch.inference_mode():
-            return ran(lambda: layer(x))[0]["split"] == 1
-
+    monkeypatch.setenv("RNNLAB_BRGEMM_F32", "0")
     assert split_ran(rnnlab.LSTM(16, 64, engine="native"))
     assert split_ran(rnnlab.GRU(16, 64, reset="after", engine="native"))
     assert split_ran(rnnlab.RNN(16, 256, engine="native"))
@@ -144,6 +148,23 @@ def test_where_the_split_runs_by_default(monkeypatch):
     assert not split_ran(rnnlab.LSTM(16, 16, engine="native"))  # H < 32: parts of under 16 units
     torch.set_num_threads(1)
     assert not split_ran(rnnlab.LSTM(16, 64, engine="native"))
+
+
+def test_training_does_not_split_on_blocked_products(monkeypatch):
+    """Where the float32 per-step products run on brgemm's blocks (already over both threads), a training call runs
+    one loop where MKL's products would split it by unit; inference still splits, and float64 keeps the rule."""
+    monkeypatch.delenv("RNNLAB_SPLIT", raising=False)
+    monkeypatch.setenv("RNNLAB_ROWS", "0")  # (the split by row would take these inference calls)
+    monkeypatch.setenv("RNNLAB_BRGEMM_F32", "1")
+    x = torch.randn(5, 32, 16)
+    for make in (lambda **k: rnnlab.GRU(16, 128, reset="after", engine="native", **k),
+                 lambda **k: rnnlab.LSTM(16, 256, engine="native", **k)):
+        assert not split_ran(make(), x, grad=True)
+        assert split_ran(make(), x)  # inference
+        assert split_ran(make().double(), x.double(), grad=True)  # float64: no blocked products
+        monkeypatch.setenv("RNNLAB_BRGEMM_F32", "0")
+        assert split_ran(make(), x, grad=True)
+        monkeypatch.setenv("RNNLAB_BRGEMM_F32", "1")
 
 
 def test_calls_from_two_python_threads_at_once(monkeypatch):
