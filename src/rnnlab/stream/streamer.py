@@ -70,24 +70,61 @@ _OWN_STEPS = {"gru_before": _gru_before_kernel}  # fused steps of cells torch ha
 
 
 NATIVE_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")  # what rnnlab::cell_step computes
+# a level hands rnnlab::cell_step column blocks from a W_hh of this many numbers (2^18: 1 MB in float32, a core's L2
+# on the AMD EPYC host and half of it on the Intel one; smaller levels stay in cache, where small_gemm.h's kernel runs
+# the transposed layout)
+BLOCKS_FROM = 1 << 18
+GEMV_BLOCK = 64  # csrc/small_gemm.h's GEMV_BLOCK
+
+
+def column_blocks(w: torch.Tensor) -> torch.Tensor:
+    """``w`` (N, K), a weight as torch stores it, as its transpose (K, N) in blocks of ``GEMV_BLOCK`` columns:
+    (⌈N/64⌉, K, 64), block b holding columns [64 b, 64 b + 64) densely, the last one padded with zeros — the layout
+    ``rnnlab::cell_step`` reads one row at a time (``csrc/small_gemm.h``'s block_gemv)."""
+    n, k = w.shape
+    blocks = -(-n // GEMV_BLOCK)
+    padded = torch.nn.functional.pad(w, (0, 0, 0, blocks * GEMV_BLOCK - n))
+    return padded.view(blocks, GEMV_BLOCK, k).transpose(1, 2).contiguous()
 
 
 def _native_kernel(layer, w) -> Kernel | None:
     """One level's step through ``rnnlab::cell_step``: the cell's own compiled forward pass (``csrc/cells/*.h``)
-    on transposed copies of the weights made here, once per load — the native engine's arithmetic with none
-    of a layer call's per-call set-up. None where it does not run: no compiled operators, not on the CPU,
-    not float32/float64."""
+    on copies of the weights made here, once per load — the native engine's arithmetic with none of a layer
+    call's per-call set-up. A large float32 level (W_hh of ``BLOCKS_FROM`` numbers or more) hands over its
+    weights in column blocks (``column_blocks``), which the operator reads one row at a time at the rate of a
+    plain read of them, each step in the order opposite to the step before (the blocks read last are still in
+    the core's cache); the transposed copies, for more rows and for small levels, are made at the first call that
+    wants them. None where it does not run: no compiled operators, not on the CPU, not float32/float64."""
     cell = layer.cell_class.SPEC.kernel(layer.options)
     if (not ops.available() or cell not in NATIVE_CELLS or w.weight_ih.device.type != "cpu"
             or w.weight_ih.dtype not in (torch.float32, torch.float64)):
         return None
     with torch.no_grad():
-        w_ih_t, w_hh_t = w.weight_ih.detach().t().contiguous(), w.weight_hh.detach().t().contiguous()
+        w_ih, w_hh = w.weight_ih.detach(), w.weight_hh.detach()
         b, b_hn = (None if t is None else t.detach().clone() for t in (w.bias, w.bias_hn))
+        blocks = w_hh.dtype == torch.float32 and w_hh.numel() >= BLOCKS_FROM
+        w_ih_blocks, w_hh_blocks = (column_blocks(w_ih), column_blocks(w_hh)) if blocks else (None, None)
+        transposed: list[torch.Tensor] = []
+        if not blocks:
+            transposed = [w_ih.t().contiguous(), w_hh.t().contiguous()]
     op = torch.ops.rnnlab.cell_step.default
-    if cell == "lstm":
-        return lambda x, s: op(x, s[0], s[1], w_ih_t, w_hh_t, b, None, cell=cell)
-    return lambda x, s: (op(x, s[0], None, w_ih_t, w_hh_t, b, b_hn, cell=cell)[0],)
+    flip = [False]
+
+    def weights(x):
+        if blocks and x.shape[0] == 1:
+            flip[0] = not flip[0]
+            return None, None, flip[0]
+        if not transposed:  # (a large level's first call with more than one row)
+            with torch.no_grad():
+                transposed.extend((w_ih.t().contiguous(), w_hh.t().contiguous()))
+        return transposed[0], transposed[1], False
+
+    def step(x, s):
+        w_ih_t, w_hh_t, backwards = weights(x)
+        h, c = op(x, s[0], s[1] if cell == "lstm" else None, w_ih_t, w_hh_t, b, b_hn, cell=cell,
+                  w_ih_blocks=w_ih_blocks, w_hh_blocks=w_hh_blocks, backwards=backwards)
+        return (h, c) if cell == "lstm" else (h,)
+    return step
 
 
 def _fused_kernel(layer, w) -> tuple[Kernel, str] | None:

@@ -829,11 +829,21 @@ void rows_times(int64_t M, int64_t N, int64_t K, const T* A, const T* Bm, T beta
 }
 
 // rnnlab::cell_step — one time step of one plain level, for streaming (rnnlab.Streamer.step): the cell's own
-// forward pass (cells/*.h) on B rows, with the weights handed over already transposed (the Streamer makes
-// W_ihᵀ (X, gx) and W_hhᵀ (P, rec) once, and again when they change), and no time axis, outputs kept for
-// backward, or per-call copies: the latency path. Returns the new h (B, H) and, for the LSTM, C (else an empty C).
-std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt& c, const Tensor& w_ihT,
-                                     const Tensor& w_hhT, const Opt& b, const Opt& b_hn, c10::string_view cell) {
+// forward pass (cells/*.h) on B rows, with no time axis, outputs kept for backward, or per-call copies: the latency
+// path. Returns the new h (B, H) and, for the LSTM, C (else an empty C).
+// Each weight comes in either layout, or both, made once by the caller (the Streamer, again when they change):
+// - transposed, W_ihᵀ (X, gx) and W_hhᵀ (H, rec): the products x · W_ihᵀ and h · W_hhᵀ as row-major GEMMs (BLAS, or
+//   small_gemm.h's kernel for a few rows against a small W);
+// - float32 only, the same transposes in column blocks (small_gemm.h's GEMV_BLOCK layout: (⌈gx/64⌉, X, 64) and
+//   (⌈rec/64⌉, H, 64)): one row at a time through block_gemv, which reads the weights once, front to back, at the rate
+//   a plain read of them reaches (a large level's weights come from L3 every step, so the read is the whole cost).
+//   ``backwards`` takes the blocks last to first and runs W_hh's product before W_ih's (the caller alternates it step
+//   by step, so that the blocks read last, still in L2, are read first); each output is the same sum either way.
+// A layout given is used where it is the one preferred (the blocks at batch 1, the transposes for more rows), or
+// where it is the only one given; a product with neither is refused by name.
+std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt& c, const Opt& w_ihT,
+                                     const Opt& w_hhT, const Opt& b, const Opt& b_hn, c10::string_view cell,
+                                     const Opt& w_ih_blocks, const Opt& w_hh_blocks, bool backwards) {
   const char* fn = "rnnlab::cell_step";
   Shape s{};
   s.kind = kind_of(cell);
@@ -848,16 +858,27 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
   s.GX = input_gates(s.kind, false) * s.H, s.GH = stored_gates(s.kind) * s.H;
   s.bias = b.has_value(), s.bias_hn = b_hn.has_value();
   expect(fn, "h", h, {s.B, s.H}, s.dtype);
-  expect(fn, "w_ihT", w_ihT, {s.X, s.GX}, s.dtype);
-  expect(fn, "w_hhT", w_hhT, {s.H, s.rec()}, s.dtype);
+  const auto blocks = [](int64_t n) { return (n + GEMV_BLOCK - 1) / GEMV_BLOCK; };
+  TORCH_CHECK_VALUE(w_ihT.has_value() || w_ih_blocks.has_value(), fn, ": w_ihT: expected a tensor (", s.X, ", ",
+                    s.GX, ") or w_ih_blocks (", blocks(s.GX), ", ", s.X, ", ", GEMV_BLOCK, "), got neither");
+  TORCH_CHECK_VALUE(w_hhT.has_value() || w_hh_blocks.has_value(), fn, ": w_hhT: expected a tensor (", s.H, ", ",
+                    s.rec(), ") or w_hh_blocks (", blocks(s.rec()), ", ", s.H, ", ", GEMV_BLOCK, "), got neither");
+  if (w_ihT) expect(fn, "w_ihT", *w_ihT, {s.X, s.GX}, s.dtype);
+  if (w_hhT) expect(fn, "w_hhT", *w_hhT, {s.H, s.rec()}, s.dtype);
+  if (w_ih_blocks) expect(fn, "w_ih_blocks", *w_ih_blocks, {blocks(s.GX), s.X, GEMV_BLOCK}, at::kFloat);
+  if (w_hh_blocks) expect(fn, "w_hh_blocks", *w_hh_blocks, {blocks(s.rec()), s.H, GEMV_BLOCK}, at::kFloat);
+  TORCH_CHECK_TYPE(s.dtype == at::kFloat || !(w_ih_blocks || w_hh_blocks), fn,
+                   ": w_ih_blocks, w_hh_blocks: expected None for float64 x (the blocks are float32 only)");
   TORCH_CHECK_VALUE(c.has_value() == lstm, fn, ": c: expected ", lstm ? "a tensor (B, H)" : "None", " for cell '",
                     std::string(cell), "', got ", c.has_value() ? "a tensor" : "None");
   if (lstm) expect(fn, "c", *c, {s.B, s.H}, s.dtype);
   if (s.bias) expect(fn, "b", *b, {s.GX}, s.dtype);
   present(fn, "b_hn", b_hn, s.kind == Kind::GRU_AFTER, "(only the GRU with reset after has b_hn)");
   if (s.bias_hn) expect(fn, "b_hn", *b_hn, {s.H}, s.dtype);
+  const bool ih_blocks = w_ih_blocks && (s.B == 1 || !w_ihT), hh_blocks = w_hh_blocks && (s.B == 1 || !w_hhT);
   const Tensor xc = x.contiguous(), hc = h.contiguous(), cc = lstm ? c->contiguous() : Tensor();
-  const Tensor wi = w_ihT.contiguous(), wh = w_hhT.contiguous();
+  const Tensor wi = (ih_blocks ? *w_ih_blocks : *w_ihT).contiguous();
+  const Tensor wh = (hh_blocks ? *w_hh_blocks : *w_hhT).contiguous();
   Tensor h_out = x.new_empty({s.B, s.H});
   Tensor c_out = lstm ? x.new_empty({s.B, s.H}) : x.new_empty({0});
   AT_DISPATCH_FLOATING_TYPES(s.dtype, "rnnlab::cell_step", [&] {
@@ -865,8 +886,13 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     BlasThreads threads(step_threads(s.B, s.rec(), s.P));
     Loop<T> k;
     k.B = s.B, k.H = s.H, k.P = s.P, k.ldw = s.rec();
-    k.w_hhT = wh.data_ptr<T>();
-    k.small = small_rows(s);
+    if (hh_blocks) {
+      k.w_hh_blocks = wh.data_ptr<float>();
+      k.backwards = backwards;
+    } else {
+      k.w_hhT = wh.data_ptr<T>();
+      k.small = small_rows(s);
+    }
     std::vector<T> zeros(s.GX, T(0));  // (G·H ≥ H: long enough for every absent vector below)
     k.b_hn = s.bias_hn ? b_hn->data_ptr<T>() : zeros.data();
     k.pf = k.pi = k.po = zeros.data();
@@ -877,12 +903,22 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     T* gate = hh + s.B * s.first();
     T* extra = gate + s.B * s.GH;
     const T* xb = s.bias ? b->data_ptr<T>() : zeros.data();
-    if (s.X == 0)  // no input features: xp is zero (BLAS refuses a zero leading dimension)
-      std::fill(xp, xp + s.B * s.GX, T(0));
-    else
-      rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), T(0), xp, k.small);
     const T* h_prev = hc.data_ptr<T>();
+    auto input = [&] {
+      if (s.X == 0) {  // no input features: xp is zero (BLAS refuses a zero leading dimension)
+        std::fill(xp, xp + s.B * s.GX, T(0));
+      } else if (ih_blocks) {  // (float32: checked above)
+        const float* xr = xc.data_ptr<float>();
+        for (int64_t r = 0; r < s.B; ++r)
+          gemv_blocks(s.X, xr + r * s.X, wi.data_ptr<float>(), 0, s.GX, reinterpret_cast<float*>(xp) + r * s.GX,
+                      backwards);
+      } else {
+        rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), T(0), xp, small_rows(s));
+      }
+    };
+    if (!backwards) input();
     k.product(h_prev, 0, s.first(), hh, s.first());
+    if (backwards) input();
     const Fw<T> step{0, nullptr, xp, xb, hh, h_prev, h_prev, gate, h_out.data_ptr<T>(),
                      lstm ? cc.data_ptr<T>() : nullptr, lstm ? c_out.data_ptr<T>() : nullptr, extra};
     with_cell<T>(s, [&](auto unit) {
@@ -1249,8 +1285,8 @@ TORCH_LIBRARY(rnnlab, m) {
         "-> (Tensor da, Tensor db, Tensor dh0)");
   // which kernel recurrent_level's bf16 mode runs here, or why it runs float32 (rnnlab.engine.ops.bf16_kernel)
   m.def("bf16_kernel() -> str", &rnnlab::bf16_kernel);
-  m.def("cell_step(Tensor x, Tensor h, Tensor? c, Tensor w_ihT, Tensor w_hhT, Tensor? b, Tensor? b_hn, *, str cell) "
-        "-> (Tensor h, Tensor c)");
+  m.def("cell_step(Tensor x, Tensor h, Tensor? c, Tensor? w_ihT, Tensor? w_hhT, Tensor? b, Tensor? b_hn, *, str cell, "
+        "Tensor? w_ih_blocks=None, Tensor? w_hh_blocks=None, bool backwards=False) -> (Tensor h, Tensor c)");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {

@@ -36,6 +36,40 @@
 
 namespace rnnlab {
 
+// out (N) = W (N, K) · a (K) for a dense row-major W: small_gemv, its rows halved between OpenMP's threads outside
+// another parallel region (a whole loop: a split part, a bidirectional level's direction and a wavefront's level run
+// inside one, on one thread each), as BLAS threads its GEMV (Loop::by_rows, rnnlab::cell_step at batch 1)
+inline void gemv_rows(int64_t N, int64_t K, const float* a, const float* W, float* out, bool backwards) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads < 2 || N < 8) return small_gemv(N, K, a, W, K, out, backwards);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+    const int64_t share = (N / n + 3) / 4 * 4;  // whole groups of four rows
+    const int64_t lo = std::min(N, i * share), hi = i == n - 1 ? N : std::min(N, lo + share);
+    if (hi > lo) small_gemv(hi - lo, K, a, W + lo * K, K, out + lo, backwards);
+  }
+}
+
+// out[0, width) = a (K) · W[:, col : col + width) for W in column blocks (small_gemm.h's block_gemv), the blocks halved
+// between OpenMP's threads outside another parallel region, as gemv_rows
+inline void gemv_blocks(int64_t K, const float* a, const float* Wb, int64_t col, int64_t width, float* out,
+                        bool backwards) {
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const int64_t first = col / GEMV_BLOCK, blocks = width > 0 ? (col + width - 1) / GEMV_BLOCK - first + 1 : 0;
+  if (threads < 2 || blocks < 2) return block_gemv(K, a, Wb, col, width, out, backwards);
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+    const int64_t share = (blocks + n - 1) / n;
+    const int64_t b0 = std::min(blocks, i * share), b1 = std::min(blocks, b0 + share);
+    if (b1 > b0) {  // this thread's columns [lo, hi) of [col, col + width)
+      const int64_t lo = std::max(col, (first + b0) * GEMV_BLOCK), hi = std::min(col + width, (first + b1) * GEMV_BLOCK);
+      block_gemv(K, a, Wb, lo, hi - lo, out + (lo - col), backwards);
+    }
+  }
+}
+
 // one forward step over B rows
 template <typename T>
 struct Fw {
@@ -106,14 +140,14 @@ struct Loop {
   // first unit's row): wblock is then the layer's H, the row distance between gate blocks, and the loop's column c
   // (gate block c / H, unit c % H of the part) is row (c / H) · wblock + c % H; 0: dense (gathered) weights
   int64_t wblock = 0;
-  int64_t ldw;       // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
-  const T* w_hhT;    // (P, rec) forward
-  const T* w_hh;     // (rec, P) backward
-  const T* w_hrT;    // projection: (H, P) forward, null without one
-  const T* w_hr;     // projection: (P, H) backward
+  int64_t ldw = 0;   // the row stride of W_hhᵀ (P, ldw) and the row count of W_hh (ldw, P) = rec(H)
+  const T* w_hhT = nullptr;  // (P, rec) forward
+  const T* w_hh = nullptr;   // (rec, P) backward
+  const T* w_hrT = nullptr;  // projection: (H, P) forward, null without one
+  const T* w_hr = nullptr;   // projection: (P, H) backward
   PackedB<T> packed;       // forward: W_hhᵀ's first block packed once per call (the driver decides), or off
   PackedB<T> packed_back;  // backward: W_hh's first block, likewise
-  const T* b_hn;     // GRU reset="after": (H), zeros when absent
+  const T* b_hn = nullptr;   // GRU reset="after": (H), zeros when absent
   const T* pf;       // LSTM peepholes (H each), zeros when absent
   const T* pi;
   const T* po;
@@ -146,6 +180,9 @@ struct Loop {
   // every step over two runs of 15 interleaved calls, the GRU 0.91. RNNLAB_ALTERNATE=0 reads first to last every step (the tests compare).
   bool alternate = alternate_rows();
   bool backwards = false;  // the direction the last step read them in
+  // W_hhᵀ in column blocks (small_gemm.h's block_gemv), read a row at a time in the direction ``backwards`` says, at
+  // batch 1 (or where w_hhT is null): float32, given by rnnlab::cell_step's caller (the Streamer)
+  const float* w_hh_blocks = nullptr;
   // a few rows against a W_hh that stays in cache (the driver decides: make_loop) run small_gemm.h's kernel
   // instead of BLAS: float32 only
   bool small = false;
@@ -205,6 +242,10 @@ struct Loop {
       }
     }
     if constexpr (std::is_same_v<T, float>) {
+      if (w_hh_blocks && (B == 1 || !w_hhT)) {
+        for (int64_t r = 0; r < B; ++r) gemv_blocks(P, in + r * P, w_hh_blocks, col, width, out + r * ldo, backwards);
+        return;
+      }
       if (small) return small_gemm(B, width, P, in, P, w_hhT + col, ldw, 0.0f, out, ldo);
       if (w_hhTb && w_hhTb->covers(0, P, col, width))
         return w_hhTb->product(B, in, P, 0, P, col, width, false, out, ldo, gemm_threads);
@@ -224,29 +265,16 @@ struct Loop {
     }
     gemm<T>(B, width, P, in, P, w_hhT + col, ldw, T(0), out, ldo);
   }
-  // out (B, width) = in (B, P) · W (width, P)ᵀ for row-major W: in float32 at batch 1 small_gemv, its rows halved between
-  // OpenMP's threads outside another parallel region (a whole loop: a split part, a bidirectional level's direction and
-  // a wavefront's level run inside one, on one thread each), as BLAS threads its GEMV; else BLAS. Both threads / one,
+  // out (B, width) = in (B, P) · W (width, P)ᵀ for row-major W: in float32 at batch 1 gemv_rows (small_gemv, its rows
+  // halved between the threads where it is not inside a parallel region already), else BLAS. Both threads / one,
   // on the AMD EPYC host at B = 1, H = 512, for layers that do not split (min of 30 calls, three runs): LSTM with
   // peepholes 0.70-0.86, GRU with layer norm 0.61-0.71, LSTM with proj_size = 256 0.92-1.06
   void by_rows(const T* in, const T* W, int64_t width, T* out, int64_t ldo) const {
     if constexpr (std::is_same_v<T, float>) {
-      if (B == 1) return gemv_rows(width, in, W, out);
+      if (B == 1) return gemv_rows(width, P, in, W, out, backwards);
     }
     gemm_t<T>(B, width, P, in, P, W, P, T(0), out, ldo);
   }
-  void gemv_rows(int64_t width, const float* in, const float* W, float* out) const {
-    const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if (threads < 2 || width < 8) return small_gemv(width, P, in, W, P, out, backwards);
-#pragma omp parallel num_threads(threads)
-    {
-      const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-      const int64_t share = (width / n + 3) / 4 * 4;  // whole groups of four rows
-      const int64_t lo = std::min(width, i * share), hi = i == n - 1 ? width : std::min(width, lo + share);
-      if (hi > lo) small_gemv(hi - lo, P, in, W + lo * P, P, out + lo, backwards);
-    }
-  }
-
   // out (B, P) = d (B, rows) · W_hh[row : row + rows, :] + beta · out
   void product_back(const T* d, int64_t ldd, int64_t row, int64_t rows, T beta, T* out) {
     if constexpr (std::is_same_v<T, float>) {
