@@ -239,3 +239,16 @@ def test_torch_engine_converts_a_parametrized_layer_on_every_call():
         layer.engine = "reference"
         torch.testing.assert_close(second, layer(x)[0], atol=1e-5, rtol=1e-5)
     assert not torch.equal(first, second)
+
+
+def test_every_engine_takes_path_x_then_layer():
+    """``path(x, layer)`` on every engine (the auto engine also keeps its ``path(layer, x)``); a call without an
+    input tensor is refused by name."""
+    layer, x = rnnlab.LSTM(5, 7), torch.randn(4, 2, 5)
+    for name in ("auto", "native", "torch", "reference"):
+        engine = get_engine(name, layer, x)
+        assert engine.path(x, layer) in ("native-cpp", "torch-onednn", "reference")
+    auto = get_engine("auto", layer, x)
+    assert auto.path(x, layer) == auto.path(layer, x)
+    with pytest.raises(TypeError, match="path: expected a layer and an input tensor x"):
+        auto.path(layer)

@@ -123,9 +123,15 @@ def _torch_pays(layer, x: torch.Tensor) -> bool:
 class AutoEngine:
     name = "auto"
 
-    def path(self, layer, x: torch.Tensor, trace: bool = False) -> str:
+    def path(self, layer, x=None, trace: bool = False) -> str:
         """Which code runs for this call: "native-cpp", "reference" (no compiled operators),
-        "torch-onednn", "torch-aten" or "torch-cudnn"."""
+        "torch-onednn", "torch-aten" or "torch-cudnn". Takes ``(layer, x)``, or ``(x, layer)`` as the other
+        engines' ``path(x, layer)`` does."""
+        if isinstance(layer, torch.Tensor):
+            layer, x = x, layer
+        if layer is None or not isinstance(x, torch.Tensor):
+            raise TypeError(f"path: expected a layer and an input tensor x, got {type(layer).__name__} and "
+                            f"{type(x).__name__}")
         return choose(layer, x, trace).path(x, layer)
 
     def run(self, layer, x, hx, lengths, trace):

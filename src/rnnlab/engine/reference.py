@@ -48,5 +48,9 @@ def direction(layer, w, x, state, lengths, reverse: bool, trace: bool, step: dic
 class ReferenceEngine:
     name = "reference"
 
+    def path(self, x: torch.Tensor, layer=None) -> str:
+        """Which code runs for this call: always "reference" (the cells' equations under autograd)."""
+        return "reference"
+
     def run(self, layer, x, hx, lengths, trace):
         return run_stack(layer, x, hx, lengths, trace, direction)

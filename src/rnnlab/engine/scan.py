@@ -66,5 +66,9 @@ def finish(out, h_last, traces, live, trace: bool):
 class ScanEngine:
     name = "scan"
 
+    def path(self, x: torch.Tensor, layer=None) -> str:
+        """Which code runs for this call: always "scan" (the parallel log-space scan)."""
+        return "scan"
+
     def run(self, layer, x, hx, lengths, trace):
         return run_stack(layer, x, hx, lengths, trace, direction)
