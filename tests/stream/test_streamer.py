@@ -155,16 +155,22 @@ def test_reset_some_sequences(cls, opts):
     s.step(x[0, :2])  # a new batch size after a full reset
 
 
-def test_weights_changed_in_place_are_used():
-    layer = rnnlab.GRU(2, 3, reset="after").double()
-    x = torch.randn(2, 1, 2, dtype=torch.float64)
+@pytest.mark.parametrize("blocks", [False, True])
+def test_weights_changed_in_place_are_used(blocks, monkeypatch):
+    """(W_hh acts on h0 = 0 at the first step, so the layer's call with the new weights is the reference;
+    ``blocks``: a float32 level stepping on column blocks, rnnlab::cell_step's batch-1 layout)"""
+    if blocks:
+        monkeypatch.setattr("rnnlab.stream.streamer.BLOCKS_FROM", 16)
+    dtype = torch.float32 if blocks else torch.float64
+    layer = rnnlab.GRU(2, 3, reset="after").to(dtype)
+    x = torch.randn(2, 1, 2, dtype=dtype)
     s = Streamer(layer)
     s.step(x[0])
     with torch.no_grad():
         layer.weight_hh_l0.mul_(0.5)
     got = s.step(x[1])
     want, _ = layer(x)
-    torch.testing.assert_close(got, want[1], **TOL)
+    torch.testing.assert_close(got, want[1], **(TOL if not blocks else dict(rtol=1e-5, atol=1e-6)))
 
 
 def test_state_is_an_ordinary_tensor():
