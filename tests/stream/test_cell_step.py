@@ -79,6 +79,23 @@ def test_column_blocks_equal_the_equations_either_way_round(cell, B, X, H):
     torch.testing.assert_close(got[0][0], plain[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("N,K", [(5, 3), (64, 7), (130, 4), (256, 0)])
+def test_column_blocks_hold_each_column_of_the_transpose(N, K):
+    """rnnlab::column_blocks: block b, row k, lane j is W[64 b + j, k], zero past N (a definition element by element)."""
+    w = torch.randn(N, K)
+    got = column_blocks(w)
+    assert got.shape == (-(-N // 64), K, 64) and got.is_contiguous()
+    for b in range(got.shape[0]):
+        for j in range(64):
+            n = 64 * b + j
+            want = w[n] if n < N else torch.zeros(K)
+            assert torch.equal(got[b, :, j], want)
+    with pytest.raises(TypeError, match="column_blocks: w: expected float32, got Double"):
+        column_blocks(w.double())
+    with pytest.raises(ValueError, match="column_blocks: w: expected a 2-D tensor"):
+        column_blocks(w[0])
+
+
 def test_bad_arguments_are_refused_by_name():
     x, h, wi, wh = torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(3, 16), torch.zeros(4, 16)
     step = torch.ops.rnnlab.cell_step

@@ -74,17 +74,13 @@ NATIVE_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru_before", "gru_after")  # wh
 # on the AMD EPYC host and half of it on the Intel one; smaller levels stay in cache, where small_gemm.h's kernel runs
 # the transposed layout)
 BLOCKS_FROM = 1 << 18
-GEMV_BLOCK = 64  # csrc/small_gemm.h's GEMV_BLOCK
 
 
 def column_blocks(w: torch.Tensor) -> torch.Tensor:
-    """``w`` (N, K), a weight as torch stores it, as its transpose (K, N) in blocks of ``GEMV_BLOCK`` columns:
-    (⌈N/64⌉, K, 64), block b holding columns [64 b, 64 b + 64) densely, the last one padded with zeros — the layout
-    ``rnnlab::cell_step`` reads one row at a time (``csrc/small_gemm.h``'s block_gemv)."""
-    n, k = w.shape
-    blocks = -(-n // GEMV_BLOCK)
-    padded = torch.nn.functional.pad(w, (0, 0, 0, blocks * GEMV_BLOCK - n))
-    return padded.view(blocks, GEMV_BLOCK, k).transpose(1, 2).contiguous()
+    """``w`` (N, K), a float32 weight as torch stores it, in the layout ``rnnlab::cell_step`` reads one row at a
+    time: its transpose in blocks of 64 columns, (⌈N/64⌉, K, 64) (``rnnlab::column_blocks``,
+    ``csrc/small_gemm.h``'s block_gemv)."""
+    return torch.ops.rnnlab.column_blocks(w)
 
 
 def _native_kernel(layer, w) -> Kernel | None:

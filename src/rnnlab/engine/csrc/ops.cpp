@@ -834,7 +834,7 @@ void rows_times(int64_t M, int64_t N, int64_t K, const T* A, const T* Bm, T beta
 // Each weight comes in either layout, or both, made once by the caller (the Streamer, again when they change):
 // - transposed, W_ihᵀ (X, gx) and W_hhᵀ (H, rec): the products x · W_ihᵀ and h · W_hhᵀ as row-major GEMMs (BLAS, or
 //   small_gemm.h's kernel for a few rows against a small W);
-// - float32 only, the same transposes in column blocks (small_gemm.h's GEMV_BLOCK layout: (⌈gx/64⌉, X, 64) and
+// - float32 only, the same transposes in column blocks (rnnlab::column_blocks of W_ih and W_hh: (⌈gx/64⌉, X, 64) and
 //   (⌈rec/64⌉, H, 64)): one row at a time through block_gemv, which reads the weights once, front to back, at the rate
 //   a plain read of them reaches (a large level's weights come from L3 every step, so the read is the whole cost).
 //   ``backwards`` takes the blocks last to first and runs W_hh's product before W_ih's (the caller alternates it step
@@ -908,10 +908,8 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
       if (s.X == 0) {  // no input features: xp is zero (BLAS refuses a zero leading dimension)
         std::fill(xp, xp + s.B * s.GX, T(0));
       } else if (ih_blocks) {  // (float32: checked above)
-        const float* xr = xc.data_ptr<float>();
-        for (int64_t r = 0; r < s.B; ++r)
-          gemv_blocks(s.X, xr + r * s.X, wi.data_ptr<float>(), 0, s.GX, reinterpret_cast<float*>(xp) + r * s.GX,
-                      backwards);
+        gemv_blocks(s.B, s.X, xc.data_ptr<float>(), s.X, wi.data_ptr<float>(), 0, s.GX, reinterpret_cast<float*>(xp),
+                    s.GX, backwards);
       } else {
         rows_times<T>(s.B, s.GX, s.X, xc.data_ptr<T>(), wi.data_ptr<T>(), T(0), xp, small_rows(s));
       }
@@ -927,6 +925,21 @@ std::tuple<Tensor, Tensor> cell_step(const Tensor& x, const Tensor& h, const Opt
     });
   });
   return {h_out, c_out};
+}
+
+// rnnlab::column_blocks — a weight W (N, K) as torch stores it, laid out as its transpose (K, N) in small_gemm.h's
+// column blocks, (⌈N/64⌉, K, 64), the last block padded with zero columns: the layout cell_step's w_ih_blocks and
+// w_hh_blocks take (the Streamer makes it once per load)
+Tensor column_blocks(const Tensor& w) {
+  const char* fn = "rnnlab::column_blocks";
+  TORCH_CHECK_VALUE(w.dim() == 2, fn, ": w: expected a 2-D tensor (N, K), got shape ", w.sizes());
+  TORCH_CHECK_TYPE(w.scalar_type() == at::kFloat, fn, ": w: expected float32, got ", w.scalar_type());
+  TORCH_CHECK_VALUE(w.device().is_cpu(), fn, ": w: expected a CPU tensor, got one on ", w.device());
+  const int64_t N = w.size(0), K = w.size(1), blocks = (N + GEMV_BLOCK - 1) / GEMV_BLOCK;
+  return at::constant_pad_nd(w, {0, 0, 0, blocks * GEMV_BLOCK - N})
+      .view({blocks, GEMV_BLOCK, K})
+      .transpose(1, 2)
+      .contiguous();
 }
 
 using LevelGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
@@ -1287,6 +1300,7 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("bf16_kernel() -> str", &rnnlab::bf16_kernel);
   m.def("cell_step(Tensor x, Tensor h, Tensor? c, Tensor? w_ihT, Tensor? w_hhT, Tensor? b, Tensor? b_hn, *, str cell, "
         "Tensor? w_ih_blocks=None, Tensor? w_hh_blocks=None, bool backwards=False) -> (Tensor h, Tensor c)");
+  m.def("column_blocks(Tensor w) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, AutocastCPU, m) {
@@ -1302,6 +1316,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("recurrent_stack_backward", &rnnlab::recurrent_stack_backward);
   m.impl("linear_recurrence", &rnnlab::linear_recurrence);
   m.impl("cell_step", &rnnlab::cell_step);
+  m.impl("column_blocks", &rnnlab::column_blocks);
   m.impl("linear_recurrence_backward", &rnnlab::linear_recurrence_backward);
 }
 

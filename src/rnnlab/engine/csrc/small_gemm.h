@@ -134,8 +134,8 @@ RNNLAB_KERNEL inline void small_gemv(int64_t N, int64_t K, const float* a, const
 }
 
 // W (K, N) in column blocks for block_gemv: block b holds columns [64 b, 64 b + 64) as a dense (K, 64) matrix at
-// b · K · 64, the last block padded with zero columns (rnnlab.stream.streamer's column_blocks makes it from W's
-// transpose as torch stores it). One row times W then reads W once, front to back, with no sum across lanes.
+// b · K · 64, the last block padded with zero columns (ops.cpp's rnnlab::column_blocks makes it from W as torch
+// stores it). One row times W then reads W once, front to back, with no sum across lanes.
 constexpr int64_t GEMV_BLOCK = 64;
 
 // out[0, width) = a (K) · W[:, col : col + width) for W in column blocks (above): each block's 64 columns summed

@@ -36,38 +36,36 @@
 
 namespace rnnlab {
 
-// out (N) = W (N, K) · a (K) for a dense row-major W: small_gemv, its rows halved between OpenMP's threads outside
-// another parallel region (a whole loop: a split part, a bidirectional level's direction and a wavefront's level run
-// inside one, on one thread each), as BLAS threads its GEMV (Loop::by_rows, rnnlab::cell_step at batch 1)
-inline void gemv_rows(int64_t N, int64_t K, const float* a, const float* W, float* out, bool backwards) {
+// fn(lo, hi) over [0, n), shared out in whole ``grain``s between OpenMP's threads, as BLAS threads its GEMV, from
+// ``from`` items up and outside another parallel region (a whole loop: a split part, a bidirectional level's direction
+// and a wavefront's level run inside one, on one thread each); else fn(0, n) on the calling thread
+template <class Fn>
+void share_out(int64_t n, int64_t grain, int64_t from, const Fn& fn) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads < 2 || N < 8) return small_gemv(N, K, a, W, K, out, backwards);
+  if (threads < 2 || n < from) return fn(int64_t(0), n);
 #pragma omp parallel num_threads(threads)
   {
-    const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-    const int64_t share = (N / n + 3) / 4 * 4;  // whole groups of four rows
-    const int64_t lo = std::min(N, i * share), hi = i == n - 1 ? N : std::min(N, lo + share);
-    if (hi > lo) small_gemv(hi - lo, K, a, W + lo * K, K, out + lo, backwards);
+    const int64_t t = omp_get_num_threads(), i = omp_get_thread_num();
+    const int64_t share = ((n + t - 1) / t + grain - 1) / grain * grain;
+    const int64_t lo = std::min(n, i * share), hi = std::min(n, lo + share);
+    if (hi > lo) fn(lo, hi);
   }
 }
 
-// out[0, width) = a (K) · W[:, col : col + width) for W in column blocks (small_gemm.h's block_gemv), the blocks halved
-// between OpenMP's threads outside another parallel region, as gemv_rows
-inline void gemv_blocks(int64_t K, const float* a, const float* Wb, int64_t col, int64_t width, float* out,
-                        bool backwards) {
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+// out (N) = W (N, K) · a (K) for a dense row-major W: small_gemv, the rows shared out in fours (Loop::by_rows)
+inline void gemv_rows(int64_t N, int64_t K, const float* a, const float* W, float* out, bool backwards) {
+  share_out(N, 4, 8, [&](int64_t lo, int64_t hi) { small_gemv(hi - lo, K, a, W + lo * K, K, out + lo, backwards); });
+}
+
+// out (M, width) = a (M, K) · W[:, col : col + width) for W in column blocks (small_gemm.h's block_gemv), a row at a
+// time, the blocks shared out (rnnlab::cell_step's products; row strides lda, ldo)
+inline void gemv_blocks(int64_t M, int64_t K, const float* a, int64_t lda, const float* Wb, int64_t col, int64_t width,
+                        float* out, int64_t ldo, bool backwards) {
   const int64_t first = col / GEMV_BLOCK, blocks = width > 0 ? (col + width - 1) / GEMV_BLOCK - first + 1 : 0;
-  if (threads < 2 || blocks < 2) return block_gemv(K, a, Wb, col, width, out, backwards);
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-    const int64_t share = (blocks + n - 1) / n;
-    const int64_t b0 = std::min(blocks, i * share), b1 = std::min(blocks, b0 + share);
-    if (b1 > b0) {  // this thread's columns [lo, hi) of [col, col + width)
-      const int64_t lo = std::max(col, (first + b0) * GEMV_BLOCK), hi = std::min(col + width, (first + b1) * GEMV_BLOCK);
-      block_gemv(K, a, Wb, lo, hi - lo, out + (lo - col), backwards);
-    }
-  }
+  share_out(blocks, 1, 2, [&](int64_t b0, int64_t b1) {  // this thread's columns [lo, hi) of [col, col + width)
+    const int64_t lo = std::max(col, (first + b0) * GEMV_BLOCK), hi = std::min(col + width, (first + b1) * GEMV_BLOCK);
+    for (int64_t r = 0; r < M; ++r) block_gemv(K, a + r * lda, Wb, lo, hi - lo, out + r * ldo + (lo - col), backwards);
+  });
 }
 
 // one forward step over B rows
@@ -166,7 +164,7 @@ struct Loop {
   // above); shared, read only, by a level's loops over parts of the batch
   std::shared_ptr<const PackedBf16> w_hhT16p, w_hh16p;
   // float32: W_hhᵀ (forward) and W_hh (backward) blocked once per call for brgemm.h's float32 products where they run
-  // (BlockedF32::wanted; the driver makes them), else null
+  // (driver.h's lay_out_forward / lay_out_backward make them), else null
   std::shared_ptr<const BlockedF32> w_hhTb, w_hhb;
   bool bf16 = false;                // the bf16 mode runs (the operator sets it; split.h's parts make their own copies)
   int64_t gemm_threads = 1;         // the threads a packed product's column blocks split between
@@ -242,10 +240,7 @@ struct Loop {
       }
     }
     if constexpr (std::is_same_v<T, float>) {
-      if (w_hh_blocks && (B == 1 || !w_hhT)) {
-        for (int64_t r = 0; r < B; ++r) gemv_blocks(P, in + r * P, w_hh_blocks, col, width, out + r * ldo, backwards);
-        return;
-      }
+      if (w_hh_blocks && (B == 1 || !w_hhT)) return gemv_blocks(B, P, in, P, w_hh_blocks, col, width, out, ldo, backwards);
       if (small) return small_gemm(B, width, P, in, P, w_hhT + col, ldw, 0.0f, out, ldo);
       if (w_hhTb && w_hhTb->covers(0, P, col, width))
         return w_hhTb->product(B, in, P, 0, P, col, width, false, out, ldo, gemm_threads);
